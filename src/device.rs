@@ -1,0 +1,65 @@
+//! Where a tensor's storage lives.
+
+use std::fmt;
+
+/// A compute device. The CPU backend is always present and is the reference for every op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// Host memory, multithreaded CPU kernels.
+    Cpu,
+    /// The n-th CUDA GPU.
+    Cuda(usize),
+}
+
+impl Device {
+    /// Resolves a user's device choice (`cpu`, `cuda`, `cuda:N` or `auto`) to a usable device.
+    ///
+    /// `auto` picks a GPU when one can be used and the CPU otherwise; asking for `cuda`
+    /// explicitly on a build or machine without CUDA support is an error that says so.
+    pub fn parse(spec: &str) -> crate::Result<Device> {
+        match spec {
+            "cpu" => Ok(Device::Cpu),
+            "auto" => Ok(if cuda_available() {
+                Device::Cuda(0)
+            } else {
+                Device::Cpu
+            }),
+            s if s == "cuda" || s.starts_with("cuda:") => {
+                let n = match s.strip_prefix("cuda:") {
+                    Some(i) => i.parse::<usize>().map_err(|_| {
+                        crate::Error::invalid("device", format!("bad device ordinal in `{s}`"))
+                    })?,
+                    None => 0,
+                };
+                let device = Device::Cuda(n);
+                if cuda_available() {
+                    Ok(device)
+                } else {
+                    Err(crate::Error::DeviceUnavailable {
+                        device,
+                        reason: "this build of smith has no CUDA backend yet; use --device cpu"
+                            .into(),
+                    })
+                }
+            }
+            other => Err(crate::Error::invalid(
+                "device",
+                format!("unknown device `{other}` (expected cpu, cuda, cuda:N or auto)"),
+            )),
+        }
+    }
+}
+
+/// Whether a CUDA device can be used by this build.
+pub fn cuda_available() -> bool {
+    false
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
