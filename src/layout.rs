@@ -47,6 +47,15 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Ve
     Ok(out)
 }
 
+/// The shape of a reduction's output with the reduced dims kept as size 1.
+pub fn keepdim_shape(shape: &[usize], dims: &[usize]) -> Vec<usize> {
+    shape
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| if dims.contains(&d) { 1 } else { n })
+        .collect()
+}
+
 impl Layout {
     /// A contiguous layout starting at offset 0.
     pub fn contiguous(shape: &[usize]) -> Self {

@@ -1,15 +1,23 @@
 //! smith: tensors with reverse-mode autograd, a multithreaded CPU backend that is the
 //! reference for every op, transformer building blocks, optimizers and a GPT trainer.
 
+pub mod autograd;
 pub mod backend;
 pub mod device;
 pub mod dtype;
 pub mod error;
 pub mod layout;
+mod ops;
 pub mod rng;
+pub mod storage;
+mod tensor;
 
+pub use autograd::{no_grad, GradStore};
+pub use backend::{BinaryOp, CmpOp, ReduceOp, RotaryStyle, UnaryOp};
 pub use device::Device;
 pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};
 pub use layout::Layout;
+pub use ops::{causal_mask, rotary_tables};
 pub use rng::Rng;
+pub use tensor::{Tensor, TensorId};

@@ -1,0 +1,218 @@
+//! The backward formula of every op, in one exhaustive match: an op without a backward
+//! does not compile.
+
+use super::Op;
+use crate::backend::cpu::{self, NormKind};
+use crate::backend::{BinaryOp, CmpOp, UnaryOp};
+use crate::layout::keepdim_shape;
+use crate::{Error, Result, Tensor};
+
+/// Gradients of `node`'s inputs, given the gradient `g` of `node` (same shape as `node`).
+pub(super) fn input_grads(op: &Op, node: &Tensor, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
+    Ok(match op {
+        Op::Unary(x, u) => vec![(x.clone(), unary_grad(x, *u, g)?)],
+        Op::Binary(a, b, bop) => {
+            let (ga, gb) = binary_grads(a, b, *bop, g)?;
+            vec![(a.clone(), ga), (b.clone(), gb)]
+        }
+        Op::Where(cond, a, b) => {
+            let zeros = g.zeros_like()?;
+            vec![
+                (a.clone(), Tensor::where_cond(cond, g, &zeros)?),
+                (b.clone(), Tensor::where_cond(cond, &zeros, g)?),
+            ]
+        }
+        Op::Sum(x, dims) => {
+            let keep = keepdim_shape(x.shape(), dims);
+            vec![(x.clone(), g.reshape(&keep)?.broadcast_as(x.shape())?)]
+        }
+        Op::MaxMin(x, dims, out) => {
+            let keep = keepdim_shape(x.shape(), dims);
+            let winners = x
+                .cmp(&out.broadcast_as(x.shape())?, CmpOp::Eq)?
+                .to_dtype(x.dtype())?;
+            let count = winners.sum_keepdim(dims)?;
+            let share = g.reshape(&keep)?.div(&count)?;
+            vec![(x.clone(), share.broadcast_as(x.shape())?.mul(&winners)?)]
+        }
+        Op::Matmul(a, b) => {
+            let r = a.rank();
+            vec![
+                (a.clone(), g.matmul(&b.transpose(r - 2, r - 1)?)?),
+                (b.clone(), a.transpose(r - 2, r - 1)?.matmul(g)?),
+            ]
+        }
+        Op::Softmax { x, y, log } => {
+            let gs = g.read_storage();
+            let ys = y.read_storage();
+            let dx = cpu::softmax_last_backward(ys.cpu(), y.layout(), gs.cpu(), g.layout(), *log)?;
+            vec![(x.clone(), Tensor::from_cpu(dx, x.shape(), None))]
+        }
+        Op::Norm {
+            x,
+            weight,
+            bias,
+            kind,
+            eps,
+        } => norm_grads(x, weight.as_ref(), bias.as_ref(), *kind, *eps, g)?,
+        Op::CrossEntropy {
+            logits,
+            targets,
+            ignore,
+        } => {
+            let scale = g.to_scalar()?;
+            let ids = targets.read_storage().cpu().to_indices("cross_entropy", targets.layout())?;
+            let ls = logits.read_storage();
+            let d = cpu::cross_entropy_backward(ls.cpu(), logits.layout(), &ids, *ignore, scale)?;
+            vec![(logits.clone(), Tensor::from_cpu(d, logits.shape(), None))]
+        }
+        Op::IndexSelect { src, ids, dim } => {
+            let idx = ids.read_storage().cpu().to_indices("index_select", ids.layout())?;
+            let gs = g.read_storage();
+            let d = cpu::index_add_zeros(gs.cpu(), g.layout(), src.shape(), *dim, &idx)?;
+            vec![(src.clone(), Tensor::from_cpu(d, src.shape(), None))]
+        }
+        Op::Gather { src, index, dim } => {
+            vec![(src.clone(), src.zeros_like()?.scatter_add(*dim, index, g)?)]
+        }
+        Op::ScatterAdd { dst, index, src, dim } => {
+            vec![(dst.clone(), g.clone()), (src.clone(), g.gather(*dim, index)?)]
+        }
+        Op::Cat(parts, dim) => {
+            let mut start = 0;
+            let mut out = Vec::with_capacity(parts.len());
+            for p in parts {
+                let len = p.shape()[*dim];
+                out.push((p.clone(), g.narrow(*dim, start, len)?));
+                start += len;
+            }
+            out
+        }
+        Op::Reshape(x) => vec![(x.clone(), g.reshape(x.shape())?)],
+        Op::Permute(x, perm) => {
+            let mut inverse = vec![0; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inverse[p] = i;
+            }
+            vec![(x.clone(), g.permute(&inverse)?)]
+        }
+        Op::Narrow(x, dim, start) => {
+            let len = node.shape()[*dim];
+            let mut pieces = Vec::with_capacity(3);
+            let mut shape = x.shape().to_vec();
+            if *start > 0 {
+                shape[*dim] = *start;
+                pieces.push(Tensor::zeros(&shape, g.dtype(), g.device())?);
+            }
+            pieces.push(g.clone());
+            let after = x.shape()[*dim] - start - len;
+            if after > 0 {
+                shape[*dim] = after;
+                pieces.push(Tensor::zeros(&shape, g.dtype(), g.device())?);
+            }
+            vec![(x.clone(), Tensor::cat(&pieces, *dim)?)]
+        }
+        Op::Broadcast(x) => vec![(x.clone(), reduce_to_shape(g, x.shape())?)],
+        Op::Copy(x) => vec![(x.clone(), g.clone())],
+        Op::Cast(x) => vec![(x.clone(), g.to_dtype(x.dtype())?)],
+        Op::Dropout(x, mask) => vec![(x.clone(), g.mul(mask)?)],
+        Op::Rotary { x, cos, sin, style } => {
+            vec![(x.clone(), g.rotary_inner(cos, sin, *style, true)?)]
+        }
+    })
+}
+
+/// Sums a broadcast gradient back down to the shape of the tensor that was broadcast.
+fn reduce_to_shape(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    let lead = g.rank() - shape.len();
+    let dims: Vec<usize> = (0..g.rank())
+        .filter(|&d| d < lead || (shape[d - lead] == 1 && g.shape()[d] != 1))
+        .collect();
+    if dims.is_empty() {
+        return g.reshape(shape);
+    }
+    g.sum_keepdim(&dims)?.reshape(shape)
+}
+
+fn unary_grad(x: &Tensor, op: UnaryOp, g: &Tensor) -> Result<Tensor> {
+    match op {
+        UnaryOp::Neg => g.neg(),
+        UnaryOp::Exp => g.mul(&x.exp()?),
+        UnaryOp::Log => g.div(x),
+        UnaryOp::Sqrt => g.div(&x.sqrt()?.affine(2.0, 0.0)?),
+        UnaryOp::Tanh => {
+            let t = x.tanh()?;
+            g.mul(&t.mul(&t)?.affine(-1.0, 1.0)?)
+        }
+        UnaryOp::Sigmoid => {
+            let s = x.sigmoid()?;
+            g.mul(&s.mul(&s.affine(-1.0, 1.0)?)?)
+        }
+        UnaryOp::Relu => g.mul(&x.unary(UnaryOp::Step)?),
+        UnaryOp::Abs => {
+            let sign = x.unary(UnaryOp::Step)?.sub(&x.neg()?.unary(UnaryOp::Step)?)?;
+            g.mul(&sign)
+        }
+        UnaryOp::GeluTanh => g.mul(&x.unary(UnaryOp::GeluTanhDeriv)?),
+        UnaryOp::GeluErf => g.mul(&x.unary(UnaryOp::GeluErfDeriv)?),
+        UnaryOp::Silu => g.mul(&x.unary(UnaryOp::SiluDeriv)?),
+        UnaryOp::Affine { mul, .. } => g.affine(mul, 0.0),
+        UnaryOp::Powf(e) => g.mul(&x.powf(e - 1.0)?.affine(e, 0.0)?),
+        UnaryOp::Step | UnaryOp::GeluTanhDeriv | UnaryOp::GeluErfDeriv | UnaryOp::SiluDeriv => Err(
+            Error::invalid("backward", format!("{op:?} is not differentiable")),
+        ),
+    }
+}
+
+fn binary_grads(a: &Tensor, b: &Tensor, op: BinaryOp, g: &Tensor) -> Result<(Tensor, Tensor)> {
+    Ok(match op {
+        BinaryOp::Add => (g.clone(), g.clone()),
+        BinaryOp::Sub => (g.clone(), g.neg()?),
+        BinaryOp::Mul => (g.mul(b)?, g.mul(a)?),
+        BinaryOp::Div => {
+            let ga = g.div(b)?;
+            (ga.clone(), ga.mul(a)?.div(b)?.neg()?)
+        }
+        BinaryOp::Pow => {
+            let out = a.pow(b)?;
+            let ga = g.mul(b)?.mul(&a.pow(&b.affine(1.0, -1.0)?)?)?;
+            let gb = g.mul(&out)?.mul(&a.log()?)?;
+            (ga, gb)
+        }
+        BinaryOp::Max | BinaryOp::Min => {
+            let pick_a = a
+                .cmp(b, if op == BinaryOp::Max { CmpOp::Ge } else { CmpOp::Le })?
+                .to_dtype(g.dtype())?;
+            (g.mul(&pick_a)?, g.mul(&pick_a.affine(-1.0, 1.0)?)?)
+        }
+    })
+}
+
+fn norm_grads(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    kind: NormKind,
+    eps: f64,
+    g: &Tensor,
+) -> Result<Vec<(Tensor, Tensor)>> {
+    let (dx, dw, db) = {
+        let xs = x.read_storage();
+        let gs = g.read_storage();
+        let ws = weight.map(|w| w.read_storage());
+        let wp = match (&ws, weight) {
+            (Some(s), Some(w)) => Some((s.cpu(), w.layout())),
+            _ => None,
+        };
+        cpu::norm_backward(xs.cpu(), x.layout(), gs.cpu(), g.layout(), wp, kind, eps)?
+    };
+    let c = *x.shape().last().unwrap_or(&1);
+    let mut out = vec![(x.clone(), Tensor::from_cpu(dx, x.shape(), None))];
+    if let Some(w) = weight {
+        out.push((w.clone(), Tensor::from_cpu(dw, &[c], None).to_dtype(w.dtype())?));
+    }
+    if let Some(b) = bias {
+        out.push((b.clone(), Tensor::from_cpu(db, &[c], None).to_dtype(b.dtype())?));
+    }
+    Ok(out)
+}

@@ -1,0 +1,223 @@
+//! Elementwise ops with NumPy broadcasting, comparisons and `where`.
+
+use super::{check_float, check_same};
+use crate::autograd::{record, Op};
+use crate::backend::cpu;
+use crate::backend::{BinaryOp, CmpOp, UnaryOp};
+use crate::layout::broadcast_shapes;
+use crate::{Error, Result, Tensor};
+
+impl BinaryOp {
+    /// Name used in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Pow => "pow",
+            BinaryOp::Max => "maximum",
+            BinaryOp::Min => "minimum",
+        }
+    }
+}
+
+impl Tensor {
+    pub(crate) fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        check_float("unary", self)?;
+        let out = cpu::unary(self.read_storage().cpu(), self.layout(), op)?;
+        let differentiable = !matches!(
+            op,
+            UnaryOp::Step | UnaryOp::GeluTanhDeriv | UnaryOp::GeluErfDeriv | UnaryOp::SiluDeriv
+        );
+        let rec = if differentiable {
+            record(&[self], || Op::Unary(self.clone(), op))
+        } else {
+            None
+        };
+        Ok(Tensor::from_cpu(out, self.shape(), rec))
+    }
+
+    /// `-x`.
+    pub fn neg(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Neg)
+    }
+    /// `e^x`.
+    pub fn exp(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Exp)
+    }
+    /// Natural logarithm.
+    pub fn log(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Log)
+    }
+    /// Square root.
+    pub fn sqrt(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Sqrt)
+    }
+    /// Hyperbolic tangent.
+    pub fn tanh(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Tanh)
+    }
+    /// Logistic sigmoid.
+    pub fn sigmoid(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Sigmoid)
+    }
+    /// `max(x, 0)`.
+    pub fn relu(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Relu)
+    }
+    /// `|x|`.
+    pub fn abs(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Abs)
+    }
+    /// GELU with the tanh approximation (as in GPT-2).
+    pub fn gelu(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::GeluTanh)
+    }
+    /// GELU with the exact error function.
+    pub fn gelu_erf(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::GeluErf)
+    }
+    /// `x * sigmoid(x)` (SiLU, or swish).
+    pub fn silu(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Silu)
+    }
+    /// `x * mul + add` with scalar `mul` and `add`.
+    pub fn affine(&self, mul: f64, add: f64) -> Result<Tensor> {
+        self.unary(UnaryOp::Affine { mul, add })
+    }
+    /// `x + v` for a scalar `v`.
+    pub fn add_scalar(&self, v: f64) -> Result<Tensor> {
+        self.affine(1.0, v)
+    }
+    /// `x * v` for a scalar `v`.
+    pub fn mul_scalar(&self, v: f64) -> Result<Tensor> {
+        self.affine(v, 0.0)
+    }
+    /// `x ^ e` for a scalar exponent.
+    pub fn powf(&self, e: f64) -> Result<Tensor> {
+        self.unary(UnaryOp::Powf(e))
+    }
+    /// `x * x`.
+    pub fn sqr(&self) -> Result<Tensor> {
+        self.mul(self)
+    }
+
+    /// Broadcasts both tensors to their common shape (views; no-op when already equal).
+    pub(crate) fn broadcast_pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<(Tensor, Tensor)> {
+        if a.shape() == b.shape() {
+            return Ok((a.clone(), b.clone()));
+        }
+        let shape = broadcast_shapes(op, a.shape(), b.shape())?;
+        Ok((a.broadcast_as(&shape)?, b.broadcast_as(&shape)?))
+    }
+
+    fn binary(&self, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
+        check_same(op.name(), self, rhs)?;
+        check_float(op.name(), self)?;
+        let (a, b) = Tensor::broadcast_pair(op.name(), self, rhs)?;
+        let out = {
+            let (sa, sb) = (a.read_storage(), b.read_storage());
+            cpu::binary(sa.cpu(), a.layout(), sb.cpu(), b.layout(), op)?
+        };
+        let rec = record(&[&a, &b], || Op::Binary(a.clone(), b.clone(), op));
+        Ok(Tensor::from_cpu(out, a.shape(), rec))
+    }
+
+    /// Elementwise sum with broadcasting.
+    pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(rhs, BinaryOp::Add)
+    }
+    /// Elementwise difference with broadcasting.
+    pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(rhs, BinaryOp::Sub)
+    }
+    /// Elementwise product with broadcasting.
+    pub fn mul(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(rhs, BinaryOp::Mul)
+    }
+    /// Elementwise quotient with broadcasting.
+    pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(rhs, BinaryOp::Div)
+    }
+    /// Elementwise power with broadcasting.
+    pub fn pow(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(rhs, BinaryOp::Pow)
+    }
+    /// Elementwise maximum with broadcasting (ties send the gradient to `self`).
+    pub fn maximum(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(rhs, BinaryOp::Max)
+    }
+    /// Elementwise minimum with broadcasting (ties send the gradient to `self`).
+    pub fn minimum(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(rhs, BinaryOp::Min)
+    }
+
+    /// Elementwise comparison with broadcasting: a u8 mask of 0 and 1 (not differentiable).
+    pub fn cmp(&self, rhs: &Tensor, op: CmpOp) -> Result<Tensor> {
+        check_same("cmp", self, rhs)?;
+        let (a, b) = Tensor::broadcast_pair("cmp", self, rhs)?;
+        let out = {
+            let (sa, sb) = (a.read_storage(), b.read_storage());
+            cpu::cmp(sa.cpu(), a.layout(), sb.cpu(), b.layout(), op)?
+        };
+        Ok(Tensor::from_cpu(out, a.shape(), None))
+    }
+    /// `self == rhs` as a mask.
+    pub fn eq(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.cmp(rhs, CmpOp::Eq)
+    }
+    /// `self != rhs` as a mask.
+    pub fn ne(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.cmp(rhs, CmpOp::Ne)
+    }
+    /// `self < rhs` as a mask.
+    pub fn lt(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.cmp(rhs, CmpOp::Lt)
+    }
+    /// `self <= rhs` as a mask.
+    pub fn le(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.cmp(rhs, CmpOp::Le)
+    }
+    /// `self > rhs` as a mask.
+    pub fn gt(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.cmp(rhs, CmpOp::Gt)
+    }
+    /// `self >= rhs` as a mask.
+    pub fn ge(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.cmp(rhs, CmpOp::Ge)
+    }
+
+    /// `cond ? a : b` elementwise, all three broadcast together; `cond` is a u8 mask.
+    pub fn where_cond(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        check_same("where_cond", a, b)?;
+        if cond.dtype() != crate::DType::U8 {
+            return Err(Error::UnsupportedDType {
+                op: "where_cond (condition must be u8)",
+                dtype: cond.dtype(),
+            });
+        }
+        let shape = broadcast_shapes("where_cond", cond.shape(), a.shape())?;
+        let shape = broadcast_shapes("where_cond", &shape, b.shape())?;
+        let bc = |t: &Tensor| -> Result<Tensor> {
+            if t.shape() == shape.as_slice() {
+                Ok(t.clone())
+            } else {
+                t.broadcast_as(&shape)
+            }
+        };
+        let (c, a, b) = (bc(cond)?, bc(a)?, bc(b)?);
+        let out = {
+            let (sc, sa, sb) = (c.read_storage(), a.read_storage(), b.read_storage());
+            cpu::where_cond(sc.cpu(), c.layout(), sa.cpu(), a.layout(), sb.cpu(), b.layout())?
+        };
+        let rec = record(&[&a, &b], || Op::Where(c.clone(), a.clone(), b.clone()));
+        Ok(Tensor::from_cpu(out, &shape, rec))
+    }
+
+    /// Replaces elements where `mask` is 1 by `value` (mask broadcast to self).
+    pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
+        let fill = Tensor::full(value, &[], self.dtype(), self.device())?;
+        Tensor::where_cond(mask, &fill, self)
+    }
+}

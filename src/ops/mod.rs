@@ -1,0 +1,41 @@
+//! Public tensor ops: argument and shape checks, dispatch to the backend, and autograd
+//! recording. Each submodule holds one family of ops.
+
+mod elementwise;
+mod index;
+mod matmul;
+mod nn;
+mod reduce;
+mod shape;
+
+pub use nn::{causal_mask, rotary_tables};
+
+use crate::{Error, Result, Tensor};
+
+/// Checks that two inputs of `op` share a dtype and a device.
+pub(crate) fn check_same(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.dtype() != b.dtype() {
+        return Err(Error::DTypeMismatch {
+            op,
+            lhs: a.dtype(),
+            rhs: b.dtype(),
+        });
+    }
+    if a.device() != b.device() {
+        return Err(Error::DeviceMismatch {
+            op,
+            lhs: a.device(),
+            rhs: b.device(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `op` gets a floating-point input.
+pub(crate) fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
+    if t.dtype().is_float() {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedDType { op, dtype: t.dtype() })
+    }
+}

@@ -1,0 +1,192 @@
+//! Fused neural-network ops: softmax, log-softmax, layer/RMS norm, cross-entropy, dropout,
+//! rotary embeddings, and the causal mask.
+
+use super::{check_float, check_same};
+use crate::autograd::{record, Op};
+use crate::backend::cpu::{self, NormKind};
+use crate::backend::RotaryStyle;
+use crate::{DType, Device, Error, Result, Rng, Tensor};
+
+impl Tensor {
+    fn softmax_impl(&self, dim: usize, log: bool) -> Result<Tensor> {
+        check_float("softmax", self)?;
+        self.layout().check_dim("softmax", dim)?;
+        let last = self.rank() - 1;
+        if dim != last {
+            return self.transpose(dim, last)?.softmax_impl(last, log)?.transpose(dim, last);
+        }
+        let out = cpu::softmax_last(self.read_storage().cpu(), self.layout(), log)?;
+        let y = Tensor::from_cpu(out, self.shape(), None);
+        let rec = record(&[self], || Op::Softmax {
+            x: self.clone(),
+            y: y.clone(),
+            log,
+        });
+        Ok(y.view_with(y.layout().clone(), rec))
+    }
+
+    /// Softmax over `dim`, one fused pass per row (max-subtracted, so it never overflows).
+    pub fn softmax(&self, dim: usize) -> Result<Tensor> {
+        self.softmax_impl(dim, false)
+    }
+
+    /// Log-softmax over `dim`.
+    pub fn log_softmax(&self, dim: usize) -> Result<Tensor> {
+        self.softmax_impl(dim, true)
+    }
+
+    fn norm_impl(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, kind: NormKind, eps: f64) -> Result<Tensor> {
+        let op = if kind == NormKind::Layer { "layer_norm" } else { "rms_norm" };
+        check_float(op, self)?;
+        let c = *self.shape().last().ok_or_else(|| Error::invalid(op, "input is a scalar"))?;
+        for p in weight.iter().chain(bias.iter()) {
+            check_same(op, self, p)?;
+            if p.shape() != [c] {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: self.shape().to_vec(),
+                    rhs: p.shape().to_vec(),
+                });
+            }
+        }
+        let out = {
+            let xs = self.read_storage();
+            let ws = weight.map(|w| w.read_storage());
+            let bs = bias.map(|b| b.read_storage());
+            let wp = ws.as_ref().zip(weight).map(|(s, w)| (s.cpu(), w.layout()));
+            let bp = bs.as_ref().zip(bias).map(|(s, b)| (s.cpu(), b.layout()));
+            cpu::norm(xs.cpu(), self.layout(), (wp, bp), kind, eps)?
+        };
+        let mut inputs = vec![self];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        let rec = record(&inputs, || Op::Norm {
+            x: self.clone(),
+            weight: weight.cloned(),
+            bias: bias.cloned(),
+            kind,
+            eps,
+        });
+        Ok(Tensor::from_cpu(out, self.shape(), rec))
+    }
+
+    /// Layer norm over the last dim, with optional weight and bias of shape `[C]`.
+    pub fn layer_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        self.norm_impl(weight, bias, NormKind::Layer, eps)
+    }
+
+    /// RMS norm over the last dim, with an optional weight of shape `[C]`.
+    pub fn rms_norm(&self, weight: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        self.norm_impl(weight, None, NormKind::Rms, eps)
+    }
+
+    /// Mean cross-entropy of logits `[.., V]` against integer targets `[..]`, skipping
+    /// targets equal to `ignore_index`. Fused: the softmax is never materialised.
+    pub fn cross_entropy(&self, targets: &Tensor, ignore_index: i64) -> Result<Tensor> {
+        check_float("cross_entropy", self)?;
+        if !targets.dtype().is_index() {
+            return Err(Error::UnsupportedDType {
+                op: "cross_entropy (targets)",
+                dtype: targets.dtype(),
+            });
+        }
+        if self.rank() < 1 || targets.shape() != &self.shape()[..self.rank() - 1] {
+            return Err(Error::ShapeMismatch {
+                op: "cross_entropy",
+                lhs: self.shape().to_vec(),
+                rhs: targets.shape().to_vec(),
+            });
+        }
+        let ids = targets.read_storage().cpu().to_indices("cross_entropy", targets.layout())?;
+        let out = cpu::cross_entropy(self.read_storage().cpu(), self.layout(), &ids, ignore_index)?;
+        let rec = record(&[self], || Op::CrossEntropy {
+            logits: self.clone(),
+            targets: targets.clone(),
+            ignore: ignore_index,
+        });
+        Ok(Tensor::from_cpu(out, &[], rec))
+    }
+
+    /// Zeroes each element with probability `p` and scales the rest by `1/(1-p)`.
+    pub fn dropout(&self, p: f64, rng: &mut Rng) -> Result<Tensor> {
+        check_float("dropout", self)?;
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::invalid("dropout", format!("probability {p} is not in [0, 1)")));
+        }
+        if p == 0.0 {
+            return Ok(self.clone());
+        }
+        let keep = Tensor::rand(self.shape(), 0.0, 1.0, DType::F64, self.device(), rng)?
+            .ge(&Tensor::scalar(p, DType::F64, self.device())?)?;
+        let mask = keep.to_dtype(self.dtype())?.affine(1.0 / (1.0 - p), 0.0)?;
+        let out = self.detach().mul(&mask)?;
+        let rec = record(&[self], || Op::Dropout(self.clone(), mask.clone()));
+        Ok(out.view_with(out.layout().clone(), rec))
+    }
+
+    /// Rotary position embedding of `[.., T, D]` with tables `cos`, `sin` of `[T, D/2]`
+    /// (see [`rotary_tables`]).
+    pub fn rotary(&self, cos: &Tensor, sin: &Tensor, style: RotaryStyle) -> Result<Tensor> {
+        self.rotary_inner(cos, sin, style, false)
+    }
+
+    pub(crate) fn rotary_inner(&self, cos: &Tensor, sin: &Tensor, style: RotaryStyle, inverse: bool) -> Result<Tensor> {
+        check_float("rotary", self)?;
+        let r = self.rank();
+        let ok = r >= 2
+            && self.shape()[r - 1] % 2 == 0
+            && cos.shape() == [self.shape()[r - 2], self.shape()[r - 1] / 2]
+            && sin.shape() == cos.shape();
+        if !ok {
+            return Err(Error::ShapeMismatch {
+                op: "rotary",
+                lhs: self.shape().to_vec(),
+                rhs: cos.shape().to_vec(),
+            });
+        }
+        let out = {
+            let (xs, cs, ss) = (self.read_storage(), cos.read_storage(), sin.read_storage());
+            cpu::rotary(xs.cpu(), self.layout(), cs.cpu(), cos.layout(), ss.cpu(), sin.layout(), style, inverse)?
+        };
+        let rec = record(&[self], || Op::Rotary {
+            x: self.clone(),
+            cos: cos.clone(),
+            sin: sin.clone(),
+            style,
+        });
+        Ok(Tensor::from_cpu(out, self.shape(), rec))
+    }
+}
+
+/// cos and sin tables `[t, dim/2]` for rotary embeddings with frequency base `base`,
+/// for positions `start..start + t`.
+pub fn rotary_tables(start: usize, t: usize, dim: usize, base: f64, dtype: DType, device: Device) -> Result<(Tensor, Tensor)> {
+    if dim % 2 != 0 {
+        return Err(Error::invalid("rotary_tables", format!("head dim {dim} must be even")));
+    }
+    let half = dim / 2;
+    let mut cos = Vec::with_capacity(t * half);
+    let mut sin = Vec::with_capacity(t * half);
+    for p in start..start + t {
+        for i in 0..half {
+            let freq = base.powf(-((2 * i) as f64) / dim as f64);
+            let angle = p as f64 * freq;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    let c = Tensor::from_vec(cos, &[t, half], device)?.to_dtype(dtype)?;
+    let s = Tensor::from_vec(sin, &[t, half], device)?.to_dtype(dtype)?;
+    Ok((c, s))
+}
+
+/// A `[t, t]` u8 mask with 1 where a query may not see a key (key after query).
+pub fn causal_mask(t: usize, device: Device) -> Result<Tensor> {
+    let mut m = vec![0u8; t * t];
+    for q in 0..t {
+        for k in q + 1..t {
+            m[q * t + k] = 1;
+        }
+    }
+    Tensor::from_vec(m, &[t, t], device)
+}
