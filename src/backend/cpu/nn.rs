@@ -14,6 +14,9 @@ use rayon::prelude::*;
 /// Rows smaller than this many elements in total are not worth a parallel split.
 const PAR_MIN: usize = 1 << 13;
 
+/// Rows per block in reductions across rows (fixed, so results are reproducible).
+const ROWS_PER_BLOCK: usize = 64;
+
 impl CpuStorage {
     /// Splits a buffer into consecutive pieces of the given lengths.
     pub fn split(self, sizes: &[usize]) -> Vec<CpuStorage> {
@@ -224,32 +227,32 @@ fn norm_bwd_typed<T: Real>(
             *o = rstd * (d - mean_d - xhat * mean_dx);
         }
     });
-    // Weight and bias gradients: sums over rows of g * xhat and g.
-    let rows = if c == 0 { 0 } else { x.len() / c };
-    let (dw, db) = (0..rows)
-        .into_par_iter()
-        .fold(
-            || (vec![0f64; c], vec![0f64; c]),
-            |(mut dw, mut db), i| {
-                let xr = &x[i * c..(i + 1) * c];
-                let gr = &g[i * c..(i + 1) * c];
-                let (mean, rstd) = row_stats(xr, kind, eps);
-                for j in 0..c {
-                    let xhat = (xr[j] - mean) * rstd;
-                    dw[j] += (gr[j] * xhat).to_f64();
-                    db[j] += gr[j].to_f64();
+    // Weight and bias gradients: sums over rows of g * xhat and g, in fixed row blocks
+    // added in order, so the result does not depend on thread scheduling.
+    let mut dw = vec![0f64; c];
+    let mut db = vec![0f64; c];
+    if c > 0 {
+        let partials: Vec<(Vec<f64>, Vec<f64>)> = x
+            .par_chunks(c * ROWS_PER_BLOCK)
+            .zip(g.par_chunks(c * ROWS_PER_BLOCK))
+            .map(|(xb, gb)| {
+                let (mut pw, mut pb) = (vec![0f64; c], vec![0f64; c]);
+                for (xr, gr) in xb.chunks(c).zip(gb.chunks(c)) {
+                    let (mean, rstd) = row_stats(xr, kind, eps);
+                    for j in 0..c {
+                        let xhat = (xr[j] - mean) * rstd;
+                        pw[j] += (gr[j] * xhat).to_f64();
+                        pb[j] += gr[j].to_f64();
+                    }
                 }
-                (dw, db)
-            },
-        )
-        .reduce(
-            || (vec![0f64; c], vec![0f64; c]),
-            |(mut a, mut b), (c2, d2)| {
-                a.iter_mut().zip(c2).for_each(|(p, q)| *p += q);
-                b.iter_mut().zip(d2).for_each(|(p, q)| *p += q);
-                (a, b)
-            },
-        );
+                (pw, pb)
+            })
+            .collect();
+        for (pw, pb) in partials {
+            dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
+            db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+        }
+    }
     dx.extend(dw.into_iter().map(T::from_f64));
     dx.extend(db.into_iter().map(T::from_f64));
     dx
@@ -287,12 +290,19 @@ fn xent_typed<T: Real>(x: &[T], lx: &Layout, targets: &[i64], ignore: i64, grad_
     };
     match grad_scale {
         None => {
-            let total: f64 = x
-                .par_chunks(v)
-                .zip(targets.par_iter())
-                .filter(|(_, &t)| t != ignore)
-                .map(|(xr, &t)| lse_of(xr) - xr[t as usize].to_f64())
-                .sum();
+            // Fixed blocks summed in order: deterministic whatever the thread count does.
+            let partials: Vec<f64> = x
+                .par_chunks(v * ROWS_PER_BLOCK)
+                .zip(targets.par_chunks(ROWS_PER_BLOCK))
+                .map(|(xb, tb)| {
+                    xb.chunks(v)
+                        .zip(tb)
+                        .filter(|(_, &t)| t != ignore)
+                        .map(|(xr, &t)| lse_of(xr) - xr[t as usize].to_f64())
+                        .sum::<f64>()
+                })
+                .collect();
+            let total: f64 = partials.iter().sum();
             vec![T::from_f64(total / count)]
         }
         Some(g) => {

@@ -1,0 +1,112 @@
+//! Causal self-attention on `[B, T, C]` with multi-head or grouped-query heads.
+
+use super::{Linear, Param};
+use crate::backend::RotaryStyle;
+use crate::{causal_mask, rotary_tables, Device, Error, Result, Rng, Tensor};
+
+/// Shape of an attention layer.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AttentionConfig {
+    /// Model width C.
+    pub dim: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (equal to `n_head` for multi-head, fewer for grouped-query).
+    pub n_kv_head: usize,
+    /// Linear layers with biases.
+    pub bias: bool,
+    /// Rotary embeddings (base and pair layout); `None` when positions are learned.
+    pub rope: Option<(f64, RotaryStyle)>,
+}
+
+impl AttentionConfig {
+    /// Features per head.
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.n_head
+    }
+
+    fn validate(&self) -> Result<()> {
+        let ok = self.n_head > 0
+            && self.n_kv_head > 0
+            && self.dim % self.n_head == 0
+            && self.n_head % self.n_kv_head == 0;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "attention",
+                format!(
+                    "dim {} must split into {} heads, and {} query heads into {} key/value heads",
+                    self.dim, self.n_head, self.n_head, self.n_kv_head
+                ),
+            ))
+        }
+    }
+}
+
+/// Causal self-attention: fused QKV projection, scaled dot-product with a causal mask,
+/// softmax, weighted values, output projection.
+#[derive(Clone, Debug)]
+pub struct CausalSelfAttention {
+    pub cfg: AttentionConfig,
+    /// `[(n_head + 2 n_kv_head) * head_dim, dim]`: queries, keys, values stacked.
+    pub qkv: Linear,
+    /// `[dim, n_head * head_dim]`.
+    pub proj: Linear,
+}
+
+impl CausalSelfAttention {
+    /// Weights from N(0, std²); the output projection uses `proj_std`.
+    pub fn new(cfg: AttentionConfig, std: f64, proj_std: f64, rng: &mut Rng, device: Device) -> Result<Self> {
+        cfg.validate()?;
+        let hd = cfg.head_dim();
+        let qkv = Linear::new(cfg.dim, (cfg.n_head + 2 * cfg.n_kv_head) * hd, cfg.bias, std, rng, device)?;
+        let proj = Linear::new(cfg.n_head * hd, cfg.dim, cfg.bias, proj_std, rng, device)?;
+        Ok(CausalSelfAttention { cfg, qkv, proj })
+    }
+
+    /// `[B, T, C]` to `[B, T, C]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.rank() != 3 || x.shape()[2] != self.cfg.dim {
+            return Err(Error::invalid(
+                "attention",
+                format!("expected [batch, time, {}], got {:?}", self.cfg.dim, x.shape()),
+            ));
+        }
+        let (b, t) = (x.shape()[0], x.shape()[1]);
+        let (h, kvh, hd) = (self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim());
+        let qkv = self.qkv.forward(x)?;
+        let parts = qkv.split(&[h * hd, kvh * hd, kvh * hd], 2)?;
+        // [B, T, heads, hd] -> [B, heads, T, hd] (views).
+        let heads = |t_: &Tensor, n: usize| t_.reshape(&[b, t, n, hd])?.transpose(1, 2);
+        let (mut q, mut k, mut v) = (heads(&parts[0], h)?, heads(&parts[1], kvh)?, heads(&parts[2], kvh)?);
+        if let Some((base, style)) = self.cfg.rope {
+            let (cos, sin) = rotary_tables(0, t, hd, base, x.dtype(), x.device())?;
+            q = q.rotary(&cos, &sin, style)?;
+            k = k.rotary(&cos, &sin, style)?;
+        }
+        if kvh != h {
+            // Each key/value head serves h / kvh query heads.
+            let repeat = |t_: &Tensor| -> Result<Tensor> {
+                t_.unsqueeze(2)?
+                    .broadcast_as(&[b, kvh, h / kvh, t, hd])?
+                    .reshape(&[b, h, t, hd])
+            };
+            k = repeat(&k)?;
+            v = repeat(&v)?;
+        }
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = q.matmul(&k.t()?)?.mul_scalar(scale)?;
+        let scores = scores.masked_fill(&causal_mask(t, x.device())?, f64::NEG_INFINITY)?;
+        let y = scores.softmax(3)?.matmul(&v)?; // [B, H, T, hd]
+        // Back to [B, T, H*hd]: the transpose makes this reshape an explicit copy.
+        let y = y.transpose(1, 2)?.reshape(&[b, t, h * hd])?;
+        self.proj.forward(&y)
+    }
+
+    /// Appends this layer's parameters.
+    pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
+        self.qkv.params(&format!("{prefix}.qkv"), out);
+        self.proj.params(&format!("{prefix}.proj"), out);
+    }
+}

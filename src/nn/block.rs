@@ -1,0 +1,61 @@
+//! The pre-norm transformer block.
+
+use super::{AttentionConfig, CausalSelfAttention, Mlp, MlpKind, Norm, NormKind, Param};
+use crate::{Device, Result, Rng, Tensor};
+
+/// Everything that shapes one block.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BlockConfig {
+    pub attn: AttentionConfig,
+    pub mlp: MlpKind,
+    /// Hidden width of the MLP.
+    pub mlp_hidden: usize,
+    pub norm: NormKind,
+    pub norm_eps: f64,
+    /// Dropout on the attention and MLP outputs while training (0 disables it).
+    pub dropout: f64,
+}
+
+/// `x + attn(norm1(x))`, then `x + mlp(norm2(x))`.
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub cfg: BlockConfig,
+    pub norm1: Norm,
+    pub attn: CausalSelfAttention,
+    pub norm2: Norm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    /// A block with weights N(0, std²) and residual projections N(0, proj_std²).
+    pub fn new(cfg: BlockConfig, std: f64, proj_std: f64, rng: &mut Rng, device: Device) -> Result<Self> {
+        let dim = cfg.attn.dim;
+        Ok(Block {
+            cfg,
+            norm1: Norm::new(cfg.norm, dim, cfg.norm_eps, device)?,
+            attn: CausalSelfAttention::new(cfg.attn, std, proj_std, rng, device)?,
+            norm2: Norm::new(cfg.norm, dim, cfg.norm_eps, device)?,
+            mlp: Mlp::new(cfg.mlp, dim, cfg.mlp_hidden, cfg.attn.bias, std, proj_std, rng, device)?,
+        })
+    }
+
+    /// `[B, T, C]` to `[B, T, C]`; `dropout_rng` is given only while training.
+    pub fn forward(&self, x: &Tensor, mut dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
+        let mut drop = |t: Tensor| -> Result<Tensor> {
+            match dropout_rng.as_deref_mut() {
+                Some(r) if self.cfg.dropout > 0.0 => t.dropout(self.cfg.dropout, r),
+                _ => Ok(t),
+            }
+        };
+        let x = x.add(&drop(self.attn.forward(&self.norm1.forward(x)?)?)?)?;
+        x.add(&drop(self.mlp.forward(&self.norm2.forward(&x)?)?)?)
+    }
+
+    /// Appends this block's parameters.
+    pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
+        self.norm1.params(&format!("{prefix}.norm1"), out);
+        self.attn.params(&format!("{prefix}.attn"), out);
+        self.norm2.params(&format!("{prefix}.norm2"), out);
+        self.mlp.params(&format!("{prefix}.mlp"), out);
+    }
+}

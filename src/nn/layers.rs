@@ -1,0 +1,188 @@
+//! Linear, Embedding and the two norms.
+
+use super::{push, Param};
+use crate::{DType, Device, Error, Result, Rng, Tensor};
+
+/// `y = x W^T + b` with `W` of shape `[out, in]` (PyTorch's layout).
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// `[out, in]`.
+    pub weight: Tensor,
+    /// `[out]`, when the layer has a bias.
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Weights from N(0, std²), bias zero.
+    pub fn new(inp: usize, out: usize, bias: bool, std: f64, rng: &mut Rng, device: Device) -> Result<Self> {
+        let weight = Tensor::randn(&[out, inp], 0.0, std, DType::F32, device, rng)?.requires_grad()?;
+        let bias = if bias {
+            Some(Tensor::zeros(&[out], DType::F32, device)?.requires_grad()?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// Applies the layer to `[.., in]`, giving `[.., out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let inp = self.weight.shape()[1];
+        if x.shape().last() != Some(&inp) {
+            return Err(Error::ShapeMismatch {
+                op: "linear",
+                lhs: x.shape().to_vec(),
+                rhs: self.weight.shape().to_vec(),
+            });
+        }
+        let lead = &x.shape()[..x.rank() - 1];
+        let rows: usize = lead.iter().product();
+        // One 2-D GEMM over all rows; the transposed weight is read through its strides.
+        let mut y = x.reshape(&[rows, inp])?.matmul(&self.weight.t()?)?;
+        if let Some(b) = &self.bias {
+            y = y.add(b)?;
+        }
+        let mut shape = lead.to_vec();
+        shape.push(self.weight.shape()[0]);
+        y.reshape(&shape)
+    }
+
+    /// Appends this layer's parameters.
+    pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
+        push(out, prefix, "weight", &self.weight, true);
+        if let Some(b) = &self.bias {
+            push(out, prefix, "bias", b, false);
+        }
+    }
+}
+
+/// A lookup table of `[num, dim]` vectors.
+#[derive(Clone, Debug)]
+pub struct Embedding {
+    /// `[num, dim]`.
+    pub weight: Tensor,
+}
+
+impl Embedding {
+    /// Vectors from N(0, std²).
+    pub fn new(num: usize, dim: usize, std: f64, rng: &mut Rng, device: Device) -> Result<Self> {
+        Ok(Embedding {
+            weight: Tensor::randn(&[num, dim], 0.0, std, DType::F32, device, rng)?.requires_grad()?,
+        })
+    }
+
+    /// Rows for integer `ids` of any shape: `ids.shape + [dim]`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Tensor::embedding(ids, &self.weight)
+    }
+
+    /// Appends this layer's parameters (no weight decay on embeddings).
+    pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
+        push(out, prefix, "weight", &self.weight, false);
+    }
+}
+
+/// Layer norm over the last dim with learned scale and shift.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// Scale 1, shift 0.
+    pub fn new(dim: usize, bias: bool, eps: f64, device: Device) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: Tensor::ones(&[dim], DType::F32, device)?.requires_grad()?,
+            bias: if bias {
+                Some(Tensor::zeros(&[dim], DType::F32, device)?.requires_grad()?)
+            } else {
+                None
+            },
+            eps,
+        })
+    }
+
+    /// Normalizes `[.., dim]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.layer_norm(Some(&self.weight), self.bias.as_ref(), self.eps)
+    }
+
+    /// Appends this layer's parameters (no weight decay on norms).
+    pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
+        push(out, prefix, "weight", &self.weight, false);
+        if let Some(b) = &self.bias {
+            push(out, prefix, "bias", b, false);
+        }
+    }
+}
+
+/// RMS norm over the last dim with a learned scale.
+#[derive(Clone, Debug)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// Scale 1.
+    pub fn new(dim: usize, eps: f64, device: Device) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: Tensor::ones(&[dim], DType::F32, device)?.requires_grad()?,
+            eps,
+        })
+    }
+
+    /// Normalizes `[.., dim]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.rms_norm(Some(&self.weight), self.eps)
+    }
+
+    /// Appends this layer's parameters (no weight decay on norms).
+    pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
+        push(out, prefix, "weight", &self.weight, false);
+    }
+}
+
+/// Which normalization a transformer uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    /// LayerNorm with bias (GPT, GPT-2).
+    Layer,
+    /// RMSNorm (Llama).
+    Rms,
+}
+
+/// Either norm, chosen by configuration.
+#[derive(Clone, Debug)]
+pub enum Norm {
+    Layer(LayerNorm),
+    Rms(RmsNorm),
+}
+
+impl Norm {
+    /// A fresh norm of the given kind.
+    pub fn new(kind: NormKind, dim: usize, eps: f64, device: Device) -> Result<Self> {
+        Ok(match kind {
+            NormKind::Layer => Norm::Layer(LayerNorm::new(dim, true, eps, device)?),
+            NormKind::Rms => Norm::Rms(RmsNorm::new(dim, eps, device)?),
+        })
+    }
+
+    /// Normalizes `[.., dim]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Norm::Layer(n) => n.forward(x),
+            Norm::Rms(n) => n.forward(x),
+        }
+    }
+
+    /// Appends this layer's parameters.
+    pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
+        match self {
+            Norm::Layer(n) => n.params(prefix, out),
+            Norm::Rms(n) => n.params(prefix, out),
+        }
+    }
+}

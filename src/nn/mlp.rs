@@ -1,0 +1,62 @@
+//! Position-wise feed-forward networks.
+
+use super::{Linear, Param};
+use crate::{Device, Result, Rng, Tensor};
+
+/// The feed-forward flavour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MlpKind {
+    /// `proj(gelu(fc(x)))` (GPT, GPT-2).
+    Gelu,
+    /// `down(silu(gate(x)) * up(x))` (Llama).
+    SwiGlu,
+}
+
+/// A feed-forward block.
+#[derive(Clone, Debug)]
+pub enum Mlp {
+    Gelu { fc: Linear, proj: Linear },
+    SwiGlu { gate: Linear, up: Linear, down: Linear },
+}
+
+impl Mlp {
+    /// `dim -> hidden -> dim`, weights N(0, std²), output projection N(0, proj_std²).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(kind: MlpKind, dim: usize, hidden: usize, bias: bool, std: f64, proj_std: f64, rng: &mut Rng, device: Device) -> Result<Self> {
+        Ok(match kind {
+            MlpKind::Gelu => Mlp::Gelu {
+                fc: Linear::new(dim, hidden, bias, std, rng, device)?,
+                proj: Linear::new(hidden, dim, bias, proj_std, rng, device)?,
+            },
+            MlpKind::SwiGlu => Mlp::SwiGlu {
+                gate: Linear::new(dim, hidden, bias, std, rng, device)?,
+                up: Linear::new(dim, hidden, bias, std, rng, device)?,
+                down: Linear::new(hidden, dim, bias, proj_std, rng, device)?,
+            },
+        })
+    }
+
+    /// `[.., dim]` to `[.., dim]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Mlp::Gelu { fc, proj } => proj.forward(&fc.forward(x)?.gelu()?),
+            Mlp::SwiGlu { gate, up, down } => down.forward(&gate.forward(x)?.silu()?.mul(&up.forward(x)?)?),
+        }
+    }
+
+    /// Appends this layer's parameters.
+    pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
+        match self {
+            Mlp::Gelu { fc, proj } => {
+                fc.params(&format!("{prefix}.fc"), out);
+                proj.params(&format!("{prefix}.proj"), out);
+            }
+            Mlp::SwiGlu { gate, up, down } => {
+                gate.params(&format!("{prefix}.gate"), out);
+                up.params(&format!("{prefix}.up"), out);
+                down.params(&format!("{prefix}.down"), out);
+            }
+        }
+    }
+}

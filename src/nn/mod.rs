@@ -1,0 +1,40 @@
+//! Layers built from tensor ops. Each layer owns its parameters and lists them, named, with
+//! whether weight decay applies to them.
+
+mod attention;
+mod block;
+mod layers;
+mod mlp;
+
+pub use attention::{AttentionConfig, CausalSelfAttention};
+pub use block::{Block, BlockConfig};
+pub use layers::{Embedding, LayerNorm, Linear, Norm, NormKind, RmsNorm};
+pub use mlp::{Mlp, MlpKind};
+
+use crate::Tensor;
+
+/// A named trainable tensor.
+#[derive(Clone, Debug)]
+pub struct Param {
+    /// Dotted name, stable across saves and loads (e.g. `h.0.attn.qkv.weight`).
+    pub name: String,
+    /// The tensor itself (a variable that requires grad).
+    pub tensor: Tensor,
+    /// Whether AdamW's decoupled weight decay applies (matrices of linear layers only;
+    /// never biases, norms or embeddings).
+    pub decay: bool,
+}
+
+/// Appends `prefix.name` to `out`.
+pub(crate) fn push(out: &mut Vec<Param>, prefix: &str, name: &str, tensor: &Tensor, decay: bool) {
+    let name = if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    };
+    out.push(Param {
+        name,
+        tensor: tensor.clone(),
+        decay,
+    });
+}
