@@ -289,19 +289,46 @@ impl Layout {
 
     /// Calls `f` with the storage offsets of logical elements `start..start+len`, in order.
     pub fn for_each_offset_in(&self, start: usize, len: usize, mut f: impl FnMut(usize)) {
+        self.for_each_run_in(start, len, |off, n, stride| {
+            for j in 0..n {
+                f(off + j * stride);
+            }
+        });
+    }
+
+    /// Visits logical elements `start..start+len` as runs `f(first_offset, count, stride)`;
+    /// a contiguous layout is one run.
+    pub fn for_each_run_in(&self, start: usize, len: usize, mut f: impl FnMut(usize, usize, usize)) {
+        if self.is_contiguous() {
+            if len > 0 {
+                f(self.offset + start, len, 1);
+            }
+            return;
+        }
+        self.for_each_inner_run_in(start, len, f)
+    }
+
+    /// Like [`Layout::for_each_run_in`], but every run ends at an innermost-dimension
+    /// boundary, so two layouts of the same shape produce runs with the same boundaries
+    /// (binary kernels walk both in lockstep).
+    pub fn for_each_inner_run_in(&self, start: usize, len: usize, mut f: impl FnMut(usize, usize, usize)) {
         if len == 0 {
             return;
         }
         debug_assert!(start + len <= self.numel());
-        if self.is_contiguous() {
-            let base = self.offset + start;
-            for i in 0..len {
-                f(base + i);
-            }
+        let nd = self.rank();
+        if nd == 0 {
+            f(self.offset, 1, 1);
             return;
         }
-        let nd = self.rank();
-        let mut idx = vec![0usize; nd];
+        let mut idx_store = [0usize; 16];
+        let mut idx_heap = Vec::new();
+        let idx: &mut [usize] = if nd <= 16 {
+            &mut idx_store[..nd]
+        } else {
+            idx_heap.resize(nd, 0);
+            &mut idx_heap
+        };
         let mut rem = start;
         let mut off = self.offset;
         for d in (0..nd).rev() {
@@ -314,9 +341,7 @@ impl Layout {
         let mut remaining = len;
         loop {
             let run = (inner - idx[nd - 1]).min(remaining);
-            for j in 0..run {
-                f(off + j * inner_stride);
-            }
+            f(off, run, inner_stride);
             remaining -= run;
             if remaining == 0 {
                 return;

@@ -3,15 +3,21 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod data;
 pub mod device;
 pub mod dtype;
 pub mod error;
+pub mod generate;
+pub mod io;
 pub mod layout;
+pub mod models;
 pub mod nn;
 mod ops;
 pub mod optim;
+pub mod plot;
 pub mod rng;
 pub mod storage;
+pub mod train;
 mod tensor;
 
 pub use autograd::{no_grad, GradStore};

@@ -20,9 +20,11 @@ fn map1<T: Real>(src: &[T], layout: &Layout, f: impl Fn(T) -> T + Sync) -> Vec<T
     } else {
         par_fill(&mut out, |start, chunk| {
             let mut i = 0;
-            layout.for_each_offset_in(start, chunk.len(), |off| {
-                chunk[i] = f(src[off]);
-                i += 1;
+            layout.for_each_run_in(start, chunk.len(), |off, n, stride| {
+                for (j, o) in chunk[i..i + n].iter_mut().enumerate() {
+                    *o = f(src[off + j * stride]);
+                }
+                i += n;
             });
         });
     }
@@ -49,12 +51,29 @@ fn map2<T: Copy + Send + Sync + Default, U: Copy + Send + Sync + Default>(
         });
     } else {
         par_fill(&mut out, |start, chunk| {
-            let mut offs_b = Vec::with_capacity(chunk.len());
-            lb.for_each_offset_in(start, chunk.len(), |o| offs_b.push(o));
-            let mut i = 0;
-            la.for_each_offset_in(start, chunk.len(), |oa| {
-                chunk[i] = f(a[oa], b[offs_b[i]]);
-                i += 1;
+            // Same shape, so the innermost-dimension runs of a and b line up exactly.
+            let mut runs_b = Vec::new();
+            lb.for_each_inner_run_in(start, chunk.len(), |o, _, s| runs_b.push((o, s)));
+            let (mut i, mut r) = (0, 0);
+            la.for_each_inner_run_in(start, chunk.len(), |oa, n, sa| {
+                let (ob, sb) = runs_b[r];
+                r += 1;
+                let dst = &mut chunk[i..i + n];
+                if sa == 1 && sb == 1 {
+                    for ((o, &x), &y) in dst.iter_mut().zip(&a[oa..oa + n]).zip(&b[ob..ob + n]) {
+                        *o = f(x, y);
+                    }
+                } else if sa == 1 && sb == 0 {
+                    let y = b[ob];
+                    for (o, &x) in dst.iter_mut().zip(&a[oa..oa + n]) {
+                        *o = f(x, y);
+                    }
+                } else {
+                    for (j, o) in dst.iter_mut().enumerate() {
+                        *o = f(a[oa + j * sa], b[ob + j * sb]);
+                    }
+                }
+                i += n;
             });
         });
     }
@@ -81,17 +100,16 @@ fn unary_typed<T: Real>(src: &[T], layout: &Layout, op: UnaryOp) -> Vec<T> {
         UnaryOp::Relu => map1(src, layout, |x| if x > T::ZERO { x } else { T::ZERO }),
         UnaryOp::Abs => map1(src, layout, |x| x.abs()),
         UnaryOp::Step => map1(src, layout, |x| if x > T::ZERO { one } else { T::ZERO }),
+        // 0.5 x (1 + tanh(u)) == x * sigmoid(2u): the same function with one exp.
         UnaryOp::GeluTanh => {
-            let (k, g) = (c(SQRT_2_OVER_PI), c(GELU_C));
-            map1(src, layout, move |x| {
-                half * x * (one + (k * (x + g * x * x * x)).tanh())
-            })
+            let (k2, g) = (c(2.0 * SQRT_2_OVER_PI), c(GELU_C));
+            map1(src, layout, move |x| x * sigmoid(k2 * (x + g * x * x * x)))
         }
         UnaryOp::GeluTanhDeriv => {
-            let (k, g, g3) = (c(SQRT_2_OVER_PI), c(GELU_C), c(3.0 * GELU_C));
+            let (k2, g, g3) = (c(2.0 * SQRT_2_OVER_PI), c(GELU_C), c(3.0 * GELU_C));
             map1(src, layout, move |x| {
-                let t = (k * (x + g * x * x * x)).tanh();
-                half * (one + t) + half * x * (one - t * t) * k * (one + g3 * x * x)
+                let s = sigmoid(k2 * (x + g * x * x * x));
+                s + x * s * (one - s) * k2 * (one + g3 * x * x)
             })
         }
         UnaryOp::GeluErf => {

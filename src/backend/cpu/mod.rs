@@ -279,9 +279,11 @@ pub(crate) fn gather_strided<T: Copy + Send + Sync + Default>(src: &[T], layout:
     let mut out = vec![T::default(); n];
     par_fill(&mut out, |start, chunk| {
         let mut i = 0;
-        layout.for_each_offset_in(start, chunk.len(), |o| {
-            chunk[i] = src[o];
-            i += 1;
+        layout.for_each_run_in(start, chunk.len(), |off, n, stride| {
+            for (j, o) in chunk[i..i + n].iter_mut().enumerate() {
+                *o = src[off + j * stride];
+            }
+            i += n;
         });
     });
     out

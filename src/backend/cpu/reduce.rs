@@ -54,6 +54,10 @@ fn reduce_typed<T: Real>(src: &[T], view: &Layout, outs: usize, r: usize, op: Re
 /// Reduces over `dims` (sorted, unique); the result is contiguous with the kept dims in
 /// order (callers reshape to keepdim or squeezed shapes).
 pub fn reduce(s: &CpuStorage, layout: &Layout, dims: &[usize], op: ReduceOp) -> Result<CpuStorage> {
+    let is_prefix = dims.iter().enumerate().all(|(i, &d)| i == d);
+    if op == ReduceOp::Sum && is_prefix && layout.is_contiguous() && !dims.is_empty() {
+        return Ok(map_float!("reduce", s, |v| sum_leading(v, layout, dims.len())));
+    }
     let (view, outs, r) = reduced_view(layout, dims)?;
     if r == 0 && op != ReduceOp::Sum {
         return Err(Error::invalid(
@@ -62,6 +66,22 @@ pub fn reduce(s: &CpuStorage, layout: &Layout, dims: &[usize], op: ReduceOp) -> 
         ));
     }
     Ok(map_float!("reduce", s, |v| reduce_typed(v, &view, outs, r, op)))
+}
+
+/// Sum over the first `k` dims of a contiguous tensor: adds whole rows, in f64.
+fn sum_leading<T: Real>(src: &[T], layout: &Layout, k: usize) -> Vec<T> {
+    let cols: usize = layout.shape()[k..].iter().product();
+    let rows: usize = layout.shape()[..k].iter().product();
+    let data = &src[layout.offset()..layout.offset() + rows * cols];
+    let mut acc = vec![0f64; cols];
+    if cols > 0 {
+        for row in data.chunks_exact(cols) {
+            for (a, &x) in acc.iter_mut().zip(row) {
+                *a += x.to_f64();
+            }
+        }
+    }
+    acc.into_iter().map(T::from_f64).collect()
 }
 
 fn arg_typed<T: Real>(src: &[T], view: &Layout, outs: usize, r: usize, max: bool) -> Vec<i64> {

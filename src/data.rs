@@ -1,0 +1,111 @@
+//! Text data for the GPT: a character tokenizer and random batches from train and
+//! held-out splits.
+
+use crate::{Device, Error, Result, Rng, Tensor};
+use std::collections::HashMap;
+
+/// The bundled corpus: eight of Shakespeare's plays (public domain), about 1.1 MB.
+pub const SHAKESPEARE: &str = include_str!("../data/shakespeare.txt");
+
+/// Maps each distinct character of a corpus to an id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CharTokenizer {
+    chars: Vec<char>,
+    index: HashMap<char, u32>,
+}
+
+impl CharTokenizer {
+    /// The sorted set of characters in `text`.
+    pub fn from_text(text: &str) -> Self {
+        let mut chars: Vec<char> = text.chars().collect();
+        chars.sort_unstable();
+        chars.dedup();
+        Self::from_chars(chars)
+    }
+
+    /// A tokenizer over exactly these characters, in this order.
+    pub fn from_chars(chars: Vec<char>) -> Self {
+        let index = chars.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
+        CharTokenizer { chars, index }
+    }
+
+    /// The vocabulary, in id order.
+    pub fn chars(&self) -> &[char] {
+        &self.chars
+    }
+
+    /// Number of distinct tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.chars.len()
+    }
+
+    /// Ids for `text`; a character outside the vocabulary is an error that names it.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        text.chars()
+            .map(|c| {
+                self.index
+                    .get(&c)
+                    .copied()
+                    .ok_or_else(|| Error::invalid("encode", format!("character {c:?} is not in the vocabulary")))
+            })
+            .collect()
+    }
+
+    /// Text for `ids`; unknown ids become U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        ids.iter().map(|&i| self.chars.get(i as usize).copied().unwrap_or('\u{fffd}')).collect()
+    }
+}
+
+/// Which part of the corpus a batch comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Val,
+}
+
+/// A tokenized corpus cut into a training part and a held-out part (the last 10%).
+pub struct TextDataset {
+    train: Vec<u32>,
+    val: Vec<u32>,
+}
+
+impl TextDataset {
+    /// Splits `ids` 90/10; both parts must be longer than `seq_len`.
+    pub fn new(ids: Vec<u32>, seq_len: usize) -> Result<Self> {
+        let cut = ids.len() * 9 / 10;
+        let (train, val) = (ids[..cut].to_vec(), ids[cut..].to_vec());
+        if val.len() <= seq_len || train.len() <= seq_len {
+            return Err(Error::invalid(
+                "dataset",
+                format!("{} tokens are too few for sequences of {seq_len}", ids.len()),
+            ));
+        }
+        Ok(TextDataset { train, val })
+    }
+
+    /// Number of tokens in a split.
+    pub fn len(&self, split: Split) -> usize {
+        self.tokens(split).len()
+    }
+
+    fn tokens(&self, split: Split) -> &[u32] {
+        match split {
+            Split::Train => &self.train,
+            Split::Val => &self.val,
+        }
+    }
+
+    /// `batch` windows at random offsets: inputs and next-token targets, both `[batch, seq]`.
+    pub fn batch(&self, split: Split, batch: usize, seq: usize, rng: &mut Rng, device: Device) -> Result<(Tensor, Tensor)> {
+        let data = self.tokens(split);
+        let mut x = Vec::with_capacity(batch * seq);
+        let mut y = Vec::with_capacity(batch * seq);
+        for _ in 0..batch {
+            let start = rng.below((data.len() - seq) as u64) as usize;
+            x.extend(data[start..start + seq].iter().map(|&t| t as i64));
+            y.extend(data[start + 1..start + seq + 1].iter().map(|&t| t as i64));
+        }
+        Ok((Tensor::from_vec(x, &[batch, seq], device)?, Tensor::from_vec(y, &[batch, seq], device)?))
+    }
+}

@@ -1,0 +1,144 @@
+//! A GPT: token and learned position embeddings, pre-norm transformer blocks, a final
+//! layer norm and a head tied to the token embedding.
+
+use crate::nn::{AttentionConfig, Block, BlockConfig, Embedding, LayerNorm, MlpKind, NormKind, Param};
+use crate::{DType, Device, Error, Result, Rng, Tensor};
+use std::collections::HashMap;
+
+/// The shape of a GPT.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GptConfig {
+    pub vocab_size: usize,
+    /// Longest context (number of learned positions).
+    pub block_size: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    /// Residual dropout while training.
+    pub dropout: f64,
+}
+
+impl GptConfig {
+    fn validate(&self) -> Result<()> {
+        let ok = self.vocab_size > 0 && self.block_size > 0 && self.n_layer > 0 && self.n_head > 0 && self.n_embd % self.n_head == 0;
+        if ok && (0.0..1.0).contains(&self.dropout) {
+            Ok(())
+        } else {
+            Err(Error::invalid("gpt", format!("invalid configuration {self:?} (dim must divide into heads)")))
+        }
+    }
+
+    fn block(&self) -> BlockConfig {
+        BlockConfig {
+            attn: AttentionConfig {
+                dim: self.n_embd,
+                n_head: self.n_head,
+                n_kv_head: self.n_head,
+                bias: true,
+                rope: None,
+            },
+            mlp: MlpKind::Gelu,
+            mlp_hidden: 4 * self.n_embd,
+            norm: NormKind::Layer,
+            norm_eps: 1e-5,
+            dropout: self.dropout,
+        }
+    }
+}
+
+/// The model. Parameter names follow `wte.weight`, `wpe.weight`, `h.N.*`, `ln_f.*`.
+#[derive(Clone, Debug)]
+pub struct Gpt {
+    pub cfg: GptConfig,
+    pub wte: Embedding,
+    pub wpe: Embedding,
+    pub blocks: Vec<Block>,
+    pub ln_f: LayerNorm,
+}
+
+impl Gpt {
+    /// GPT-2 initialisation: N(0, 0.02²) weights, residual projections scaled by
+    /// 1/sqrt(2 * n_layer), zero biases, unit norms.
+    pub fn new(cfg: GptConfig, rng: &mut Rng, device: Device) -> Result<Self> {
+        cfg.validate()?;
+        let std = 0.02;
+        let proj_std = std / (2.0 * cfg.n_layer as f64).sqrt();
+        let wte = Embedding::new(cfg.vocab_size, cfg.n_embd, std, rng, device)?;
+        let wpe = Embedding::new(cfg.block_size, cfg.n_embd, std, rng, device)?;
+        let blocks = (0..cfg.n_layer)
+            .map(|_| Block::new(cfg.block(), std, proj_std, rng, device))
+            .collect::<Result<Vec<_>>>()?;
+        let ln_f = LayerNorm::new(cfg.n_embd, true, 1e-5, device)?;
+        Ok(Gpt { cfg, wte, wpe, blocks, ln_f })
+    }
+
+    /// Logits `[B, T, vocab]` for token ids `[B, T]`; `dropout_rng` only while training.
+    pub fn forward(&self, idx: &Tensor, mut dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
+        if idx.rank() != 2 || !idx.dtype().is_index() {
+            return Err(Error::invalid(
+                "gpt",
+                format!("expected integer token ids [batch, time], got {:?} {}", idx.shape(), idx.dtype()),
+            ));
+        }
+        let (b, t) = (idx.shape()[0], idx.shape()[1]);
+        if t == 0 || t > self.cfg.block_size {
+            return Err(Error::invalid(
+                "gpt",
+                format!("sequence length {t} must be between 1 and the context size {}", self.cfg.block_size),
+            ));
+        }
+        let positions = Tensor::arange(t, DType::I64, idx.device())?;
+        let mut x = self.wte.forward(idx)?.add(&self.wpe.forward(&positions)?)?;
+        for block in &self.blocks {
+            x = block.forward(&x, dropout_rng.as_deref_mut())?;
+        }
+        let x = self.ln_f.forward(&x)?;
+        let c = self.cfg.n_embd;
+        let logits = x.reshape(&[b * t, c])?.matmul(&self.wte.weight.t()?)?;
+        logits.reshape(&[b, t, self.cfg.vocab_size])
+    }
+
+    /// Mean next-token cross-entropy of `idx` against `targets` (both `[B, T]`).
+    pub fn loss(&self, idx: &Tensor, targets: &Tensor, dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
+        self.forward(idx, dropout_rng)?.cross_entropy(targets, -1)
+    }
+
+    /// Every parameter, named, in a fixed order.
+    pub fn params(&self) -> Vec<Param> {
+        let mut out = Vec::new();
+        self.wte.params("wte", &mut out);
+        self.wpe.params("wpe", &mut out);
+        for (i, b) in self.blocks.iter().enumerate() {
+            b.params(&format!("h.{i}"), &mut out);
+        }
+        self.ln_f.params("ln_f", &mut out);
+        out
+    }
+
+    /// Total number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.params().iter().map(|p| p.tensor.numel()).sum()
+    }
+
+    /// Overwrites every parameter from `weights`; a missing, extra or mis-shaped tensor is
+    /// an error that names it.
+    pub fn load_weights(&self, weights: &HashMap<String, Tensor>) -> Result<()> {
+        let params = self.params();
+        for p in &params {
+            let w = weights
+                .get(&p.name)
+                .ok_or_else(|| Error::invalid("load_weights", format!("missing tensor `{}`", p.name)))?;
+            if w.shape() != p.tensor.shape() {
+                return Err(Error::invalid(
+                    "load_weights",
+                    format!("tensor `{}` has shape {:?}, the model expects {:?}", p.name, w.shape(), p.tensor.shape()),
+                ));
+            }
+            p.tensor.assign(&w.to_dtype(p.tensor.dtype())?)?;
+        }
+        if let Some(extra) = weights.keys().find(|k| !params.iter().any(|p| &p.name == *k)) {
+            return Err(Error::invalid("load_weights", format!("unexpected tensor `{extra}`")));
+        }
+        Ok(())
+    }
+}

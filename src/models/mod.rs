@@ -1,0 +1,5 @@
+//! Model builders.
+
+pub mod gpt;
+
+pub use gpt::{Gpt, GptConfig};
