@@ -25,7 +25,11 @@ impl CharTokenizer {
 
     /// A tokenizer over exactly these characters, in this order.
     pub fn from_chars(chars: Vec<char>) -> Self {
-        let index = chars.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
+        let index = chars
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (c, i as u32))
+            .collect();
         CharTokenizer { chars, index }
     }
 
@@ -43,17 +47,21 @@ impl CharTokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         text.chars()
             .map(|c| {
-                self.index
-                    .get(&c)
-                    .copied()
-                    .ok_or_else(|| Error::invalid("encode", format!("character {c:?} is not in the vocabulary")))
+                self.index.get(&c).copied().ok_or_else(|| {
+                    Error::invalid(
+                        "encode",
+                        format!("character {c:?} is not in the vocabulary"),
+                    )
+                })
             })
             .collect()
     }
 
     /// Text for `ids`; unknown ids become U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> String {
-        ids.iter().map(|&i| self.chars.get(i as usize).copied().unwrap_or('\u{fffd}')).collect()
+        ids.iter()
+            .map(|&i| self.chars.get(i as usize).copied().unwrap_or('\u{fffd}'))
+            .collect()
     }
 }
 
@@ -78,7 +86,10 @@ impl TextDataset {
         if val.len() <= seq_len || train.len() <= seq_len {
             return Err(Error::invalid(
                 "dataset",
-                format!("{} tokens are too few for sequences of {seq_len}", ids.len()),
+                format!(
+                    "{} tokens are too few for sequences of {seq_len}",
+                    ids.len()
+                ),
             ));
         }
         Ok(TextDataset { train, val })
@@ -97,7 +108,14 @@ impl TextDataset {
     }
 
     /// `batch` windows at random offsets: inputs and next-token targets, both `[batch, seq]`.
-    pub fn batch(&self, split: Split, batch: usize, seq: usize, rng: &mut Rng, device: Device) -> Result<(Tensor, Tensor)> {
+    pub fn batch(
+        &self,
+        split: Split,
+        batch: usize,
+        seq: usize,
+        rng: &mut Rng,
+        device: Device,
+    ) -> Result<(Tensor, Tensor)> {
         let data = self.tokens(split);
         let mut x = Vec::with_capacity(batch * seq);
         let mut y = Vec::with_capacity(batch * seq);
@@ -106,6 +124,9 @@ impl TextDataset {
             x.extend(data[start..start + seq].iter().map(|&t| t as i64));
             y.extend(data[start + 1..start + seq + 1].iter().map(|&t| t as i64));
         }
-        Ok((Tensor::from_vec(x, &[batch, seq], device)?, Tensor::from_vec(y, &[batch, seq], device)?))
+        Ok((
+            Tensor::from_vec(x, &[batch, seq], device)?,
+            Tensor::from_vec(y, &[batch, seq], device)?,
+        ))
     }
 }

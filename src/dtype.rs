@@ -77,7 +77,9 @@ impl std::str::FromStr for DType {
             other => {
                 return Err(crate::Error::invalid(
                     "dtype",
-                    format!("unknown dtype `{other}` (expected f64, f32, f16, bf16, i64, u32 or u8)"),
+                    format!(
+                        "unknown dtype `{other}` (expected f64, f32, f16, bf16, i64, u32 or u8)"
+                    ),
                 ))
             }
         })

@@ -18,14 +18,20 @@ impl Sampling {
     /// Checks the ranges of the settings.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(Error::invalid("sampling", format!("temperature {} must be >= 0", self.temperature)));
+            return Err(Error::invalid(
+                "sampling",
+                format!("temperature {} must be >= 0", self.temperature),
+            ));
         }
         if self.top_k == Some(0) {
             return Err(Error::invalid("sampling", "top-k must be at least 1"));
         }
         if let Some(p) = self.top_p {
             if !(p > 0.0 && p <= 1.0) {
-                return Err(Error::invalid("sampling", format!("top-p {p} must be in (0, 1]")));
+                return Err(Error::invalid(
+                    "sampling",
+                    format!("top-p {p} must be in (0, 1]"),
+                ));
             }
         }
         Ok(())
@@ -38,7 +44,13 @@ pub fn sample_next(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
         logits
             .iter()
             .enumerate()
-            .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+            .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| {
+                if v > best.1 {
+                    (i, v)
+                } else {
+                    best
+                }
+            })
             .0 as u32
     };
     if s.temperature == 0.0 {
@@ -50,7 +62,10 @@ pub fn sample_next(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
         order.truncate(k.max(1));
     }
     let top = logits[order[0]] as f64;
-    let mut probs: Vec<f64> = order.iter().map(|&i| ((logits[i] as f64 - top) / s.temperature).exp()).collect();
+    let mut probs: Vec<f64> = order
+        .iter()
+        .map(|&i| ((logits[i] as f64 - top) / s.temperature).exp())
+        .collect();
     let total: f64 = probs.iter().sum();
     probs.iter_mut().for_each(|p| *p /= total);
     if let Some(p) = s.top_p {
@@ -89,7 +104,10 @@ pub fn generate(
 ) -> Result<Vec<u32>> {
     sampling.validate()?;
     if prompt.is_empty() {
-        return Err(Error::invalid("generate", "the prompt must contain at least one token"));
+        return Err(Error::invalid(
+            "generate",
+            "the prompt must contain at least one token",
+        ));
     }
     let _guard = crate::no_grad();
     let mut ids = prompt.to_vec();
@@ -98,7 +116,10 @@ pub fn generate(
         let window: Vec<i64> = ids[start..].iter().map(|&t| t as i64).collect();
         let t = window.len();
         let x = Tensor::from_vec(window, &[1, t], device)?;
-        let logits = model.forward(&x, None)?.narrow(1, t - 1, 1)?.to_dtype(DType::F32)?;
+        let logits = model
+            .forward(&x, None)?
+            .narrow(1, t - 1, 1)?
+            .to_dtype(DType::F32)?;
         let next = sample_next(&logits.to_vec::<f32>()?, sampling, rng);
         ids.push(next);
         on_token(next)?;

@@ -30,8 +30,16 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Ve
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -163,7 +171,10 @@ impl Layout {
             if p >= self.rank() || seen[p] {
                 return Err(Error::invalid(
                     "permute",
-                    format!("{perm:?} is not a permutation of the dims of {:?}", self.shape),
+                    format!(
+                        "{perm:?} is not a permutation of the dims of {:?}",
+                        self.shape
+                    ),
                 ));
             }
             seen[p] = true;
@@ -178,7 +189,10 @@ impl Layout {
     /// Elements `start..start+len` along `dim` (a view).
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Layout> {
         self.check_dim("narrow", dim)?;
-        if start.checked_add(len).is_none_or(|end| end > self.shape[dim]) {
+        if start
+            .checked_add(len)
+            .is_none_or(|end| end > self.shape[dim])
+        {
             return Err(Error::invalid(
                 "narrow",
                 format!(
@@ -298,7 +312,12 @@ impl Layout {
 
     /// Visits logical elements `start..start+len` as runs `f(first_offset, count, stride)`;
     /// a contiguous layout is one run.
-    pub fn for_each_run_in(&self, start: usize, len: usize, mut f: impl FnMut(usize, usize, usize)) {
+    pub fn for_each_run_in(
+        &self,
+        start: usize,
+        len: usize,
+        mut f: impl FnMut(usize, usize, usize),
+    ) {
         if self.is_contiguous() {
             if len > 0 {
                 f(self.offset + start, len, 1);
@@ -311,7 +330,12 @@ impl Layout {
     /// Like [`Layout::for_each_run_in`], but every run ends at an innermost-dimension
     /// boundary, so two layouts of the same shape produce runs with the same boundaries
     /// (binary kernels walk both in lockstep).
-    pub fn for_each_inner_run_in(&self, start: usize, len: usize, mut f: impl FnMut(usize, usize, usize)) {
+    pub fn for_each_inner_run_in(
+        &self,
+        start: usize,
+        len: usize,
+        mut f: impl FnMut(usize, usize, usize),
+    ) {
         if len == 0 {
             return;
         }

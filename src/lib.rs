@@ -17,8 +17,8 @@ pub mod optim;
 pub mod plot;
 pub mod rng;
 pub mod storage;
-pub mod train;
 mod tensor;
+pub mod train;
 
 pub use autograd::{no_grad, GradStore};
 pub use backend::{BinaryOp, CmpOp, ReduceOp, RotaryStyle, UnaryOp};

@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "smith", version, about = "Deep learning in Rust: train and sample a GPT on any machine")]
+#[command(
+    name = "smith",
+    version,
+    about = "Deep learning in Rust: train and sample a GPT on any machine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -175,19 +179,25 @@ fn train(a: TrainArgs) -> Result<()> {
     );
     if trainer.state.step == 0 {
         let v = trainer.record_eval()?;
-        println!("step 0: held-out loss {v:.4} (uniform guess: {:.4})", (trainer.tokenizer.vocab_size() as f64).ln());
+        println!(
+            "step 0: held-out loss {v:.4} (uniform guess: {:.4})",
+            (trainer.tokenizer.vocab_size() as f64).ln()
+        );
     }
     let remaining = cfg.steps.saturating_sub(trainer.state.step);
     let bar = ProgressBar::new(remaining);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]")
-            .map_err(|e| Error::invalid("progress", e.to_string()))?,
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+        )
+        .map_err(|e| Error::invalid("progress", e.to_string()))?,
     );
     let started = Instant::now();
     while trainer.state.step < cfg.steps {
         let loss = trainer.train_step()?;
         let done = trainer.state.step;
-        let rate = bar.position().saturating_add(1) as f64 * tokens_per_step / started.elapsed().as_secs_f64();
+        let rate = bar.position().saturating_add(1) as f64 * tokens_per_step
+            / started.elapsed().as_secs_f64();
         bar.set_message(format!("step {done} loss {loss:.4} {rate:.0} tok/s"));
         bar.inc(1);
         if done % cfg.eval_interval == 0 || done == cfg.steps {
@@ -202,12 +212,20 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     trainer.save(&out)?;
-    smith::plot::write_loss_svg(&out.join("loss.svg"), &trainer.state.train_losses, &trainer.state.val_losses)?;
+    smith::plot::write_loss_svg(
+        &out.join("loss.svg"),
+        &trainer.state.train_losses,
+        &trainer.state.val_losses,
+    )?;
     let secs = started.elapsed().as_secs_f64();
     if let Some(&(s, v)) = trainer.state.val_losses.last() {
         println!("held-out loss {v:.4} at step {s}; {remaining} steps in {secs:.1}s");
     }
-    println!("checkpoint: {} (loss curves: {})", out.display(), out.join("loss.svg").display());
+    println!(
+        "checkpoint: {} (loss curves: {})",
+        out.display(),
+        out.join("loss.svg").display()
+    );
     if a.sample_tokens > 0 {
         println!("\n--- sample ---");
         let sampling = Sampling {
@@ -215,18 +233,36 @@ fn train(a: TrainArgs) -> Result<()> {
             top_k: None,
             top_p: Some(0.95),
         };
-        stream(&trainer.model, &trainer.tokenizer, "\n", a.sample_tokens, &sampling, cfg.seed, device)?;
+        stream(
+            &trainer.model,
+            &trainer.tokenizer,
+            "\n",
+            a.sample_tokens,
+            &sampling,
+            cfg.seed,
+            device,
+        )?;
         println!();
     }
     Ok(())
 }
 
-fn stream(model: &smith::models::Gpt, tok: &smith::data::CharTokenizer, prompt: &str, n: usize, s: &Sampling, seed: u64, device: Device) -> Result<()> {
+fn stream(
+    model: &smith::models::Gpt,
+    tok: &smith::data::CharTokenizer,
+    prompt: &str,
+    n: usize,
+    s: &Sampling,
+    seed: u64,
+    device: Device,
+) -> Result<()> {
     let ids = tok.encode(prompt)?;
     let mut rng = Rng::new(seed);
     let mut stdout = std::io::stdout();
     generate(model, &ids, n, s, &mut rng, device, |t| {
-        write!(stdout, "{}", tok.decode(&[t])).and_then(|_| stdout.flush()).map_err(|e| Error::io(Path::new("<stdout>"), e))
+        write!(stdout, "{}", tok.decode(&[t]))
+            .and_then(|_| stdout.flush())
+            .map_err(|e| Error::io(Path::new("<stdout>"), e))
     })?;
     Ok(())
 }
@@ -242,9 +278,21 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
     sampling.validate()?;
     print!("{}", a.prompt);
     let started = Instant::now();
-    stream(&model, &tok, &a.prompt, a.max_tokens, &sampling, a.seed, device)?;
+    stream(
+        &model,
+        &tok,
+        &a.prompt,
+        a.max_tokens,
+        &sampling,
+        a.seed,
+        device,
+    )?;
     let secs = started.elapsed().as_secs_f64();
     println!();
-    eprintln!("{} tokens in {secs:.2}s ({:.1} tokens/s)", a.max_tokens, a.max_tokens as f64 / secs);
+    eprintln!(
+        "{} tokens in {secs:.2}s ({:.1} tokens/s)",
+        a.max_tokens,
+        a.max_tokens as f64 / secs
+    );
     Ok(())
 }

@@ -49,11 +49,30 @@ pub fn write_loss_svg(path: &Path, train: &[(u64, f64)], val: &[(u64, f64)]) -> 
             sy = H - PAD + 18.0
         );
     }
-    let poly = |pts: &[(u64, f64)]| pts.iter().filter(|(_, l)| l.is_finite()).map(|&(s, l)| format!("{:.1},{:.1}", x(s), y(l))).collect::<Vec<_>>().join(" ");
-    let _ = write!(svg, r##"<polyline fill="none" stroke="#4a7bd0" stroke-width="1" points="{}"/>"##, poly(train));
-    let _ = write!(svg, r##"<polyline fill="none" stroke="#d0452f" stroke-width="2.5" points="{}"/>"##, poly(val));
+    let poly = |pts: &[(u64, f64)]| {
+        pts.iter()
+            .filter(|(_, l)| l.is_finite())
+            .map(|&(s, l)| format!("{:.1},{:.1}", x(s), y(l)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let _ = write!(
+        svg,
+        r##"<polyline fill="none" stroke="#4a7bd0" stroke-width="1" points="{}"/>"##,
+        poly(train)
+    );
+    let _ = write!(
+        svg,
+        r##"<polyline fill="none" stroke="#d0452f" stroke-width="2.5" points="{}"/>"##,
+        poly(val)
+    );
     for &(s, l) in val.iter().filter(|(_, l)| l.is_finite()) {
-        let _ = write!(svg, r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="#d0452f"/>"##, x(s), y(l));
+        let _ = write!(
+            svg,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="#d0452f"/>"##,
+            x(s),
+            y(l)
+        );
     }
     let _ = write!(
         svg,

@@ -67,11 +67,21 @@ impl TrainConfig {
 
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::invalid("train", m));
-        if self.batch_size == 0 || self.seq_len == 0 || self.eval_batches == 0 || self.eval_interval == 0 {
-            return bad("batch size, sequence length, eval batches and eval interval must be positive".into());
+        if self.batch_size == 0
+            || self.seq_len == 0
+            || self.eval_batches == 0
+            || self.eval_interval == 0
+        {
+            return bad(
+                "batch size, sequence length, eval batches and eval interval must be positive"
+                    .into(),
+            );
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) || self.min_lr < 0.0 {
-            return bad(format!("learning rates {} / {} are not valid", self.lr, self.min_lr));
+            return bad(format!(
+                "learning rates {} / {} are not valid",
+                self.lr, self.min_lr
+            ));
         }
         Ok(())
     }
@@ -130,7 +140,14 @@ impl Trainer {
         Self::assemble(cfg, model, tokenizer, text, device, batch_rng)
     }
 
-    fn assemble(cfg: TrainConfig, model: Gpt, tokenizer: CharTokenizer, text: &str, device: Device, rng: Rng) -> Result<Self> {
+    fn assemble(
+        cfg: TrainConfig,
+        model: Gpt,
+        tokenizer: CharTokenizer,
+        text: &str,
+        device: Device,
+        rng: Rng,
+    ) -> Result<Self> {
         let data = TextDataset::new(tokenizer.encode(text)?, cfg.seq_len)?;
         let optimizer = AdamW::new(
             model.params(),
@@ -161,7 +178,8 @@ impl Trainer {
             path: dir.to_path_buf(),
             msg,
         };
-        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| Error::io(dir.join(name), e));
+        let read =
+            |name: &str| std::fs::read(dir.join(name)).map_err(|e| Error::io(dir.join(name), e));
         let config: CheckpointConfig = serde_json::from_slice(&read("config.json")?)?;
         let state: TrainState = serde_json::from_slice(&read("trainer.json")?)?;
         let mut cfg = config.train;
@@ -175,15 +193,27 @@ impl Trainer {
             .map_err(|e| ckpt_err(e.to_string()))?;
         let mut t = Self::assemble(cfg, model, tokenizer, text, device, state.rng.clone())?;
         let moments = load_safetensors(&dir.join("optimizer.safetensors"))?;
-        t.optimizer.load_state(&moments, state.step).map_err(|e| ckpt_err(e.to_string()))?;
+        t.optimizer
+            .load_state(&moments, state.step)
+            .map_err(|e| ckpt_err(e.to_string()))?;
         t.state = state;
         Ok(t)
     }
 
     /// One optimizer step on a fresh training batch; returns the batch loss.
     pub fn train_step(&mut self) -> Result<f64> {
-        let (x, y) = self.data.batch(Split::Train, self.cfg.batch_size, self.cfg.seq_len, &mut self.state.rng, self.device)?;
-        let dropout_rng = if self.cfg.dropout > 0.0 { Some(&mut self.state.rng) } else { None };
+        let (x, y) = self.data.batch(
+            Split::Train,
+            self.cfg.batch_size,
+            self.cfg.seq_len,
+            &mut self.state.rng,
+            self.device,
+        )?;
+        let dropout_rng = if self.cfg.dropout > 0.0 {
+            Some(&mut self.state.rng)
+        } else {
+            None
+        };
         let loss = self.model.loss(&x, &y, dropout_rng)?;
         let mut grads = loss.backward()?;
         let params = self.optimizer.params().to_vec();
@@ -194,7 +224,10 @@ impl Trainer {
         self.optimizer.step(&grads, lr)?;
         let value = loss.to_scalar()?;
         if !value.is_finite() {
-            return Err(Error::invalid("train", format!("loss became {value} at step {}", self.state.step)));
+            return Err(Error::invalid(
+                "train",
+                format!("loss became {value} at step {}", self.state.step),
+            ));
         }
         self.state.step += 1;
         self.state.train_losses.push((self.state.step, value));
@@ -208,7 +241,13 @@ impl Trainer {
         let mut rng = Rng::new(self.cfg.seed ^ 0x5eed_e7a1);
         let mut total = 0.0;
         for _ in 0..self.cfg.eval_batches {
-            let (x, y) = self.data.batch(Split::Val, self.cfg.batch_size, self.cfg.seq_len, &mut rng, self.device)?;
+            let (x, y) = self.data.batch(
+                Split::Val,
+                self.cfg.batch_size,
+                self.cfg.seq_len,
+                &mut rng,
+                self.device,
+            )?;
             total += self.model.loss(&x, &y, None)?.to_scalar()?;
         }
         Ok(total / self.cfg.eval_batches as f64)
@@ -226,7 +265,12 @@ impl Trainer {
     /// atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let weights: Vec<(String, Tensor)> = self.model.params().into_iter().map(|p| (p.name, p.tensor)).collect();
+        let weights: Vec<(String, Tensor)> = self
+            .model
+            .params()
+            .into_iter()
+            .map(|p| (p.name, p.tensor))
+            .collect();
         save_safetensors(&dir.join("model.safetensors"), &weights)?;
         let (moments, _) = self.optimizer.state()?;
         let mut moments: Vec<(String, Tensor)> = moments.into_iter().collect();
@@ -237,7 +281,10 @@ impl Trainer {
             vocab: self.tokenizer.chars().iter().collect(),
             train: self.cfg.clone(),
         };
-        write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(&config)?)?;
+        write_atomic(
+            &dir.join("config.json"),
+            &serde_json::to_vec_pretty(&config)?,
+        )?;
         write_atomic(&dir.join("trainer.json"), &serde_json::to_vec(&self.state)?)?;
         Ok(())
     }
@@ -247,14 +294,20 @@ impl Trainer {
 pub fn load_for_inference(dir: &Path, device: Device) -> Result<(Gpt, CharTokenizer)> {
     let path = dir.join("config.json");
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let config: CheckpointConfig = serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
-        path: path.clone(),
-        msg: e.to_string(),
-    })?;
+    let config: CheckpointConfig =
+        serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
     let model = Gpt::new(config.model, &mut Rng::new(0), device)?;
-    model.load_weights(&load_safetensors(&dir.join("model.safetensors"))?).map_err(|e| Error::Checkpoint {
-        path: dir.to_path_buf(),
-        msg: e.to_string(),
-    })?;
-    Ok((model, CharTokenizer::from_chars(config.vocab.chars().collect())))
+    model
+        .load_weights(&load_safetensors(&dir.join("model.safetensors"))?)
+        .map_err(|e| Error::Checkpoint {
+            path: dir.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+    Ok((
+        model,
+        CharTokenizer::from_chars(config.vocab.chars().collect()),
+    ))
 }

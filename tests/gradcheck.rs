@@ -59,13 +59,18 @@ fn binary_ops_with_broadcasting_and_slices() {
     for (name, op) in ops {
         eprintln!("checking {name}");
         // [3, 1] against a sliced [4] row: broadcast on both sides.
-        gradcheck(&[positive_leaf(&[3, 1], &mut r), positive_leaf(&[6], &mut r)], |t| {
-            op(&t[0], &t[1].narrow(0, 1, 4)?)
-        });
+        gradcheck(
+            &[positive_leaf(&[3, 1], &mut r), positive_leaf(&[6], &mut r)],
+            |t| op(&t[0], &t[1].narrow(0, 1, 4)?),
+        );
         // Same shapes, one transposed.
-        gradcheck(&[positive_leaf(&[2, 3], &mut r), positive_leaf(&[3, 2], &mut r)], |t| {
-            op(&t[0], &t[1].t()?)
-        });
+        gradcheck(
+            &[
+                positive_leaf(&[2, 3], &mut r),
+                positive_leaf(&[3, 2], &mut r),
+            ],
+            |t| op(&t[0], &t[1].t()?),
+        );
     }
 }
 
@@ -73,17 +78,24 @@ fn binary_ops_with_broadcasting_and_slices() {
 fn where_and_masked_fill() {
     let mut r = rng();
     gradcheck(&[leaf(&[3, 4], &mut r), leaf(&[4], &mut r)], |t| {
-        let mask = t[0].detach().gt(&Tensor::scalar(0.0, DType::F64, Device::Cpu)?)?;
+        let mask = t[0]
+            .detach()
+            .gt(&Tensor::scalar(0.0, DType::F64, Device::Cpu)?)?;
         Tensor::where_cond(&mask, &t[0], &t[1])
     });
-    gradcheck(&[leaf(&[4, 4], &mut r)], |t| t[0].t()?.masked_fill(&smith::causal_mask(4, Device::Cpu)?, -3.0));
+    gradcheck(&[leaf(&[4, 4], &mut r)], |t| {
+        t[0].t()?
+            .masked_fill(&smith::causal_mask(4, Device::Cpu)?, -3.0)
+    });
 }
 
 #[test]
 fn reductions() {
     let mut r = rng();
     gradcheck(&[leaf(&[2, 3, 4], &mut r)], |t| t[0].sum(&[0, 2]));
-    gradcheck(&[leaf(&[2, 3, 4], &mut r)], |t| t[0].permute(&[2, 0, 1])?.sum_keepdim(&[1]));
+    gradcheck(&[leaf(&[2, 3, 4], &mut r)], |t| {
+        t[0].permute(&[2, 0, 1])?.sum_keepdim(&[1])
+    });
     gradcheck(&[leaf(&[2, 3, 4], &mut r)], |t| t[0].mean(&[1]));
     gradcheck(&[leaf(&[2, 3, 4], &mut r)], |t| t[0].mean_all());
     gradcheck(&[leaf(&[3, 5], &mut r)], |t| t[0].t()?.max(1, false));
@@ -93,11 +105,20 @@ fn reductions() {
 #[test]
 fn matmul_plain_transposed_and_batched() {
     let mut r = rng();
-    gradcheck(&[leaf(&[3, 4], &mut r), leaf(&[4, 5], &mut r)], |t| t[0].matmul(&t[1]));
-    gradcheck(&[leaf(&[4, 3], &mut r), leaf(&[5, 4], &mut r)], |t| t[0].t()?.matmul(&t[1].t()?));
+    gradcheck(&[leaf(&[3, 4], &mut r), leaf(&[4, 5], &mut r)], |t| {
+        t[0].matmul(&t[1])
+    });
+    gradcheck(&[leaf(&[4, 3], &mut r), leaf(&[5, 4], &mut r)], |t| {
+        t[0].t()?.matmul(&t[1].t()?)
+    });
     // Batched with a broadcast batch dim on the right-hand side.
-    gradcheck(&[leaf(&[2, 3, 4], &mut r), leaf(&[4, 2], &mut r)], |t| t[0].matmul(&t[1]));
-    gradcheck(&[leaf(&[2, 1, 3, 4], &mut r), leaf(&[3, 4, 2], &mut r)], |t| t[0].matmul(&t[1]));
+    gradcheck(&[leaf(&[2, 3, 4], &mut r), leaf(&[4, 2], &mut r)], |t| {
+        t[0].matmul(&t[1])
+    });
+    gradcheck(
+        &[leaf(&[2, 1, 3, 4], &mut r), leaf(&[3, 4, 2], &mut r)],
+        |t| t[0].matmul(&t[1]),
+    );
 }
 
 #[test]
@@ -111,11 +132,23 @@ fn softmax_family() {
 #[test]
 fn norms() {
     let mut r = rng();
-    gradcheck(&[leaf(&[3, 6], &mut r), leaf(&[5], &mut r), leaf(&[5], &mut r)], |t| {
-        t[0].narrow(1, 1, 5)?.layer_norm(Some(&t[1]), Some(&t[2]), 1e-5)
+    gradcheck(
+        &[
+            leaf(&[3, 6], &mut r),
+            leaf(&[5], &mut r),
+            leaf(&[5], &mut r),
+        ],
+        |t| {
+            t[0].narrow(1, 1, 5)?
+                .layer_norm(Some(&t[1]), Some(&t[2]), 1e-5)
+        },
+    );
+    gradcheck(&[leaf(&[5, 3], &mut r)], |t| {
+        t[0].t()?.layer_norm(None, None, 1e-5)
     });
-    gradcheck(&[leaf(&[5, 3], &mut r)], |t| t[0].t()?.layer_norm(None, None, 1e-5));
-    gradcheck(&[leaf(&[2, 3, 4], &mut r), leaf(&[4], &mut r)], |t| t[0].rms_norm(Some(&t[1]), 1e-6));
+    gradcheck(&[leaf(&[2, 3, 4], &mut r), leaf(&[4], &mut r)], |t| {
+        t[0].rms_norm(Some(&t[1]), 1e-6)
+    });
     gradcheck(&[leaf(&[4, 3], &mut r)], |t| t[0].t()?.rms_norm(None, 1e-6));
 }
 
@@ -123,9 +156,13 @@ fn norms() {
 fn cross_entropy_with_ignore_index() {
     let mut r = rng();
     let targets = Tensor::from_vec(vec![2i64, -100, 0, 4], &[4], Device::Cpu).unwrap();
-    gradcheck(&[leaf(&[5, 4], &mut r)], |t| t[0].t()?.cross_entropy(&targets, -100));
+    gradcheck(&[leaf(&[5, 4], &mut r)], |t| {
+        t[0].t()?.cross_entropy(&targets, -100)
+    });
     let targets = Tensor::from_vec(vec![1i64, 0, 2, 2, 1, 0], &[2, 3], Device::Cpu).unwrap();
-    gradcheck(&[leaf(&[2, 3, 3], &mut r)], |t| t[0].cross_entropy(&targets, -100));
+    gradcheck(&[leaf(&[2, 3, 3], &mut r)], |t| {
+        t[0].cross_entropy(&targets, -100)
+    });
 }
 
 #[test]
@@ -138,7 +175,9 @@ fn indexing_ops() {
         e.matmul(&t[0].t()?)
     });
     let rows = Tensor::from_vec(vec![2u32, 0], &[2], Device::Cpu).unwrap();
-    gradcheck(&[leaf(&[3, 4], &mut r)], |t| t[0].t()?.index_select(1, &rows));
+    gradcheck(&[leaf(&[3, 4], &mut r)], |t| {
+        t[0].t()?.index_select(1, &rows)
+    });
     let index = Tensor::from_vec(vec![0i64, 2, 1, 1, 0, 2], &[2, 3], Device::Cpu).unwrap();
     gradcheck(&[leaf(&[2, 4], &mut r)], |t| t[0].gather(1, &index));
     gradcheck(&[leaf(&[2, 3], &mut r), leaf(&[2, 3], &mut r)], |t| {
@@ -152,22 +191,34 @@ fn shape_ops() {
     gradcheck(&[leaf(&[2, 3], &mut r), leaf(&[4, 2], &mut r)], |t| {
         Tensor::cat(&[t[0].clone(), t[1].narrow(0, 1, 3)?.t()?], 0)
     });
-    gradcheck(&[leaf(&[2, 3], &mut r), leaf(&[3, 2], &mut r)], |t| Tensor::stack(&[t[0].clone(), t[1].t()?], 1));
+    gradcheck(&[leaf(&[2, 3], &mut r), leaf(&[3, 2], &mut r)], |t| {
+        Tensor::stack(&[t[0].clone(), t[1].t()?], 1)
+    });
     gradcheck(&[leaf(&[4, 3], &mut r)], |t| {
         let parts = t[0].split(&[1, 3], 0)?;
         parts[1].mul(&parts[0])
     });
     // Reshape of a transposed view must copy, not reinterpret.
-    gradcheck(&[leaf(&[2, 3, 4], &mut r)], |t| t[0].transpose(0, 1)?.reshape(&[3, 8])?.mul_scalar(2.0));
-    gradcheck(&[leaf(&[3, 1, 4], &mut r)], |t| t[0].squeeze(1)?.unsqueeze(0)?.broadcast_as(&[2, 3, 4]));
-    gradcheck(&[leaf(&[3, 4], &mut r)], |t| t[0].t()?.contiguous()?.narrow(0, 1, 2));
-    gradcheck(&[leaf(&[2, 3, 4], &mut r)], |t| t[0].chunk(2, 2)?[1].permute(&[2, 0, 1]));
+    gradcheck(&[leaf(&[2, 3, 4], &mut r)], |t| {
+        t[0].transpose(0, 1)?.reshape(&[3, 8])?.mul_scalar(2.0)
+    });
+    gradcheck(&[leaf(&[3, 1, 4], &mut r)], |t| {
+        t[0].squeeze(1)?.unsqueeze(0)?.broadcast_as(&[2, 3, 4])
+    });
+    gradcheck(&[leaf(&[3, 4], &mut r)], |t| {
+        t[0].t()?.contiguous()?.narrow(0, 1, 2)
+    });
+    gradcheck(&[leaf(&[2, 3, 4], &mut r)], |t| {
+        t[0].chunk(2, 2)?[1].permute(&[2, 0, 1])
+    });
 }
 
 #[test]
 fn dropout_uses_its_mask() {
     let mut r = rng();
-    gradcheck(&[leaf(&[4, 5], &mut r)], |t| t[0].t()?.dropout(0.3, &mut Rng::new(9)));
+    gradcheck(&[leaf(&[4, 5], &mut r)], |t| {
+        t[0].t()?.dropout(0.3, &mut Rng::new(9))
+    });
 }
 
 #[test]
@@ -175,22 +226,33 @@ fn rotary_both_layouts() {
     let mut r = rng();
     let (cos, sin) = rotary_tables(0, 3, 4, 10000.0, DType::F64, Device::Cpu).unwrap();
     for style in [RotaryStyle::Interleaved, RotaryStyle::RotateHalf] {
-        gradcheck(&[leaf(&[2, 4, 3], &mut r)], |t| t[0].transpose(1, 2)?.rotary(&cos, &sin, style));
+        gradcheck(&[leaf(&[2, 4, 3], &mut r)], |t| {
+            t[0].transpose(1, 2)?.rotary(&cos, &sin, style)
+        });
     }
 }
 
 #[test]
 fn a_tensor_used_twice_gets_the_sum() {
-    let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0], &[3], Device::Cpu).unwrap().requires_grad().unwrap();
+    let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0], &[3], Device::Cpu)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
     // y = x * x + x  => dy/dx = 2x + 1
     let y = x.mul(&x).unwrap().add(&x).unwrap().sum_all().unwrap();
     let g = y.backward().unwrap();
-    assert_eq!(g.get(&x).unwrap().to_vec::<f64>().unwrap(), vec![3.0, 5.0, 7.0]);
+    assert_eq!(
+        g.get(&x).unwrap().to_vec::<f64>().unwrap(),
+        vec![3.0, 5.0, 7.0]
+    );
 }
 
 #[test]
 fn no_grad_and_detach_build_no_graph() {
-    let x = Tensor::ones(&[2], DType::F64, Device::Cpu).unwrap().requires_grad().unwrap();
+    let x = Tensor::ones(&[2], DType::F64, Device::Cpu)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
     {
         let _g = smith::no_grad();
         assert!(!x.exp().unwrap().tracks_grad());
@@ -202,20 +264,40 @@ fn no_grad_and_detach_build_no_graph() {
 
 #[test]
 fn gradients_accumulate_across_backward_calls_until_zeroed() {
-    let x = Tensor::from_vec(vec![1.0f64, -2.0], &[2], Device::Cpu).unwrap().requires_grad().unwrap();
+    let x = Tensor::from_vec(vec![1.0f64, -2.0], &[2], Device::Cpu)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
     let mut store = smith::GradStore::new();
     for _ in 0..3 {
-        x.mul_scalar(2.0).unwrap().sum_all().unwrap().backward_into(&mut store).unwrap();
+        x.mul_scalar(2.0)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward_into(&mut store)
+            .unwrap();
     }
-    assert_eq!(store.get(&x).unwrap().to_vec::<f64>().unwrap(), vec![6.0, 6.0]);
+    assert_eq!(
+        store.get(&x).unwrap().to_vec::<f64>().unwrap(),
+        vec![6.0, 6.0]
+    );
     store.zero();
     assert!(store.get(&x).is_none());
 }
 
 #[test]
 fn cast_backward_returns_the_input_dtype() {
-    let x = Tensor::from_vec(vec![1.0f32, 2.0], &[2], Device::Cpu).unwrap().requires_grad().unwrap();
-    let y = x.to_dtype(DType::F64).unwrap().sqr().unwrap().sum_all().unwrap();
+    let x = Tensor::from_vec(vec![1.0f32, 2.0], &[2], Device::Cpu)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
+    let y = x
+        .to_dtype(DType::F64)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap();
     let g = y.backward().unwrap();
     let gx = g.get(&x).unwrap();
     assert_eq!(gx.dtype(), DType::F32);

@@ -29,10 +29,15 @@ fn unary_ops_match_scalar_formulas_on_strided_input() {
     let base = rand64(&[5, 7], &mut rng).affine(3.0, 0.0).unwrap();
     let x = base.t().unwrap(); // non-contiguous [7, 5]
     let xs = x.to_vec_f64().unwrap();
-    let gelu_t = |v: f64| 0.5 * v * (1.0 + (0.7978845608028654 * (v + 0.044715 * v * v * v)).tanh());
+    let gelu_t =
+        |v: f64| 0.5 * v * (1.0 + (0.7978845608028654 * (v + 0.044715 * v * v * v)).tanh());
     let gelu_e = |v: f64| 0.5 * v * (1.0 + libm_erf(v / std::f64::consts::SQRT_2));
     let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
-    type Case = (&'static str, fn(&Tensor) -> smith::Result<Tensor>, Box<dyn Fn(f64) -> f64>);
+    type Case = (
+        &'static str,
+        fn(&Tensor) -> smith::Result<Tensor>,
+        Box<dyn Fn(f64) -> f64>,
+    );
     let cases: Vec<Case> = vec![
         ("neg", |t| t.neg(), Box::new(|v| -v)),
         ("exp", |t| t.exp(), Box::new(f64::exp)),
@@ -43,10 +48,26 @@ fn unary_ops_match_scalar_formulas_on_strided_input() {
         ("gelu", |t| t.gelu(), Box::new(gelu_t)),
         ("gelu_erf", |t| t.gelu_erf(), Box::new(gelu_e)),
         ("silu", |t| t.silu(), Box::new(move |v| v * sig(v))),
-        ("affine", |t| t.affine(2.0, -1.0), Box::new(|v| 2.0 * v - 1.0)),
-        ("log|x|", |t| t.abs()?.log(), Box::new(|v: f64| v.abs().ln())),
-        ("sqrt|x|", |t| t.abs()?.sqrt(), Box::new(|v: f64| v.abs().sqrt())),
-        ("powf", |t| t.abs()?.powf(1.5), Box::new(|v: f64| v.abs().powf(1.5))),
+        (
+            "affine",
+            |t| t.affine(2.0, -1.0),
+            Box::new(|v| 2.0 * v - 1.0),
+        ),
+        (
+            "log|x|",
+            |t| t.abs()?.log(),
+            Box::new(|v: f64| v.abs().ln()),
+        ),
+        (
+            "sqrt|x|",
+            |t| t.abs()?.sqrt(),
+            Box::new(|v: f64| v.abs().sqrt()),
+        ),
+        (
+            "powf",
+            |t| t.abs()?.powf(1.5),
+            Box::new(|v: f64| v.abs().powf(1.5)),
+        ),
     ];
     for (name, op, reference) in cases {
         let want: Vec<f64> = xs.iter().map(|&v| reference(v)).collect();
@@ -92,9 +113,16 @@ fn libm_erf(x: f64) -> f64 {
 fn binary_ops_broadcast_like_numpy() {
     let mut rng = Rng::new(2);
     let a = rand64(&[4, 1, 3], &mut rng).permute(&[2, 1, 0]).unwrap(); // [3, 1, 4] strided
-    let b = rand64(&[2, 6], &mut rng).narrow(1, 1, 4).unwrap().affine(1.0, 2.0).unwrap(); // [2, 4]
+    let b = rand64(&[2, 6], &mut rng)
+        .narrow(1, 1, 4)
+        .unwrap()
+        .affine(1.0, 2.0)
+        .unwrap(); // [2, 4]
     let (av, bv) = (a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
-    type Case = (fn(&Tensor, &Tensor) -> smith::Result<Tensor>, fn(f64, f64) -> f64);
+    type Case = (
+        fn(&Tensor, &Tensor) -> smith::Result<Tensor>,
+        fn(f64, f64) -> f64,
+    );
     let cases: Vec<Case> = vec![
         (|x, y| x.add(y), |p, q| p + q),
         (|x, y| x.sub(y), |p, q| p - q),
@@ -124,7 +152,10 @@ fn binary_ops_broadcast_like_numpy() {
 
 #[test]
 fn comparisons_and_where() {
-    let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2], CPU).unwrap().t().unwrap();
+    let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2], CPU)
+        .unwrap()
+        .t()
+        .unwrap();
     let b = Tensor::from_vec(vec![2.0f32], &[1], CPU).unwrap();
     assert_eq!(a.gt(&b).unwrap().to_vec::<u8>().unwrap(), vec![0, 1, 0, 1]);
     assert_eq!(a.le(&b).unwrap().to_vec::<u8>().unwrap(), vec![1, 0, 1, 0]);
@@ -134,8 +165,14 @@ fn comparisons_and_where() {
     assert_eq!(a.ge(&b).unwrap().to_vec::<u8>().unwrap(), vec![0, 1, 1, 1]);
     let picked = Tensor::where_cond(&a.gt(&b).unwrap(), &a, &a.neg().unwrap()).unwrap();
     assert_eq!(picked.to_vec::<f32>().unwrap(), vec![-1.0, 3.0, -2.0, 4.0]);
-    let masked = Tensor::ones(&[3, 3], DType::F32, CPU).unwrap().masked_fill(&causal_mask(3, CPU).unwrap(), 0.0).unwrap();
-    assert_eq!(masked.to_vec::<f32>().unwrap(), vec![1., 0., 0., 1., 1., 0., 1., 1., 1.]);
+    let masked = Tensor::ones(&[3, 3], DType::F32, CPU)
+        .unwrap()
+        .masked_fill(&causal_mask(3, CPU).unwrap(), 0.0)
+        .unwrap();
+    assert_eq!(
+        masked.to_vec::<f32>().unwrap(),
+        vec![1., 0., 0., 1., 1., 0., 1., 1., 1.]
+    );
 }
 
 #[test]
@@ -165,16 +202,40 @@ fn reductions_over_dims_of_a_permuted_tensor() {
         let want_mean: Vec<f64> = sum.iter().map(|s| s / 12.0).collect();
         assert!(rel_err(&mean, &want_mean) < tol(dtype));
     }
-    let mx = x.permute(&[1, 0, 2]).unwrap().reshape(&[5, 12]).unwrap().max(1, false).unwrap();
+    let mx = x
+        .permute(&[1, 0, 2])
+        .unwrap()
+        .reshape(&[5, 12])
+        .unwrap()
+        .max(1, false)
+        .unwrap();
     assert_close(&mx.to_vec_f64().unwrap(), &max, 1e-12, "max");
-    let am = x.permute(&[1, 0, 2]).unwrap().reshape(&[5, 12]).unwrap().argmax(1, false).unwrap();
-    let rows = x.permute(&[1, 0, 2]).unwrap().reshape(&[5, 12]).unwrap().to_vec_f64().unwrap();
+    let am = x
+        .permute(&[1, 0, 2])
+        .unwrap()
+        .reshape(&[5, 12])
+        .unwrap()
+        .argmax(1, false)
+        .unwrap();
+    let rows = x
+        .permute(&[1, 0, 2])
+        .unwrap()
+        .reshape(&[5, 12])
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
     for (j, &a) in am.to_vec::<i64>().unwrap().iter().enumerate() {
         assert_eq!(rows[j * 12 + a as usize], max[j]);
     }
     let mn = Tensor::from_vec(vec![3.0f32, -1.0, 2.0, -1.0], &[2, 2], CPU).unwrap();
-    assert_eq!(mn.min(1, true).unwrap().to_vec::<f32>().unwrap(), vec![-1.0, -1.0]);
-    assert_eq!(mn.argmin(0, false).unwrap().to_vec::<i64>().unwrap(), vec![1, 0]);
+    assert_eq!(
+        mn.min(1, true).unwrap().to_vec::<f32>().unwrap(),
+        vec![-1.0, -1.0]
+    );
+    assert_eq!(
+        mn.argmin(0, false).unwrap().to_vec::<i64>().unwrap(),
+        vec![1, 0]
+    );
 }
 
 fn naive_matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
@@ -196,7 +257,11 @@ fn matmul_matches_naive_loops_with_views_and_batches() {
     let b = rand64(&[n, k], &mut rng).t().unwrap();
     let want = naive_matmul(&a.to_vec_f64().unwrap(), &b.to_vec_f64().unwrap(), m, k, n);
     for dtype in FLOATS {
-        let got = a.to_dtype(dtype).unwrap().matmul(&b.to_dtype(dtype).unwrap()).unwrap();
+        let got = a
+            .to_dtype(dtype)
+            .unwrap()
+            .matmul(&b.to_dtype(dtype).unwrap())
+            .unwrap();
         let err = rel_err(&got.to_vec_f64().unwrap(), &want);
         assert!(err < tol(dtype), "{dtype}: {err:e}");
     }
@@ -208,22 +273,43 @@ fn matmul_matches_naive_loops_with_views_and_batches() {
     let got = got.to_vec_f64().unwrap();
     for i in 0..3 {
         for j in 0..2 {
-            let ai = a.narrow(0, i, 1).unwrap().reshape(&[4, 5]).unwrap().to_vec_f64().unwrap();
-            let bj = b.narrow(0, j, 1).unwrap().reshape(&[5, 6]).unwrap().to_vec_f64().unwrap();
+            let ai = a
+                .narrow(0, i, 1)
+                .unwrap()
+                .reshape(&[4, 5])
+                .unwrap()
+                .to_vec_f64()
+                .unwrap();
+            let bj = b
+                .narrow(0, j, 1)
+                .unwrap()
+                .reshape(&[5, 6])
+                .unwrap()
+                .to_vec_f64()
+                .unwrap();
             let want = naive_matmul(&ai, &bj, 4, 5, 6);
             let off = (i * 2 + j) * 24;
             assert_close(&got[off..off + 24], &want, 1e-12, "batched matmul");
         }
     }
-    let bad = Tensor::zeros(&[2, 3], DType::F32, CPU).unwrap().matmul(&Tensor::zeros(&[4, 2], DType::F32, CPU).unwrap());
+    let bad = Tensor::zeros(&[2, 3], DType::F32, CPU)
+        .unwrap()
+        .matmul(&Tensor::zeros(&[4, 2], DType::F32, CPU).unwrap());
     let msg = bad.unwrap_err().to_string();
-    assert!(msg.contains("matmul") && msg.contains("[2, 3]") && msg.contains("[4, 2]"), "{msg}");
+    assert!(
+        msg.contains("matmul") && msg.contains("[2, 3]") && msg.contains("[4, 2]"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn softmax_and_log_softmax_match_naive() {
     let mut rng = Rng::new(5);
-    let x = rand64(&[6, 4], &mut rng).affine(10.0, 0.0).unwrap().t().unwrap(); // [4, 6]
+    let x = rand64(&[6, 4], &mut rng)
+        .affine(10.0, 0.0)
+        .unwrap()
+        .t()
+        .unwrap(); // [4, 6]
     let v = x.to_vec_f64().unwrap();
     let mut sm = vec![0.0; 24];
     let mut lsm = vec![0.0; 24];
@@ -242,20 +328,39 @@ fn softmax_and_log_softmax_match_naive() {
         assert!(rel_err(&xt.log_softmax(1).unwrap().to_vec_f64().unwrap(), &lsm) < tol(dtype));
     }
     // Softmax over dim 0 equals softmax of the transpose over dim 1.
-    let d0 = x.t().unwrap().softmax(0).unwrap().t().unwrap().to_vec_f64().unwrap();
+    let d0 = x
+        .t()
+        .unwrap()
+        .softmax(0)
+        .unwrap()
+        .t()
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
     assert_close(&d0, &sm, 1e-12, "softmax dim 0");
     // Huge logits do not overflow.
-    let big = Tensor::from_vec(vec![1000.0f32, 1000.0], &[1, 2], CPU).unwrap().softmax(1).unwrap();
+    let big = Tensor::from_vec(vec![1000.0f32, 1000.0], &[1, 2], CPU)
+        .unwrap()
+        .softmax(1)
+        .unwrap();
     assert_eq!(big.to_vec::<f32>().unwrap(), vec![0.5, 0.5]);
 }
 
 #[test]
 fn norms_match_naive() {
     let mut rng = Rng::new(6);
-    let x = rand64(&[8, 5], &mut rng).t().unwrap().narrow(1, 1, 6).unwrap(); // [5, 6] strided
+    let x = rand64(&[8, 5], &mut rng)
+        .t()
+        .unwrap()
+        .narrow(1, 1, 6)
+        .unwrap(); // [5, 6] strided
     let w = rand64(&[6], &mut rng);
     let b = rand64(&[6], &mut rng);
-    let (v, wv, bv) = (x.to_vec_f64().unwrap(), w.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
+    let (v, wv, bv) = (
+        x.to_vec_f64().unwrap(),
+        w.to_vec_f64().unwrap(),
+        b.to_vec_f64().unwrap(),
+    );
     let mut ln = vec![0.0; 30];
     let mut rms = vec![0.0; 30];
     for i in 0..5 {
@@ -269,20 +374,38 @@ fn norms_match_naive() {
         }
     }
     for dtype in FLOATS {
-        let (xt, wt, bt) = (x.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap(), b.to_dtype(dtype).unwrap());
-        let got = xt.layer_norm(Some(&wt), Some(&bt), 1e-5).unwrap().to_vec_f64().unwrap();
+        let (xt, wt, bt) = (
+            x.to_dtype(dtype).unwrap(),
+            w.to_dtype(dtype).unwrap(),
+            b.to_dtype(dtype).unwrap(),
+        );
+        let got = xt
+            .layer_norm(Some(&wt), Some(&bt), 1e-5)
+            .unwrap()
+            .to_vec_f64()
+            .unwrap();
         assert!(rel_err(&got, &ln) < tol(dtype), "layer_norm {dtype}");
         let got = xt.rms_norm(Some(&wt), 1e-6).unwrap().to_vec_f64().unwrap();
         assert!(rel_err(&got, &rms) < tol(dtype), "rms_norm {dtype}");
     }
-    let err = x.layer_norm(Some(&Tensor::ones(&[5], DType::F64, CPU).unwrap()), None, 1e-5).unwrap_err();
+    let err = x
+        .layer_norm(
+            Some(&Tensor::ones(&[5], DType::F64, CPU).unwrap()),
+            None,
+            1e-5,
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("layer_norm"), "{err}");
 }
 
 #[test]
 fn cross_entropy_matches_naive_and_ignores_index() {
     let mut rng = Rng::new(7);
-    let logits = rand64(&[7, 5], &mut rng).affine(4.0, 0.0).unwrap().t().unwrap(); // [5, 7]
+    let logits = rand64(&[7, 5], &mut rng)
+        .affine(4.0, 0.0)
+        .unwrap()
+        .t()
+        .unwrap(); // [5, 7]
     let targets = vec![3i64, -1, 0, 6, 2];
     let v = logits.to_vec_f64().unwrap();
     let mut total = 0.0;
@@ -297,11 +420,24 @@ fn cross_entropy_matches_naive_and_ignores_index() {
     let want = total / 4.0;
     let tt = Tensor::from_vec(targets, &[5], CPU).unwrap();
     for dtype in FLOATS {
-        let got = logits.to_dtype(dtype).unwrap().cross_entropy(&tt, -1).unwrap().to_scalar().unwrap();
-        assert!((got - want).abs() < tol(dtype) * want.abs(), "{dtype}: {got} vs {want}");
+        let got = logits
+            .to_dtype(dtype)
+            .unwrap()
+            .cross_entropy(&tt, -1)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(
+            (got - want).abs() < tol(dtype) * want.abs(),
+            "{dtype}: {got} vs {want}"
+        );
     }
     let out_of_range = Tensor::from_vec(vec![9i64, 0, 0, 0, 0], &[5], CPU).unwrap();
-    assert!(logits.cross_entropy(&out_of_range, -1).unwrap_err().to_string().contains("target 9"));
+    assert!(logits
+        .cross_entropy(&out_of_range, -1)
+        .unwrap_err()
+        .to_string()
+        .contains("target 9"));
 }
 
 #[test]
@@ -312,48 +448,88 @@ fn indexing_matches_naive() {
     let ids = Tensor::from_vec(vec![5i64, 0, 5, 2], &[2, 2], CPU).unwrap();
     let e = Tensor::embedding(&ids, &w).unwrap();
     assert_eq!(e.shape(), &[2, 2, 4]);
-    let want: Vec<f64> = [5, 0, 5, 2].iter().flat_map(|&r| wv[r * 4..(r + 1) * 4].to_vec()).collect();
+    let want: Vec<f64> = [5, 0, 5, 2]
+        .iter()
+        .flat_map(|&r| wv[r * 4..(r + 1) * 4].to_vec())
+        .collect();
     assert_close(&e.to_vec_f64().unwrap(), &want, 0.0, "embedding");
     // index_select along dim 1 of a transposed view.
     let cols = Tensor::from_vec(vec![3u32, 1], &[2], CPU).unwrap();
     let sel = w.t().unwrap().index_select(1, &cols).unwrap(); // [4, 2]
-    let want: Vec<f64> = (0..4).flat_map(|i| vec![at2(&wv, 4, 3, i), at2(&wv, 4, 1, i)]).collect();
+    let want: Vec<f64> = (0..4)
+        .flat_map(|i| vec![at2(&wv, 4, 3, i), at2(&wv, 4, 1, i)])
+        .collect();
     assert_close(&sel.to_vec_f64().unwrap(), &want, 0.0, "index_select");
     // gather / scatter_add along dim 1.
     let src = Tensor::from_vec(vec![1.0f32, 2., 3., 4., 5., 6.], &[2, 3], CPU).unwrap();
     let index = Tensor::from_vec(vec![2i64, 0, 1, 1], &[2, 2], CPU).unwrap();
-    assert_eq!(src.gather(1, &index).unwrap().to_vec::<f32>().unwrap(), vec![3., 1., 5., 5.]);
+    assert_eq!(
+        src.gather(1, &index).unwrap().to_vec::<f32>().unwrap(),
+        vec![3., 1., 5., 5.]
+    );
     let add = Tensor::ones(&[2, 2], DType::F32, CPU).unwrap();
     let out = src.scatter_add(1, &index, &add).unwrap();
     assert_eq!(out.to_vec::<f32>().unwrap(), vec![2., 2., 4., 4., 7., 6.]);
     let bad = Tensor::from_vec(vec![7i64], &[1], CPU).unwrap();
-    assert!(w.index_select(0, &bad).unwrap_err().to_string().contains("index 7"));
+    assert!(w
+        .index_select(0, &bad)
+        .unwrap_err()
+        .to_string()
+        .contains("index 7"));
 }
 
 #[test]
 fn cat_stack_split_and_views() {
-    let a = Tensor::arange(6, DType::F32, CPU).unwrap().reshape(&[2, 3]).unwrap();
-    let b = Tensor::arange(6, DType::F32, CPU).unwrap().affine(1.0, 10.0).unwrap().reshape(&[3, 2]).unwrap().t().unwrap();
+    let a = Tensor::arange(6, DType::F32, CPU)
+        .unwrap()
+        .reshape(&[2, 3])
+        .unwrap();
+    let b = Tensor::arange(6, DType::F32, CPU)
+        .unwrap()
+        .affine(1.0, 10.0)
+        .unwrap()
+        .reshape(&[3, 2])
+        .unwrap()
+        .t()
+        .unwrap();
     let c = Tensor::cat(&[a.clone(), b.clone()], 1).unwrap();
-    assert_eq!(c.to_vec::<f32>().unwrap(), vec![0., 1., 2., 10., 12., 14., 3., 4., 5., 11., 13., 15.]);
+    assert_eq!(
+        c.to_vec::<f32>().unwrap(),
+        vec![0., 1., 2., 10., 12., 14., 3., 4., 5., 11., 13., 15.]
+    );
     let r = Tensor::cat(&[a.clone(), b.clone()], 0).unwrap();
     assert_eq!(r.shape(), &[4, 3]);
     let s = Tensor::stack(&[a.clone(), b.clone()], 0).unwrap();
     assert_eq!(s.shape(), &[2, 2, 3]);
-    assert_eq!(s.narrow(0, 1, 1).unwrap().to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+    assert_eq!(
+        s.narrow(0, 1, 1).unwrap().to_vec::<f32>().unwrap(),
+        b.to_vec::<f32>().unwrap()
+    );
     let parts = c.split(&[2, 4], 1).unwrap();
-    assert_eq!(parts[1].to_vec::<f32>().unwrap(), vec![2., 10., 12., 14., 5., 11., 13., 15.]);
+    assert_eq!(
+        parts[1].to_vec::<f32>().unwrap(),
+        vec![2., 10., 12., 14., 5., 11., 13., 15.]
+    );
     // Reshape of a transposed view copies: values follow the logical order.
     let t = a.t().unwrap().reshape(&[6]).unwrap();
     assert_eq!(t.to_vec::<f32>().unwrap(), vec![0., 3., 1., 4., 2., 5.]);
     // Reshape of a contiguous tensor is a view sharing storage.
     assert!(a.reshape(&[3, 2]).unwrap().shares_storage_with(&a));
     assert!(a.t().unwrap().shares_storage_with(&a));
-    let e = Tensor::cat(&[a.clone(), Tensor::zeros(&[2, 2], DType::F32, CPU).unwrap()], 0);
+    let e = Tensor::cat(
+        &[a.clone(), Tensor::zeros(&[2, 2], DType::F32, CPU).unwrap()],
+        0,
+    );
     assert!(e.unwrap_err().to_string().contains("cat"));
-    let bc = Tensor::from_vec(vec![1.0f32, 2.0], &[2, 1], CPU).unwrap().broadcast_as(&[2, 3]).unwrap();
+    let bc = Tensor::from_vec(vec![1.0f32, 2.0], &[2, 1], CPU)
+        .unwrap()
+        .broadcast_as(&[2, 3])
+        .unwrap();
     assert_eq!(bc.to_vec::<f32>().unwrap(), vec![1., 1., 1., 2., 2., 2.]);
-    assert_eq!(bc.contiguous().unwrap().to_vec::<f32>().unwrap(), bc.to_vec::<f32>().unwrap());
+    assert_eq!(
+        bc.contiguous().unwrap().to_vec::<f32>().unwrap(),
+        bc.to_vec::<f32>().unwrap()
+    );
 }
 
 #[test]
@@ -393,12 +569,36 @@ fn creation_and_randomness_are_seeded() {
     let v = a.to_vec_f64().unwrap();
     let mean = v.iter().sum::<f64>() / 1000.0;
     let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 1000.0).sqrt();
-    assert!(mean.abs() < 0.1 && (std - 1.0).abs() < 0.1, "mean {mean} std {std}");
-    let u = Tensor::rand(&[1000], 2.0, 3.0, DType::F64, CPU, &mut Rng::new(4)).unwrap().to_vec_f64().unwrap();
+    assert!(
+        mean.abs() < 0.1 && (std - 1.0).abs() < 0.1,
+        "mean {mean} std {std}"
+    );
+    let u = Tensor::rand(&[1000], 2.0, 3.0, DType::F64, CPU, &mut Rng::new(4))
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
     assert!(u.iter().all(|&x| (2.0..3.0).contains(&x)));
-    assert_eq!(Tensor::arange(4, DType::I64, CPU).unwrap().to_vec::<i64>().unwrap(), vec![0, 1, 2, 3]);
-    assert_eq!(Tensor::arange_step(1.0, 2.0, 0.25, DType::F32, CPU).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 1.25, 1.5, 1.75]);
-    assert_eq!(Tensor::full(2.5, &[2], DType::BF16, CPU).unwrap().to_vec_f64().unwrap(), vec![2.5, 2.5]);
+    assert_eq!(
+        Tensor::arange(4, DType::I64, CPU)
+            .unwrap()
+            .to_vec::<i64>()
+            .unwrap(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(
+        Tensor::arange_step(1.0, 2.0, 0.25, DType::F32, CPU)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap(),
+        vec![1.0, 1.25, 1.5, 1.75]
+    );
+    assert_eq!(
+        Tensor::full(2.5, &[2], DType::BF16, CPU)
+            .unwrap()
+            .to_vec_f64()
+            .unwrap(),
+        vec![2.5, 2.5]
+    );
     assert!(Tensor::from_vec(vec![1.0f32; 5], &[2, 3], CPU).is_err());
     assert!(Tensor::zeros(&[2], DType::F32, Device::Cuda(0)).is_err());
 }
@@ -408,16 +608,25 @@ fn casts_round_trip_and_round_correctly() {
     let x = Tensor::from_vec(vec![1.0f32, -2.5, 65504.0, 1e-3], &[4], CPU).unwrap();
     let h = x.to_dtype(DType::F16).unwrap();
     assert_eq!(h.dtype(), DType::F16);
-    assert_eq!(h.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap()[..3], [1.0, -2.5, 65504.0]);
+    assert_eq!(
+        h.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap()[..3],
+        [1.0, -2.5, 65504.0]
+    );
     let bf = x.to_dtype(DType::BF16).unwrap().to_vec_f64().unwrap();
     assert!((bf[3] - 1e-3).abs() < 1e-5);
-    let i = Tensor::from_vec(vec![2.7f64, -1.2], &[2], CPU).unwrap().to_dtype(DType::I64).unwrap();
+    let i = Tensor::from_vec(vec![2.7f64, -1.2], &[2], CPU)
+        .unwrap()
+        .to_dtype(DType::I64)
+        .unwrap();
     assert_eq!(i.to_vec::<i64>().unwrap(), vec![2, -1]);
 }
 
 #[test]
 fn display_is_readable_and_summarised() {
-    let t = Tensor::arange(6, DType::F32, CPU).unwrap().reshape(&[2, 3]).unwrap();
+    let t = Tensor::arange(6, DType::F32, CPU)
+        .unwrap()
+        .reshape(&[2, 3])
+        .unwrap();
     let s = format!("{t}");
     assert!(s.contains("[[0.0000, 1.0000, 2.0000],"), "{s}");
     assert!(s.contains("shape=[2, 3], dtype=f32"), "{s}");
@@ -430,10 +639,16 @@ fn errors_name_the_op_and_shapes() {
     let a = Tensor::zeros(&[2, 3], DType::F32, CPU).unwrap();
     let b = Tensor::zeros(&[4], DType::F32, CPU).unwrap();
     let msg = a.add(&b).unwrap_err().to_string();
-    assert!(msg.contains("add") && msg.contains("[2, 3]") && msg.contains("[4]"), "{msg}");
+    assert!(
+        msg.contains("add") && msg.contains("[2, 3]") && msg.contains("[4]"),
+        "{msg}"
+    );
     let msg = a.reshape(&[4]).unwrap_err().to_string();
     assert!(msg.contains("reshape"), "{msg}");
-    let msg = a.add(&a.to_dtype(DType::F64).unwrap()).unwrap_err().to_string();
+    let msg = a
+        .add(&a.to_dtype(DType::F64).unwrap())
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("dtype"), "{msg}");
     assert!(a.narrow(1, 2, 5).is_err());
     assert!(a.transpose(0, 5).is_err());

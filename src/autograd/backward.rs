@@ -61,13 +61,19 @@ pub(super) fn input_grads(op: &Op, node: &Tensor, g: &Tensor) -> Result<Vec<(Ten
             ignore,
         } => {
             let scale = g.to_scalar()?;
-            let ids = targets.read_storage().cpu().to_indices("cross_entropy", targets.layout())?;
+            let ids = targets
+                .read_storage()
+                .cpu()
+                .to_indices("cross_entropy", targets.layout())?;
             let ls = logits.read_storage();
             let d = cpu::cross_entropy_backward(ls.cpu(), logits.layout(), &ids, *ignore, scale)?;
             vec![(logits.clone(), Tensor::from_cpu(d, logits.shape(), None))]
         }
         Op::IndexSelect { src, ids, dim } => {
-            let idx = ids.read_storage().cpu().to_indices("index_select", ids.layout())?;
+            let idx = ids
+                .read_storage()
+                .cpu()
+                .to_indices("index_select", ids.layout())?;
             let gs = g.read_storage();
             let d = cpu::index_add_zeros(gs.cpu(), g.layout(), src.shape(), *dim, &idx)?;
             vec![(src.clone(), Tensor::from_cpu(d, src.shape(), None))]
@@ -75,8 +81,16 @@ pub(super) fn input_grads(op: &Op, node: &Tensor, g: &Tensor) -> Result<Vec<(Ten
         Op::Gather { src, index, dim } => {
             vec![(src.clone(), src.zeros_like()?.scatter_add(*dim, index, g)?)]
         }
-        Op::ScatterAdd { dst, index, src, dim } => {
-            vec![(dst.clone(), g.clone()), (src.clone(), g.gather(*dim, index)?)]
+        Op::ScatterAdd {
+            dst,
+            index,
+            src,
+            dim,
+        } => {
+            vec![
+                (dst.clone(), g.clone()),
+                (src.clone(), g.gather(*dim, index)?),
+            ]
         }
         Op::Cat(parts, dim) => {
             let mut start = 0;
@@ -150,7 +164,9 @@ fn unary_grad(x: &Tensor, op: UnaryOp, g: &Tensor) -> Result<Tensor> {
         }
         UnaryOp::Relu => g.mul(&x.unary(UnaryOp::Step)?),
         UnaryOp::Abs => {
-            let sign = x.unary(UnaryOp::Step)?.sub(&x.neg()?.unary(UnaryOp::Step)?)?;
+            let sign = x
+                .unary(UnaryOp::Step)?
+                .sub(&x.neg()?.unary(UnaryOp::Step)?)?;
             g.mul(&sign)
         }
         UnaryOp::GeluTanh => g.mul(&x.unary(UnaryOp::GeluTanhDeriv)?),
@@ -181,7 +197,14 @@ fn binary_grads(a: &Tensor, b: &Tensor, op: BinaryOp, g: &Tensor) -> Result<(Ten
         }
         BinaryOp::Max | BinaryOp::Min => {
             let pick_a = a
-                .cmp(b, if op == BinaryOp::Max { CmpOp::Ge } else { CmpOp::Le })?
+                .cmp(
+                    b,
+                    if op == BinaryOp::Max {
+                        CmpOp::Ge
+                    } else {
+                        CmpOp::Le
+                    },
+                )?
                 .to_dtype(g.dtype())?;
             (g.mul(&pick_a)?, g.mul(&pick_a.affine(-1.0, 1.0)?)?)
         }
@@ -209,10 +232,16 @@ fn norm_grads(
     let c = *x.shape().last().unwrap_or(&1);
     let mut out = vec![(x.clone(), Tensor::from_cpu(dx, x.shape(), None))];
     if let Some(w) = weight {
-        out.push((w.clone(), Tensor::from_cpu(dw, &[c], None).to_dtype(w.dtype())?));
+        out.push((
+            w.clone(),
+            Tensor::from_cpu(dw, &[c], None).to_dtype(w.dtype())?,
+        ));
     }
     if let Some(b) = bias {
-        out.push((b.clone(), Tensor::from_cpu(db, &[c], None).to_dtype(b.dtype())?));
+        out.push((
+            b.clone(),
+            Tensor::from_cpu(db, &[c], None).to_dtype(b.dtype())?,
+        ));
     }
     Ok(out)
 }

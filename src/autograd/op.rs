@@ -17,7 +17,11 @@ pub enum Op {
     MaxMin(Tensor, Vec<usize>, Tensor),
     Matmul(Tensor, Tensor),
     /// Softmax or log-softmax over the last dim; saves the (detached) output.
-    Softmax { x: Tensor, y: Tensor, log: bool },
+    Softmax {
+        x: Tensor,
+        y: Tensor,
+        log: bool,
+    },
     Norm {
         x: Tensor,
         weight: Option<Tensor>,
@@ -30,9 +34,22 @@ pub enum Op {
         targets: Tensor,
         ignore: i64,
     },
-    IndexSelect { src: Tensor, ids: Tensor, dim: usize },
-    Gather { src: Tensor, index: Tensor, dim: usize },
-    ScatterAdd { dst: Tensor, index: Tensor, src: Tensor, dim: usize },
+    IndexSelect {
+        src: Tensor,
+        ids: Tensor,
+        dim: usize,
+    },
+    Gather {
+        src: Tensor,
+        index: Tensor,
+        dim: usize,
+    },
+    ScatterAdd {
+        dst: Tensor,
+        index: Tensor,
+        src: Tensor,
+        dim: usize,
+    },
     Cat(Vec<Tensor>, usize),
     Reshape(Tensor),
     Permute(Tensor, Vec<usize>),
@@ -68,7 +85,9 @@ impl Op {
             | Op::Dropout(x, _)
             | Op::Rotary { x, .. } => vec![x],
             Op::Binary(a, b, _) | Op::Matmul(a, b) | Op::Where(_, a, b) => vec![a, b],
-            Op::Norm { x, weight, bias, .. } => {
+            Op::Norm {
+                x, weight, bias, ..
+            } => {
                 let mut v = vec![x];
                 v.extend(weight.iter());
                 v.extend(bias.iter());

@@ -23,7 +23,10 @@ pub enum UnaryOp {
     /// x * sigmoid(x).
     Silu,
     /// `x * mul + add`.
-    Affine { mul: f64, add: f64 },
+    Affine {
+        mul: f64,
+        add: f64,
+    },
     /// `x ^ e`.
     Powf(f64),
     /// 1 where x > 0, else 0 (the derivative of ReLU).

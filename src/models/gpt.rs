@@ -1,7 +1,9 @@
 //! A GPT: token and learned position embeddings, pre-norm transformer blocks, a final
 //! layer norm and a head tied to the token embedding.
 
-use crate::nn::{AttentionConfig, Block, BlockConfig, Embedding, LayerNorm, MlpKind, NormKind, Param};
+use crate::nn::{
+    AttentionConfig, Block, BlockConfig, Embedding, LayerNorm, MlpKind, NormKind, Param,
+};
 use crate::{DType, Device, Error, Result, Rng, Tensor};
 use std::collections::HashMap;
 
@@ -20,11 +22,18 @@ pub struct GptConfig {
 
 impl GptConfig {
     fn validate(&self) -> Result<()> {
-        let ok = self.vocab_size > 0 && self.block_size > 0 && self.n_layer > 0 && self.n_head > 0 && self.n_embd % self.n_head == 0;
+        let ok = self.vocab_size > 0
+            && self.block_size > 0
+            && self.n_layer > 0
+            && self.n_head > 0
+            && self.n_embd.is_multiple_of(self.n_head);
         if ok && (0.0..1.0).contains(&self.dropout) {
             Ok(())
         } else {
-            Err(Error::invalid("gpt", format!("invalid configuration {self:?} (dim must divide into heads)")))
+            Err(Error::invalid(
+                "gpt",
+                format!("invalid configuration {self:?} (dim must divide into heads)"),
+            ))
         }
     }
 
@@ -69,7 +78,13 @@ impl Gpt {
             .map(|_| Block::new(cfg.block(), std, proj_std, rng, device))
             .collect::<Result<Vec<_>>>()?;
         let ln_f = LayerNorm::new(cfg.n_embd, true, 1e-5, device)?;
-        Ok(Gpt { cfg, wte, wpe, blocks, ln_f })
+        Ok(Gpt {
+            cfg,
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+        })
     }
 
     /// Logits `[B, T, vocab]` for token ids `[B, T]`; `dropout_rng` only while training.
@@ -77,14 +92,21 @@ impl Gpt {
         if idx.rank() != 2 || !idx.dtype().is_index() {
             return Err(Error::invalid(
                 "gpt",
-                format!("expected integer token ids [batch, time], got {:?} {}", idx.shape(), idx.dtype()),
+                format!(
+                    "expected integer token ids [batch, time], got {:?} {}",
+                    idx.shape(),
+                    idx.dtype()
+                ),
             ));
         }
         let (b, t) = (idx.shape()[0], idx.shape()[1]);
         if t == 0 || t > self.cfg.block_size {
             return Err(Error::invalid(
                 "gpt",
-                format!("sequence length {t} must be between 1 and the context size {}", self.cfg.block_size),
+                format!(
+                    "sequence length {t} must be between 1 and the context size {}",
+                    self.cfg.block_size
+                ),
             ));
         }
         let positions = Tensor::arange(t, DType::I64, idx.device())?;
@@ -99,7 +121,12 @@ impl Gpt {
     }
 
     /// Mean next-token cross-entropy of `idx` against `targets` (both `[B, T]`).
-    pub fn loss(&self, idx: &Tensor, targets: &Tensor, dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
+    pub fn loss(
+        &self,
+        idx: &Tensor,
+        targets: &Tensor,
+        dropout_rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
         self.forward(idx, dropout_rng)?.cross_entropy(targets, -1)
     }
 
@@ -125,19 +152,30 @@ impl Gpt {
     pub fn load_weights(&self, weights: &HashMap<String, Tensor>) -> Result<()> {
         let params = self.params();
         for p in &params {
-            let w = weights
-                .get(&p.name)
-                .ok_or_else(|| Error::invalid("load_weights", format!("missing tensor `{}`", p.name)))?;
+            let w = weights.get(&p.name).ok_or_else(|| {
+                Error::invalid("load_weights", format!("missing tensor `{}`", p.name))
+            })?;
             if w.shape() != p.tensor.shape() {
                 return Err(Error::invalid(
                     "load_weights",
-                    format!("tensor `{}` has shape {:?}, the model expects {:?}", p.name, w.shape(), p.tensor.shape()),
+                    format!(
+                        "tensor `{}` has shape {:?}, the model expects {:?}",
+                        p.name,
+                        w.shape(),
+                        p.tensor.shape()
+                    ),
                 ));
             }
             p.tensor.assign(&w.to_dtype(p.tensor.dtype())?)?;
         }
-        if let Some(extra) = weights.keys().find(|k| !params.iter().any(|p| &p.name == *k)) {
-            return Err(Error::invalid("load_weights", format!("unexpected tensor `{extra}`")));
+        if let Some(extra) = weights
+            .keys()
+            .find(|k| !params.iter().any(|p| &p.name == *k))
+        {
+            return Err(Error::invalid(
+                "load_weights",
+                format!("unexpected tensor `{extra}`"),
+            ));
         }
         Ok(())
     }

@@ -28,8 +28,8 @@ impl AttentionConfig {
     fn validate(&self) -> Result<()> {
         let ok = self.n_head > 0
             && self.n_kv_head > 0
-            && self.dim % self.n_head == 0
-            && self.n_head % self.n_kv_head == 0;
+            && self.dim.is_multiple_of(self.n_head)
+            && self.n_head.is_multiple_of(self.n_kv_head);
         if ok {
             Ok(())
         } else {
@@ -57,10 +57,23 @@ pub struct CausalSelfAttention {
 
 impl CausalSelfAttention {
     /// Weights from N(0, std²); the output projection uses `proj_std`.
-    pub fn new(cfg: AttentionConfig, std: f64, proj_std: f64, rng: &mut Rng, device: Device) -> Result<Self> {
+    pub fn new(
+        cfg: AttentionConfig,
+        std: f64,
+        proj_std: f64,
+        rng: &mut Rng,
+        device: Device,
+    ) -> Result<Self> {
         cfg.validate()?;
         let hd = cfg.head_dim();
-        let qkv = Linear::new(cfg.dim, (cfg.n_head + 2 * cfg.n_kv_head) * hd, cfg.bias, std, rng, device)?;
+        let qkv = Linear::new(
+            cfg.dim,
+            (cfg.n_head + 2 * cfg.n_kv_head) * hd,
+            cfg.bias,
+            std,
+            rng,
+            device,
+        )?;
         let proj = Linear::new(cfg.n_head * hd, cfg.dim, cfg.bias, proj_std, rng, device)?;
         Ok(CausalSelfAttention { cfg, qkv, proj })
     }
@@ -70,7 +83,11 @@ impl CausalSelfAttention {
         if x.rank() != 3 || x.shape()[2] != self.cfg.dim {
             return Err(Error::invalid(
                 "attention",
-                format!("expected [batch, time, {}], got {:?}", self.cfg.dim, x.shape()),
+                format!(
+                    "expected [batch, time, {}], got {:?}",
+                    self.cfg.dim,
+                    x.shape()
+                ),
             ));
         }
         let (b, t) = (x.shape()[0], x.shape()[1]);
@@ -79,7 +96,11 @@ impl CausalSelfAttention {
         let parts = qkv.split(&[h * hd, kvh * hd, kvh * hd], 2)?;
         // [B, T, heads, hd] -> [B, heads, T, hd] (views).
         let heads = |t_: &Tensor, n: usize| t_.reshape(&[b, t, n, hd])?.transpose(1, 2);
-        let (mut q, mut k, mut v) = (heads(&parts[0], h)?, heads(&parts[1], kvh)?, heads(&parts[2], kvh)?);
+        let (mut q, mut k, mut v) = (
+            heads(&parts[0], h)?,
+            heads(&parts[1], kvh)?,
+            heads(&parts[2], kvh)?,
+        );
         if let Some((base, style)) = self.cfg.rope {
             let (cos, sin) = rotary_tables(0, t, hd, base, x.dtype(), x.device())?;
             q = q.rotary(&cos, &sin, style)?;
@@ -99,7 +120,7 @@ impl CausalSelfAttention {
         let scores = q.matmul(&k.t()?)?.mul_scalar(scale)?;
         let scores = scores.masked_fill(&causal_mask(t, x.device())?, f64::NEG_INFINITY)?;
         let y = scores.softmax(3)?.matmul(&v)?; // [B, H, T, hd]
-        // Back to [B, T, H*hd]: the transpose makes this reshape an explicit copy.
+                                                // Back to [B, T, H*hd]: the transpose makes this reshape an explicit copy.
         let y = y.transpose(1, 2)?.reshape(&[b, t, h * hd])?;
         self.proj.forward(&y)
     }

@@ -28,14 +28,29 @@ pub struct Block {
 
 impl Block {
     /// A block with weights N(0, std²) and residual projections N(0, proj_std²).
-    pub fn new(cfg: BlockConfig, std: f64, proj_std: f64, rng: &mut Rng, device: Device) -> Result<Self> {
+    pub fn new(
+        cfg: BlockConfig,
+        std: f64,
+        proj_std: f64,
+        rng: &mut Rng,
+        device: Device,
+    ) -> Result<Self> {
         let dim = cfg.attn.dim;
         Ok(Block {
             cfg,
             norm1: Norm::new(cfg.norm, dim, cfg.norm_eps, device)?,
             attn: CausalSelfAttention::new(cfg.attn, std, proj_std, rng, device)?,
             norm2: Norm::new(cfg.norm, dim, cfg.norm_eps, device)?,
-            mlp: Mlp::new(cfg.mlp, dim, cfg.mlp_hidden, cfg.attn.bias, std, proj_std, rng, device)?,
+            mlp: Mlp::new(
+                cfg.mlp,
+                dim,
+                cfg.mlp_hidden,
+                cfg.attn.bias,
+                std,
+                proj_std,
+                rng,
+                device,
+            )?,
         })
     }
 

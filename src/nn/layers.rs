@@ -14,8 +14,16 @@ pub struct Linear {
 
 impl Linear {
     /// Weights from N(0, std²), bias zero.
-    pub fn new(inp: usize, out: usize, bias: bool, std: f64, rng: &mut Rng, device: Device) -> Result<Self> {
-        let weight = Tensor::randn(&[out, inp], 0.0, std, DType::F32, device, rng)?.requires_grad()?;
+    pub fn new(
+        inp: usize,
+        out: usize,
+        bias: bool,
+        std: f64,
+        rng: &mut Rng,
+        device: Device,
+    ) -> Result<Self> {
+        let weight =
+            Tensor::randn(&[out, inp], 0.0, std, DType::F32, device, rng)?.requires_grad()?;
         let bias = if bias {
             Some(Tensor::zeros(&[out], DType::F32, device)?.requires_grad()?)
         } else {
@@ -66,7 +74,8 @@ impl Embedding {
     /// Vectors from N(0, std²).
     pub fn new(num: usize, dim: usize, std: f64, rng: &mut Rng, device: Device) -> Result<Self> {
         Ok(Embedding {
-            weight: Tensor::randn(&[num, dim], 0.0, std, DType::F32, device, rng)?.requires_grad()?,
+            weight: Tensor::randn(&[num, dim], 0.0, std, DType::F32, device, rng)?
+                .requires_grad()?,
         })
     }
 

@@ -16,14 +16,30 @@ pub enum MlpKind {
 /// A feed-forward block.
 #[derive(Clone, Debug)]
 pub enum Mlp {
-    Gelu { fc: Linear, proj: Linear },
-    SwiGlu { gate: Linear, up: Linear, down: Linear },
+    Gelu {
+        fc: Linear,
+        proj: Linear,
+    },
+    SwiGlu {
+        gate: Linear,
+        up: Linear,
+        down: Linear,
+    },
 }
 
 impl Mlp {
     /// `dim -> hidden -> dim`, weights N(0, std²), output projection N(0, proj_std²).
     #[allow(clippy::too_many_arguments)]
-    pub fn new(kind: MlpKind, dim: usize, hidden: usize, bias: bool, std: f64, proj_std: f64, rng: &mut Rng, device: Device) -> Result<Self> {
+    pub fn new(
+        kind: MlpKind,
+        dim: usize,
+        hidden: usize,
+        bias: bool,
+        std: f64,
+        proj_std: f64,
+        rng: &mut Rng,
+        device: Device,
+    ) -> Result<Self> {
         Ok(match kind {
             MlpKind::Gelu => Mlp::Gelu {
                 fc: Linear::new(dim, hidden, bias, std, rng, device)?,
@@ -41,7 +57,9 @@ impl Mlp {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Mlp::Gelu { fc, proj } => proj.forward(&fc.forward(x)?.gelu()?),
-            Mlp::SwiGlu { gate, up, down } => down.forward(&gate.forward(x)?.silu()?.mul(&up.forward(x)?)?),
+            Mlp::SwiGlu { gate, up, down } => {
+                down.forward(&gate.forward(x)?.silu()?.mul(&up.forward(x)?)?)
+            }
         }
     }
 

@@ -104,7 +104,11 @@ impl Tensor {
     }
 
     /// Broadcasts both tensors to their common shape (views; no-op when already equal).
-    pub(crate) fn broadcast_pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn broadcast_pair(
+        op: &'static str,
+        a: &Tensor,
+        b: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         if a.shape() == b.shape() {
             return Ok((a.clone(), b.clone()));
         }
@@ -209,7 +213,14 @@ impl Tensor {
         let (c, a, b) = (bc(cond)?, bc(a)?, bc(b)?);
         let out = {
             let (sc, sa, sb) = (c.read_storage(), a.read_storage(), b.read_storage());
-            cpu::where_cond(sc.cpu(), c.layout(), sa.cpu(), a.layout(), sb.cpu(), b.layout())?
+            cpu::where_cond(
+                sc.cpu(),
+                c.layout(),
+                sa.cpu(),
+                a.layout(),
+                sb.cpu(),
+                b.layout(),
+            )?
         };
         let rec = record(&[&a, &b], || Op::Where(c.clone(), a.clone(), b.clone()));
         Ok(Tensor::from_cpu(out, &shape, rec))

@@ -9,7 +9,10 @@ fn check_index(op: &'static str, t: &Tensor) -> Result<()> {
     if t.dtype().is_index() {
         Ok(())
     } else {
-        Err(Error::UnsupportedDType { op, dtype: t.dtype() })
+        Err(Error::UnsupportedDType {
+            op,
+            dtype: t.dtype(),
+        })
     }
 }
 
@@ -40,7 +43,10 @@ impl Tensor {
                 format!("ids must be 1-D, got shape {:?}", ids.shape()),
             ));
         }
-        let idx = ids.read_storage().cpu().to_indices("index_select", ids.layout())?;
+        let idx = ids
+            .read_storage()
+            .cpu()
+            .to_indices("index_select", ids.layout())?;
         let out = cpu::index_select(self.read_storage().cpu(), self.layout(), dim, &idx)?;
         let mut shape = self.shape().to_vec();
         shape[dim] = idx.len();
@@ -75,8 +81,17 @@ impl Tensor {
     pub fn gather(&self, dim: usize, index: &Tensor) -> Result<Tensor> {
         check_index("gather", index)?;
         check_gather_shapes("gather", self, index, dim)?;
-        let idx = index.read_storage().cpu().to_indices("gather", index.layout())?;
-        let out = cpu::gather(self.read_storage().cpu(), self.layout(), dim, &idx, index.shape())?;
+        let idx = index
+            .read_storage()
+            .cpu()
+            .to_indices("gather", index.layout())?;
+        let out = cpu::gather(
+            self.read_storage().cpu(),
+            self.layout(),
+            dim,
+            &idx,
+            index.shape(),
+        )?;
         let rec = if self.dtype().is_float() {
             record(&[self], || Op::Gather {
                 src: self.clone(),
@@ -103,10 +118,21 @@ impl Tensor {
                 rhs: src.shape().to_vec(),
             });
         }
-        let idx = index.read_storage().cpu().to_indices("scatter_add", index.layout())?;
+        let idx = index
+            .read_storage()
+            .cpu()
+            .to_indices("scatter_add", index.layout())?;
         let out = {
             let (sd, ss) = (self.read_storage(), src.read_storage());
-            cpu::scatter_add(sd.cpu(), self.layout(), dim, &idx, index.shape(), ss.cpu(), src.layout())?
+            cpu::scatter_add(
+                sd.cpu(),
+                self.layout(),
+                dim,
+                &idx,
+                index.shape(),
+                ss.cpu(),
+                src.layout(),
+            )?
         };
         let rec = record(&[self, src], || Op::ScatterAdd {
             dst: self.clone(),

@@ -23,7 +23,11 @@ impl Tensor {
         }
         let batch = broadcast_shapes("matmul", &self.shape()[..ra - 2], &rhs.shape()[..rb - 2])
             .map_err(|_| mismatch())?;
-        let (m, k, n) = (self.shape()[ra - 2], self.shape()[ra - 1], rhs.shape()[rb - 1]);
+        let (m, k, n) = (
+            self.shape()[ra - 2],
+            self.shape()[ra - 1],
+            rhs.shape()[rb - 1],
+        );
         let a = self.broadcast_as(&[batch.as_slice(), &[m, k]].concat())?;
         let b = rhs.broadcast_as(&[batch.as_slice(), &[k, n]].concat())?;
         let out = {
@@ -31,6 +35,10 @@ impl Tensor {
             cpu::matmul(sa.cpu(), a.layout(), sb.cpu(), b.layout())?
         };
         let rec = record(&[&a, &b], || Op::Matmul(a.clone(), b.clone()));
-        Ok(Tensor::from_cpu(out, &[batch.as_slice(), &[m, n]].concat(), rec))
+        Ok(Tensor::from_cpu(
+            out,
+            &[batch.as_slice(), &[m, n]].concat(),
+            rec,
+        ))
     }
 }

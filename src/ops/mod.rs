@@ -36,6 +36,9 @@ pub(crate) fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
     if t.dtype().is_float() {
         Ok(())
     } else {
-        Err(Error::UnsupportedDType { op, dtype: t.dtype() })
+        Err(Error::UnsupportedDType {
+            op,
+            dtype: t.dtype(),
+        })
     }
 }

@@ -13,7 +13,10 @@ impl Tensor {
         self.layout().check_dim("softmax", dim)?;
         let last = self.rank() - 1;
         if dim != last {
-            return self.transpose(dim, last)?.softmax_impl(last, log)?.transpose(dim, last);
+            return self
+                .transpose(dim, last)?
+                .softmax_impl(last, log)?
+                .transpose(dim, last);
         }
         let out = cpu::softmax_last(self.read_storage().cpu(), self.layout(), log)?;
         let y = Tensor::from_cpu(out, self.shape(), None);
@@ -35,10 +38,23 @@ impl Tensor {
         self.softmax_impl(dim, true)
     }
 
-    fn norm_impl(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, kind: NormKind, eps: f64) -> Result<Tensor> {
-        let op = if kind == NormKind::Layer { "layer_norm" } else { "rms_norm" };
+    fn norm_impl(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        kind: NormKind,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let op = if kind == NormKind::Layer {
+            "layer_norm"
+        } else {
+            "rms_norm"
+        };
         check_float(op, self)?;
-        let c = *self.shape().last().ok_or_else(|| Error::invalid(op, "input is a scalar"))?;
+        let c = *self
+            .shape()
+            .last()
+            .ok_or_else(|| Error::invalid(op, "input is a scalar"))?;
         for p in weight.iter().chain(bias.iter()) {
             check_same(op, self, p)?;
             if p.shape() != [c] {
@@ -71,7 +87,12 @@ impl Tensor {
     }
 
     /// Layer norm over the last dim, with optional weight and bias of shape `[C]`.
-    pub fn layer_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    pub fn layer_norm(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
         self.norm_impl(weight, bias, NormKind::Layer, eps)
     }
 
@@ -97,7 +118,10 @@ impl Tensor {
                 rhs: targets.shape().to_vec(),
             });
         }
-        let ids = targets.read_storage().cpu().to_indices("cross_entropy", targets.layout())?;
+        let ids = targets
+            .read_storage()
+            .cpu()
+            .to_indices("cross_entropy", targets.layout())?;
         let out = cpu::cross_entropy(self.read_storage().cpu(), self.layout(), &ids, ignore_index)?;
         let rec = record(&[self], || Op::CrossEntropy {
             logits: self.clone(),
@@ -111,7 +135,10 @@ impl Tensor {
     pub fn dropout(&self, p: f64, rng: &mut Rng) -> Result<Tensor> {
         check_float("dropout", self)?;
         if !(0.0..1.0).contains(&p) {
-            return Err(Error::invalid("dropout", format!("probability {p} is not in [0, 1)")));
+            return Err(Error::invalid(
+                "dropout",
+                format!("probability {p} is not in [0, 1)"),
+            ));
         }
         if p == 0.0 {
             return Ok(self.clone());
@@ -130,11 +157,17 @@ impl Tensor {
         self.rotary_inner(cos, sin, style, false)
     }
 
-    pub(crate) fn rotary_inner(&self, cos: &Tensor, sin: &Tensor, style: RotaryStyle, inverse: bool) -> Result<Tensor> {
+    pub(crate) fn rotary_inner(
+        &self,
+        cos: &Tensor,
+        sin: &Tensor,
+        style: RotaryStyle,
+        inverse: bool,
+    ) -> Result<Tensor> {
         check_float("rotary", self)?;
         let r = self.rank();
         let ok = r >= 2
-            && self.shape()[r - 1] % 2 == 0
+            && self.shape()[r - 1].is_multiple_of(2)
             && cos.shape() == [self.shape()[r - 2], self.shape()[r - 1] / 2]
             && sin.shape() == cos.shape();
         if !ok {
@@ -146,7 +179,14 @@ impl Tensor {
         }
         let out = {
             let (xs, cs, ss) = (self.read_storage(), cos.read_storage(), sin.read_storage());
-            cpu::rotary(xs.cpu(), self.layout(), cs.cpu(), cos.layout(), ss.cpu(), sin.layout(), style, inverse)?
+            cpu::rotary(
+                xs.cpu(),
+                self.layout(),
+                (cs.cpu(), cos.layout()),
+                (ss.cpu(), sin.layout()),
+                style,
+                inverse,
+            )?
         };
         let rec = record(&[self], || Op::Rotary {
             x: self.clone(),
@@ -160,9 +200,19 @@ impl Tensor {
 
 /// cos and sin tables `[t, dim/2]` for rotary embeddings with frequency base `base`,
 /// for positions `start..start + t`.
-pub fn rotary_tables(start: usize, t: usize, dim: usize, base: f64, dtype: DType, device: Device) -> Result<(Tensor, Tensor)> {
-    if dim % 2 != 0 {
-        return Err(Error::invalid("rotary_tables", format!("head dim {dim} must be even")));
+pub fn rotary_tables(
+    start: usize,
+    t: usize,
+    dim: usize,
+    base: f64,
+    dtype: DType,
+    device: Device,
+) -> Result<(Tensor, Tensor)> {
+    if !dim.is_multiple_of(2) {
+        return Err(Error::invalid(
+            "rotary_tables",
+            format!("head dim {dim} must be even"),
+        ));
     }
     let half = dim / 2;
     let mut cos = Vec::with_capacity(t * half);

@@ -27,7 +27,13 @@ fn squeezed(shape: &[usize], dims: &[usize]) -> Vec<usize> {
 }
 
 impl Tensor {
-    fn reduce(&self, op_name: &'static str, dims: &[usize], keepdim: bool, op: ReduceOp) -> Result<Tensor> {
+    fn reduce(
+        &self,
+        op_name: &'static str,
+        dims: &[usize],
+        keepdim: bool,
+        op: ReduceOp,
+    ) -> Result<Tensor> {
         check_float(op_name, self)?;
         let dims = normalize_dims(op_name, self, dims)?;
         let keep = keepdim_shape(self.shape(), &dims);
@@ -39,7 +45,9 @@ impl Tensor {
             }
             ReduceOp::Max | ReduceOp::Min => {
                 let raw = Tensor::from_cpu(out, &keep, None);
-                let rec = record(&[self], || Op::MaxMin(self.clone(), dims.clone(), raw.clone()));
+                let rec = record(&[self], || {
+                    Op::MaxMin(self.clone(), dims.clone(), raw.clone())
+                });
                 raw.view_with(raw.layout().clone(), rec)
             }
         };
@@ -111,7 +119,10 @@ fn count(t: &Tensor, dims: &[usize]) -> Result<usize> {
     let dims = normalize_dims("mean", t, dims)?;
     let n: usize = dims.iter().map(|&d| t.shape()[d]).product();
     if n == 0 {
-        return Err(Error::invalid("mean", format!("mean over an empty dim of shape {:?}", t.shape())));
+        return Err(Error::invalid(
+            "mean",
+            format!("mean over an empty dim of shape {:?}", t.shape()),
+        ));
     }
     Ok(n)
 }

@@ -45,7 +45,10 @@ impl Tensor {
     /// Transposes the last two dimensions (a view).
     pub fn t(&self) -> Result<Tensor> {
         if self.rank() < 2 {
-            return Err(Error::invalid("t", format!("needs rank >= 2, got shape {:?}", self.shape())));
+            return Err(Error::invalid(
+                "t",
+                format!("needs rank >= 2, got shape {:?}", self.shape()),
+            ));
         }
         self.transpose(self.rank() - 2, self.rank() - 1)
     }
@@ -150,8 +153,8 @@ impl Tensor {
         for t in tensors {
             super::check_same("cat", first, t)?;
             let same_rank = t.rank() == first.rank();
-            let others_match = same_rank
-                && (0..t.rank()).all(|d| d == dim || t.shape()[d] == first.shape()[d]);
+            let others_match =
+                same_rank && (0..t.rank()).all(|d| d == dim || t.shape()[d] == first.shape()[d]);
             if !others_match {
                 return Err(Error::ShapeMismatch {
                     op: "cat",
@@ -193,7 +196,10 @@ impl Tensor {
         if sizes.iter().sum::<usize>() != self.shape()[dim] {
             return Err(Error::invalid(
                 "split",
-                format!("sizes {sizes:?} do not add up to dim {dim} of shape {:?}", self.shape()),
+                format!(
+                    "sizes {sizes:?} do not add up to dim {dim} of shape {:?}",
+                    self.shape()
+                ),
             ));
         }
         let mut start = 0;
@@ -211,10 +217,13 @@ impl Tensor {
     pub fn chunk(&self, n: usize, dim: usize) -> Result<Vec<Tensor>> {
         self.layout().check_dim("chunk", dim)?;
         let size = self.shape()[dim];
-        if n == 0 || size % n != 0 {
+        if n == 0 || !size.is_multiple_of(n) {
             return Err(Error::invalid(
                 "chunk",
-                format!("dim {dim} of shape {:?} does not split into {n} equal chunks", self.shape()),
+                format!(
+                    "dim {dim} of shape {:?} does not split into {n} equal chunks",
+                    self.shape()
+                ),
             ));
         }
         self.split(&vec![size / n; n], dim)

@@ -45,7 +45,10 @@ impl AdamW {
                 });
             }
         }
-        let moments = params.iter().map(|p| (vec![0.0; p.tensor.numel()], vec![0.0; p.tensor.numel()])).collect();
+        let moments = params
+            .iter()
+            .map(|p| (vec![0.0; p.tensor.numel()], vec![0.0; p.tensor.numel()]))
+            .collect();
         Ok(AdamW {
             cfg,
             params,
@@ -75,9 +78,15 @@ impl AdamW {
         let bc2_sqrt = bc2.sqrt() as f32;
         let (b1f, b2f, eps) = (b1 as f32, b2 as f32, self.cfg.eps as f32);
         for (p, (m, v)) in self.params.iter().zip(self.moments.iter_mut()) {
-            let Some(g) = grads.get(&p.tensor) else { continue };
+            let Some(g) = grads.get(&p.tensor) else {
+                continue;
+            };
             let g = g.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?;
-            let decay = if p.decay { (1.0 - lr * self.cfg.weight_decay) as f32 } else { 1.0 };
+            let decay = if p.decay {
+                (1.0 - lr * self.cfg.weight_decay) as f32
+            } else {
+                1.0
+            };
             p.tensor.with_f32_mut(|w| {
                 for i in 0..w.len() {
                     let gi = g[i];
@@ -96,8 +105,14 @@ impl AdamW {
         let mut out = HashMap::new();
         for (p, (m, v)) in self.params.iter().zip(&self.moments) {
             let shape = p.tensor.shape();
-            out.insert(format!("m.{}", p.name), Tensor::from_slice(m, shape, crate::Device::Cpu)?);
-            out.insert(format!("v.{}", p.name), Tensor::from_slice(v, shape, crate::Device::Cpu)?);
+            out.insert(
+                format!("m.{}", p.name),
+                Tensor::from_slice(m, shape, crate::Device::Cpu)?,
+            );
+            out.insert(
+                format!("v.{}", p.name),
+                Tensor::from_slice(v, shape, crate::Device::Cpu)?,
+            );
         }
         Ok((out, self.step))
     }
@@ -107,13 +122,17 @@ impl AdamW {
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>, step: u64) -> Result<()> {
         for (p, (m, v)) in self.params.iter().zip(self.moments.iter_mut()) {
             for (key, slot) in [(format!("m.{}", p.name), m), (format!("v.{}", p.name), v)] {
-                let t = state
-                    .get(&key)
-                    .ok_or_else(|| Error::invalid("AdamW::load_state", format!("missing `{key}`")))?;
+                let t = state.get(&key).ok_or_else(|| {
+                    Error::invalid("AdamW::load_state", format!("missing `{key}`"))
+                })?;
                 if t.shape() != p.tensor.shape() {
                     return Err(Error::invalid(
                         "AdamW::load_state",
-                        format!("`{key}` has shape {:?}, parameter has {:?}", t.shape(), p.tensor.shape()),
+                        format!(
+                            "`{key}` has shape {:?}, parameter has {:?}",
+                            t.shape(),
+                            p.tensor.shape()
+                        ),
                     ));
                 }
                 *slot = t.to_dtype(DType::F32)?.to_vec::<f32>()?;

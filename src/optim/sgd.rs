@@ -27,9 +27,15 @@ impl Sgd {
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         let (mu, lr) = (self.momentum as f32, lr as f32);
         for (p, vel) in self.params.iter().zip(self.velocity.iter_mut()) {
-            let Some(g) = grads.get(&p.tensor) else { continue };
+            let Some(g) = grads.get(&p.tensor) else {
+                continue;
+            };
             let g = g.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?;
-            let wd = if p.decay { self.weight_decay as f32 } else { 0.0 };
+            let wd = if p.decay {
+                self.weight_decay as f32
+            } else {
+                0.0
+            };
             p.tensor.with_f32_mut(|w| {
                 let first = vel.is_none();
                 let v = vel.get_or_insert_with(|| vec![0.0; w.len()]);

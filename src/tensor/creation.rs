@@ -20,7 +20,11 @@ impl Tensor {
     pub fn full(value: f64, shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
         check_device(device)?;
         let n = shape.iter().product();
-        Ok(Tensor::from_cpu(CpuStorage::full(dtype, n, value), shape, None))
+        Ok(Tensor::from_cpu(
+            CpuStorage::full(dtype, n, value),
+            shape,
+            None,
+        ))
     }
 
     /// A tensor of zeros. The buffer is freshly zeroed, never recycled.
@@ -49,32 +53,56 @@ impl Tensor {
     }
 
     /// A tensor that takes ownership of `data`, laid out row-major as `shape`.
-    pub fn from_vec<T: IntoCpuStorage>(data: Vec<T>, shape: &[usize], device: Device) -> Result<Tensor> {
+    pub fn from_vec<T: IntoCpuStorage>(
+        data: Vec<T>,
+        shape: &[usize],
+        device: Device,
+    ) -> Result<Tensor> {
         check_device(device)?;
         let n: usize = shape.iter().product();
         if data.len() != n {
             return Err(Error::invalid(
                 "from_vec",
-                format!("{} elements cannot fill shape {shape:?} ({n} elements)", data.len()),
+                format!(
+                    "{} elements cannot fill shape {shape:?} ({n} elements)",
+                    data.len()
+                ),
             ));
         }
         Ok(Tensor::from_cpu(T::into_storage(data), shape, None))
     }
 
     /// A tensor copied from a slice.
-    pub fn from_slice<T: IntoCpuStorage>(data: &[T], shape: &[usize], device: Device) -> Result<Tensor> {
+    pub fn from_slice<T: IntoCpuStorage>(
+        data: &[T],
+        shape: &[usize],
+        device: Device,
+    ) -> Result<Tensor> {
         Tensor::from_vec(data.to_vec(), shape, device)
     }
 
     /// `start, start + step, ...` below `end`, as a 1-D tensor of `dtype`.
-    pub fn arange_step(start: f64, end: f64, step: f64, dtype: DType, device: Device) -> Result<Tensor> {
+    pub fn arange_step(
+        start: f64,
+        end: f64,
+        step: f64,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Tensor> {
         check_device(device)?;
         if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
-            return Err(Error::invalid("arange", format!("bad range {start}..{end} step {step}")));
+            return Err(Error::invalid(
+                "arange",
+                format!("bad range {start}..{end} step {step}"),
+            ));
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
         let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
-        Ok(Tensor::from_cpu(CpuStorage::from_f64s(dtype, &values), &[n], None))
+        Ok(Tensor::from_cpu(
+            CpuStorage::from_f64s(dtype, &values),
+            &[n],
+            None,
+        ))
     }
 
     /// `0, 1, ..., end - 1` as a 1-D tensor of `dtype`.
@@ -83,18 +111,40 @@ impl Tensor {
     }
 
     /// Uniform samples in `[lo, hi)` from a seeded generator.
-    pub fn rand(shape: &[usize], lo: f64, hi: f64, dtype: DType, device: Device, rng: &mut Rng) -> Result<Tensor> {
+    pub fn rand(
+        shape: &[usize],
+        lo: f64,
+        hi: f64,
+        dtype: DType,
+        device: Device,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
         check_device(device)?;
         let n: usize = shape.iter().product();
         let values: Vec<f64> = (0..n).map(|_| lo + (hi - lo) * rng.uniform()).collect();
-        Ok(Tensor::from_cpu(CpuStorage::from_f64s(dtype, &values), shape, None))
+        Ok(Tensor::from_cpu(
+            CpuStorage::from_f64s(dtype, &values),
+            shape,
+            None,
+        ))
     }
 
     /// Normal samples with the given mean and standard deviation from a seeded generator.
-    pub fn randn(shape: &[usize], mean: f64, std: f64, dtype: DType, device: Device, rng: &mut Rng) -> Result<Tensor> {
+    pub fn randn(
+        shape: &[usize],
+        mean: f64,
+        std: f64,
+        dtype: DType,
+        device: Device,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
         check_device(device)?;
         let n: usize = shape.iter().product();
         let values: Vec<f64> = (0..n).map(|_| mean + std * rng.normal()).collect();
-        Ok(Tensor::from_cpu(CpuStorage::from_f64s(dtype, &values), shape, None))
+        Ok(Tensor::from_cpu(
+            CpuStorage::from_f64s(dtype, &values),
+            shape,
+            None,
+        ))
     }
 }

@@ -8,14 +8,24 @@ const EDGE: usize = 3;
 /// Dimensions longer than this are summarised with `...`.
 const SUMMARISE_OVER: usize = 8;
 
-fn write_dim(f: &mut fmt::Formatter<'_>, values: &[f64], shape: &[usize], depth: usize, is_float: bool) -> fmt::Result {
+fn write_dim(
+    f: &mut fmt::Formatter<'_>,
+    values: &[f64],
+    shape: &[usize],
+    depth: usize,
+    is_float: bool,
+) -> fmt::Result {
     if shape.is_empty() {
         return write_value(f, values[0], is_float);
     }
     let n = shape[0];
     let inner: usize = shape[1..].iter().product();
     let shown: Vec<Option<usize>> = if n > SUMMARISE_OVER {
-        (0..EDGE).map(Some).chain([None]).chain((n - EDGE..n).map(Some)).collect()
+        (0..EDGE)
+            .map(Some)
+            .chain([None])
+            .chain((n - EDGE..n).map(Some))
+            .collect()
     } else {
         (0..n).map(Some).collect()
     };
@@ -29,7 +39,13 @@ fn write_dim(f: &mut fmt::Formatter<'_>, values: &[f64], shape: &[usize], depth:
             }
         }
         match entry {
-            Some(i) => write_dim(f, &values[i * inner..(i + 1) * inner], &shape[1..], depth + 1, is_float)?,
+            Some(i) => write_dim(
+                f,
+                &values[i * inner..(i + 1) * inner],
+                &shape[1..],
+                depth + 1,
+                is_float,
+            )?,
             None => f.write_str("...")?,
         }
     }
@@ -55,6 +71,12 @@ impl fmt::Display for Tensor {
         } else {
             write_dim(f, &values, self.shape(), 0, self.dtype().is_float())?;
         }
-        write!(f, ", shape={:?}, dtype={}, device={})", self.shape(), self.dtype(), self.device())
+        write!(
+            f,
+            ", shape={:?}, dtype={}, device={})",
+            self.shape(),
+            self.dtype(),
+            self.device()
+        )
     }
 }

@@ -11,17 +11,31 @@ pub fn rand64(shape: &[usize], rng: &mut Rng) -> Tensor {
 
 /// Asserts that two vectors agree elementwise within `tol * max(1, |expected|)`.
 pub fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!(!g.is_nan() || w.is_nan(), "{what}: NaN at {i} (want {w})");
         let err = (g - w).abs();
-        assert!(err <= tol * w.abs().max(1.0), "{what}: element {i}: got {g}, want {w} (err {err:e})");
+        assert!(
+            err <= tol * w.abs().max(1.0),
+            "{what}: element {i}: got {g}, want {w} (err {err:e})"
+        );
     }
 }
 
 /// Relative error ||got - want|| / ||want||.
 pub fn rel_err(got: &[f64], want: &[f64]) -> f64 {
-    let num: f64 = got.iter().zip(want).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f64>()
+        .sqrt();
     let den: f64 = want.iter().map(|b| b * b).sum::<f64>().sqrt().max(1e-30);
     num / den
 }
@@ -50,7 +64,14 @@ pub fn gradcheck(inputs: &[(Vec<f64>, Vec<usize>)], f: impl Fn(&[Tensor]) -> Res
     let probe = rand64(&probe_shape, &mut rng);
     let loss = |vals: &[(Vec<f64>, Vec<usize>)]| -> f64 {
         let _g = smith::no_grad();
-        f(&build(vals, false)).unwrap().mul(&probe).unwrap().sum_all().unwrap().to_scalar().unwrap()
+        f(&build(vals, false))
+            .unwrap()
+            .mul(&probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
     };
     let leaves = build(inputs, true);
     let out = f(&leaves).unwrap().mul(&probe).unwrap().sum_all().unwrap();
@@ -61,9 +82,15 @@ pub fn gradcheck(inputs: &[(Vec<f64>, Vec<usize>)], f: impl Fn(&[Tensor]) -> Res
             Some(g) => g.to_vec_f64().unwrap(),
             None => vec![0.0; leaf.numel()],
         };
-        assert_eq!(grads.get(leaf).map(|g| g.shape().to_vec()).unwrap_or(leaf.shape().to_vec()), leaf.shape());
+        assert_eq!(
+            grads
+                .get(leaf)
+                .map(|g| g.shape().to_vec())
+                .unwrap_or(leaf.shape().to_vec()),
+            leaf.shape()
+        );
         let mut vals = inputs.to_vec();
-        for i in 0..leaf.numel() {
+        for (i, &analytic_i) in analytic.iter().enumerate() {
             let orig = vals[k].0[i];
             vals[k].0[i] = orig + eps;
             let up = loss(&vals);
@@ -71,11 +98,10 @@ pub fn gradcheck(inputs: &[(Vec<f64>, Vec<usize>)], f: impl Fn(&[Tensor]) -> Res
             let down = loss(&vals);
             vals[k].0[i] = orig;
             let numeric = (up - down) / (2.0 * eps);
-            let err = (analytic[i] - numeric).abs();
+            let err = (analytic_i - numeric).abs();
             assert!(
                 err <= 1e-6 * numeric.abs().max(1.0),
-                "input {k} element {i}: analytic {} vs numeric {numeric} (err {err:e})",
-                analytic[i]
+                "input {k} element {i}: analytic {analytic_i} vs numeric {numeric} (err {err:e})"
             );
         }
     }
@@ -84,11 +110,17 @@ pub fn gradcheck(inputs: &[(Vec<f64>, Vec<usize>)], f: impl Fn(&[Tensor]) -> Res
 /// Random leaf values of a shape, for [`gradcheck`].
 pub fn leaf(shape: &[usize], rng: &mut Rng) -> (Vec<f64>, Vec<usize>) {
     let n = shape.iter().product();
-    ((0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect(), shape.to_vec())
+    (
+        (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect(),
+        shape.to_vec(),
+    )
 }
 
 /// Random leaf values bounded away from zero (for log, sqrt, div, pow).
 pub fn positive_leaf(shape: &[usize], rng: &mut Rng) -> (Vec<f64>, Vec<usize>) {
     let n = shape.iter().product();
-    ((0..n).map(|_| 0.5 + rng.uniform()).collect(), shape.to_vec())
+    (
+        (0..n).map(|_| 0.5 + rng.uniform()).collect(),
+        shape.to_vec(),
+    )
 }

@@ -163,10 +163,18 @@ pub fn binary(
     lb: &Layout,
     op: BinaryOp,
 ) -> Result<CpuStorage> {
-    Ok(map_float2!("binary", a, b, |x, y| binary_typed(x, la, y, lb, op)))
+    Ok(map_float2!("binary", a, b, |x, y| binary_typed(
+        x, la, y, lb, op
+    )))
 }
 
-fn cmp_typed<T: WithDType + Default>(a: &[T], la: &Layout, b: &[T], lb: &Layout, op: CmpOp) -> Vec<u8> {
+fn cmp_typed<T: WithDType + Default>(
+    a: &[T],
+    la: &Layout,
+    b: &[T],
+    lb: &Layout,
+    op: CmpOp,
+) -> Vec<u8> {
     let f = |x: T, y: T| {
         let (x, y) = (x.to_f64(), y.to_f64());
         (match op {
@@ -224,7 +232,9 @@ pub fn where_cond(
         });
     };
     let mask = super::gather_strided(c, lc);
-    Ok(map_float2!("where_cond", a, b, |x, y| where_typed(&mask, x, la, y, lb)))
+    Ok(map_float2!("where_cond", a, b, |x, y| where_typed(
+        &mask, x, la, y, lb
+    )))
 }
 
 fn where_typed<T: Real>(mask: &[u8], x: &[T], lx: &Layout, y: &[T], ly: &Layout) -> Vec<T> {

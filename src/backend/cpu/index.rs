@@ -22,7 +22,12 @@ fn split_at_dim(shape: &[usize], dim: usize) -> (usize, usize, usize) {
 }
 
 /// Picks entries `ids` along `dim`: the output's `dim` has `ids.len()` entries.
-pub fn index_select(s: &CpuStorage, layout: &Layout, dim: usize, ids: &[i64]) -> Result<CpuStorage> {
+pub fn index_select(
+    s: &CpuStorage,
+    layout: &Layout,
+    dim: usize,
+    ids: &[i64],
+) -> Result<CpuStorage> {
     let (outer, size, inner) = split_at_dim(layout.shape(), dim);
     check_indices("index_select", ids, size)?;
     Ok(map_any!(s, |v| {
@@ -66,7 +71,13 @@ pub fn index_add_zeros(
 }
 
 /// Multi-index helpers for gather / scatter over contiguous row-major shapes.
-fn position_to_src(pos: usize, shape: &[usize], dim: usize, idx: usize, src_shape: &[usize]) -> usize {
+fn position_to_src(
+    pos: usize,
+    shape: &[usize],
+    dim: usize,
+    idx: usize,
+    src_shape: &[usize],
+) -> usize {
     // Decompose `pos` in `shape`, replace coordinate `dim` by `idx`, recompose in `src_shape`.
     let mut rem = pos;
     let mut coords = vec![0usize; shape.len()];
@@ -124,7 +135,11 @@ pub fn scatter_add(
 }
 
 /// Concatenates inputs (same dtype, same shape except `dim`) along `dim`.
-pub fn cat(parts: &[(&CpuStorage, &Layout)], dim: usize, out_shape: &[usize]) -> Result<CpuStorage> {
+pub fn cat(
+    parts: &[(&CpuStorage, &Layout)],
+    dim: usize,
+    out_shape: &[usize],
+) -> Result<CpuStorage> {
     let (outer, total, inner) = split_at_dim(out_shape, dim);
     let first = parts[0].0;
     for (s, _) in parts {
@@ -141,7 +156,9 @@ pub fn cat(parts: &[(&CpuStorage, &Layout)], dim: usize, out_shape: &[usize]) ->
             let mut out = vec![Default::default(); outer * total * inner];
             let mut at = 0usize;
             for (s, l) in parts {
-                let CpuStorage::$variant(v) = s else { unreachable!() };
+                let CpuStorage::$variant(v) = s else {
+                    unreachable!()
+                };
                 let src = contiguous_cow(v, l);
                 let width = l.shape()[dim] * inner;
                 for o in 0..outer {

@@ -76,9 +76,11 @@ fn matmul_typed<T: Real>(m: Matrices<'_, T>) -> Vec<T> {
             .enumerate()
             .for_each(|(bi, c)| {
                 let (oa, ob) = batch_offsets(bi);
-                c.par_chunks_mut(per * cols).enumerate().for_each(|(ti, cc)| {
-                    run(oa, ob, ti * per, cc.len() / cols, cc);
-                });
+                c.par_chunks_mut(per * cols)
+                    .enumerate()
+                    .for_each(|(ti, cc)| {
+                        run(oa, ob, ti * per, cc.len() / cols, cc);
+                    });
             });
     }
     out

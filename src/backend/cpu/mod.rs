@@ -208,12 +208,18 @@ macro_rules! map_float2 {
             (CpuStorage::F64($x), CpuStorage::F64($y)) => CpuStorage::F64($body),
             (CpuStorage::F32($x), CpuStorage::F32($y)) => CpuStorage::F32($body),
             (CpuStorage::F16(p), CpuStorage::F16(q)) => {
-                let (wp, wq) = ($crate::backend::cpu::widen(p), $crate::backend::cpu::widen(q));
+                let (wp, wq) = (
+                    $crate::backend::cpu::widen(p),
+                    $crate::backend::cpu::widen(q),
+                );
                 let ($x, $y) = (&wp, &wq);
                 CpuStorage::F16($crate::backend::cpu::narrow_to($body))
             }
             (CpuStorage::BF16(p), CpuStorage::BF16(q)) => {
-                let (wp, wq) = ($crate::backend::cpu::widen(p), $crate::backend::cpu::widen(q));
+                let (wp, wq) = (
+                    $crate::backend::cpu::widen(p),
+                    $crate::backend::cpu::widen(q),
+                );
                 let ($x, $y) = (&wp, &wq);
                 CpuStorage::BF16($crate::backend::cpu::narrow_to($body))
             }
@@ -271,7 +277,10 @@ pub(crate) fn par_fill<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Syn
 }
 
 /// Elements under `layout` copied into a new contiguous vector.
-pub(crate) fn gather_strided<T: Copy + Send + Sync + Default>(src: &[T], layout: &Layout) -> Vec<T> {
+pub(crate) fn gather_strided<T: Copy + Send + Sync + Default>(
+    src: &[T],
+    layout: &Layout,
+) -> Vec<T> {
     let n = layout.numel();
     if layout.is_contiguous() {
         return src[layout.offset()..layout.offset() + n].to_vec();
@@ -313,9 +322,7 @@ pub fn cast(s: &CpuStorage, layout: &Layout, dtype: DType) -> CpuStorage {
     }
     match (s, dtype) {
         (CpuStorage::F32(v), DType::F16) => CpuStorage::F16(narrow_to(gather_strided(v, layout))),
-        (CpuStorage::F32(v), DType::BF16) => {
-            CpuStorage::BF16(narrow_to(gather_strided(v, layout)))
-        }
+        (CpuStorage::F32(v), DType::BF16) => CpuStorage::BF16(narrow_to(gather_strided(v, layout))),
         (CpuStorage::F16(v), DType::F32) => CpuStorage::F32(widen(&gather_strided(v, layout))),
         (CpuStorage::BF16(v), DType::F32) => CpuStorage::F32(widen(&gather_strided(v, layout))),
         _ => CpuStorage::from_f64s(dtype, &s.to_f64s(layout)),

@@ -129,7 +129,9 @@ pub fn softmax_last_backward(
     lg: &Layout,
     log: bool,
 ) -> Result<CpuStorage> {
-    Ok(map_float2!("softmax_backward", y, g, |a, b| softmax_bwd_typed(a, ly, b, lg, log)))
+    Ok(map_float2!("softmax_backward", y, g, |a, b| {
+        softmax_bwd_typed(a, ly, b, lg, log)
+    }))
 }
 
 /// Which normalization a norm kernel computes.
@@ -160,9 +162,18 @@ fn row_stats<T: Real>(xr: &[T], kind: NormKind, eps: f64) -> (T, T) {
 }
 
 /// Affine parameters of a norm, as optional storages with their layouts.
-pub type NormParams<'a> = (Option<(&'a CpuStorage, &'a Layout)>, Option<(&'a CpuStorage, &'a Layout)>);
+pub type NormParams<'a> = (
+    Option<(&'a CpuStorage, &'a Layout)>,
+    Option<(&'a CpuStorage, &'a Layout)>,
+);
 
-fn norm_typed<T: Real>(x: &[T], lx: &Layout, params: NormParams<'_>, kind: NormKind, eps: f64) -> Vec<T> {
+fn norm_typed<T: Real>(
+    x: &[T],
+    lx: &Layout,
+    params: NormParams<'_>,
+    kind: NormKind,
+    eps: f64,
+) -> Vec<T> {
     let c = *lx.shape().last().unwrap_or(&1);
     let x = contiguous_cow(x, lx);
     let w: Option<Vec<T>> = params.0.map(|(s, l)| small_vec(s, l));
@@ -185,8 +196,16 @@ fn norm_typed<T: Real>(x: &[T], lx: &Layout, params: NormParams<'_>, kind: NormK
 }
 
 /// Layer norm or RMS norm over the last dimension, with optional weight and bias.
-pub fn norm(s: &CpuStorage, lx: &Layout, params: NormParams<'_>, kind: NormKind, eps: f64) -> Result<CpuStorage> {
-    Ok(map_float!("norm", s, |v| norm_typed(v, lx, params, kind, eps)))
+pub fn norm(
+    s: &CpuStorage,
+    lx: &Layout,
+    params: NormParams<'_>,
+    kind: NormKind,
+    eps: f64,
+) -> Result<CpuStorage> {
+    Ok(map_float!("norm", s, |v| norm_typed(
+        v, lx, params, kind, eps
+    )))
 }
 
 fn norm_bwd_typed<T: Real>(
@@ -216,7 +235,11 @@ fn norm_bwd_typed<T: Real>(
             sum_dx += (d * xhat).to_f64();
         }
         let n = c as f64;
-        let mean_d = T::from_f64(if kind == NormKind::Layer { sum_d / n } else { 0.0 });
+        let mean_d = T::from_f64(if kind == NormKind::Layer {
+            sum_d / n
+        } else {
+            0.0
+        });
         let mean_dx = T::from_f64(sum_dx / n);
         for (j, (o, (&xv, &gv))) in dr.iter_mut().zip(xr.iter().zip(gr)).enumerate() {
             let d = match &w {
@@ -280,7 +303,13 @@ pub fn norm_backward(
     }
 }
 
-fn xent_typed<T: Real>(x: &[T], lx: &Layout, targets: &[i64], ignore: i64, grad_scale: Option<f64>) -> Vec<T> {
+fn xent_typed<T: Real>(
+    x: &[T],
+    lx: &Layout,
+    targets: &[i64],
+    ignore: i64,
+    grad_scale: Option<f64>,
+) -> Vec<T> {
     let v = *lx.shape().last().unwrap_or(&1);
     let x = contiguous_cow(x, lx);
     let count = targets.iter().filter(|&&t| t != ignore).count() as f64;
@@ -327,15 +356,34 @@ fn xent_typed<T: Real>(x: &[T], lx: &Layout, targets: &[i64], ignore: i64, grad_
 
 /// Mean cross-entropy of logits `[N, V]` against integer targets `[N]`, skipping targets
 /// equal to `ignore`. Returns a one-element buffer (NaN when every target is ignored).
-pub fn cross_entropy(x: &CpuStorage, lx: &Layout, targets: &[i64], ignore: i64) -> Result<CpuStorage> {
+pub fn cross_entropy(
+    x: &CpuStorage,
+    lx: &Layout,
+    targets: &[i64],
+    ignore: i64,
+) -> Result<CpuStorage> {
     check_targets(lx, targets, ignore)?;
-    Ok(map_float!("cross_entropy", x, |v| xent_typed(v, lx, targets, ignore, None)))
+    Ok(map_float!("cross_entropy", x, |v| xent_typed(
+        v, lx, targets, ignore, None
+    )))
 }
 
 /// Gradient of [`cross_entropy`] with respect to the logits, times the loss gradient `g`.
-pub fn cross_entropy_backward(x: &CpuStorage, lx: &Layout, targets: &[i64], ignore: i64, g: f64) -> Result<CpuStorage> {
+pub fn cross_entropy_backward(
+    x: &CpuStorage,
+    lx: &Layout,
+    targets: &[i64],
+    ignore: i64,
+    g: f64,
+) -> Result<CpuStorage> {
     check_targets(lx, targets, ignore)?;
-    Ok(map_float!("cross_entropy_backward", x, |v| xent_typed(v, lx, targets, ignore, Some(g))))
+    Ok(map_float!("cross_entropy_backward", x, |v| xent_typed(
+        v,
+        lx,
+        targets,
+        ignore,
+        Some(g)
+    )))
 }
 
 fn check_targets(lx: &Layout, targets: &[i64], ignore: i64) -> Result<()> {
@@ -349,7 +397,14 @@ fn check_targets(lx: &Layout, targets: &[i64], ignore: i64) -> Result<()> {
     Ok(())
 }
 
-fn rotary_typed<T: Real>(x: &[T], lx: &Layout, cos: &[T], sin: &[T], style: RotaryStyle, inverse: bool) -> Vec<T> {
+fn rotary_typed<T: Real>(
+    x: &[T],
+    lx: &Layout,
+    cos: &[T],
+    sin: &[T],
+    style: RotaryStyle,
+    inverse: bool,
+) -> Vec<T> {
     let shape = lx.shape();
     let d = shape[shape.len() - 1];
     let t = shape[shape.len() - 2];
@@ -360,7 +415,11 @@ fn rotary_typed<T: Real>(x: &[T], lx: &Layout, cos: &[T], sin: &[T], style: Rota
         let pos = row % t;
         for i in 0..half {
             let c = cos[pos * half + i];
-            let s = if inverse { -sin[pos * half + i] } else { sin[pos * half + i] };
+            let s = if inverse {
+                -sin[pos * half + i]
+            } else {
+                sin[pos * half + i]
+            };
             let (a, b) = match style {
                 RotaryStyle::Interleaved => (2 * i, 2 * i + 1),
                 RotaryStyle::RotateHalf => (i, i + half),
@@ -377,15 +436,13 @@ fn rotary_typed<T: Real>(x: &[T], lx: &Layout, cos: &[T], sin: &[T], style: Rota
 pub fn rotary(
     x: &CpuStorage,
     lx: &Layout,
-    cos: &CpuStorage,
-    lc: &Layout,
-    sin: &CpuStorage,
-    ls: &Layout,
+    cos: (&CpuStorage, &Layout),
+    sin: (&CpuStorage, &Layout),
     style: RotaryStyle,
     inverse: bool,
 ) -> Result<CpuStorage> {
     Ok(map_float!("rotary", x, |v| {
-        let (c, s) = (small_vec(cos, lc), small_vec(sin, ls));
+        let (c, s) = (small_vec(cos.0, cos.1), small_vec(sin.0, sin.1));
         rotary_typed(v, lx, &c, &s, style, inverse)
     }))
 }

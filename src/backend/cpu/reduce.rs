@@ -13,7 +13,15 @@ fn reduced_view(layout: &Layout, dims: &[usize]) -> Result<(Layout, usize, usize
     let view = layout.permute(&perm)?;
     let r: usize = dims.iter().map(|&d| layout.shape()[d]).product();
     let outs = layout.numel() / r.max(1);
-    Ok((view, if r == 0 { kept_count(layout, dims) } else { outs }, r))
+    Ok((
+        view,
+        if r == 0 {
+            kept_count(layout, dims)
+        } else {
+            outs
+        },
+        r,
+    ))
 }
 
 fn kept_count(layout: &Layout, dims: &[usize]) -> usize {
@@ -56,16 +64,25 @@ fn reduce_typed<T: Real>(src: &[T], view: &Layout, outs: usize, r: usize, op: Re
 pub fn reduce(s: &CpuStorage, layout: &Layout, dims: &[usize], op: ReduceOp) -> Result<CpuStorage> {
     let is_prefix = dims.iter().enumerate().all(|(i, &d)| i == d);
     if op == ReduceOp::Sum && is_prefix && layout.is_contiguous() && !dims.is_empty() {
-        return Ok(map_float!("reduce", s, |v| sum_leading(v, layout, dims.len())));
+        return Ok(map_float!("reduce", s, |v| sum_leading(
+            v,
+            layout,
+            dims.len()
+        )));
     }
     let (view, outs, r) = reduced_view(layout, dims)?;
     if r == 0 && op != ReduceOp::Sum {
         return Err(Error::invalid(
             "reduce",
-            format!("cannot take max/min over an empty dim of shape {:?}", layout.shape()),
+            format!(
+                "cannot take max/min over an empty dim of shape {:?}",
+                layout.shape()
+            ),
         ));
     }
-    Ok(map_float!("reduce", s, |v| reduce_typed(v, &view, outs, r, op)))
+    Ok(map_float!("reduce", s, |v| reduce_typed(
+        v, &view, outs, r, op
+    )))
 }
 
 /// Sum over the first `k` dims of a contiguous tensor: adds whole rows, in f64.
@@ -88,7 +105,11 @@ fn arg_typed<T: Real>(src: &[T], view: &Layout, outs: usize, r: usize, max: bool
     let mut out = vec![0i64; outs];
     par_fill(&mut out, |start, chunk| {
         for (i, o) in chunk.iter_mut().enumerate() {
-            let mut best = if max { T::neg_infinity() } else { T::infinity() };
+            let mut best = if max {
+                T::neg_infinity()
+            } else {
+                T::infinity()
+            };
             let mut best_j = 0i64;
             let mut j = 0i64;
             let mut found_nan = false;

@@ -1,0 +1,159 @@
+//! Checkpoints: resuming gives exactly the run that never stopped, and damaged or
+//! mismatched checkpoints are errors that say what is wrong.
+
+use smith::data::SHAKESPEARE;
+use smith::io::{load_safetensors, save_safetensors};
+use smith::train::{load_for_inference, TrainConfig, Trainer};
+use smith::Device;
+use std::path::PathBuf;
+
+fn tiny(steps: u64, decay: Option<u64>) -> TrainConfig {
+    TrainConfig {
+        steps,
+        lr_decay_steps: decay,
+        batch_size: 4,
+        seq_len: 16,
+        layers: 1,
+        heads: 2,
+        dim: 16,
+        warmup: 3,
+        eval_interval: 5,
+        eval_batches: 2,
+        dropout: 0.1,
+        ..TrainConfig::default()
+    }
+}
+
+fn text() -> &'static str {
+    &SHAKESPEARE[..60_000]
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("smith-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn run_to_end(t: &mut Trainer) -> f64 {
+    let mut last = f64::NAN;
+    while t.state.step < t.cfg.steps {
+        last = t.train_step().unwrap();
+    }
+    last
+}
+
+#[test]
+fn resume_continues_exactly() {
+    let mut straight = Trainer::new(tiny(20, None), text(), Device::Cpu).unwrap();
+    let straight_loss = run_to_end(&mut straight);
+
+    let dir = scratch("resume");
+    let mut first = Trainer::new(tiny(10, Some(20)), text(), Device::Cpu).unwrap();
+    run_to_end(&mut first);
+    first.record_eval().unwrap();
+    first.save(&dir).unwrap();
+    drop(first);
+    let mut resumed = Trainer::resume(&dir, text(), Some(20), Device::Cpu).unwrap();
+    assert_eq!(resumed.state.step, 10);
+    let resumed_loss = run_to_end(&mut resumed);
+
+    assert_eq!(
+        straight_loss.to_bits(),
+        resumed_loss.to_bits(),
+        "{straight_loss} vs {resumed_loss}"
+    );
+    assert_eq!(
+        straight.evaluate().unwrap().to_bits(),
+        resumed.evaluate().unwrap().to_bits()
+    );
+    let a: Vec<f64> = straight.state.train_losses.iter().map(|p| p.1).collect();
+    let b: Vec<f64> = resumed.state.train_losses.iter().map(|p| p.1).collect();
+    assert_eq!(a, b);
+    // The saved model also loads for inference.
+    let (model, tok) = load_for_inference(&dir, Device::Cpu).unwrap();
+    assert_eq!(model.num_params(), straight.model.num_params());
+    assert_eq!(tok.vocab_size(), straight.tokenizer.vocab_size());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn damaged_checkpoints_are_clear_errors() {
+    let dir = scratch("damaged");
+    let mut t = Trainer::new(tiny(2, None), text(), Device::Cpu).unwrap();
+    run_to_end(&mut t);
+    t.save(&dir).unwrap();
+    let weights_path = dir.join("model.safetensors");
+    let original = std::fs::read(&weights_path).unwrap();
+    let weights = load_safetensors(&weights_path).unwrap();
+    let mut names: Vec<_> = weights.keys().cloned().collect();
+    names.sort();
+
+    // A missing tensor is named.
+    let missing = "h.0.attn.qkv.weight";
+    let fewer: Vec<_> = names
+        .iter()
+        .filter(|n| *n != missing)
+        .map(|n| (n.clone(), weights[n].clone()))
+        .collect();
+    save_safetensors(&weights_path, &fewer).unwrap();
+    let Err(e) = Trainer::resume(&dir, text(), None, Device::Cpu) else {
+        panic!("missing tensor must fail")
+    };
+    let msg = e.to_string();
+    assert!(msg.contains(missing), "{msg}");
+
+    // A mis-shaped tensor is named with both shapes.
+    let mut reshaped: Vec<_> = names
+        .iter()
+        .map(|n| (n.clone(), weights[n].clone()))
+        .collect();
+    for (n, t) in reshaped.iter_mut() {
+        if n == "ln_f.weight" {
+            *t = smith::Tensor::zeros(&[3], smith::DType::F32, Device::Cpu).unwrap();
+        }
+    }
+    save_safetensors(&weights_path, &reshaped).unwrap();
+    let Err(e) = load_for_inference(&dir, Device::Cpu) else {
+        panic!("bad shape must fail")
+    };
+    let msg = e.to_string();
+    assert!(msg.contains("ln_f.weight") && msg.contains("[3]"), "{msg}");
+
+    // A truncated file is an error, not a panic.
+    std::fs::write(&weights_path, &original[..original.len() / 2]).unwrap();
+    assert!(load_for_inference(&dir, Device::Cpu).is_err());
+    std::fs::write(&weights_path, b"not a checkpoint").unwrap();
+    assert!(load_for_inference(&dir, Device::Cpu).is_err());
+
+    // A missing folder names the file it looked for.
+    let msg = load_for_inference(&dir.join("nope"), Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("config.json"), "{msg}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn atomic_writes_leave_no_temporary_files() {
+    let dir = scratch("atomic");
+    let mut t = Trainer::new(tiny(1, None), text(), Device::Cpu).unwrap();
+    run_to_end(&mut t);
+    t.save(&dir).unwrap();
+    t.save(&dir).unwrap();
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "config.json",
+            "model.safetensors",
+            "optimizer.safetensors",
+            "trainer.json"
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
