@@ -174,7 +174,7 @@ fn train(a: TrainArgs) -> Result<()> {
         trainer.tokenizer.vocab_size()
     );
     println!(
-        "steps {}..{} with batch {} x {}; the defaults take about 3-4 minutes on two CPU cores (the bar shows the ETA)",
+        "steps {}..{} with batch {} x {}; the defaults are sized to finish in under 5 minutes on two CPU cores",
         trainer.state.step, cfg.steps, cfg.batch_size, cfg.seq_len
     );
     if trainer.state.step == 0 {
@@ -200,14 +200,20 @@ fn train(a: TrainArgs) -> Result<()> {
             / started.elapsed().as_secs_f64();
         bar.set_message(format!("step {done} loss {loss:.4} {rate:.0} tok/s"));
         bar.inc(1);
+        if bar.position() == 10 && remaining > 20 {
+            let per_step = started.elapsed().as_secs_f64() / 10.0;
+            let line = format!(
+                "measured {:.0} ms/step: about {:.1} minutes for the remaining {} steps",
+                per_step * 1e3,
+                per_step * remaining as f64 / 60.0,
+                remaining - 10
+            );
+            say(&bar, line);
+        }
         if done % cfg.eval_interval == 0 || done == cfg.steps {
             let v = trainer.record_eval()?;
             let line = format!("step {done}: train loss {loss:.4}, held-out loss {v:.4}");
-            if bar.is_hidden() {
-                println!("{line}");
-            } else {
-                bar.println(line);
-            }
+            say(&bar, line);
         }
     }
     bar.finish_and_clear();
@@ -247,6 +253,15 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Prints a line above the progress bar (or plainly when the bar is hidden, e.g. in a pipe).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
 fn stream(
     model: &smith::models::Gpt,
     tok: &smith::data::CharTokenizer,
@@ -276,6 +291,7 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
         top_p: a.top_p,
     };
     sampling.validate()?;
+    tok.encode(&a.prompt)?;
     print!("{}", a.prompt);
     let started = Instant::now();
     stream(

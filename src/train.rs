@@ -34,7 +34,7 @@ impl Default for TrainConfig {
     /// Sized to finish in a few minutes on two CPU cores.
     fn default() -> Self {
         TrainConfig {
-            steps: 1200,
+            steps: 1000,
             batch_size: 16,
             seq_len: 128,
             layers: 4,
@@ -47,7 +47,7 @@ impl Default for TrainConfig {
             weight_decay: 0.1,
             grad_clip: 1.0,
             dropout: 0.0,
-            eval_interval: 200,
+            eval_interval: 100,
             eval_batches: 8,
             seed: 1337,
         }
@@ -133,6 +133,7 @@ impl Trainer {
             n_embd: cfg.dim,
             dropout: cfg.dropout,
         };
+        check_memory(model_cfg.activation_bytes(cfg.batch_size))?;
         let mut init_rng = Rng::new(cfg.seed);
         let model = Gpt::new(model_cfg, &mut init_rng, device)?;
         // Batches and dropout draw from their own stream, separate from initialisation.
@@ -287,6 +288,28 @@ impl Trainer {
         )?;
         write_atomic(&dir.join("trainer.json"), &serde_json::to_vec(&self.state)?)?;
         Ok(())
+    }
+}
+
+/// Refuses a run whose activations would not fit in the memory this machine has free.
+fn check_memory(needed: u64) -> Result<()> {
+    let Ok(info) = std::fs::read_to_string("/proc/meminfo") else {
+        return Ok(());
+    };
+    let available_kib = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    match available_kib {
+        Some(kib) if needed > kib * 1024 => Err(Error::invalid(
+            "train",
+            format!(
+                "one step needs about {:.1} GiB of activations but only {:.1} GiB of memory is free; use a smaller --batch-size, --seq-len or model",
+                needed as f64 / (1u64 << 30) as f64,
+                (kib * 1024) as f64 / (1u64 << 30) as f64
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -127,6 +127,11 @@ fn softmax_family() {
     gradcheck(&[leaf(&[3, 5], &mut r)], |t| t[0].softmax(1));
     gradcheck(&[leaf(&[3, 5], &mut r)], |t| t[0].softmax(0));
     gradcheck(&[leaf(&[4, 3], &mut r)], |t| t[0].t()?.log_softmax(1));
+    // Causal: square and with more keys than queries (a cached prefix).
+    gradcheck(&[leaf(&[2, 4, 4], &mut r)], |t| {
+        t[0].transpose(1, 2)?.softmax_causal()
+    });
+    gradcheck(&[leaf(&[3, 5], &mut r)], |t| t[0].softmax_causal());
 }
 
 #[test]

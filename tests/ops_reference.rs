@@ -327,6 +327,26 @@ fn softmax_and_log_softmax_match_naive() {
         assert!(rel_err(&xt.softmax(1).unwrap().to_vec_f64().unwrap(), &sm) < tol(dtype));
         assert!(rel_err(&xt.log_softmax(1).unwrap().to_vec_f64().unwrap(), &lsm) < tol(dtype));
     }
+    // The fused causal softmax equals masked_fill(-inf) then softmax, with exact zeros.
+    let scores = rand64(&[2, 5, 5], &mut rng).transpose(1, 2).unwrap();
+    let fused = scores.softmax_causal().unwrap().to_vec_f64().unwrap();
+    let masked = scores
+        .masked_fill(&causal_mask(5, CPU).unwrap(), f64::NEG_INFINITY)
+        .unwrap();
+    assert_close(
+        &fused,
+        &masked.softmax(2).unwrap().to_vec_f64().unwrap(),
+        1e-12,
+        "softmax_causal",
+    );
+    assert_eq!(fused[1], 0.0);
+    // More keys than queries: query q sees keys 0..=q + 2.
+    let wide = rand64(&[3, 5], &mut rng)
+        .softmax_causal()
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    assert!(wide[2] > 0.0 && wide[3] == 0.0 && wide[8] > 0.0 && wide[9] == 0.0 && wide[14] > 0.0);
     // Softmax over dim 0 equals softmax of the transpose over dim 1.
     let d0 = x
         .t()

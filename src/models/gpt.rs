@@ -22,19 +22,39 @@ pub struct GptConfig {
 
 impl GptConfig {
     fn validate(&self) -> Result<()> {
-        let ok = self.vocab_size > 0
-            && self.block_size > 0
-            && self.n_layer > 0
-            && self.n_head > 0
-            && self.n_embd.is_multiple_of(self.n_head);
-        if ok && (0.0..1.0).contains(&self.dropout) {
-            Ok(())
+        let problem = if self.vocab_size == 0 {
+            "the vocabulary is empty".to_string()
+        } else if self.block_size == 0 {
+            "the context size must be positive".to_string()
+        } else if self.n_layer == 0 {
+            "the model needs at least one layer".to_string()
+        } else if self.n_embd == 0 || self.n_head == 0 {
+            format!(
+                "width {} and heads {} must be positive",
+                self.n_embd, self.n_head
+            )
+        } else if !self.n_embd.is_multiple_of(self.n_head) {
+            format!(
+                "width {} does not split into {} heads",
+                self.n_embd, self.n_head
+            )
+        } else if !(0.0..1.0).contains(&self.dropout) {
+            format!("dropout {} must be in [0, 1)", self.dropout)
         } else {
-            Err(Error::invalid(
-                "gpt",
-                format!("invalid configuration {self:?} (dim must divide into heads)"),
-            ))
-        }
+            return Ok(());
+        };
+        Err(Error::invalid("gpt", problem))
+    }
+
+    /// Rough bytes of activations one training step keeps for the backward pass.
+    pub fn activation_bytes(&self, batch: usize) -> u64 {
+        let (c, h, t) = (
+            self.n_embd as u64,
+            self.n_head as u64,
+            self.block_size as u64,
+        );
+        let per_token = self.n_layer as u64 * (24 * c + 3 * h * t) + 3 * self.vocab_size as u64;
+        per_token * batch as u64 * t * 4
     }
 
     fn block(&self) -> BlockConfig {

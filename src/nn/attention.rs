@@ -2,7 +2,7 @@
 
 use super::{Linear, Param};
 use crate::backend::RotaryStyle;
-use crate::{causal_mask, rotary_tables, Device, Error, Result, Rng, Tensor};
+use crate::{rotary_tables, Device, Error, Result, Rng, Tensor};
 
 /// Shape of an attention layer.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -118,9 +118,8 @@ impl CausalSelfAttention {
         }
         let scale = 1.0 / (hd as f64).sqrt();
         let scores = q.matmul(&k.t()?)?.mul_scalar(scale)?;
-        let scores = scores.masked_fill(&causal_mask(t, x.device())?, f64::NEG_INFINITY)?;
-        let y = scores.softmax(3)?.matmul(&v)?; // [B, H, T, hd]
-                                                // Back to [B, T, H*hd]: the transpose makes this reshape an explicit copy.
+        let y = scores.softmax_causal()?.matmul(&v)?; // [B, H, T, hd]
+                                                      // Back to [B, T, H*hd]: the transpose makes this reshape an explicit copy.
         let y = y.transpose(1, 2)?.reshape(&[b, t, h * hd])?;
         self.proj.forward(&y)
     }

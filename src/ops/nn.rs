@@ -8,17 +8,17 @@ use crate::backend::RotaryStyle;
 use crate::{DType, Device, Error, Result, Rng, Tensor};
 
 impl Tensor {
-    fn softmax_impl(&self, dim: usize, log: bool) -> Result<Tensor> {
+    fn softmax_impl(&self, dim: usize, log: bool, causal: bool) -> Result<Tensor> {
         check_float("softmax", self)?;
         self.layout().check_dim("softmax", dim)?;
         let last = self.rank() - 1;
         if dim != last {
             return self
                 .transpose(dim, last)?
-                .softmax_impl(last, log)?
+                .softmax_impl(last, log, causal)?
                 .transpose(dim, last);
         }
-        let out = cpu::softmax_last(self.read_storage().cpu(), self.layout(), log)?;
+        let out = cpu::softmax_last(self.read_storage().cpu(), self.layout(), log, causal)?;
         let y = Tensor::from_cpu(out, self.shape(), None);
         let rec = record(&[self], || Op::Softmax {
             x: self.clone(),
@@ -30,12 +30,25 @@ impl Tensor {
 
     /// Softmax over `dim`, one fused pass per row (max-subtracted, so it never overflows).
     pub fn softmax(&self, dim: usize) -> Result<Tensor> {
-        self.softmax_impl(dim, false)
+        self.softmax_impl(dim, false, false)
+    }
+
+    /// Softmax over the last dim of attention scores `[.., queries, keys]` with a causal
+    /// mask fused in: query q sees keys up to q + (keys - queries); later entries are
+    /// exactly 0. Equal to `masked_fill(causal_mask, -inf)` then `softmax`, in one pass.
+    pub fn softmax_causal(&self) -> Result<Tensor> {
+        if self.rank() < 2 {
+            return Err(Error::invalid(
+                "softmax_causal",
+                format!("needs [.., queries, keys], got {:?}", self.shape()),
+            ));
+        }
+        self.softmax_impl(self.rank() - 1, false, true)
     }
 
     /// Log-softmax over `dim`.
     pub fn log_softmax(&self, dim: usize) -> Result<Tensor> {
-        self.softmax_impl(dim, true)
+        self.softmax_impl(dim, true, false)
     }
 
     fn norm_impl(

@@ -66,11 +66,25 @@ fn for_rows<T: Real>(x: &[T], out: &mut [T], c: usize, f: impl Fn(usize, &[T], &
     }
 }
 
-fn softmax_typed<T: Real>(x: &[T], layout: &Layout, log: bool) -> Vec<T> {
+fn softmax_typed<T: Real>(x: &[T], layout: &Layout, log: bool, causal: bool) -> Vec<T> {
     let c = *layout.shape().last().unwrap_or(&1);
+    let rank = layout.rank();
+    let queries = if rank >= 2 {
+        layout.shape()[rank - 2]
+    } else {
+        1
+    };
     let x = contiguous_cow(x, layout);
     let mut out = vec![T::ZERO; x.len()];
-    for_rows(&x, &mut out, c, |_, xr, or| {
+    for_rows(&x, &mut out, c, |i, xr, or| {
+        // Causal: query q sees keys 0..=q + (keys - queries) (aligned to the last key);
+        // the rest of the row stays exactly 0.
+        let visible = if causal {
+            ((i % queries) + 1 + c).saturating_sub(queries).min(c)
+        } else {
+            c
+        };
+        let (xr, or) = (&xr[..visible], &mut or[..visible]);
         let m = xr.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
         let m = if m == T::neg_infinity() { T::ZERO } else { m };
         let mut sum = T::ZERO;
@@ -93,9 +107,17 @@ fn softmax_typed<T: Real>(x: &[T], layout: &Layout, log: bool) -> Vec<T> {
     out
 }
 
-/// Softmax (or log-softmax) over the last dimension; contiguous result.
-pub fn softmax_last(s: &CpuStorage, layout: &Layout, log: bool) -> Result<CpuStorage> {
-    Ok(map_float!("softmax", s, |v| softmax_typed(v, layout, log)))
+/// Softmax (or log-softmax) over the last dimension; contiguous result. With `causal`
+/// (softmax only), entries after each query's position are 0, as if masked with -inf.
+pub fn softmax_last(
+    s: &CpuStorage,
+    layout: &Layout,
+    log: bool,
+    causal: bool,
+) -> Result<CpuStorage> {
+    Ok(map_float!("softmax", s, |v| softmax_typed(
+        v, layout, log, causal
+    )))
 }
 
 fn softmax_bwd_typed<T: Real>(y: &[T], ly: &Layout, g: &[T], lg: &Layout, log: bool) -> Vec<T> {
