@@ -1,5 +1,4 @@
-//! smith: tensors with reverse-mode autograd, a multithreaded CPU backend that is the
-//! reference for every op, transformer building blocks, optimizers and a GPT trainer.
+#![doc = include_str!("../README.md")]
 
 pub mod autograd;
 pub mod backend;
