@@ -31,16 +31,8 @@ impl Device {
                     })?,
                     None => 0,
                 };
-                let device = Device::Cuda(n);
-                if cuda_available() {
-                    Ok(device)
-                } else {
-                    Err(crate::Error::DeviceUnavailable {
-                        device,
-                        reason: "this build of smith has no CUDA backend yet; use --device cpu"
-                            .into(),
-                    })
-                }
+                crate::backend::cuda::device(n)?;
+                Ok(Device::Cuda(n))
             }
             other => Err(crate::Error::invalid(
                 "device",
@@ -50,9 +42,10 @@ impl Device {
     }
 }
 
-/// Whether a CUDA device can be used by this build.
+/// Whether a CUDA device can be used on this machine (driver, NVRTC and cuBLAS loadable,
+/// at least one GPU).
 pub fn cuda_available() -> bool {
-    false
+    crate::backend::cuda::probe().is_ok() && crate::backend::cuda::device(0).is_ok()
 }
 
 impl fmt::Display for Device {

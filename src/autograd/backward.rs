@@ -45,7 +45,7 @@ pub(super) fn input_grads(op: &Op, node: &Tensor, g: &Tensor) -> Result<Vec<(Ten
         Op::Softmax { x, y, log } => {
             let gs = g.read_storage();
             let ys = y.read_storage();
-            let dx = cpu::softmax_last_backward(ys.cpu(), y.layout(), gs.cpu(), g.layout(), *log)?;
+            let dx = cpu::softmax_last_backward(ys.cpu()?, y.layout(), gs.cpu()?, g.layout(), *log)?;
             vec![(x.clone(), Tensor::from_cpu(dx, x.shape(), None))]
         }
         Op::Norm {
@@ -63,19 +63,19 @@ pub(super) fn input_grads(op: &Op, node: &Tensor, g: &Tensor) -> Result<Vec<(Ten
             let scale = g.to_scalar()?;
             let ids = targets
                 .read_storage()
-                .cpu()
+                .cpu()?
                 .to_indices("cross_entropy", targets.layout())?;
             let ls = logits.read_storage();
-            let d = cpu::cross_entropy_backward(ls.cpu(), logits.layout(), &ids, *ignore, scale)?;
+            let d = cpu::cross_entropy_backward(ls.cpu()?, logits.layout(), &ids, *ignore, scale)?;
             vec![(logits.clone(), Tensor::from_cpu(d, logits.shape(), None))]
         }
         Op::IndexSelect { src, ids, dim } => {
             let idx = ids
                 .read_storage()
-                .cpu()
+                .cpu()?
                 .to_indices("index_select", ids.layout())?;
             let gs = g.read_storage();
-            let d = cpu::index_add_zeros(gs.cpu(), g.layout(), src.shape(), *dim, &idx)?;
+            let d = cpu::index_add_zeros(gs.cpu()?, g.layout(), src.shape(), *dim, &idx)?;
             vec![(src.clone(), Tensor::from_cpu(d, src.shape(), None))]
         }
         Op::Gather { src, index, dim } => {
@@ -128,6 +128,7 @@ pub(super) fn input_grads(op: &Op, node: &Tensor, g: &Tensor) -> Result<Vec<(Ten
         }
         Op::Broadcast(x) => vec![(x.clone(), reduce_to_shape(g, x.shape())?)],
         Op::Copy(x) => vec![(x.clone(), g.clone())],
+        Op::ToDevice(x) => vec![(x.clone(), g.to_device(x.device())?)],
         Op::Cast(x) => vec![(x.clone(), g.to_dtype(x.dtype())?)],
         Op::Dropout(x, mask) => vec![(x.clone(), g.mul(mask)?)],
         Op::Rotary { x, cos, sin, style } => {
@@ -224,10 +225,10 @@ fn norm_grads(
         let gs = g.read_storage();
         let ws = weight.map(|w| w.read_storage());
         let wp = match (&ws, weight) {
-            (Some(s), Some(w)) => Some((s.cpu(), w.layout())),
+            (Some(s), Some(w)) => Some((s.cpu()?, w.layout())),
             _ => None,
         };
-        cpu::norm_backward(xs.cpu(), x.layout(), gs.cpu(), g.layout(), wp, kind, eps)?
+        cpu::norm_backward(xs.cpu()?, x.layout(), gs.cpu()?, g.layout(), wp, kind, eps)?
     };
     let c = *x.shape().last().unwrap_or(&1);
     let mut out = vec![(x.clone(), Tensor::from_cpu(dx, x.shape(), None))];

@@ -57,6 +57,8 @@ pub enum Op {
     Narrow(Tensor, usize, usize),
     Broadcast(Tensor),
     Copy(Tensor),
+    /// A copy to another device; the gradient goes back to the input's device.
+    ToDevice(Tensor),
     Cast(Tensor),
     /// Dropout; saves the mask already scaled by 1/(1-p).
     Dropout(Tensor, Tensor),
@@ -81,6 +83,7 @@ impl Op {
             | Op::Narrow(x, _, _)
             | Op::Broadcast(x)
             | Op::Copy(x)
+            | Op::ToDevice(x)
             | Op::Cast(x)
             | Op::Dropout(x, _)
             | Op::Rotary { x, .. } => vec![x],

@@ -3,6 +3,7 @@
 //! The op kinds below are shared by all backends so that dispatch is one `match`.
 
 pub mod cpu;
+pub mod cuda;
 
 /// Elementwise ops with one input. The `*Deriv` variants are the derivatives used by
 /// backward passes (they are not differentiable themselves).

@@ -19,9 +19,8 @@ fn to_st(dtype: DType) -> StDtype {
 }
 
 /// Little-endian bytes of a tensor's elements in logical order.
-fn tensor_bytes(t: &Tensor) -> Vec<u8> {
-    let data = crate::backend::cpu::copy_contiguous(t.read_storage().cpu(), t.layout());
-    match data {
+fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    Ok(match t.to_host()? {
         CpuStorage::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         CpuStorage::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         CpuStorage::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
@@ -29,22 +28,15 @@ fn tensor_bytes(t: &Tensor) -> Vec<u8> {
         CpuStorage::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         CpuStorage::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         CpuStorage::U8(v) => v,
-    }
+    })
 }
 
 /// Writes named tensors to a safetensors file, atomically.
 pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     let bytes: Vec<(String, StDtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(n, t)| {
-            (
-                n.clone(),
-                to_st(t.dtype()),
-                t.shape().to_vec(),
-                tensor_bytes(t),
-            )
-        })
-        .collect();
+        .map(|(n, t)| Ok((n.clone(), to_st(t.dtype()), t.shape().to_vec(), tensor_bytes(t)?)))
+        .collect::<Result<_>>()?;
     let views = bytes
         .iter()
         .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))

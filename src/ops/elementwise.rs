@@ -2,7 +2,8 @@
 
 use super::{check_float, check_same};
 use crate::autograd::{record, Op};
-use crate::backend::cpu;
+use crate::backend::{cpu, cuda};
+use crate::storage::Storage;
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::layout::broadcast_shapes;
 use crate::{Error, Result, Tensor};
@@ -25,7 +26,10 @@ impl BinaryOp {
 impl Tensor {
     pub(crate) fn unary(&self, op: UnaryOp) -> Result<Tensor> {
         check_float("unary", self)?;
-        let out = cpu::unary(self.read_storage().cpu(), self.layout(), op)?;
+        let out = match &*self.read_storage() {
+            Storage::Cpu(s) => Storage::Cpu(cpu::unary(s, self.layout(), op)?),
+            Storage::Cuda(s) => Storage::Cuda(cuda::unary(s, self.layout(), op)?),
+        };
         let differentiable = !matches!(
             op,
             UnaryOp::Step | UnaryOp::GeluTanhDeriv | UnaryOp::GeluErfDeriv | UnaryOp::SiluDeriv
@@ -35,7 +39,7 @@ impl Tensor {
         } else {
             None
         };
-        Ok(Tensor::from_cpu(out, self.shape(), rec))
+        Ok(Tensor::from_storage(out, self.shape(), rec))
     }
 
     /// `-x`.
@@ -122,10 +126,13 @@ impl Tensor {
         let (a, b) = Tensor::broadcast_pair(op.name(), self, rhs)?;
         let out = {
             let (sa, sb) = (a.read_storage(), b.read_storage());
-            cpu::binary(sa.cpu(), a.layout(), sb.cpu(), b.layout(), op)?
+            match (&*sa, &*sb) {
+                (Storage::Cuda(x), Storage::Cuda(y)) => Storage::Cuda(cuda::binary(x, a.layout(), y, b.layout(), op)?),
+                _ => Storage::Cpu(cpu::binary(sa.cpu()?, a.layout(), sb.cpu()?, b.layout(), op)?),
+            }
         };
         let rec = record(&[&a, &b], || Op::Binary(a.clone(), b.clone(), op));
-        Ok(Tensor::from_cpu(out, a.shape(), rec))
+        Ok(Tensor::from_storage(out, a.shape(), rec))
     }
 
     /// Elementwise sum with broadcasting.
@@ -163,9 +170,12 @@ impl Tensor {
         let (a, b) = Tensor::broadcast_pair("cmp", self, rhs)?;
         let out = {
             let (sa, sb) = (a.read_storage(), b.read_storage());
-            cpu::cmp(sa.cpu(), a.layout(), sb.cpu(), b.layout(), op)?
+            match (&*sa, &*sb) {
+                (Storage::Cuda(x), Storage::Cuda(y)) => Storage::Cuda(cuda::cmp(x, a.layout(), y, b.layout(), op)?),
+                _ => Storage::Cpu(cpu::cmp(sa.cpu()?, a.layout(), sb.cpu()?, b.layout(), op)?),
+            }
         };
-        Ok(Tensor::from_cpu(out, a.shape(), None))
+        Ok(Tensor::from_storage(out, a.shape(), None))
     }
     /// `self == rhs` as a mask.
     pub fn eq(&self, rhs: &Tensor) -> Result<Tensor> {
@@ -195,6 +205,13 @@ impl Tensor {
     /// `cond ? a : b` elementwise, all three broadcast together; `cond` is a u8 mask.
     pub fn where_cond(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         check_same("where_cond", a, b)?;
+        if cond.device() != a.device() {
+            return Err(Error::DeviceMismatch {
+                op: "where_cond",
+                lhs: cond.device(),
+                rhs: a.device(),
+            });
+        }
         if cond.dtype() != crate::DType::U8 {
             return Err(Error::UnsupportedDType {
                 op: "where_cond (condition must be u8)",
@@ -213,22 +230,22 @@ impl Tensor {
         let (c, a, b) = (bc(cond)?, bc(a)?, bc(b)?);
         let out = {
             let (sc, sa, sb) = (c.read_storage(), a.read_storage(), b.read_storage());
-            cpu::where_cond(
-                sc.cpu(),
-                c.layout(),
-                sa.cpu(),
-                a.layout(),
-                sb.cpu(),
-                b.layout(),
-            )?
+            match (&*sc, &*sa, &*sb) {
+                (Storage::Cuda(x), Storage::Cuda(y), Storage::Cuda(z)) => {
+                    Storage::Cuda(cuda::where_cond(x, c.layout(), y, a.layout(), z, b.layout())?)
+                }
+                _ => Storage::Cpu(cpu::where_cond(sc.cpu()?, c.layout(), sa.cpu()?, a.layout(), sb.cpu()?, b.layout())?),
+            }
         };
         let rec = record(&[&a, &b], || Op::Where(c.clone(), a.clone(), b.clone()));
-        Ok(Tensor::from_cpu(out, &shape, rec))
+        Ok(Tensor::from_storage(out, &shape, rec))
     }
 
     /// Replaces elements where `mask` is 1 by `value` (mask broadcast to self).
     pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
         let fill = Tensor::full(value, &[], self.dtype(), self.device())?;
+        let mask = mask.to_device(self.device())?;
+        let mask = &mask;
         Tensor::where_cond(mask, &fill, self)
     }
 }

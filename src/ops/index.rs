@@ -45,9 +45,9 @@ impl Tensor {
         }
         let idx = ids
             .read_storage()
-            .cpu()
+            .cpu()?
             .to_indices("index_select", ids.layout())?;
-        let out = cpu::index_select(self.read_storage().cpu(), self.layout(), dim, &idx)?;
+        let out = cpu::index_select(self.read_storage().cpu()?, self.layout(), dim, &idx)?;
         let mut shape = self.shape().to_vec();
         shape[dim] = idx.len();
         let differentiable = self.dtype().is_float();
@@ -83,10 +83,10 @@ impl Tensor {
         check_gather_shapes("gather", self, index, dim)?;
         let idx = index
             .read_storage()
-            .cpu()
+            .cpu()?
             .to_indices("gather", index.layout())?;
         let out = cpu::gather(
-            self.read_storage().cpu(),
+            self.read_storage().cpu()?,
             self.layout(),
             dim,
             &idx,
@@ -120,17 +120,17 @@ impl Tensor {
         }
         let idx = index
             .read_storage()
-            .cpu()
+            .cpu()?
             .to_indices("scatter_add", index.layout())?;
         let out = {
             let (sd, ss) = (self.read_storage(), src.read_storage());
             cpu::scatter_add(
-                sd.cpu(),
+                sd.cpu()?,
                 self.layout(),
                 dim,
                 &idx,
                 index.shape(),
-                ss.cpu(),
+                ss.cpu()?,
                 src.layout(),
             )?
         };

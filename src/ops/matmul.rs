@@ -2,7 +2,8 @@
 
 use super::{check_float, check_same};
 use crate::autograd::{record, Op};
-use crate::backend::cpu;
+use crate::backend::{cpu, cuda};
+use crate::storage::Storage;
 use crate::layout::broadcast_shapes;
 use crate::{Error, Result, Tensor};
 
@@ -32,10 +33,13 @@ impl Tensor {
         let b = rhs.broadcast_as(&[batch.as_slice(), &[k, n]].concat())?;
         let out = {
             let (sa, sb) = (a.read_storage(), b.read_storage());
-            cpu::matmul(sa.cpu(), a.layout(), sb.cpu(), b.layout())?
+            match (&*sa, &*sb) {
+                (Storage::Cuda(x), Storage::Cuda(y)) => Storage::Cuda(cuda::matmul(x, a.layout(), y, b.layout())?),
+                _ => Storage::Cpu(cpu::matmul(sa.cpu()?, a.layout(), sb.cpu()?, b.layout())?),
+            }
         };
         let rec = record(&[&a, &b], || Op::Matmul(a.clone(), b.clone()));
-        Ok(Tensor::from_cpu(
+        Ok(Tensor::from_storage(
             out,
             &[batch.as_slice(), &[m, n]].concat(),
             rec,

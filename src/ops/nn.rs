@@ -18,7 +18,7 @@ impl Tensor {
                 .softmax_impl(last, log, causal)?
                 .transpose(dim, last);
         }
-        let out = cpu::softmax_last(self.read_storage().cpu(), self.layout(), log, causal)?;
+        let out = cpu::softmax_last(self.read_storage().cpu()?, self.layout(), log, causal)?;
         let y = Tensor::from_cpu(out, self.shape(), None);
         let rec = record(&[self], || Op::Softmax {
             x: self.clone(),
@@ -82,9 +82,15 @@ impl Tensor {
             let xs = self.read_storage();
             let ws = weight.map(|w| w.read_storage());
             let bs = bias.map(|b| b.read_storage());
-            let wp = ws.as_ref().zip(weight).map(|(s, w)| (s.cpu(), w.layout()));
-            let bp = bs.as_ref().zip(bias).map(|(s, b)| (s.cpu(), b.layout()));
-            cpu::norm(xs.cpu(), self.layout(), (wp, bp), kind, eps)?
+            let wp = match (&ws, weight) {
+                (Some(s), Some(w)) => Some((s.cpu()?, w.layout())),
+                _ => None,
+            };
+            let bp = match (&bs, bias) {
+                (Some(s), Some(b)) => Some((s.cpu()?, b.layout())),
+                _ => None,
+            };
+            cpu::norm(xs.cpu()?, self.layout(), (wp, bp), kind, eps)?
         };
         let mut inputs = vec![self];
         inputs.extend(weight);
@@ -133,9 +139,9 @@ impl Tensor {
         }
         let ids = targets
             .read_storage()
-            .cpu()
+            .cpu()?
             .to_indices("cross_entropy", targets.layout())?;
-        let out = cpu::cross_entropy(self.read_storage().cpu(), self.layout(), &ids, ignore_index)?;
+        let out = cpu::cross_entropy(self.read_storage().cpu()?, self.layout(), &ids, ignore_index)?;
         let rec = record(&[self], || Op::CrossEntropy {
             logits: self.clone(),
             targets: targets.clone(),
@@ -193,10 +199,10 @@ impl Tensor {
         let out = {
             let (xs, cs, ss) = (self.read_storage(), cos.read_storage(), sin.read_storage());
             cpu::rotary(
-                xs.cpu(),
+                xs.cpu()?,
                 self.layout(),
-                (cs.cpu(), cos.layout()),
-                (ss.cpu(), sin.layout()),
+                (cs.cpu()?, cos.layout()),
+                (ss.cpu()?, sin.layout()),
                 style,
                 inverse,
             )?

@@ -37,7 +37,7 @@ impl Tensor {
         check_float(op_name, self)?;
         let dims = normalize_dims(op_name, self, dims)?;
         let keep = keepdim_shape(self.shape(), &dims);
-        let out = cpu::reduce(self.read_storage().cpu(), self.layout(), &dims, op)?;
+        let out = cpu::reduce(self.read_storage().cpu()?, self.layout(), &dims, op)?;
         let result = match op {
             ReduceOp::Sum => {
                 let rec = record(&[self], || Op::Sum(self.clone(), dims.clone()));
@@ -97,7 +97,7 @@ impl Tensor {
 
     fn arg_reduce(&self, dim: usize, keepdim: bool, max: bool) -> Result<Tensor> {
         self.layout().check_dim("argmax", dim)?;
-        let out = cpu::arg_reduce(self.read_storage().cpu(), self.layout(), dim, max)?;
+        let out = cpu::arg_reduce(self.read_storage().cpu()?, self.layout(), dim, max)?;
         let shape = if keepdim {
             keepdim_shape(self.shape(), &[dim])
         } else {

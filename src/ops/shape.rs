@@ -2,7 +2,8 @@
 //! explicit copies (contiguous, cast), and concat / stack / split.
 
 use crate::autograd::{record, Op};
-use crate::backend::cpu;
+use crate::backend::{cpu, cuda};
+use crate::storage::Storage;
 use crate::{DType, Error, Result, Tensor};
 
 impl Tensor {
@@ -123,9 +124,12 @@ impl Tensor {
 
     /// A contiguous copy that owns fresh storage.
     pub fn copy(&self) -> Result<Tensor> {
-        let out = cpu::copy_contiguous(self.read_storage().cpu(), self.layout());
+        let out = match &*self.read_storage() {
+            Storage::Cpu(s) => Storage::Cpu(cpu::copy_contiguous(s, self.layout())),
+            Storage::Cuda(s) => Storage::Cuda(cuda::copy_contiguous(s, self.layout())?),
+        };
         let rec = record(&[self], || Op::Copy(self.clone()));
-        Ok(Tensor::from_cpu(out, self.shape(), rec))
+        Ok(Tensor::from_storage(out, self.shape(), rec))
     }
 
     /// The elements converted to `dtype` (differentiable between float types).
@@ -133,13 +137,16 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let out = cpu::cast(self.read_storage().cpu(), self.layout(), dtype);
+        let out = match &*self.read_storage() {
+            Storage::Cpu(s) => Storage::Cpu(cpu::cast(s, self.layout(), dtype)),
+            Storage::Cuda(s) => Storage::Cuda(cuda::cast(s, self.layout(), dtype)?),
+        };
         let rec = if dtype.is_float() && self.dtype().is_float() {
             record(&[self], || Op::Cast(self.clone()))
         } else {
             None
         };
-        Ok(Tensor::from_cpu(out, self.shape(), rec))
+        Ok(Tensor::from_storage(out, self.shape(), rec))
     }
 
     /// Concatenates tensors along `dim`; all other dims must match.
@@ -172,8 +179,8 @@ impl Tensor {
             let parts: Vec<_> = guards
                 .iter()
                 .zip(tensors)
-                .map(|(g, t)| (g.cpu(), t.layout()))
-                .collect();
+                .map(|(g, t)| Ok((g.cpu()?, t.layout())))
+                .collect::<Result<_>>()?;
             cpu::cat(&parts, dim, &shape)?
         };
         let refs: Vec<&Tensor> = tensors.iter().collect();

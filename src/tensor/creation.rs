@@ -2,29 +2,34 @@
 
 use super::Tensor;
 use crate::backend::cpu::{CpuStorage, IntoCpuStorage};
+use crate::storage::Storage;
 use crate::{DType, Device, Error, Result, Rng};
 
-/// Refuses devices this build cannot allocate on, with a message that says what to use.
+/// Refuses devices that cannot be used here, with a message that says why.
 pub(crate) fn check_device(device: Device) -> Result<()> {
     match device {
         Device::Cpu => Ok(()),
-        d => Err(Error::DeviceUnavailable {
-            device: d,
-            reason: "this build of smith has no CUDA backend yet; use the cpu device".into(),
-        }),
+        Device::Cuda(n) => crate::backend::cuda::device(n).map(|_| ()),
     }
+}
+
+/// Host storage placed on `device` (a copy when the device is a GPU).
+fn place(storage: CpuStorage, shape: &[usize], device: Device) -> Result<Tensor> {
+    Tensor::from_cpu(storage, shape, None).to_device(device)
 }
 
 impl Tensor {
     /// A tensor of `shape` filled with `value` (rounded to `dtype`).
     pub fn full(value: f64, shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
-        check_device(device)?;
         let n = shape.iter().product();
-        Ok(Tensor::from_cpu(
-            CpuStorage::full(dtype, n, value),
-            shape,
-            None,
-        ))
+        match device {
+            Device::Cpu => Ok(Tensor::from_cpu(CpuStorage::full(dtype, n, value), shape, None)),
+            Device::Cuda(i) => {
+                let dev = crate::backend::cuda::device(i)?;
+                let s = crate::backend::cuda::full(&dev, dtype, n, value)?;
+                Ok(Tensor::from_storage(Storage::Cuda(s), shape, None))
+            }
+        }
     }
 
     /// A tensor of zeros. The buffer is freshly zeroed, never recycled.
@@ -69,7 +74,7 @@ impl Tensor {
                 ),
             ));
         }
-        Ok(Tensor::from_cpu(T::into_storage(data), shape, None))
+        place(T::into_storage(data), shape, device)
     }
 
     /// A tensor copied from a slice.
@@ -98,11 +103,7 @@ impl Tensor {
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
         let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
-        Ok(Tensor::from_cpu(
-            CpuStorage::from_f64s(dtype, &values),
-            &[n],
-            None,
-        ))
+        place(CpuStorage::from_f64s(dtype, &values), &[n], device)
     }
 
     /// `0, 1, ..., end - 1` as a 1-D tensor of `dtype`.
@@ -122,11 +123,7 @@ impl Tensor {
         check_device(device)?;
         let n: usize = shape.iter().product();
         let values: Vec<f64> = (0..n).map(|_| lo + (hi - lo) * rng.uniform()).collect();
-        Ok(Tensor::from_cpu(
-            CpuStorage::from_f64s(dtype, &values),
-            shape,
-            None,
-        ))
+        place(CpuStorage::from_f64s(dtype, &values), shape, device)
     }
 
     /// Normal samples with the given mean and standard deviation from a seeded generator.
@@ -141,10 +138,6 @@ impl Tensor {
         check_device(device)?;
         let n: usize = shape.iter().product();
         let values: Vec<f64> = (0..n).map(|_| mean + std * rng.normal()).collect();
-        Ok(Tensor::from_cpu(
-            CpuStorage::from_f64s(dtype, &values),
-            shape,
-            None,
-        ))
+        place(CpuStorage::from_f64s(dtype, &values), shape, device)
     }
 }

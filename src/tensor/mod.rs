@@ -37,19 +37,51 @@ pub(crate) struct TensorInner {
 }
 
 impl Tensor {
-    /// Wraps fresh storage (contiguous layout of `shape`) as a tensor with an optional
-    /// autograd record.
+    /// Wraps fresh host storage (contiguous layout of `shape`) as a tensor with an
+    /// optional autograd record.
     pub(crate) fn from_cpu(storage: CpuStorage, shape: &[usize], op: Option<Op>) -> Tensor {
-        let dtype = storage.dtype();
+        Tensor::from_storage(Storage::Cpu(storage), shape, op)
+    }
+
+    /// Wraps fresh storage on any device (contiguous layout of `shape`).
+    pub(crate) fn from_storage(storage: Storage, shape: &[usize], op: Option<Op>) -> Tensor {
+        let (dtype, device) = (storage.dtype(), storage.device());
         Tensor(Arc::new(TensorInner {
             id: TensorId::fresh(),
-            storage: Arc::new(RwLock::new(Storage::Cpu(storage))),
+            storage: Arc::new(RwLock::new(storage)),
             layout: Layout::contiguous(shape),
             dtype,
-            device: Device::Cpu,
+            device,
             op,
             is_variable: false,
         }))
+    }
+
+    /// A contiguous host copy of the elements, whatever the device (waits for the GPU).
+    pub(crate) fn to_host(&self) -> Result<CpuStorage> {
+        match &*self.read_storage() {
+            Storage::Cpu(s) => Ok(crate::backend::cpu::copy_contiguous(s, self.layout())),
+            Storage::Cuda(s) => s.to_cpu(self.layout()),
+        }
+    }
+
+    /// This tensor on `device`: the same tensor when already there, else an explicit copy
+    /// (contiguous) that gradients flow through.
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(self.to_host()?),
+            Device::Cuda(n) => {
+                let dev = crate::backend::cuda::device(n)?;
+                let host = self.to_host()?;
+                let layout = Layout::contiguous(self.shape());
+                Storage::Cuda(crate::backend::cuda::CudaStorage::from_cpu(&dev, &host, &layout)?)
+            }
+        };
+        let rec = crate::autograd::record(&[self], || Op::ToDevice(self.clone()));
+        Ok(Tensor::from_storage(storage, self.shape(), rec))
     }
 
     /// A view of this tensor's storage under another layout.
@@ -179,19 +211,18 @@ impl Tensor {
                 rhs: T::DTYPE,
             });
         }
-        let guard = self.read_storage();
-        let slice = T::slice(guard.cpu()).ok_or(Error::UnsupportedDType {
+        let host = self.to_host()?;
+        let slice = T::slice(&host).ok_or(Error::UnsupportedDType {
             op: "to_vec",
             dtype: self.dtype(),
         })?;
-        let mut out = Vec::with_capacity(self.numel());
-        self.layout().for_each_offset(|o| out.push(slice[o]));
-        Ok(out)
+        Ok(slice.to_vec())
     }
 
     /// The elements in logical order converted to f64, whatever the dtype.
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
-        Ok(self.read_storage().cpu().to_f64s(self.layout()))
+        let host = self.to_host()?;
+        Ok(host.to_f64s(&Layout::contiguous(self.shape())))
     }
 
     /// The elements in logical order converted to f32, whatever the dtype.
@@ -230,13 +261,13 @@ impl Tensor {
         if !self.is_contiguous() {
             return Err(Error::invalid("assign", "destination must be contiguous"));
         }
-        let data = crate::backend::cpu::copy_contiguous(src.read_storage().cpu(), src.layout());
+        let data = crate::backend::cpu::copy_contiguous(src.read_storage().cpu()?, src.layout());
         let mut guard = self.write_storage();
         let off = self.layout().offset();
         let n = self.numel();
         macro_rules! put {
             ($($variant:ident),*) => {
-                match (guard.cpu_mut(), data) {
+                match (guard.cpu_mut()?, data) {
                     $((CpuStorage::$variant(dst), CpuStorage::$variant(s)) => {
                         dst[off..off + n].copy_from_slice(&s)
                     })*
@@ -255,7 +286,7 @@ impl Tensor {
         }
         let (off, n) = (self.layout().offset(), self.numel());
         let mut guard = self.write_storage();
-        match guard.cpu_mut() {
+        match guard.cpu_mut()? {
             CpuStorage::F32(v) => Ok(f(&mut v[off..off + n])),
             other => Err(Error::UnsupportedDType {
                 op: "update",

@@ -1,0 +1,60 @@
+// Shared by every smith kernel: strided layouts passed by value, 64-bit indexing, and
+// loads/stores that widen f16/bf16 to f32 (sums and math always run in f32 or f64).
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+#define SMITH_MAX_RANK 8
+
+// A layout by value: no device copy of shapes or strides per launch.
+struct Strided {
+    long long shape[SMITH_MAX_RANK];
+    long long strides[SMITH_MAX_RANK];
+    int rank;
+    int contiguous;
+};
+
+// Storage index (in elements, relative to the base pointer) of logical element i.
+__device__ __forceinline__ long long strided_index(const Strided& l, long long i) {
+    if (l.contiguous) return i;
+    long long off = 0;
+    for (int d = l.rank - 1; d >= 0; --d) {
+        long long n = l.shape[d];
+        off += (i % n) * l.strides[d];
+        i /= n;
+    }
+    return off;
+}
+
+#define GRID_STRIDE_LOOP(i, n) \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
+         i += (long long)gridDim.x * blockDim.x)
+
+__device__ __forceinline__ float to_compute(float x) { return x; }
+__device__ __forceinline__ float to_compute(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_compute(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ double to_compute(double x) { return x; }
+
+template <typename T> __device__ __forceinline__ T from_compute(float x);
+template <> __device__ __forceinline__ float from_compute<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_compute<__half>(float x) { return __float2half(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_compute<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+template <typename T> __device__ __forceinline__ T from_compute(double x);
+template <> __device__ __forceinline__ double from_compute<double>(double x) { return x; }
+
+// Exact conversions through double, for casts between any two dtypes.
+__device__ __forceinline__ double to_double(float x) { return (double)x; }
+__device__ __forceinline__ double to_double(double x) { return x; }
+__device__ __forceinline__ double to_double(__half x) { return (double)__half2float(x); }
+__device__ __forceinline__ double to_double(__nv_bfloat16 x) { return (double)__bfloat162float(x); }
+__device__ __forceinline__ double to_double(long long x) { return (double)x; }
+__device__ __forceinline__ double to_double(unsigned int x) { return (double)x; }
+__device__ __forceinline__ double to_double(unsigned char x) { return (double)x; }
+
+template <typename T> __device__ __forceinline__ T from_double(double x);
+template <> __device__ __forceinline__ double from_double<double>(double x) { return x; }
+template <> __device__ __forceinline__ float from_double<float>(double x) { return (float)x; }
+template <> __device__ __forceinline__ __half from_double<__half>(double x) { return __double2half(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_double<__nv_bfloat16>(double x) { return __double2bfloat16(x); }
+template <> __device__ __forceinline__ long long from_double<long long>(double x) { return (long long)x; }
+template <> __device__ __forceinline__ unsigned int from_double<unsigned int>(double x) { return (unsigned int)x; }
+template <> __device__ __forceinline__ unsigned char from_double<unsigned char>(double x) { return (unsigned char)x; }

@@ -1,0 +1,173 @@
+//! Elementwise ops on CUDA: unary, binary, comparisons, where, fill, copies and casts.
+
+use super::storage::{suffix, Strided};
+use super::{cuda_err, launch_config, CudaDevice, CudaStorage};
+use crate::backend::{BinaryOp, CmpOp, UnaryOp};
+use crate::{DType, Error, Layout, Result};
+use cudarc::driver::PushKernelArg;
+use std::sync::Arc;
+
+fn unary_code(op: UnaryOp) -> (i32, f64, f64) {
+    match op {
+        UnaryOp::Neg => (0, 0.0, 0.0),
+        UnaryOp::Exp => (1, 0.0, 0.0),
+        UnaryOp::Log => (2, 0.0, 0.0),
+        UnaryOp::Sqrt => (3, 0.0, 0.0),
+        UnaryOp::Tanh => (4, 0.0, 0.0),
+        UnaryOp::Sigmoid => (5, 0.0, 0.0),
+        UnaryOp::Relu => (6, 0.0, 0.0),
+        UnaryOp::Abs => (7, 0.0, 0.0),
+        UnaryOp::GeluTanh => (8, 0.0, 0.0),
+        UnaryOp::GeluErf => (9, 0.0, 0.0),
+        UnaryOp::Silu => (10, 0.0, 0.0),
+        UnaryOp::Affine { mul, add } => (11, mul, add),
+        UnaryOp::Powf(e) => (12, e, 0.0),
+        UnaryOp::Step => (13, 0.0, 0.0),
+        UnaryOp::GeluTanhDeriv => (14, 0.0, 0.0),
+        UnaryOp::GeluErfDeriv => (15, 0.0, 0.0),
+        UnaryOp::SiluDeriv => (16, 0.0, 0.0),
+    }
+}
+
+fn binary_code(op: BinaryOp) -> i32 {
+    match op {
+        BinaryOp::Add => 0,
+        BinaryOp::Sub => 1,
+        BinaryOp::Mul => 2,
+        BinaryOp::Div => 3,
+        BinaryOp::Pow => 4,
+        BinaryOp::Max => 5,
+        BinaryOp::Min => 6,
+    }
+}
+
+fn cmp_code(op: CmpOp) -> i32 {
+    match op {
+        CmpOp::Eq => 0,
+        CmpOp::Ne => 1,
+        CmpOp::Lt => 2,
+        CmpOp::Le => 3,
+        CmpOp::Gt => 4,
+        CmpOp::Ge => 5,
+    }
+}
+
+fn check_float(op: &'static str, dtype: DType) -> Result<()> {
+    if dtype.is_float() {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedDType { op, dtype })
+    }
+}
+
+fn same_device(a: &CudaStorage, b: &CudaStorage) -> Result<()> {
+    if Arc::ptr_eq(&a.dev, &b.dev) {
+        Ok(())
+    } else {
+        Err(Error::invalid("cuda", "inputs are on different GPUs"))
+    }
+}
+
+macro_rules! launch {
+    ($dev:expr, $name:expr, $n:expr, $($arg:expr),* $(,)?) => {{
+        let f = $dev.function("elementwise", &$name)?;
+        let mut builder = $dev.stream.launch_builder(&f);
+        $( builder.arg($arg); )*
+        // SAFETY: argument types and order match the kernel's signature in elementwise.cu,
+        // and every pointer covers the elements its layout reaches.
+        unsafe { builder.launch(launch_config($n)) }.map_err(|e| cuda_err("kernel launch", e))?;
+    }};
+}
+
+/// A unary float op; contiguous result.
+pub fn unary(s: &CudaStorage, layout: &Layout, op: UnaryOp) -> Result<CudaStorage> {
+    check_float("unary", s.dtype)?;
+    let n = layout.numel();
+    let out = CudaStorage::alloc(&s.dev, s.dtype, n)?;
+    if n > 0 {
+        let (code, p0, p1) = unary_code(op);
+        let (x, lx, y, n64) = (s.ptr(layout.offset()), Strided::of(layout)?, out.ptr(0), n as i64);
+        launch!(s.dev, format!("unary_{}", suffix(s.dtype)), n, &code, &x, &lx, &y, &n64, &p0, &p1);
+    }
+    Ok(out)
+}
+
+/// A binary float op on same-shape inputs (any strides); contiguous result.
+pub fn binary(a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout, op: BinaryOp) -> Result<CudaStorage> {
+    check_float("binary", a.dtype)?;
+    same_device(a, b)?;
+    let n = la.numel();
+    let out = CudaStorage::alloc(&a.dev, a.dtype, n)?;
+    if n > 0 {
+        let code = binary_code(op);
+        let (pa, sa, pb, sb, y, n64) = (a.ptr(la.offset()), Strided::of(la)?, b.ptr(lb.offset()), Strided::of(lb)?, out.ptr(0), n as i64);
+        launch!(a.dev, format!("binary_{}", suffix(a.dtype)), n, &code, &pa, &sa, &pb, &sb, &y, &n64);
+    }
+    Ok(out)
+}
+
+/// Elementwise comparison into a u8 mask.
+pub fn cmp(a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout, op: CmpOp) -> Result<CudaStorage> {
+    same_device(a, b)?;
+    let n = la.numel();
+    let out = CudaStorage::alloc(&a.dev, DType::U8, n)?;
+    if n > 0 {
+        let code = cmp_code(op);
+        let (pa, sa, pb, sb, y, n64) = (a.ptr(la.offset()), Strided::of(la)?, b.ptr(lb.offset()), Strided::of(lb)?, out.ptr(0), n as i64);
+        launch!(a.dev, format!("cmp_{}", suffix(a.dtype)), n, &code, &pa, &sa, &pb, &sb, &y, &n64);
+    }
+    Ok(out)
+}
+
+/// `cond ? a : b` on same-shape inputs.
+pub fn where_cond(c: &CudaStorage, lc: &Layout, a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout) -> Result<CudaStorage> {
+    check_float("where_cond", a.dtype)?;
+    same_device(a, b)?;
+    same_device(a, c)?;
+    if c.dtype != DType::U8 {
+        return Err(Error::UnsupportedDType {
+            op: "where_cond (condition must be u8)",
+            dtype: c.dtype,
+        });
+    }
+    let n = la.numel();
+    let out = CudaStorage::alloc(&a.dev, a.dtype, n)?;
+    if n > 0 {
+        let (pc, sc) = (c.ptr(lc.offset()), Strided::of(lc)?);
+        let (pa, sa, pb, sb, y, n64) = (a.ptr(la.offset()), Strided::of(la)?, b.ptr(lb.offset()), Strided::of(lb)?, out.ptr(0), n as i64);
+        launch!(a.dev, format!("where_{}", suffix(a.dtype)), n, &pc, &sc, &pa, &sa, &pb, &sb, &y, &n64);
+    }
+    Ok(out)
+}
+
+/// `n` copies of `value` (rounded to `dtype`): zeros really are zeros.
+pub fn full(dev: &Arc<CudaDevice>, dtype: DType, n: usize, value: f64) -> Result<CudaStorage> {
+    let out = CudaStorage::alloc(dev, dtype, n)?;
+    if n > 0 {
+        let (y, n64) = (out.ptr(0), n as i64);
+        launch!(dev, format!("fill_{}", suffix(dtype)), n, &y, &n64, &value);
+    }
+    Ok(out)
+}
+
+/// The elements under `layout` converted to `dtype`, contiguous (a plain copy when the
+/// dtype is unchanged).
+pub fn cast(s: &CudaStorage, layout: &Layout, dtype: DType) -> Result<CudaStorage> {
+    let n = layout.numel();
+    let out = CudaStorage::alloc(&s.dev, dtype, n)?;
+    if n > 0 {
+        let name = if dtype == s.dtype {
+            format!("copy_{}", suffix(dtype))
+        } else {
+            format!("cast_{}_{}", suffix(s.dtype), suffix(dtype))
+        };
+        let (x, lx, y, n64) = (s.ptr(layout.offset()), Strided::of(layout)?, out.ptr(0), n as i64);
+        launch!(s.dev, name, n, &x, &lx, &y, &n64);
+    }
+    Ok(out)
+}
+
+/// A contiguous copy of the elements under `layout`.
+pub fn copy_contiguous(s: &CudaStorage, layout: &Layout) -> Result<CudaStorage> {
+    cast(s, layout, s.dtype)
+}

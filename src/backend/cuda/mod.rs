@@ -1,0 +1,148 @@
+//! The CUDA backend: the driver, NVRTC and cuBLAS loaded at run time (nothing CUDA is needed
+//! to build), one stream per device, kernels compiled on first use and cached on disk.
+
+pub mod compile;
+mod elementwise;
+mod matmul;
+mod storage;
+
+pub use elementwise::*;
+pub use matmul::{matmul, set_tf32, tf32_enabled};
+pub use storage::CudaStorage;
+
+use crate::{Device, Error, Result};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// One GPU: its context, the stream all work is queued on, the cuBLAS handle and the
+/// kernels loaded so far.
+pub struct CudaDevice {
+    pub ordinal: usize,
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    pub(crate) blas: cudarc::cublas::CudaBlas,
+    /// `sm_XY` of this GPU.
+    pub arch: String,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<String, CudaFunction>>,
+}
+
+/// Wraps a CUDA error with the op it happened in.
+pub(crate) fn cuda_err(op: &'static str, e: impl std::fmt::Debug) -> Error {
+    Error::invalid(op, format!("CUDA error: {e:?}"))
+}
+
+/// Why CUDA cannot be used here, or the number of devices.
+pub fn probe() -> std::result::Result<usize, String> {
+    // SAFETY: only tries to open the shared library.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err("the NVIDIA driver library (libcuda.so) was not found: install the NVIDIA driver".into());
+    }
+    match std::panic::catch_unwind(CudaContext::device_count) {
+        Ok(Ok(n)) if n > 0 => Ok(n as usize),
+        Ok(Ok(_)) => Err("the NVIDIA driver reports no CUDA device".into()),
+        Ok(Err(e)) => Err(format!("the NVIDIA driver failed to start: {e:?}")),
+        Err(_) => Err("the NVIDIA driver library could not be used".into()),
+    }
+}
+
+fn registry() -> &'static Mutex<HashMap<usize, Arc<CudaDevice>>> {
+    static DEVICES: OnceLock<Mutex<HashMap<usize, Arc<CudaDevice>>>> = OnceLock::new();
+    DEVICES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The device `ordinal`, initialised on first use; a clear error when CUDA is unusable.
+pub fn device(ordinal: usize) -> Result<Arc<CudaDevice>> {
+    let unavailable = |reason: String| Error::DeviceUnavailable {
+        device: Device::Cuda(ordinal),
+        reason,
+    };
+    let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(d) = reg.get(&ordinal) {
+        return Ok(d.clone());
+    }
+    let count = probe().map_err(unavailable)?;
+    if ordinal >= count {
+        return Err(unavailable(format!("only {count} CUDA device(s) present")));
+    }
+    // SAFETY: only tries to open the shared libraries.
+    if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+        return Err(unavailable("the cuBLAS library (libcublas.so) was not found: install the CUDA runtime libraries or `pip install nvidia-cublas`".into()));
+    }
+    if !compile::nvrtc_available() {
+        return Err(unavailable("the NVRTC library (libnvrtc.so) was not found: install the CUDA runtime libraries or `pip install nvidia-cuda-nvrtc`".into()));
+    }
+    let ctx = CudaContext::new(ordinal).map_err(|e| unavailable(format!("{e:?}")))?;
+    let (major, minor) = ctx.compute_capability().map_err(|e| unavailable(format!("{e:?}")))?;
+    if major < 7 {
+        return Err(unavailable(format!("compute capability {major}.{minor} is too old (smith needs 7.0 or newer)")));
+    }
+    // One stream per device: no cross-stream events needed.
+    // SAFETY: every buffer of this context is used on this single stream only.
+    unsafe { ctx.disable_event_tracking() };
+    let stream = ctx.default_stream();
+    let blas = cudarc::cublas::CudaBlas::new(stream.clone()).map_err(|e| unavailable(format!("cuBLAS: {e:?}")))?;
+    let dev = Arc::new(CudaDevice {
+        ordinal,
+        ctx,
+        stream,
+        blas,
+        arch: format!("sm_{major}{minor}"),
+        modules: Mutex::new(HashMap::new()),
+        functions: Mutex::new(HashMap::new()),
+    });
+    reg.insert(ordinal, dev.clone());
+    Ok(dev)
+}
+
+impl CudaDevice {
+    /// The kernel `function` of module `module`, compiling and loading the module on first use.
+    pub fn function(&self, module: &'static str, function: &str) -> Result<CudaFunction> {
+        let key = format!("{module}/{function}");
+        if let Some(f) = self.functions.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(f.clone());
+        }
+        let module_handle = {
+            let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+            match modules.get(module) {
+                Some(m) => m.clone(),
+                None => {
+                    let ptx = compile::compile(module, &self.arch)?;
+                    let m = self
+                        .ctx
+                        .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+                        .map_err(|e| cuda_err("load kernels", e))?;
+                    modules.insert(module, m.clone());
+                    m
+                }
+            }
+        };
+        let f = module_handle
+            .load_function(function)
+            .map_err(|e| Error::invalid("cuda", format!("kernel `{function}` missing from `{module}`: {e:?}")))?;
+        self.functions.lock().unwrap_or_else(|e| e.into_inner()).insert(key, f.clone());
+        Ok(f)
+    }
+
+    /// Waits for all queued work (only needed before reading results on the host).
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(|e| cuda_err("synchronize", e))
+    }
+
+    /// (free, total) device memory in bytes.
+    pub fn memory_info(&self) -> Result<(usize, usize)> {
+        self.ctx.mem_get_info().map_err(|e| cuda_err("memory_info", e))
+    }
+}
+
+/// A 1-D grid-stride launch over `n` elements.
+pub(crate) fn launch_config(n: usize) -> LaunchConfig {
+    const THREADS: u32 = 256;
+    let blocks = n.div_ceil(THREADS as usize).clamp(1, 132 * 16) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
