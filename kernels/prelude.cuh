@@ -3,6 +3,13 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+#ifndef NAN
+#define NAN __int_as_float(0x7fffffff)
+#endif
+
 #define SMITH_MAX_RANK 8
 
 // A layout by value: no device copy of shapes or strides per launch.

@@ -8,7 +8,13 @@ use std::path::{Path, PathBuf};
 const PRELUDE: &str = include_str!("../../../kernels/prelude.cuh");
 
 /// Every kernel module: (name, CUDA C source).
-pub const SOURCES: &[(&str, &str)] = &[("elementwise", include_str!("../../../kernels/elementwise.cu"))];
+pub const SOURCES: &[(&str, &str)] = &[
+    ("elementwise", include_str!("../../../kernels/elementwise.cu")),
+    ("reduce", include_str!("../../../kernels/reduce.cu")),
+    ("nn", include_str!("../../../kernels/nn.cu")),
+    ("index", include_str!("../../../kernels/index.cu")),
+    ("optim", include_str!("../../../kernels/optim.cu")),
+];
 
 /// The complete source of a module as NVRTC sees it.
 pub fn full_source(name: &str) -> Result<String> {
@@ -75,7 +81,13 @@ pub fn include_dirs() -> Vec<PathBuf> {
     for root in roots {
         find_wheel_headers(&root, 0, &mut candidates);
     }
-    candidates.into_iter().filter(|d| d.join("cuda_fp16.h").is_file()).collect()
+    let mut found: Vec<PathBuf> = Vec::new();
+    for d in candidates {
+        if d.join("cuda_fp16.h").is_file() && !found.contains(&d) {
+            found.push(d);
+        }
+    }
+    found
 }
 
 /// Looks a few levels down for `nvidia/{cu13,cuda_runtime}/include`.

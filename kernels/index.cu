@@ -1,0 +1,47 @@
+// Indexing kernels: rows picked by ids (embedding), their scatter-add backward, and a
+// strided copy into a strided destination (concat, assign).
+
+// out[o, j, i] = src[o, ids[j], i] over a strided source; an id outside 0..size reads as NaN
+// (never out of bounds).
+#define INDEX_KERNELS(SUFFIX, T)                                                              \
+extern "C" __global__ void index_select_##SUFFIX(const T* src, Strided ls, const long long* ids, \
+                                                 T* out, long long outer, long long size,      \
+                                                 long long k, long long inner) {               \
+    const long long n = outer * k * inner;                                                    \
+    GRID_STRIDE_LOOP(p, n) {                                                                  \
+        long long i = p % inner, j = (p / inner) % k, o = p / (inner * k);                    \
+        long long id = ids[j];                                                                \
+        out[p] = (id < 0 || id >= size) ? from_double<T>(NAN)                                 \
+                 : src[strided_index(ls, (o * size + id) * inner + i)];                       \
+    }                                                                                         \
+}                                                                                             \
+extern "C" __global__ void assign_##SUFFIX(const T* src, Strided ls, T* dst, Strided ld,      \
+                                           long long n) {                                     \
+    GRID_STRIDE_LOOP(p, n) { dst[strided_index(ld, p)] = src[strided_index(ls, p)]; }         \
+}
+
+INDEX_KERNELS(f32, float)
+INDEX_KERNELS(f16, __half)
+INDEX_KERNELS(bf16, __nv_bfloat16)
+INDEX_KERNELS(f64, double)
+INDEX_KERNELS(i64, long long)
+INDEX_KERNELS(u32, unsigned int)
+INDEX_KERNELS(u8, unsigned char)
+
+// acc[(o*size + ids[j])*inner + i] += g[o, j, i] in f32 (ids outside 0..size are skipped).
+#define INDEX_ADD(SUFFIX, T)                                                                  \
+extern "C" __global__ void index_add_##SUFFIX(const T* g, Strided lg, const long long* ids,   \
+                                              float* acc, long long outer, long long size,     \
+                                              long long k, long long inner) {                  \
+    const long long n = outer * k * inner;                                                    \
+    GRID_STRIDE_LOOP(p, n) {                                                                  \
+        long long i = p % inner, j = (p / inner) % k, o = p / (inner * k);                    \
+        long long id = ids[j];                                                                \
+        if (id >= 0 && id < size)                                                             \
+            atomicAdd(acc + (o * size + id) * inner + i, to_compute(g[strided_index(lg, p)]));\
+    }                                                                                         \
+}
+
+INDEX_ADD(f32, float)
+INDEX_ADD(f16, __half)
+INDEX_ADD(bf16, __nv_bfloat16)

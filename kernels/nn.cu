@@ -1,0 +1,236 @@
+// Fused row kernels over the last dimension of contiguous inputs: softmax / log-softmax
+// (optionally causal) and their backward, layer norm and RMS norm forward and backward,
+// cross-entropy forward and backward. One block of 256 threads per row; f32 math.
+
+#define ROW_THREADS 256
+
+// Block-wide sum or max of one value per thread (every thread gets the result).
+__device__ float block_reduce(float v, bool is_max) {
+    __shared__ float scratch[32];
+    for (int s = 16; s > 0; s >>= 1) {
+        float o = __shfl_down_sync(0xffffffffu, v, s);
+        v = is_max ? fmaxf(v, o) : v + o;
+    }
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    __syncthreads();  // scratch may still be read by a previous call
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    const int warps = (blockDim.x + 31) / 32;
+    v = threadIdx.x < warps ? scratch[threadIdx.x] : (is_max ? -INFINITY : 0.0f);
+    if (warp == 0) {
+        for (int s = 16; s > 0; s >>= 1) {
+            float o = __shfl_down_sync(0xffffffffu, v, s);
+            v = is_max ? fmaxf(v, o) : v + o;
+        }
+        if (lane == 0) scratch[0] = v;
+    }
+    __syncthreads();
+    return scratch[0];
+}
+
+template <typename T>
+__device__ void softmax_row(const T* x, T* y, long long row, long long c, long long queries, int log_out, int causal) {
+    const T* xr = x + row * c;
+    T* yr = y + row * c;
+    long long visible = c;
+    if (causal) {
+        long long q = row % queries;
+        visible = q + 1 + c - queries;
+        if (visible < 0) visible = 0;
+        if (visible > c) visible = c;
+    }
+    float m = -INFINITY;
+    for (long long j = threadIdx.x; j < visible; j += blockDim.x) m = fmaxf(m, to_compute(xr[j]));
+    m = block_reduce(m, true);
+    if (m == -INFINITY) m = 0.0f;
+    float s = 0.0f;
+    for (long long j = threadIdx.x; j < visible; j += blockDim.x) s += __expf(to_compute(xr[j]) - m);
+    s = block_reduce(s, false);
+    const float lse = logf(s), inv = 1.0f / s;
+    for (long long j = threadIdx.x; j < c; j += blockDim.x) {
+        float v;
+        if (j >= visible) v = log_out ? -INFINITY : 0.0f;
+        else v = log_out ? to_compute(xr[j]) - m - lse : __expf(to_compute(xr[j]) - m) * inv;
+        yr[j] = from_compute<T>(v);
+    }
+}
+
+template <typename T>
+__device__ void softmax_bwd_row(const T* y, const T* g, T* dx, long long row, long long c, int log_out) {
+    const T* yr = y + row * c;
+    const T* gr = g + row * c;
+    T* dr = dx + row * c;
+    float s = 0.0f;
+    for (long long j = threadIdx.x; j < c; j += blockDim.x)
+        s += log_out ? to_compute(gr[j]) : to_compute(gr[j]) * to_compute(yr[j]);
+    s = block_reduce(s, false);
+    for (long long j = threadIdx.x; j < c; j += blockDim.x) {
+        float yv = to_compute(yr[j]), gv = to_compute(gr[j]);
+        dr[j] = from_compute<T>(log_out ? gv - __expf(yv) * s : yv * (gv - s));
+    }
+}
+
+// Norm statistics of one row: mean (0 for RMS) and 1/sqrt(var + eps).
+template <typename T>
+__device__ void row_stats(const T* xr, long long c, int rms, float eps, float* mean_out, float* rstd_out) {
+    float s = 0.0f;
+    if (!rms) {
+        for (long long j = threadIdx.x; j < c; j += blockDim.x) s += to_compute(xr[j]);
+        s = block_reduce(s, false);
+    }
+    const float mean = rms ? 0.0f : s / (float)c;
+    float q = 0.0f;
+    for (long long j = threadIdx.x; j < c; j += blockDim.x) {
+        float d = to_compute(xr[j]) - mean;
+        q += d * d;
+    }
+    q = block_reduce(q, false);
+    *mean_out = mean;
+    *rstd_out = rsqrtf(q / (float)c + eps);
+}
+
+template <typename T>
+__device__ void norm_row(const T* x, const T* w, const T* b, T* y, long long row, long long c, int rms, float eps) {
+    const T* xr = x + row * c;
+    float mean, rstd;
+    row_stats(xr, c, rms, eps, &mean, &rstd);
+    for (long long j = threadIdx.x; j < c; j += blockDim.x) {
+        float v = (to_compute(xr[j]) - mean) * rstd;
+        if (w) v *= to_compute(w[j]);
+        if (b) v += to_compute(b[j]);
+        y[row * c + j] = from_compute<T>(v);
+    }
+}
+
+// dx for one row; also stores the row's mean and rstd for the weight-gradient kernel.
+template <typename T>
+__device__ void norm_bwd_row(const T* x, const T* w, const T* g, T* dx, float* stats, long long row, long long c, int rms, float eps) {
+    const T* xr = x + row * c;
+    const T* gr = g + row * c;
+    float mean, rstd;
+    row_stats(xr, c, rms, eps, &mean, &rstd);
+    float sd = 0.0f, sdx = 0.0f;
+    for (long long j = threadIdx.x; j < c; j += blockDim.x) {
+        float d = to_compute(gr[j]) * (w ? to_compute(w[j]) : 1.0f);
+        float xhat = (to_compute(xr[j]) - mean) * rstd;
+        sd += d;
+        sdx += d * xhat;
+    }
+    sd = block_reduce(sd, false);
+    sdx = block_reduce(sdx, false);
+    const float mean_d = rms ? 0.0f : sd / (float)c, mean_dx = sdx / (float)c;
+    for (long long j = threadIdx.x; j < c; j += blockDim.x) {
+        float d = to_compute(gr[j]) * (w ? to_compute(w[j]) : 1.0f);
+        float xhat = (to_compute(xr[j]) - mean) * rstd;
+        dx[row * c + j] = from_compute<T>(rstd * (d - mean_d - xhat * mean_dx));
+    }
+    if (threadIdx.x == 0) { stats[2 * row] = mean; stats[2 * row + 1] = rstd; }
+}
+
+// Weight and bias gradients: one thread per column, rows summed in order (deterministic).
+template <typename T>
+__device__ void norm_wgrad(const T* x, const T* g, const float* stats, T* dw, T* db, long long rows, long long c) {
+    GRID_STRIDE_LOOP(j, c) {
+        float sw = 0.0f, sb = 0.0f;
+        for (long long i = 0; i < rows; ++i) {
+            float gv = to_compute(g[i * c + j]);
+            sw += gv * (to_compute(x[i * c + j]) - stats[2 * i]) * stats[2 * i + 1];
+            sb += gv;
+        }
+        dw[j] = from_compute<T>(sw);
+        db[j] = from_compute<T>(sb);
+    }
+}
+
+// Cross-entropy per row: loss (0 when ignored) and whether it counts; NaN for a target
+// outside the classes (the host cannot be told without waiting for the GPU).
+template <typename T>
+__device__ void xent_row(const T* x, const long long* t, float* loss, float* valid, long long row, long long v, long long ignore) {
+    const T* xr = x + row * v;
+    const long long target = t[row];
+    float m = -INFINITY;
+    for (long long j = threadIdx.x; j < v; j += blockDim.x) m = fmaxf(m, to_compute(xr[j]));
+    m = block_reduce(m, true);
+    float s = 0.0f;
+    for (long long j = threadIdx.x; j < v; j += blockDim.x) s += __expf(to_compute(xr[j]) - m);
+    s = block_reduce(s, false);
+    if (threadIdx.x == 0) {
+        if (target == ignore) { loss[row] = 0.0f; valid[row] = 0.0f; }
+        else if (target < 0 || target >= v) { loss[row] = NAN; valid[row] = 1.0f; }
+        else { loss[row] = m + logf(s) - to_compute(xr[target]); valid[row] = 1.0f; }
+    }
+}
+
+template <typename T>
+__device__ void xent_bwd_row(const T* x, const long long* t, const float* grad, const float* count, T* dx, long long row, long long v, long long ignore) {
+    const T* xr = x + row * v;
+    T* dr = dx + row * v;
+    const long long target = t[row];
+    if (target == ignore) {
+        for (long long j = threadIdx.x; j < v; j += blockDim.x) dr[j] = from_compute<T>(0.0f);
+        return;
+    }
+    float m = -INFINITY;
+    for (long long j = threadIdx.x; j < v; j += blockDim.x) m = fmaxf(m, to_compute(xr[j]));
+    m = block_reduce(m, true);
+    float s = 0.0f;
+    for (long long j = threadIdx.x; j < v; j += blockDim.x) s += __expf(to_compute(xr[j]) - m);
+    s = block_reduce(s, false);
+    const float scale = grad[0] / count[0], inv = 1.0f / s;
+    for (long long j = threadIdx.x; j < v; j += blockDim.x) {
+        float p = __expf(to_compute(xr[j]) - m) * inv;
+        dr[j] = from_compute<T>((p - (j == target ? 1.0f : 0.0f)) * scale);
+    }
+}
+
+#define NN_KERNELS(SUFFIX, T)                                                                      \
+extern "C" __global__ void softmax_##SUFFIX(const T* x, T* y, long long rows, long long c,          \
+                                            long long queries, int log_out, int causal) {          \
+    for (long long row = blockIdx.x; row < rows; row += gridDim.x)                                 \
+        softmax_row<T>(x, y, row, c, queries, log_out, causal);                                    \
+}                                                                                                  \
+extern "C" __global__ void softmax_bwd_##SUFFIX(const T* y, const T* g, T* dx, long long rows,     \
+                                                long long c, int log_out) {                        \
+    for (long long row = blockIdx.x; row < rows; row += gridDim.x)                                 \
+        softmax_bwd_row<T>(y, g, dx, row, c, log_out);                                             \
+}                                                                                                  \
+extern "C" __global__ void norm_##SUFFIX(const T* x, const T* w, const T* b, T* y, long long rows, \
+                                         long long c, int rms, float eps) {                        \
+    for (long long row = blockIdx.x; row < rows; row += gridDim.x)                                 \
+        norm_row<T>(x, w, b, y, row, c, rms, eps);                                                 \
+}                                                                                                  \
+extern "C" __global__ void norm_bwd_##SUFFIX(const T* x, const T* w, const T* g, T* dx,            \
+                                             float* stats, long long rows, long long c, int rms,   \
+                                             float eps) {                                          \
+    for (long long row = blockIdx.x; row < rows; row += gridDim.x)                                 \
+        norm_bwd_row<T>(x, w, g, dx, stats, row, c, rms, eps);                                     \
+}                                                                                                  \
+extern "C" __global__ void norm_wgrad_##SUFFIX(const T* x, const T* g, const float* stats, T* dw,  \
+                                               T* db, long long rows, long long c) {               \
+    norm_wgrad<T>(x, g, stats, dw, db, rows, c);                                                   \
+}                                                                                                  \
+extern "C" __global__ void xent_##SUFFIX(const T* x, const long long* t, float* loss, float* valid, \
+                                         long long rows, long long v, long long ignore) {          \
+    for (long long row = blockIdx.x; row < rows; row += gridDim.x)                                 \
+        xent_row<T>(x, t, loss, valid, row, v, ignore);                                            \
+}                                                                                                  \
+extern "C" __global__ void xent_bwd_##SUFFIX(const T* x, const long long* t, const float* grad,    \
+                                             const float* count, T* dx, long long rows,            \
+                                             long long v, long long ignore) {                      \
+    for (long long row = blockIdx.x; row < rows; row += gridDim.x)                                 \
+        xent_bwd_row<T>(x, t, grad, count, dx, row, v, ignore);                                    \
+}
+
+NN_KERNELS(f32, float)
+NN_KERNELS(f16, __half)
+NN_KERNELS(bf16, __nv_bfloat16)
+
+// Mean of the per-row losses over the rows that count (one block); NaN when none count,
+// as on the CPU. Also leaves the count in out[1] for the backward pass.
+extern "C" __global__ void xent_finish(const float* loss, const float* valid, long long rows, float* out) {
+    float s = 0.0f, n = 0.0f;
+    for (long long i = threadIdx.x; i < rows; i += blockDim.x) { s += loss[i]; n += valid[i]; }
+    s = block_reduce(s, false);
+    n = block_reduce(n, false);
+    if (threadIdx.x == 0) { out[0] = s / n; out[1] = n; }
+}
