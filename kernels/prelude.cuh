@@ -62,6 +62,20 @@ template <> __device__ __forceinline__ double from_double<double>(double x) { re
 template <> __device__ __forceinline__ float from_double<float>(double x) { return (float)x; }
 template <> __device__ __forceinline__ __half from_double<__half>(double x) { return __double2half(x); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_double<__nv_bfloat16>(double x) { return __double2bfloat16(x); }
-template <> __device__ __forceinline__ long long from_double<long long>(double x) { return (long long)x; }
-template <> __device__ __forceinline__ unsigned int from_double<unsigned int>(double x) { return (unsigned int)x; }
-template <> __device__ __forceinline__ unsigned char from_double<unsigned char>(double x) { return (unsigned char)x; }
+// Float to integer saturates and sends NaN to 0, exactly like Rust's `as` on the CPU.
+template <> __device__ __forceinline__ long long from_double<long long>(double x) {
+    if (x != x) return 0;
+    if (x >= 9223372036854775807.0) return 9223372036854775807LL;
+    if (x <= -9223372036854775808.0) return (-9223372036854775807LL - 1);
+    return (long long)x;
+}
+template <> __device__ __forceinline__ unsigned int from_double<unsigned int>(double x) {
+    if (x != x || x <= 0.0) return 0u;
+    if (x >= 4294967295.0) return 4294967295u;
+    return (unsigned int)x;
+}
+template <> __device__ __forceinline__ unsigned char from_double<unsigned char>(double x) {
+    if (x != x || x <= 0.0) return 0;
+    if (x >= 255.0) return 255;
+    return (unsigned char)x;
+}

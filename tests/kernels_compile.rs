@@ -22,11 +22,17 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
     if !nvrtc_or_skip() {
         return;
     }
-    assert!(!compile::include_dirs().is_empty(), "no folder with cuda_fp16.h found");
+    assert!(
+        !compile::include_dirs().is_empty(),
+        "no folder with cuda_fp16.h found"
+    );
     for (name, _) in compile::SOURCES {
         for arch in ["sm_80", "sm_90"] {
             let ptx = compile::compile_uncached(name, arch).unwrap_or_else(|e| panic!("{e}"));
-            assert!(ptx.contains(".entry"), "{name} for {arch} produced no kernels");
+            assert!(
+                ptx.contains(".entry"),
+                "{name} for {arch} produced no kernels"
+            );
         }
     }
 }
@@ -40,7 +46,10 @@ fn kernel_cache_rebuilds_damaged_entries() {
     let _ = std::fs::remove_dir_all(&dir);
     std::env::set_var("SMITH_KERNEL_CACHE", &dir);
     let first = compile::compile("optim", "sm_80").unwrap();
-    let entries: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(entries.len(), 1);
     // Corrupt the entry: the next call must notice and rebuild, not trust it.
     let text = std::fs::read_to_string(&entries[0]).unwrap();

@@ -3,8 +3,10 @@
 
 use super::Op;
 use crate::backend::cpu::{self, NormKind};
+use crate::backend::cuda;
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::layout::keepdim_shape;
+use crate::storage::Storage;
 use crate::{Error, Result, Tensor};
 
 /// Gradients of `node`'s inputs, given the gradient `g` of `node` (same shape as `node`).
@@ -43,10 +45,19 @@ pub(super) fn input_grads(op: &Op, node: &Tensor, g: &Tensor) -> Result<Vec<(Ten
             ]
         }
         Op::Softmax { x, y, log } => {
-            let gs = g.read_storage();
-            let ys = y.read_storage();
-            let dx = cpu::softmax_last_backward(ys.cpu()?, y.layout(), gs.cpu()?, g.layout(), *log)?;
-            vec![(x.clone(), Tensor::from_cpu(dx, x.shape(), None))]
+            let dx = match (&*y.read_storage(), &*g.read_storage()) {
+                (Storage::Cuda(ys), Storage::Cuda(gs)) => Storage::Cuda(
+                    cuda::softmax_last_backward(ys, y.layout(), gs, g.layout(), *log)?,
+                ),
+                (ys, gs) => Storage::Cpu(cpu::softmax_last_backward(
+                    ys.cpu()?,
+                    y.layout(),
+                    gs.cpu()?,
+                    g.layout(),
+                    *log,
+                )?),
+            };
+            vec![(x.clone(), Tensor::from_storage(dx, x.shape(), None))]
         }
         Op::Norm {
             x,
@@ -60,23 +71,60 @@ pub(super) fn input_grads(op: &Op, node: &Tensor, g: &Tensor) -> Result<Vec<(Ten
             targets,
             ignore,
         } => {
-            let scale = g.to_scalar()?;
-            let ids = targets
-                .read_storage()
-                .cpu()?
-                .to_indices("cross_entropy", targets.layout())?;
-            let ls = logits.read_storage();
-            let d = cpu::cross_entropy_backward(ls.cpu()?, logits.layout(), &ids, *ignore, scale)?;
-            vec![(logits.clone(), Tensor::from_cpu(d, logits.shape(), None))]
+            let d = match (
+                &*logits.read_storage(),
+                &*targets.read_storage(),
+                &*g.read_storage(),
+            ) {
+                (Storage::Cuda(ls), Storage::Cuda(ts), Storage::Cuda(gs)) => {
+                    Storage::Cuda(cuda::cross_entropy_backward(
+                        ls,
+                        logits.layout(),
+                        ts,
+                        targets.layout(),
+                        *ignore,
+                        (gs, g.layout()),
+                    )?)
+                }
+                (ls, ts, _) => {
+                    let scale = g.to_scalar()?;
+                    let ids = ts.cpu()?.to_indices("cross_entropy", targets.layout())?;
+                    Storage::Cpu(cpu::cross_entropy_backward(
+                        ls.cpu()?,
+                        logits.layout(),
+                        &ids,
+                        *ignore,
+                        scale,
+                    )?)
+                }
+            };
+            vec![(
+                logits.clone(),
+                Tensor::from_storage(d, logits.shape(), None),
+            )]
         }
         Op::IndexSelect { src, ids, dim } => {
-            let idx = ids
-                .read_storage()
-                .cpu()?
-                .to_indices("index_select", ids.layout())?;
-            let gs = g.read_storage();
-            let d = cpu::index_add_zeros(gs.cpu()?, g.layout(), src.shape(), *dim, &idx)?;
-            vec![(src.clone(), Tensor::from_cpu(d, src.shape(), None))]
+            let d = match (&*g.read_storage(), &*ids.read_storage()) {
+                (Storage::Cuda(gs), Storage::Cuda(is)) => Storage::Cuda(cuda::index_add_zeros(
+                    gs,
+                    g.layout(),
+                    src.shape(),
+                    *dim,
+                    is,
+                    ids.layout(),
+                )?),
+                (gs, is) => {
+                    let idx = is.cpu()?.to_indices("index_select", ids.layout())?;
+                    Storage::Cpu(cpu::index_add_zeros(
+                        gs.cpu()?,
+                        g.layout(),
+                        src.shape(),
+                        *dim,
+                        &idx,
+                    )?)
+                }
+            };
+            vec![(src.clone(), Tensor::from_storage(d, src.shape(), None))]
         }
         Op::Gather { src, index, dim } => {
             vec![(src.clone(), src.zeros_like()?.scatter_add(*dim, index, g)?)]
@@ -224,24 +272,43 @@ fn norm_grads(
         let xs = x.read_storage();
         let gs = g.read_storage();
         let ws = weight.map(|w| w.read_storage());
-        let wp = match (&ws, weight) {
-            (Some(s), Some(w)) => Some((s.cpu()?, w.layout())),
-            _ => None,
-        };
-        cpu::norm_backward(xs.cpu()?, x.layout(), gs.cpu()?, g.layout(), wp, kind, eps)?
+        match (&*xs, &*gs) {
+            (Storage::Cuda(xc), Storage::Cuda(gc)) => {
+                let wp = crate::ops::cuda_param(&ws, weight)?;
+                let (dx, dw, db) =
+                    cuda::norm_backward(xc, x.layout(), gc, g.layout(), wp, kind, eps)?;
+                (Storage::Cuda(dx), Storage::Cuda(dw), Storage::Cuda(db))
+            }
+            _ => {
+                let wp = match (&ws, weight) {
+                    (Some(s), Some(w)) => Some((s.cpu()?, w.layout())),
+                    _ => None,
+                };
+                let (dx, dw, db) = cpu::norm_backward(
+                    xs.cpu()?,
+                    x.layout(),
+                    gs.cpu()?,
+                    g.layout(),
+                    wp,
+                    kind,
+                    eps,
+                )?;
+                (Storage::Cpu(dx), Storage::Cpu(dw), Storage::Cpu(db))
+            }
+        }
     };
     let c = *x.shape().last().unwrap_or(&1);
-    let mut out = vec![(x.clone(), Tensor::from_cpu(dx, x.shape(), None))];
+    let mut out = vec![(x.clone(), Tensor::from_storage(dx, x.shape(), None))];
     if let Some(w) = weight {
         out.push((
             w.clone(),
-            Tensor::from_cpu(dw, &[c], None).to_dtype(w.dtype())?,
+            Tensor::from_storage(dw, &[c], None).to_dtype(w.dtype())?,
         ));
     }
     if let Some(b) = bias {
         out.push((
             b.clone(),
-            Tensor::from_cpu(db, &[c], None).to_dtype(b.dtype())?,
+            Tensor::from_storage(db, &[c], None).to_dtype(b.dtype())?,
         ));
     }
     Ok(out)

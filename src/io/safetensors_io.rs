@@ -35,7 +35,14 @@ fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
 pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     let bytes: Vec<(String, StDtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(n, t)| Ok((n.clone(), to_st(t.dtype()), t.shape().to_vec(), tensor_bytes(t)?)))
+        .map(|(n, t)| {
+            Ok((
+                n.clone(),
+                to_st(t.dtype()),
+                t.shape().to_vec(),
+                tensor_bytes(t)?,
+            ))
+        })
         .collect::<Result<_>>()?;
     let views = bytes
         .iter()

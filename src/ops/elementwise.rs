@@ -3,9 +3,9 @@
 use super::{check_float, check_same};
 use crate::autograd::{record, Op};
 use crate::backend::{cpu, cuda};
-use crate::storage::Storage;
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::layout::broadcast_shapes;
+use crate::storage::Storage;
 use crate::{Error, Result, Tensor};
 
 impl BinaryOp {
@@ -127,8 +127,16 @@ impl Tensor {
         let out = {
             let (sa, sb) = (a.read_storage(), b.read_storage());
             match (&*sa, &*sb) {
-                (Storage::Cuda(x), Storage::Cuda(y)) => Storage::Cuda(cuda::binary(x, a.layout(), y, b.layout(), op)?),
-                _ => Storage::Cpu(cpu::binary(sa.cpu()?, a.layout(), sb.cpu()?, b.layout(), op)?),
+                (Storage::Cuda(x), Storage::Cuda(y)) => {
+                    Storage::Cuda(cuda::binary(x, a.layout(), y, b.layout(), op)?)
+                }
+                _ => Storage::Cpu(cpu::binary(
+                    sa.cpu()?,
+                    a.layout(),
+                    sb.cpu()?,
+                    b.layout(),
+                    op,
+                )?),
             }
         };
         let rec = record(&[&a, &b], || Op::Binary(a.clone(), b.clone(), op));
@@ -171,7 +179,9 @@ impl Tensor {
         let out = {
             let (sa, sb) = (a.read_storage(), b.read_storage());
             match (&*sa, &*sb) {
-                (Storage::Cuda(x), Storage::Cuda(y)) => Storage::Cuda(cuda::cmp(x, a.layout(), y, b.layout(), op)?),
+                (Storage::Cuda(x), Storage::Cuda(y)) => {
+                    Storage::Cuda(cuda::cmp(x, a.layout(), y, b.layout(), op)?)
+                }
                 _ => Storage::Cpu(cpu::cmp(sa.cpu()?, a.layout(), sb.cpu()?, b.layout(), op)?),
             }
         };
@@ -231,10 +241,17 @@ impl Tensor {
         let out = {
             let (sc, sa, sb) = (c.read_storage(), a.read_storage(), b.read_storage());
             match (&*sc, &*sa, &*sb) {
-                (Storage::Cuda(x), Storage::Cuda(y), Storage::Cuda(z)) => {
-                    Storage::Cuda(cuda::where_cond(x, c.layout(), y, a.layout(), z, b.layout())?)
-                }
-                _ => Storage::Cpu(cpu::where_cond(sc.cpu()?, c.layout(), sa.cpu()?, a.layout(), sb.cpu()?, b.layout())?),
+                (Storage::Cuda(x), Storage::Cuda(y), Storage::Cuda(z)) => Storage::Cuda(
+                    cuda::where_cond(x, c.layout(), y, a.layout(), z, b.layout())?,
+                ),
+                _ => Storage::Cpu(cpu::where_cond(
+                    sc.cpu()?,
+                    c.layout(),
+                    sa.cpu()?,
+                    a.layout(),
+                    sb.cpu()?,
+                    b.layout(),
+                )?),
             }
         };
         let rec = record(&[&a, &b], || Op::Where(c.clone(), a.clone(), b.clone()));

@@ -2,7 +2,8 @@
 
 use super::check_float;
 use crate::autograd::{record, Op};
-use crate::backend::cpu;
+use crate::backend::{cpu, cuda};
+use crate::storage::Storage;
 use crate::{Error, Result, Tensor};
 
 fn check_index(op: &'static str, t: &Tensor) -> Result<()> {
@@ -43,13 +44,18 @@ impl Tensor {
                 format!("ids must be 1-D, got shape {:?}", ids.shape()),
             ));
         }
-        let idx = ids
-            .read_storage()
-            .cpu()?
-            .to_indices("index_select", ids.layout())?;
-        let out = cpu::index_select(self.read_storage().cpu()?, self.layout(), dim, &idx)?;
+        super::check_same_device("index_select", self, ids)?;
+        let out = match (&*self.read_storage(), &*ids.read_storage()) {
+            (Storage::Cuda(s), Storage::Cuda(i)) => {
+                Storage::Cuda(cuda::index_select(s, self.layout(), dim, i, ids.layout())?)
+            }
+            (s, i) => {
+                let idx = i.cpu()?.to_indices("index_select", ids.layout())?;
+                Storage::Cpu(cpu::index_select(s.cpu()?, self.layout(), dim, &idx)?)
+            }
+        };
         let mut shape = self.shape().to_vec();
-        shape[dim] = idx.len();
+        shape[dim] = ids.numel();
         let differentiable = self.dtype().is_float();
         let rec = if differentiable {
             record(&[self], || Op::IndexSelect {
@@ -60,7 +66,7 @@ impl Tensor {
         } else {
             None
         };
-        Ok(Tensor::from_cpu(out, &shape, rec))
+        Ok(Tensor::from_storage(out, &shape, rec))
     }
 
     /// Rows of `weight` `[V, C]` for each id: the result has shape `ids.shape + [C]`.

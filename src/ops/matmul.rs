@@ -3,8 +3,8 @@
 use super::{check_float, check_same};
 use crate::autograd::{record, Op};
 use crate::backend::{cpu, cuda};
-use crate::storage::Storage;
 use crate::layout::broadcast_shapes;
+use crate::storage::Storage;
 use crate::{Error, Result, Tensor};
 
 impl Tensor {
@@ -34,7 +34,9 @@ impl Tensor {
         let out = {
             let (sa, sb) = (a.read_storage(), b.read_storage());
             match (&*sa, &*sb) {
-                (Storage::Cuda(x), Storage::Cuda(y)) => Storage::Cuda(cuda::matmul(x, a.layout(), y, b.layout())?),
+                (Storage::Cuda(x), Storage::Cuda(y)) => {
+                    Storage::Cuda(cuda::matmul(x, a.layout(), y, b.layout())?)
+                }
                 _ => Storage::Cpu(cpu::matmul(sa.cpu()?, a.layout(), sb.cpu()?, b.layout())?),
             }
         };

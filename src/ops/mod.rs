@@ -8,6 +8,7 @@ mod nn;
 mod reduce;
 mod shape;
 
+pub(crate) use nn::cuda_param;
 pub use nn::{causal_mask, rotary_tables};
 
 use crate::{Error, Result, Tensor};
@@ -29,6 +30,19 @@ pub(crate) fn check_same(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()>
         });
     }
     Ok(())
+}
+
+/// Checks that two inputs of `op` live on one device (dtypes may differ).
+pub(crate) fn check_same_device(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.device() == b.device() {
+        Ok(())
+    } else {
+        Err(Error::DeviceMismatch {
+            op,
+            lhs: a.device(),
+            rhs: b.device(),
+        })
+    }
 }
 
 /// Checks that `op` gets a floating-point input.

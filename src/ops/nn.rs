@@ -4,7 +4,9 @@
 use super::{check_float, check_same};
 use crate::autograd::{record, Op};
 use crate::backend::cpu::{self, NormKind};
+use crate::backend::cuda;
 use crate::backend::RotaryStyle;
+use crate::storage::Storage;
 use crate::{DType, Device, Error, Result, Rng, Tensor};
 
 impl Tensor {
@@ -18,8 +20,11 @@ impl Tensor {
                 .softmax_impl(last, log, causal)?
                 .transpose(dim, last);
         }
-        let out = cpu::softmax_last(self.read_storage().cpu()?, self.layout(), log, causal)?;
-        let y = Tensor::from_cpu(out, self.shape(), None);
+        let out = match &*self.read_storage() {
+            Storage::Cpu(s) => Storage::Cpu(cpu::softmax_last(s, self.layout(), log, causal)?),
+            Storage::Cuda(s) => Storage::Cuda(cuda::softmax_last(s, self.layout(), log, causal)?),
+        };
+        let y = Tensor::from_storage(out, self.shape(), None);
         let rec = record(&[self], || Op::Softmax {
             x: self.clone(),
             y: y.clone(),
@@ -82,15 +87,20 @@ impl Tensor {
             let xs = self.read_storage();
             let ws = weight.map(|w| w.read_storage());
             let bs = bias.map(|b| b.read_storage());
-            let wp = match (&ws, weight) {
-                (Some(s), Some(w)) => Some((s.cpu()?, w.layout())),
-                _ => None,
-            };
-            let bp = match (&bs, bias) {
-                (Some(s), Some(b)) => Some((s.cpu()?, b.layout())),
-                _ => None,
-            };
-            cpu::norm(xs.cpu()?, self.layout(), (wp, bp), kind, eps)?
+            if let Storage::Cuda(x) = &*xs {
+                let (wp, bp) = (cuda_param(&ws, weight)?, cuda_param(&bs, bias)?);
+                Storage::Cuda(cuda::norm(x, self.layout(), wp, bp, kind, eps)?)
+            } else {
+                let wp = match (&ws, weight) {
+                    (Some(s), Some(w)) => Some((s.cpu()?, w.layout())),
+                    _ => None,
+                };
+                let bp = match (&bs, bias) {
+                    (Some(s), Some(b)) => Some((s.cpu()?, b.layout())),
+                    _ => None,
+                };
+                Storage::Cpu(cpu::norm(xs.cpu()?, self.layout(), (wp, bp), kind, eps)?)
+            }
         };
         let mut inputs = vec![self];
         inputs.extend(weight);
@@ -102,7 +112,7 @@ impl Tensor {
             kind,
             eps,
         });
-        Ok(Tensor::from_cpu(out, self.shape(), rec))
+        Ok(Tensor::from_storage(out, self.shape(), rec))
     }
 
     /// Layer norm over the last dim, with optional weight and bias of shape `[C]`.
@@ -137,17 +147,31 @@ impl Tensor {
                 rhs: targets.shape().to_vec(),
             });
         }
-        let ids = targets
-            .read_storage()
-            .cpu()?
-            .to_indices("cross_entropy", targets.layout())?;
-        let out = cpu::cross_entropy(self.read_storage().cpu()?, self.layout(), &ids, ignore_index)?;
+        super::check_same_device("cross_entropy", self, targets)?;
+        let out = match (&*self.read_storage(), &*targets.read_storage()) {
+            (Storage::Cuda(x), Storage::Cuda(t)) => Storage::Cuda(cuda::cross_entropy(
+                x,
+                self.layout(),
+                t,
+                targets.layout(),
+                ignore_index,
+            )?),
+            (x, t) => {
+                let ids = t.cpu()?.to_indices("cross_entropy", targets.layout())?;
+                Storage::Cpu(cpu::cross_entropy(
+                    x.cpu()?,
+                    self.layout(),
+                    &ids,
+                    ignore_index,
+                )?)
+            }
+        };
         let rec = record(&[self], || Op::CrossEntropy {
             logits: self.clone(),
             targets: targets.clone(),
             ignore: ignore_index,
         });
-        Ok(Tensor::from_cpu(out, &[], rec))
+        Ok(Tensor::from_storage(out, &[], rec))
     }
 
     /// Zeroes each element with probability `p` and scales the rest by `1/(1-p)`.
@@ -258,4 +282,22 @@ pub fn causal_mask(t: usize, device: Device) -> Result<Tensor> {
         }
     }
     Tensor::from_vec(m, &[t, t], device)
+}
+
+/// A norm parameter's GPU buffer and layout (it must live on the GPU like the input).
+pub(crate) fn cuda_param<'a>(
+    guard: &'a Option<std::sync::RwLockReadGuard<'_, Storage>>,
+    t: Option<&'a Tensor>,
+) -> Result<Option<(&'a cuda::CudaStorage, &'a crate::Layout)>> {
+    match (guard, t) {
+        (Some(g), Some(t)) => match &**g {
+            Storage::Cuda(s) => Ok(Some((s, t.layout()))),
+            Storage::Cpu(_) => Err(Error::DeviceMismatch {
+                op: "norm",
+                lhs: Device::Cpu,
+                rhs: Device::Cuda(0),
+            }),
+        },
+        _ => Ok(None),
+    }
 }

@@ -2,8 +2,9 @@
 
 use super::check_float;
 use crate::autograd::{record, Op};
-use crate::backend::{cpu, ReduceOp};
+use crate::backend::{cpu, cuda, ReduceOp};
 use crate::layout::keepdim_shape;
+use crate::storage::Storage;
 use crate::{Error, Result, Tensor};
 
 /// Validated, sorted, de-duplicated dims.
@@ -37,14 +38,17 @@ impl Tensor {
         check_float(op_name, self)?;
         let dims = normalize_dims(op_name, self, dims)?;
         let keep = keepdim_shape(self.shape(), &dims);
-        let out = cpu::reduce(self.read_storage().cpu()?, self.layout(), &dims, op)?;
+        let out = match &*self.read_storage() {
+            Storage::Cpu(s) => Storage::Cpu(cpu::reduce(s, self.layout(), &dims, op)?),
+            Storage::Cuda(s) => Storage::Cuda(cuda::reduce(s, self.layout(), &dims, op)?),
+        };
         let result = match op {
             ReduceOp::Sum => {
                 let rec = record(&[self], || Op::Sum(self.clone(), dims.clone()));
-                Tensor::from_cpu(out, &keep, rec)
+                Tensor::from_storage(out, &keep, rec)
             }
             ReduceOp::Max | ReduceOp::Min => {
-                let raw = Tensor::from_cpu(out, &keep, None);
+                let raw = Tensor::from_storage(out, &keep, None);
                 let rec = record(&[self], || {
                     Op::MaxMin(self.clone(), dims.clone(), raw.clone())
                 });
@@ -97,13 +101,16 @@ impl Tensor {
 
     fn arg_reduce(&self, dim: usize, keepdim: bool, max: bool) -> Result<Tensor> {
         self.layout().check_dim("argmax", dim)?;
-        let out = cpu::arg_reduce(self.read_storage().cpu()?, self.layout(), dim, max)?;
+        let out = match &*self.read_storage() {
+            Storage::Cpu(s) => Storage::Cpu(cpu::arg_reduce(s, self.layout(), dim, max)?),
+            Storage::Cuda(s) => Storage::Cuda(cuda::arg_reduce(s, self.layout(), dim, max)?),
+        };
         let shape = if keepdim {
             keepdim_shape(self.shape(), &[dim])
         } else {
             squeezed(self.shape(), &[dim])
         };
-        Ok(Tensor::from_cpu(out, &shape, None))
+        Ok(Tensor::from_storage(out, &shape, None))
     }
     /// Index (i64) of the largest element along `dim`; the first wins ties.
     pub fn argmax(&self, dim: usize, keepdim: bool) -> Result<Tensor> {

@@ -176,16 +176,30 @@ impl Tensor {
         }
         let out = {
             let guards: Vec<_> = tensors.iter().map(|t| t.read_storage()).collect();
-            let parts: Vec<_> = guards
-                .iter()
-                .zip(tensors)
-                .map(|(g, t)| Ok((g.cpu()?, t.layout())))
-                .collect::<Result<_>>()?;
-            cpu::cat(&parts, dim, &shape)?
+            if matches!(&*guards[0], Storage::Cuda(_)) {
+                let parts: Vec<_> = guards
+                    .iter()
+                    .zip(tensors)
+                    .map(|(g, t)| match &**g {
+                        Storage::Cuda(s) => Ok((s, t.layout())),
+                        Storage::Cpu(_) => {
+                            Err(Error::invalid("cat", "inputs are on different devices"))
+                        }
+                    })
+                    .collect::<Result<_>>()?;
+                Storage::Cuda(cuda::cat(&parts, dim, &shape)?)
+            } else {
+                let parts: Vec<_> = guards
+                    .iter()
+                    .zip(tensors)
+                    .map(|(g, t)| Ok((g.cpu()?, t.layout())))
+                    .collect::<Result<_>>()?;
+                Storage::Cpu(cpu::cat(&parts, dim, &shape)?)
+            }
         };
         let refs: Vec<&Tensor> = tensors.iter().collect();
         let rec = record(&refs, || Op::Cat(tensors.to_vec(), dim));
-        Ok(Tensor::from_cpu(out, &shape, rec))
+        Ok(Tensor::from_storage(out, &shape, rec))
     }
 
     /// Stacks same-shape tensors along a new dimension `dim`.

@@ -1,7 +1,9 @@
 //! AdamW: Adam with bias correction and decoupled weight decay (Loshchilov & Hutter).
 
+use crate::backend::cuda;
 use crate::nn::Param;
-use crate::{DType, Error, GradStore, Result, Tensor};
+use crate::storage::Storage;
+use crate::{DType, Device, Error, GradStore, Result, Tensor};
 use std::collections::HashMap;
 
 /// AdamW hyper-parameters (the learning rate is given per step, so schedules stay outside).
@@ -25,18 +27,26 @@ impl Default for AdamWConfig {
     }
 }
 
-/// AdamW over a fixed list of f32 parameters, updated in place in one fused loop each.
+/// First and second moments of one parameter, kept where the parameter lives.
+enum Moments {
+    Host(Vec<f32>, Vec<f32>),
+    Device(Tensor, Tensor),
+}
+
+/// AdamW over a fixed list of f32 parameters, updated in place in one fused pass each
+/// (a loop on the CPU, one kernel on the GPU).
 pub struct AdamW {
     pub cfg: AdamWConfig,
     params: Vec<Param>,
-    /// First and second moments, one pair per parameter, in parameter order.
-    moments: Vec<(Vec<f32>, Vec<f32>)>,
+    /// One pair of moments per parameter, in parameter order.
+    moments: Vec<Moments>,
     step: u64,
 }
 
 impl AdamW {
-    /// An optimizer for `params` (all f32) with zero moments.
+    /// An optimizer for `params` (all f32) with zero moments on the parameters' devices.
     pub fn new(params: Vec<Param>, cfg: AdamWConfig) -> Result<Self> {
+        let mut moments = Vec::with_capacity(params.len());
         for p in &params {
             if p.tensor.dtype() != DType::F32 {
                 return Err(Error::UnsupportedDType {
@@ -44,11 +54,15 @@ impl AdamW {
                     dtype: p.tensor.dtype(),
                 });
             }
+            let n = p.tensor.numel();
+            moments.push(match p.tensor.device() {
+                Device::Cpu => Moments::Host(vec![0.0; n], vec![0.0; n]),
+                d => Moments::Device(
+                    Tensor::zeros(p.tensor.shape(), DType::F32, d)?,
+                    Tensor::zeros(p.tensor.shape(), DType::F32, d)?,
+                ),
+            });
         }
-        let moments = params
-            .iter()
-            .map(|p| (vec![0.0; p.tensor.numel()], vec![0.0; p.tensor.numel()]))
-            .collect();
         Ok(AdamW {
             cfg,
             params,
@@ -71,48 +85,47 @@ impl AdamW {
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
-        let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
-        let bc1 = 1.0 - b1.powi(t);
-        let bc2 = 1.0 - b2.powi(t);
-        let step_size = (lr / bc1) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
-        let (b1f, b2f, eps) = (b1 as f32, b2 as f32, self.cfg.eps as f32);
-        for (p, (m, v)) in self.params.iter().zip(self.moments.iter_mut()) {
+        let k = cuda::AdamWStep {
+            beta1: self.cfg.beta1 as f32,
+            beta2: self.cfg.beta2 as f32,
+            eps: self.cfg.eps as f32,
+            decay: 1.0,
+            step_size: (lr / (1.0 - self.cfg.beta1.powi(t))) as f32,
+            bc2_sqrt: (1.0 - self.cfg.beta2.powi(t)).sqrt() as f32,
+        };
+        for (p, moments) in self.params.iter().zip(self.moments.iter_mut()) {
             let Some(g) = grads.get(&p.tensor) else {
                 continue;
             };
-            let g = g.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?;
             let decay = if p.decay {
                 (1.0 - lr * self.cfg.weight_decay) as f32
             } else {
                 1.0
             };
-            p.tensor.with_f32_mut(|w| {
-                for i in 0..w.len() {
-                    let gi = g[i];
-                    m[i] = b1f * m[i] + (1.0 - b1f) * gi;
-                    v[i] = b2f * v[i] + (1.0 - b2f) * gi * gi;
-                    let denom = v[i].sqrt() / bc2_sqrt + eps;
-                    w[i] = w[i] * decay - step_size * m[i] / denom;
-                }
-            })?;
+            let k = cuda::AdamWStep { decay, ..k };
+            match moments {
+                Moments::Host(m, v) => host_step(&p.tensor, g, m, v, k)?,
+                Moments::Device(m, v) => device_step(&p.tensor, g, m, v, k)?,
+            }
         }
         Ok(())
     }
 
-    /// The optimizer state as named tensors (`m.NAME`, `v.NAME`) plus the step count.
+    /// The optimizer state as named tensors (`m.NAME`, `v.NAME`) on the CPU, plus the
+    /// step count.
     pub fn state(&self) -> Result<(HashMap<String, Tensor>, u64)> {
         let mut out = HashMap::new();
-        for (p, (m, v)) in self.params.iter().zip(&self.moments) {
+        for (p, moments) in self.params.iter().zip(&self.moments) {
             let shape = p.tensor.shape();
-            out.insert(
-                format!("m.{}", p.name),
-                Tensor::from_slice(m, shape, crate::Device::Cpu)?,
-            );
-            out.insert(
-                format!("v.{}", p.name),
-                Tensor::from_slice(v, shape, crate::Device::Cpu)?,
-            );
+            let (m, v) = match moments {
+                Moments::Host(m, v) => (
+                    Tensor::from_slice(m, shape, Device::Cpu)?,
+                    Tensor::from_slice(v, shape, Device::Cpu)?,
+                ),
+                Moments::Device(m, v) => (m.to_device(Device::Cpu)?, v.to_device(Device::Cpu)?),
+            };
+            out.insert(format!("m.{}", p.name), m);
+            out.insert(format!("v.{}", p.name), v);
         }
         Ok((out, self.step))
     }
@@ -120,9 +133,11 @@ impl AdamW {
     /// Restores state saved by [`AdamW::state`]; every moment must be present with the
     /// parameter's shape.
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>, step: u64) -> Result<()> {
-        for (p, (m, v)) in self.params.iter().zip(self.moments.iter_mut()) {
-            for (key, slot) in [(format!("m.{}", p.name), m), (format!("v.{}", p.name), v)] {
-                let t = state.get(&key).ok_or_else(|| {
+        for (p, moments) in self.params.iter().zip(self.moments.iter_mut()) {
+            let (mk, vk) = (format!("m.{}", p.name), format!("v.{}", p.name));
+            let mut loaded = Vec::with_capacity(2);
+            for key in [&mk, &vk] {
+                let t = state.get(key).ok_or_else(|| {
                     Error::invalid("AdamW::load_state", format!("missing `{key}`"))
                 })?;
                 if t.shape() != p.tensor.shape() {
@@ -135,10 +150,73 @@ impl AdamW {
                         ),
                     ));
                 }
-                *slot = t.to_dtype(DType::F32)?.to_vec::<f32>()?;
+                loaded.push(t.to_dtype(DType::F32)?);
+            }
+            match moments {
+                Moments::Host(m, v) => {
+                    *m = loaded[0].to_vec::<f32>()?;
+                    *v = loaded[1].to_vec::<f32>()?;
+                }
+                Moments::Device(m, v) => {
+                    m.assign(&loaded[0])?;
+                    v.assign(&loaded[1])?;
+                }
             }
         }
         self.step = step;
         Ok(())
+    }
+}
+
+/// The AdamW update of one parameter on the CPU.
+fn host_step(
+    p: &Tensor,
+    g: &Tensor,
+    m: &mut [f32],
+    v: &mut [f32],
+    k: cuda::AdamWStep,
+) -> Result<()> {
+    let g = g.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?;
+    p.with_f32_mut(|w| {
+        for i in 0..w.len() {
+            let gi = g[i];
+            m[i] = k.beta1 * m[i] + (1.0 - k.beta1) * gi;
+            v[i] = k.beta2 * v[i] + (1.0 - k.beta2) * gi * gi;
+            let denom = v[i].sqrt() / k.bc2_sqrt + k.eps;
+            w[i] = w[i] * k.decay - k.step_size * m[i] / denom;
+        }
+    })
+}
+
+/// The AdamW update of one parameter on the GPU: one fused kernel.
+fn device_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, k: cuda::AdamWStep) -> Result<()> {
+    if !p.is_contiguous() || g.device() != p.device() {
+        return Err(Error::invalid(
+            "AdamW",
+            "parameters must be contiguous and on their gradients' device",
+        ));
+    }
+    let (ps, gs, ms, vs) = (
+        p.read_storage(),
+        g.read_storage(),
+        m.read_storage(),
+        v.read_storage(),
+    );
+    match (&*ps, &*gs, &*ms, &*vs) {
+        (Storage::Cuda(pc), Storage::Cuda(gc), Storage::Cuda(mc), Storage::Cuda(vc)) => {
+            cuda::adamw_update(
+                (pc, p.layout().offset()),
+                gc,
+                g.layout(),
+                mc,
+                vc,
+                p.numel(),
+                k,
+            )
+        }
+        _ => Err(Error::invalid(
+            "AdamW",
+            "parameter, gradient and moments must share a device",
+        )),
     }
 }

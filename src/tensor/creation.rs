@@ -23,7 +23,11 @@ impl Tensor {
     pub fn full(value: f64, shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
         let n = shape.iter().product();
         match device {
-            Device::Cpu => Ok(Tensor::from_cpu(CpuStorage::full(dtype, n, value), shape, None)),
+            Device::Cpu => Ok(Tensor::from_cpu(
+                CpuStorage::full(dtype, n, value),
+                shape,
+                None,
+            )),
             Device::Cuda(i) => {
                 let dev = crate::backend::cuda::device(i)?;
                 let s = crate::backend::cuda::full(&dev, dtype, n, value)?;

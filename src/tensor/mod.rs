@@ -77,7 +77,9 @@ impl Tensor {
                 let dev = crate::backend::cuda::device(n)?;
                 let host = self.to_host()?;
                 let layout = Layout::contiguous(self.shape());
-                Storage::Cuda(crate::backend::cuda::CudaStorage::from_cpu(&dev, &host, &layout)?)
+                Storage::Cuda(crate::backend::cuda::CudaStorage::from_cpu(
+                    &dev, &host, &layout,
+                )?)
             }
         };
         let rec = crate::autograd::record(&[self], || Op::ToDevice(self.clone()));
@@ -261,7 +263,16 @@ impl Tensor {
         if !self.is_contiguous() {
             return Err(Error::invalid("assign", "destination must be contiguous"));
         }
-        let data = crate::backend::cpu::copy_contiguous(src.read_storage().cpu()?, src.layout());
+        if let Device::Cuda(_) = self.device() {
+            // A fresh contiguous copy on this device, so no lock is held on shared storage.
+            let src = src.to_device(self.device())?.copy()?;
+            let guard = src.read_storage();
+            let (Storage::Cuda(from), Storage::Cuda(to)) = (&*guard, &*self.read_storage()) else {
+                return Err(Error::invalid("assign", "storage moved between devices"));
+            };
+            return crate::backend::cuda::assign(to, self.layout(), from, src.layout());
+        }
+        let data = src.to_host()?;
         let mut guard = self.write_storage();
         let off = self.layout().offset();
         let n = self.numel();

@@ -9,7 +9,10 @@ const PRELUDE: &str = include_str!("../../../kernels/prelude.cuh");
 
 /// Every kernel module: (name, CUDA C source).
 pub const SOURCES: &[(&str, &str)] = &[
-    ("elementwise", include_str!("../../../kernels/elementwise.cu")),
+    (
+        "elementwise",
+        include_str!("../../../kernels/elementwise.cu"),
+    ),
     ("reduce", include_str!("../../../kernels/reduce.cu")),
     ("nn", include_str!("../../../kernels/nn.cu")),
     ("index", include_str!("../../../kernels/index.cu")),
@@ -41,7 +44,10 @@ pub fn nvrtc_version() -> Result<(i32, i32)> {
     // SAFETY: the library is present; the call writes two ints.
     let status = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
     if status != cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
-        return Err(Error::invalid("nvrtc", format!("nvrtcVersion failed: {status:?}")));
+        return Err(Error::invalid(
+            "nvrtc",
+            format!("nvrtcVersion failed: {status:?}"),
+        ));
     }
     Ok((major, minor))
 }
@@ -101,11 +107,18 @@ fn find_wheel_headers(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     if depth >= 4 {
         return;
     }
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        let interesting = name.starts_with("python") || name == "site-packages" || name == "dist-packages" || name == "lib" || name.starts_with('.') && name.contains("venv") || name == "torch";
+        let interesting = name.starts_with("python")
+            || name == "site-packages"
+            || name == "dist-packages"
+            || name == "lib"
+            || name.starts_with('.') && name.contains("venv")
+            || name == "torch";
         if interesting && e.path().is_dir() {
             find_wheel_headers(&e.path(), depth + 1, out);
         }
@@ -143,8 +156,15 @@ pub fn compile_uncached(name: &str, arch: &str) -> Result<String> {
     }
     let source = full_source(name)?;
     let includes = include_dirs();
-    let mut options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".to_string()];
-    options.extend(includes.iter().map(|d| format!("--include-path={}", d.display())));
+    let mut options = vec![
+        format!("--gpu-architecture={arch}"),
+        "--std=c++17".to_string(),
+    ];
+    options.extend(
+        includes
+            .iter()
+            .map(|d| format!("--include-path={}", d.display())),
+    );
     let opts = cudarc::nvrtc::CompileOptions {
         options,
         name: Some(format!("{name}.cu")),
@@ -165,11 +185,15 @@ pub fn compile_uncached(name: &str, arch: &str) -> Result<String> {
 pub fn compile(name: &str, arch: &str) -> Result<String> {
     let (major, minor) = nvrtc_version()?;
     let source = full_source(name)?;
-    let key = format!("{name}-{arch}-nvrtc{major}.{minor}-{:016x}.ptx", fnv1a(source.as_bytes()));
+    let key = format!(
+        "{name}-{arch}-nvrtc{major}.{minor}-{:016x}.ptx",
+        fnv1a(source.as_bytes())
+    );
     let path = cache_dir().join(key);
     if let Ok(cached) = std::fs::read_to_string(&path) {
         if let Some((head, body)) = cached.split_once('\n') {
-            if head.strip_prefix(CHECK_PREFIX) == Some(&format!("{:016x}", fnv1a(body.as_bytes()))) {
+            if head.strip_prefix(CHECK_PREFIX) == Some(&format!("{:016x}", fnv1a(body.as_bytes())))
+            {
                 return Ok(body.to_string());
             }
         }

@@ -1,10 +1,9 @@
 //! Elementwise ops on CUDA: unary, binary, comparisons, where, fill, copies and casts.
 
 use super::storage::{suffix, Strided};
-use super::{cuda_err, launch_config, CudaDevice, CudaStorage};
+use super::{launch, CudaDevice, CudaStorage};
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::{DType, Error, Layout, Result};
-use cudarc::driver::PushKernelArg;
 use std::sync::Arc;
 
 fn unary_code(op: UnaryOp) -> (i32, f64, f64) {
@@ -68,17 +67,6 @@ fn same_device(a: &CudaStorage, b: &CudaStorage) -> Result<()> {
     }
 }
 
-macro_rules! launch {
-    ($dev:expr, $name:expr, $n:expr, $($arg:expr),* $(,)?) => {{
-        let f = $dev.function("elementwise", &$name)?;
-        let mut builder = $dev.stream.launch_builder(&f);
-        $( builder.arg($arg); )*
-        // SAFETY: argument types and order match the kernel's signature in elementwise.cu,
-        // and every pointer covers the elements its layout reaches.
-        unsafe { builder.launch(launch_config($n)) }.map_err(|e| cuda_err("kernel launch", e))?;
-    }};
-}
-
 /// A unary float op; contiguous result.
 pub fn unary(s: &CudaStorage, layout: &Layout, op: UnaryOp) -> Result<CudaStorage> {
     check_float("unary", s.dtype)?;
@@ -86,41 +74,115 @@ pub fn unary(s: &CudaStorage, layout: &Layout, op: UnaryOp) -> Result<CudaStorag
     let out = CudaStorage::alloc(&s.dev, s.dtype, n)?;
     if n > 0 {
         let (code, p0, p1) = unary_code(op);
-        let (x, lx, y, n64) = (s.ptr(layout.offset()), Strided::of(layout)?, out.ptr(0), n as i64);
-        launch!(s.dev, format!("unary_{}", suffix(s.dtype)), n, &code, &x, &lx, &y, &n64, &p0, &p1);
+        let (x, lx, y, n64) = (
+            s.ptr(layout.offset()),
+            Strided::of(layout)?,
+            out.ptr(0),
+            n as i64,
+        );
+        launch!(
+            s.dev,
+            "elementwise",
+            format!("unary_{}", suffix(s.dtype)),
+            n,
+            &code,
+            &x,
+            &lx,
+            &y,
+            &n64,
+            &p0,
+            &p1
+        );
     }
     Ok(out)
 }
 
 /// A binary float op on same-shape inputs (any strides); contiguous result.
-pub fn binary(a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout, op: BinaryOp) -> Result<CudaStorage> {
+pub fn binary(
+    a: &CudaStorage,
+    la: &Layout,
+    b: &CudaStorage,
+    lb: &Layout,
+    op: BinaryOp,
+) -> Result<CudaStorage> {
     check_float("binary", a.dtype)?;
     same_device(a, b)?;
     let n = la.numel();
     let out = CudaStorage::alloc(&a.dev, a.dtype, n)?;
     if n > 0 {
         let code = binary_code(op);
-        let (pa, sa, pb, sb, y, n64) = (a.ptr(la.offset()), Strided::of(la)?, b.ptr(lb.offset()), Strided::of(lb)?, out.ptr(0), n as i64);
-        launch!(a.dev, format!("binary_{}", suffix(a.dtype)), n, &code, &pa, &sa, &pb, &sb, &y, &n64);
+        let (pa, sa, pb, sb, y, n64) = (
+            a.ptr(la.offset()),
+            Strided::of(la)?,
+            b.ptr(lb.offset()),
+            Strided::of(lb)?,
+            out.ptr(0),
+            n as i64,
+        );
+        launch!(
+            a.dev,
+            "elementwise",
+            format!("binary_{}", suffix(a.dtype)),
+            n,
+            &code,
+            &pa,
+            &sa,
+            &pb,
+            &sb,
+            &y,
+            &n64
+        );
     }
     Ok(out)
 }
 
 /// Elementwise comparison into a u8 mask.
-pub fn cmp(a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout, op: CmpOp) -> Result<CudaStorage> {
+pub fn cmp(
+    a: &CudaStorage,
+    la: &Layout,
+    b: &CudaStorage,
+    lb: &Layout,
+    op: CmpOp,
+) -> Result<CudaStorage> {
     same_device(a, b)?;
     let n = la.numel();
     let out = CudaStorage::alloc(&a.dev, DType::U8, n)?;
     if n > 0 {
         let code = cmp_code(op);
-        let (pa, sa, pb, sb, y, n64) = (a.ptr(la.offset()), Strided::of(la)?, b.ptr(lb.offset()), Strided::of(lb)?, out.ptr(0), n as i64);
-        launch!(a.dev, format!("cmp_{}", suffix(a.dtype)), n, &code, &pa, &sa, &pb, &sb, &y, &n64);
+        let (pa, sa, pb, sb, y, n64) = (
+            a.ptr(la.offset()),
+            Strided::of(la)?,
+            b.ptr(lb.offset()),
+            Strided::of(lb)?,
+            out.ptr(0),
+            n as i64,
+        );
+        launch!(
+            a.dev,
+            "elementwise",
+            format!("cmp_{}", suffix(a.dtype)),
+            n,
+            &code,
+            &pa,
+            &sa,
+            &pb,
+            &sb,
+            &y,
+            &n64
+        );
     }
     Ok(out)
 }
 
 /// `cond ? a : b` on same-shape inputs.
-pub fn where_cond(c: &CudaStorage, lc: &Layout, a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout) -> Result<CudaStorage> {
+pub fn where_cond(
+    c: &CudaStorage,
+    lc: &Layout,
+    a: &CudaStorage,
+    la: &Layout,
+    b: &CudaStorage,
+    lb: &Layout,
+) -> Result<CudaStorage> {
     check_float("where_cond", a.dtype)?;
     same_device(a, b)?;
     same_device(a, c)?;
@@ -134,8 +196,28 @@ pub fn where_cond(c: &CudaStorage, lc: &Layout, a: &CudaStorage, la: &Layout, b:
     let out = CudaStorage::alloc(&a.dev, a.dtype, n)?;
     if n > 0 {
         let (pc, sc) = (c.ptr(lc.offset()), Strided::of(lc)?);
-        let (pa, sa, pb, sb, y, n64) = (a.ptr(la.offset()), Strided::of(la)?, b.ptr(lb.offset()), Strided::of(lb)?, out.ptr(0), n as i64);
-        launch!(a.dev, format!("where_{}", suffix(a.dtype)), n, &pc, &sc, &pa, &sa, &pb, &sb, &y, &n64);
+        let (pa, sa, pb, sb, y, n64) = (
+            a.ptr(la.offset()),
+            Strided::of(la)?,
+            b.ptr(lb.offset()),
+            Strided::of(lb)?,
+            out.ptr(0),
+            n as i64,
+        );
+        launch!(
+            a.dev,
+            "elementwise",
+            format!("where_{}", suffix(a.dtype)),
+            n,
+            &pc,
+            &sc,
+            &pa,
+            &sa,
+            &pb,
+            &sb,
+            &y,
+            &n64
+        );
     }
     Ok(out)
 }
@@ -145,7 +227,15 @@ pub fn full(dev: &Arc<CudaDevice>, dtype: DType, n: usize, value: f64) -> Result
     let out = CudaStorage::alloc(dev, dtype, n)?;
     if n > 0 {
         let (y, n64) = (out.ptr(0), n as i64);
-        launch!(dev, format!("fill_{}", suffix(dtype)), n, &y, &n64, &value);
+        launch!(
+            dev,
+            "elementwise",
+            format!("fill_{}", suffix(dtype)),
+            n,
+            &y,
+            &n64,
+            &value
+        );
     }
     Ok(out)
 }
@@ -161,8 +251,13 @@ pub fn cast(s: &CudaStorage, layout: &Layout, dtype: DType) -> Result<CudaStorag
         } else {
             format!("cast_{}_{}", suffix(s.dtype), suffix(dtype))
         };
-        let (x, lx, y, n64) = (s.ptr(layout.offset()), Strided::of(layout)?, out.ptr(0), n as i64);
-        launch!(s.dev, name, n, &x, &lx, &y, &n64);
+        let (x, lx, y, n64) = (
+            s.ptr(layout.offset()),
+            Strided::of(layout)?,
+            out.ptr(0),
+            n as i64,
+        );
+        launch!(s.dev, "elementwise", name, n, &x, &lx, &y, &n64);
     }
     Ok(out)
 }

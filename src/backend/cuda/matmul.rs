@@ -2,7 +2,9 @@
 
 use super::{cuda_err, CudaStorage};
 use crate::{DType, Error, Layout, Result};
-use cudarc::cublas::sys::{cublasComputeType_t as Compute, cublasGemmAlgo_t, cublasOperation_t as Op, cudaDataType as Dt};
+use cudarc::cublas::sys::{
+    cublasComputeType_t as Compute, cublasGemmAlgo_t, cublasOperation_t as Op, cudaDataType as Dt,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static TF32: AtomicBool = AtomicBool::new(true);
@@ -68,12 +70,20 @@ pub fn matmul(a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout) -> Res
     let (m, k, n) = (la.shape()[r - 2], la.shape()[r - 1], lb.shape()[r - 1]);
     let batches: usize = la.shape()[..r - 2].iter().product();
     // Operands whose strides cuBLAS cannot express are made contiguous first.
-    let fit = |s: &CudaStorage, l: &Layout, rows: usize, cols: usize| -> Result<(Option<CudaStorage>, Layout)> {
-        let ok = operand(rows, cols, l.strides()[r - 2], l.strides()[r - 1]).is_some() && batch_stride(l).is_some();
+    let fit = |s: &CudaStorage,
+               l: &Layout,
+               rows: usize,
+               cols: usize|
+     -> Result<(Option<CudaStorage>, Layout)> {
+        let ok = operand(rows, cols, l.strides()[r - 2], l.strides()[r - 1]).is_some()
+            && batch_stride(l).is_some();
         if ok {
             Ok((None, l.clone()))
         } else {
-            Ok((Some(super::copy_contiguous(s, l)?), Layout::contiguous(l.shape())))
+            Ok((
+                Some(super::copy_contiguous(s, l)?),
+                Layout::contiguous(l.shape()),
+            ))
         }
     };
     let (a_copy, la) = fit(a, la, m, k)?;
@@ -89,24 +99,49 @@ pub fn matmul(a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout) -> Res
     }
     let too_big = |v: usize| v > i32::MAX as usize;
     if [m, n, k, batches].into_iter().any(too_big) {
-        return Err(Error::invalid("matmul", format!("dims {m}x{k}x{n} (batch {batches}) exceed cuBLAS's 32-bit sizes")));
+        return Err(Error::invalid(
+            "matmul",
+            format!("dims {m}x{k}x{n} (batch {batches}) exceed cuBLAS's 32-bit sizes"),
+        ));
     }
     let bad = || Error::invalid("matmul", "internal: operand layout not expressible");
     let (ta, lda) = operand(m, k, la.strides()[r - 2], la.strides()[r - 1]).ok_or_else(bad)?;
     let (tb, ldb) = operand(k, n, lb.strides()[r - 2], lb.strides()[r - 1]).ok_or_else(bad)?;
-    let (sa, sb) = (batch_stride(&la).ok_or_else(bad)?, batch_stride(&lb).ok_or_else(bad)?);
+    let (sa, sb) = (
+        batch_stride(&la).ok_or_else(bad)?,
+        batch_stride(&lb).ok_or_else(bad)?,
+    );
     let (dt, compute) = match a.dtype {
-        DType::F32 => (Dt::CUDA_R_32F, if tf32_enabled() { Compute::CUBLAS_COMPUTE_32F_FAST_TF32 } else { Compute::CUBLAS_COMPUTE_32F }),
+        DType::F32 => (
+            Dt::CUDA_R_32F,
+            if tf32_enabled() {
+                Compute::CUBLAS_COMPUTE_32F_FAST_TF32
+            } else {
+                Compute::CUBLAS_COMPUTE_32F
+            },
+        ),
         DType::F16 => (Dt::CUDA_R_16F, Compute::CUBLAS_COMPUTE_32F),
         DType::BF16 => (Dt::CUDA_R_16BF, Compute::CUBLAS_COMPUTE_32F),
         DType::F64 => (Dt::CUDA_R_64F, Compute::CUBLAS_COMPUTE_64F),
-        other => return Err(Error::UnsupportedDType { op: "matmul", dtype: other }),
+        other => {
+            return Err(Error::UnsupportedDType {
+                op: "matmul",
+                dtype: other,
+            })
+        }
     };
     let (one32, zero32, one64, zero64) = (1f32, 0f32, 1f64, 0f64);
-    let (alpha, beta): (*const std::ffi::c_void, *const std::ffi::c_void) = if a.dtype == DType::F64 {
-        ((&one64 as *const f64).cast(), (&zero64 as *const f64).cast())
+    let (alpha, beta): (*const std::ffi::c_void, *const std::ffi::c_void) = if a.dtype == DType::F64
+    {
+        (
+            (&one64 as *const f64).cast(),
+            (&zero64 as *const f64).cast(),
+        )
     } else {
-        ((&one32 as *const f32).cast(), (&zero32 as *const f32).cast())
+        (
+            (&one32 as *const f32).cast(),
+            (&zero32 as *const f32).cast(),
+        )
     };
     let op = |t: bool| if t { Op::CUBLAS_OP_T } else { Op::CUBLAS_OP_N };
     // Row-major C = A B is column-major C^T = B^T A^T: pass B first.

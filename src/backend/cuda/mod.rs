@@ -3,11 +3,19 @@
 
 pub mod compile;
 mod elementwise;
+mod index;
 mod matmul;
+mod nn;
+mod optim;
+mod reduce;
 mod storage;
 
 pub use elementwise::*;
+pub use index::*;
 pub use matmul::{matmul, set_tf32, tf32_enabled};
+pub use nn::*;
+pub use optim::*;
+pub use reduce::*;
 pub use storage::CudaStorage;
 
 use crate::{Device, Error, Result};
@@ -37,7 +45,10 @@ pub(crate) fn cuda_err(op: &'static str, e: impl std::fmt::Debug) -> Error {
 pub fn probe() -> std::result::Result<usize, String> {
     // SAFETY: only tries to open the shared library.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        return Err("the NVIDIA driver library (libcuda.so) was not found: install the NVIDIA driver".into());
+        return Err(
+            "the NVIDIA driver library (libcuda.so) was not found: install the NVIDIA driver"
+                .into(),
+        );
     }
     match std::panic::catch_unwind(CudaContext::device_count) {
         Ok(Ok(n)) if n > 0 => Ok(n as usize),
@@ -74,15 +85,20 @@ pub fn device(ordinal: usize) -> Result<Arc<CudaDevice>> {
         return Err(unavailable("the NVRTC library (libnvrtc.so) was not found: install the CUDA runtime libraries or `pip install nvidia-cuda-nvrtc`".into()));
     }
     let ctx = CudaContext::new(ordinal).map_err(|e| unavailable(format!("{e:?}")))?;
-    let (major, minor) = ctx.compute_capability().map_err(|e| unavailable(format!("{e:?}")))?;
+    let (major, minor) = ctx
+        .compute_capability()
+        .map_err(|e| unavailable(format!("{e:?}")))?;
     if major < 7 {
-        return Err(unavailable(format!("compute capability {major}.{minor} is too old (smith needs 7.0 or newer)")));
+        return Err(unavailable(format!(
+            "compute capability {major}.{minor} is too old (smith needs 7.0 or newer)"
+        )));
     }
     // One stream per device: no cross-stream events needed.
     // SAFETY: every buffer of this context is used on this single stream only.
     unsafe { ctx.disable_event_tracking() };
     let stream = ctx.default_stream();
-    let blas = cudarc::cublas::CudaBlas::new(stream.clone()).map_err(|e| unavailable(format!("cuBLAS: {e:?}")))?;
+    let blas = cudarc::cublas::CudaBlas::new(stream.clone())
+        .map_err(|e| unavailable(format!("cuBLAS: {e:?}")))?;
     let dev = Arc::new(CudaDevice {
         ordinal,
         ctx,
@@ -100,7 +116,12 @@ impl CudaDevice {
     /// The kernel `function` of module `module`, compiling and loading the module on first use.
     pub fn function(&self, module: &'static str, function: &str) -> Result<CudaFunction> {
         let key = format!("{module}/{function}");
-        if let Some(f) = self.functions.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(f) = self
+            .functions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return Ok(f.clone());
         }
         let module_handle = {
@@ -118,21 +139,59 @@ impl CudaDevice {
                 }
             }
         };
-        let f = module_handle
-            .load_function(function)
-            .map_err(|e| Error::invalid("cuda", format!("kernel `{function}` missing from `{module}`: {e:?}")))?;
-        self.functions.lock().unwrap_or_else(|e| e.into_inner()).insert(key, f.clone());
+        let f = module_handle.load_function(function).map_err(|e| {
+            Error::invalid(
+                "cuda",
+                format!("kernel `{function}` missing from `{module}`: {e:?}"),
+            )
+        })?;
+        self.functions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, f.clone());
         Ok(f)
     }
 
     /// Waits for all queued work (only needed before reading results on the host).
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(|e| cuda_err("synchronize", e))
+        self.stream
+            .synchronize()
+            .map_err(|e| cuda_err("synchronize", e))
     }
 
     /// (free, total) device memory in bytes.
     pub fn memory_info(&self) -> Result<(usize, usize)> {
-        self.ctx.mem_get_info().map_err(|e| cuda_err("memory_info", e))
+        self.ctx
+            .mem_get_info()
+            .map_err(|e| cuda_err("memory_info", e))
+    }
+}
+
+/// Launches kernel `$name` of module `$module` over `$n` elements (grid-stride) with the
+/// given arguments, in order.
+macro_rules! launch {
+    ($dev:expr, $module:expr, $name:expr, $n:expr, $($arg:expr),* $(,)?) => {{
+        launch!(@cfg $dev, $module, $name, $crate::backend::cuda::launch_config($n), $($arg),*)
+    }};
+    (@cfg $dev:expr, $module:expr, $name:expr, $cfg:expr, $($arg:expr),* $(,)?) => {{
+        use cudarc::driver::PushKernelArg;
+        let name: &str = &$name;
+        let f = $dev.function($module, name)?;
+        let mut builder = $dev.stream.launch_builder(&f);
+        $( builder.arg($arg); )*
+        // SAFETY: argument types and order match the kernel's signature in kernels/, and
+        // every pointer covers the elements its layout reaches.
+        unsafe { builder.launch($cfg) }.map_err(|e| $crate::backend::cuda::cuda_err("kernel launch", e))?;
+    }};
+}
+pub(crate) use launch;
+
+/// One block of 256 threads per row, for the row kernels of `nn.cu`.
+pub(crate) fn row_config(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.clamp(1, 65535) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
     }
 }
 

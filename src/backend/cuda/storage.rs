@@ -17,7 +17,11 @@ pub struct CudaStorage {
 
 impl std::fmt::Debug for CudaStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CudaStorage({} x {} on cuda:{})", self.len, self.dtype, self.dev.ordinal)
+        write!(
+            f,
+            "CudaStorage({} x {} on cuda:{})",
+            self.len, self.dtype, self.dev.ordinal
+        )
     }
 }
 
@@ -38,7 +42,13 @@ impl Strided {
     /// The kernel-side description of `layout` (its offset is applied to the pointer).
     pub(crate) fn of(layout: &Layout) -> Result<Strided> {
         if layout.rank() > 8 {
-            return Err(Error::invalid("cuda", format!("rank {} is above the 8 dimensions CUDA kernels support", layout.rank())));
+            return Err(Error::invalid(
+                "cuda",
+                format!(
+                    "rank {} is above the 8 dimensions CUDA kernels support",
+                    layout.rank()
+                ),
+            ));
         }
         let mut s = Strided {
             shape: [1; 8],
@@ -65,7 +75,10 @@ impl CudaStorage {
         let bytes = (len * dtype.size_in_bytes()).max(1);
         // SAFETY: the buffer is fully written by the kernel or copy that follows.
         let buf = unsafe { dev.stream.alloc::<u8>(bytes) }.map_err(|e| {
-            let used = dev.memory_info().map(|(free, total)| total - free).unwrap_or(0);
+            let used = dev
+                .memory_info()
+                .map(|(free, total)| total - free)
+                .unwrap_or(0);
             Error::invalid(
                 "cuda alloc",
                 format!(

@@ -1,0 +1,151 @@
+//! Indexing on CUDA: index_select (embedding) and its scatter-add backward, strided
+//! assignment (concat, in-place loads).
+
+use super::storage::{suffix, Strided};
+use super::{cast, launch, CudaStorage};
+use crate::{DType, Error, Layout, Result};
+
+fn split_at_dim(shape: &[usize], dim: usize) -> (usize, usize, usize) {
+    (
+        shape[..dim].iter().product(),
+        shape[dim],
+        shape[dim + 1..].iter().product(),
+    )
+}
+
+/// Entries `ids` (any integer dtype, on this GPU) along `dim`; an id out of range reads
+/// as NaN instead of touching memory outside the tensor.
+pub fn index_select(
+    s: &CudaStorage,
+    layout: &Layout,
+    dim: usize,
+    ids: &CudaStorage,
+    ids_layout: &Layout,
+) -> Result<CudaStorage> {
+    let (outer, size, inner) = split_at_dim(layout.shape(), dim);
+    let k = ids_layout.numel();
+    let ids = cast(ids, ids_layout, DType::I64)?;
+    let n = outer * k * inner;
+    let out = CudaStorage::alloc(&s.dev, s.dtype, n)?;
+    if n > 0 {
+        let (sp, ls, ip, op) = (
+            s.ptr(layout.offset()),
+            Strided::of(layout)?,
+            ids.ptr(0),
+            out.ptr(0),
+        );
+        let (o64, s64, k64, i64_) = (outer as i64, size as i64, k as i64, inner as i64);
+        launch!(
+            s.dev,
+            "index",
+            format!("index_select_{}", suffix(s.dtype)),
+            n,
+            &sp,
+            &ls,
+            &ip,
+            &op,
+            &o64,
+            &s64,
+            &k64,
+            &i64_
+        );
+    }
+    Ok(out)
+}
+
+/// Adds the rows of `g` into zeros of `out_shape` at positions `ids` along `dim`
+/// (f32 atomics; repeated ids accumulate).
+pub fn index_add_zeros(
+    g: &CudaStorage,
+    lg: &Layout,
+    out_shape: &[usize],
+    dim: usize,
+    ids: &CudaStorage,
+    ids_layout: &Layout,
+) -> Result<CudaStorage> {
+    if !matches!(g.dtype, DType::F32 | DType::F16 | DType::BF16) {
+        return Err(Error::UnsupportedDType {
+            op: "index_add",
+            dtype: g.dtype,
+        });
+    }
+    let (outer, size, inner) = split_at_dim(out_shape, dim);
+    let k = ids_layout.numel();
+    let ids = cast(ids, ids_layout, DType::I64)?;
+    let acc = super::full(&g.dev, DType::F32, outer * size * inner, 0.0)?;
+    let n = outer * k * inner;
+    if n > 0 {
+        let (gp, lgs, ip, ap) = (g.ptr(lg.offset()), Strided::of(lg)?, ids.ptr(0), acc.ptr(0));
+        let (o64, s64, k64, i64_) = (outer as i64, size as i64, k as i64, inner as i64);
+        launch!(
+            g.dev,
+            "index",
+            format!("index_add_{}", suffix(g.dtype)),
+            n,
+            &gp,
+            &lgs,
+            &ip,
+            &ap,
+            &o64,
+            &s64,
+            &k64,
+            &i64_
+        );
+    }
+    if g.dtype == DType::F32 {
+        Ok(acc)
+    } else {
+        cast(&acc, &Layout::contiguous(&[outer * size * inner]), g.dtype)
+    }
+}
+
+/// Copies the elements under `ls` of `src` into the elements under `ld` of `dst`.
+pub fn assign(dst: &CudaStorage, ld: &Layout, src: &CudaStorage, ls: &Layout) -> Result<()> {
+    if dst.dtype != src.dtype {
+        return Err(Error::DTypeMismatch {
+            op: "assign",
+            lhs: dst.dtype,
+            rhs: src.dtype,
+        });
+    }
+    let n = ld.numel();
+    if n > 0 {
+        let (sp, lss, dp, lds, n64) = (
+            src.ptr(ls.offset()),
+            Strided::of(ls)?,
+            dst.ptr(ld.offset()),
+            Strided::of(ld)?,
+            n as i64,
+        );
+        launch!(
+            dst.dev,
+            "index",
+            format!("assign_{}", suffix(dst.dtype)),
+            n,
+            &sp,
+            &lss,
+            &dp,
+            &lds,
+            &n64
+        );
+    }
+    Ok(())
+}
+
+/// Concatenates inputs along `dim` into a new contiguous buffer of `out_shape`.
+pub fn cat(
+    parts: &[(&CudaStorage, &Layout)],
+    dim: usize,
+    out_shape: &[usize],
+) -> Result<CudaStorage> {
+    let first = parts[0].0;
+    let out = CudaStorage::alloc(&first.dev, first.dtype, out_shape.iter().product())?;
+    let whole = Layout::contiguous(out_shape);
+    let mut at = 0;
+    for (s, l) in parts {
+        let len = l.shape()[dim];
+        assign(&out, &whole.narrow(dim, at, len)?, s, l)?;
+        at += len;
+    }
+    Ok(out)
+}

@@ -1,0 +1,527 @@
+//! The CUDA backend against the CPU reference on fresh random inputs: every op on the GPU,
+//! non-contiguous inputs, f32/f16/bf16, gradients, and a short GPT training run.
+//!
+//! Without a GPU these tests say so and return; with `SMITH_REQUIRE_CUDA=1` (as on the GPU
+//! machine) a missing GPU is a failure.
+
+use smith::backend::cuda;
+use smith::models::{Gpt, GptConfig};
+use smith::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use smith::{DType, Device, Rng, RotaryStyle, Tensor};
+
+fn gpu() -> Option<Device> {
+    if smith::device::cuda_available() {
+        return Some(Device::Cuda(0));
+    }
+    assert!(
+        std::env::var_os("SMITH_REQUIRE_CUDA").is_none(),
+        "SMITH_REQUIRE_CUDA is set but no usable GPU: {:?}",
+        cuda::probe()
+    );
+    eprintln!(
+        "NO CUDA DEVICE: GPU parity test did NOT run ({:?})",
+        cuda::probe()
+    );
+    None
+}
+
+fn rel_err(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got.iter().all(|v| !v.is_nan()) || want.iter().any(|v| v.is_nan()),
+        "NaN in GPU result"
+    );
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f64>()
+        .sqrt();
+    let den: f64 = want.iter().map(|b| b * b).sum::<f64>().sqrt().max(1e-30);
+    num / den
+}
+
+fn tol(dtype: DType) -> f64 {
+    match dtype {
+        DType::F64 => 1e-12,
+        DType::F32 => 1e-5,
+        _ => 1e-2,
+    }
+}
+
+const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+fn randn(shape: &[usize], rng: &mut Rng) -> Tensor {
+    Tensor::randn(shape, 0.0, 1.0, DType::F32, Device::Cpu, rng).unwrap()
+}
+
+/// Runs `f` on the CPU inputs and on their GPU copies and compares the results.
+fn check(
+    name: &str,
+    inputs: &[Tensor],
+    dtype: DType,
+    tolerance: f64,
+    f: impl Fn(&[Tensor]) -> smith::Result<Tensor>,
+) {
+    let Some(dev) = gpu() else { return };
+    let cpu_in: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| {
+            if t.dtype().is_float() {
+                t.to_dtype(dtype).unwrap()
+            } else {
+                t.clone()
+            }
+        })
+        .collect();
+    let gpu_in: Vec<Tensor> = cpu_in.iter().map(|t| t.to_device(dev).unwrap()).collect();
+    let want = f(&cpu_in).unwrap_or_else(|e| panic!("{name} {dtype} on cpu: {e}"));
+    let got = f(&gpu_in).unwrap_or_else(|e| panic!("{name} {dtype} on cuda: {e}"));
+    assert_eq!(got.device(), dev, "{name}: result left the GPU");
+    assert_eq!(got.shape(), want.shape(), "{name}");
+    assert_eq!(got.dtype(), want.dtype(), "{name}");
+    let err = rel_err(&got.to_vec_f64().unwrap(), &want.to_vec_f64().unwrap());
+    assert!(
+        err <= tolerance,
+        "{name} {dtype}: relative error {err:e} (tolerance {tolerance:e})"
+    );
+    eprintln!("{name} {dtype}: relative error {err:.1e}");
+}
+
+#[test]
+fn unary_ops_on_strided_inputs() {
+    let mut rng = Rng::new(1);
+    let x = randn(&[33, 65], &mut rng).affine(2.0, 0.0).unwrap();
+    type F = fn(&Tensor) -> smith::Result<Tensor>;
+    let ops: Vec<(&str, F)> = vec![
+        ("neg", |t| t.neg()),
+        ("exp", |t| t.exp()),
+        ("log|x|", |t| t.abs()?.add_scalar(0.1)?.log()),
+        ("sqrt|x|", |t| t.abs()?.sqrt()),
+        ("tanh", |t| t.tanh()),
+        ("sigmoid", |t| t.sigmoid()),
+        ("relu", |t| t.relu()),
+        ("gelu", |t| t.gelu()),
+        ("gelu_erf", |t| t.gelu_erf()),
+        ("silu", |t| t.silu()),
+        ("affine", |t| t.affine(-0.5, 3.0)),
+        ("powf", |t| t.abs()?.powf(1.7)),
+    ];
+    for dtype in FLOATS {
+        for (name, op) in &ops {
+            check(name, std::slice::from_ref(&x), dtype, tol(dtype), |t| {
+                op(&t[0].t()?.narrow(0, 3, 60)?)
+            });
+        }
+    }
+}
+
+#[test]
+fn binary_ops_broadcast_and_compare() {
+    let mut rng = Rng::new(2);
+    let a = randn(&[7, 1, 40], &mut rng);
+    let b = randn(&[40, 9], &mut rng).affine(1.0, 3.0).unwrap();
+    type F = fn(&Tensor, &Tensor) -> smith::Result<Tensor>;
+    let ops: Vec<(&str, F)> = vec![
+        ("add", |x, y| x.add(y)),
+        ("sub", |x, y| x.sub(y)),
+        ("mul", |x, y| x.mul(y)),
+        ("div", |x, y| x.div(y)),
+        ("pow", |x, y| x.abs()?.pow(y)),
+        ("maximum", |x, y| x.maximum(y)),
+        ("minimum", |x, y| x.minimum(y)),
+        ("where", |x, y| Tensor::where_cond(&x.gt(y)?, x, y)),
+        ("cmp", |x, y| x.le(y)?.to_dtype(x.dtype())),
+    ];
+    for dtype in FLOATS {
+        for (name, op) in &ops {
+            check(name, &[a.clone(), b.clone()], dtype, tol(dtype), |t| {
+                op(&t[0], &t[1].t()?.narrow(0, 2, 5)?.unsqueeze(0)?)
+            });
+        }
+    }
+}
+
+#[test]
+fn casts_copies_and_creation() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(3);
+    let x = randn(&[17, 23], &mut rng).affine(100.0, 0.0).unwrap();
+    for from in [DType::F32, DType::F16, DType::BF16, DType::F64] {
+        for to in [
+            DType::F32,
+            DType::F16,
+            DType::BF16,
+            DType::F64,
+            DType::I64,
+            DType::U8,
+        ] {
+            let src = x.to_dtype(from).unwrap().t().unwrap();
+            let want = src.to_dtype(to).unwrap().to_vec_f64().unwrap();
+            let got = src
+                .to_device(dev)
+                .unwrap()
+                .to_dtype(to)
+                .unwrap()
+                .to_vec_f64()
+                .unwrap();
+            assert_eq!(got, want, "cast {from} -> {to}");
+        }
+    }
+    let big: Vec<i64> = vec![(1i64 << 60) + 7, -3, 5];
+    let ids = Tensor::from_vec(big.clone(), &[3], dev).unwrap();
+    assert_eq!(ids.contiguous().unwrap().to_vec::<i64>().unwrap(), big);
+    // Zeros are zeros even in memory that held other values a moment ago.
+    for _ in 0..3 {
+        drop(Tensor::full(7.5, &[1 << 20], DType::F32, dev).unwrap());
+        let z = Tensor::zeros(&[1 << 20], DType::F32, dev)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        assert!(z.iter().all(|&v| v == 0.0));
+    }
+    assert_eq!(
+        Tensor::arange(5, DType::I64, dev)
+            .unwrap()
+            .to_vec::<i64>()
+            .unwrap(),
+        vec![0, 1, 2, 3, 4]
+    );
+}
+
+#[test]
+fn reductions_over_dims() {
+    let mut rng = Rng::new(4);
+    let x = randn(&[6, 50, 7], &mut rng);
+    for dtype in FLOATS {
+        let t = tol(dtype);
+        check("sum", std::slice::from_ref(&x), dtype, t, |v| {
+            v[0].permute(&[2, 0, 1])?.sum(&[0, 2])
+        });
+        check("sum_keepdim", std::slice::from_ref(&x), dtype, t, |v| {
+            v[0].sum_keepdim(&[1])
+        });
+        check("mean_all", std::slice::from_ref(&x), dtype, t, |v| {
+            v[0].mean_all()
+        });
+        check("max", std::slice::from_ref(&x), dtype, t, |v| {
+            v[0].transpose(0, 1)?.max(1, false)
+        });
+        check("min", std::slice::from_ref(&x), dtype, t, |v| {
+            v[0].min(2, true)
+        });
+        check("argmax", std::slice::from_ref(&x), dtype, 0.0, |v| {
+            v[0].argmax(1, false)
+        });
+        check("argmin", std::slice::from_ref(&x), dtype, 0.0, |v| {
+            v[0].t_last()?.argmin(2, false)
+        });
+    }
+}
+
+trait LastT {
+    fn t_last(&self) -> smith::Result<Tensor>;
+}
+impl LastT for Tensor {
+    fn t_last(&self) -> smith::Result<Tensor> {
+        self.transpose(1, 2)
+    }
+}
+
+#[test]
+fn matmul_plain_transposed_batched() {
+    let mut rng = Rng::new(5);
+    let a = randn(&[3, 1, 70, 40], &mut rng);
+    let b = randn(&[2, 50, 40], &mut rng);
+    let m2a = randn(&[129, 257], &mut rng);
+    let m2b = randn(&[257, 65], &mut rng);
+    cuda::set_tf32(false);
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let t = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
+        check("matmul 2d", &[m2a.clone(), m2b.clone()], dtype, t, |v| {
+            v[0].matmul(&v[1])
+        });
+        check(
+            "matmul transposed",
+            &[m2a.clone(), m2b.clone()],
+            dtype,
+            t,
+            |v| v[1].t()?.matmul(&v[0].t()?),
+        );
+        check(
+            "matmul batched broadcast",
+            &[a.clone(), b.clone()],
+            dtype,
+            t,
+            |v| v[0].matmul(&v[1].transpose(1, 2)?),
+        );
+        check("matmul sliced", &[a.clone(), b.clone()], dtype, t, |v| {
+            v[0].narrow(3, 5, 30)?
+                .matmul(&v[1].narrow(2, 3, 30)?.transpose(1, 2)?)
+        });
+    }
+    cuda::set_tf32(true);
+    check("matmul tf32", &[m2a, m2b], DType::F32, 3e-3, |v| {
+        v[0].matmul(&v[1])
+    });
+}
+
+#[test]
+fn fused_row_ops() {
+    let mut rng = Rng::new(6);
+    let x = randn(&[4, 37, 300], &mut rng).affine(3.0, 0.0).unwrap();
+    let w = randn(&[300], &mut rng);
+    let bias = randn(&[300], &mut rng);
+    let logits = randn(&[200, 1000], &mut rng).affine(4.0, 0.0).unwrap();
+    let mut t: Vec<i64> = (0..200).map(|i| (i * 37 % 1000) as i64).collect();
+    t[3] = -100;
+    t[77] = -100;
+    let targets = Tensor::from_vec(t, &[200], Device::Cpu).unwrap();
+    for dtype in FLOATS {
+        let tl = tol(dtype);
+        check("softmax", std::slice::from_ref(&x), dtype, tl, |v| {
+            v[0].softmax(2)
+        });
+        check("softmax dim 1", std::slice::from_ref(&x), dtype, tl, |v| {
+            v[0].softmax(1)
+        });
+        check("log_softmax", std::slice::from_ref(&x), dtype, tl, |v| {
+            v[0].log_softmax(2)
+        });
+        check("softmax_causal", std::slice::from_ref(&x), dtype, tl, |v| {
+            v[0].narrow(2, 0, 37)?.softmax_causal()
+        });
+        check(
+            "softmax_causal wide",
+            std::slice::from_ref(&x),
+            dtype,
+            tl,
+            |v| v[0].narrow(2, 0, 50)?.softmax_causal(),
+        );
+        check(
+            "layer_norm",
+            &[x.clone(), w.clone(), bias.clone()],
+            dtype,
+            tl,
+            |v| v[0].layer_norm(Some(&v[1]), Some(&v[2]), 1e-5),
+        );
+        check(
+            "layer_norm strided",
+            std::slice::from_ref(&x),
+            dtype,
+            tl,
+            |v| {
+                v[0].transpose(1, 2)?
+                    .narrow(1, 0, 37)?
+                    .layer_norm(None, None, 1e-5)
+            },
+        );
+        check("rms_norm", &[x.clone(), w.clone()], dtype, tl, |v| {
+            v[0].rms_norm(Some(&v[1]), 1e-6)
+        });
+        check(
+            "cross_entropy",
+            &[logits.clone(), targets.clone()],
+            dtype,
+            tl,
+            |v| v[0].cross_entropy(&v[1], -100),
+        );
+        check(
+            "embedding",
+            &[logits.clone(), targets.clone()],
+            dtype,
+            0.0,
+            |v| Tensor::embedding(&v[1].narrow(0, 0, 3)?.abs_i()?, &v[0]),
+        );
+        check("cat", &[x.clone(), w.clone()], dtype, 0.0, |v| {
+            Tensor::cat(
+                &[
+                    v[0].narrow(0, 1, 1)?.squeeze(0)?.t()?,
+                    v[1].unsqueeze(0)?.narrow(1, 0, 37)?,
+                ],
+                0,
+            )
+        });
+    }
+}
+
+trait AbsIds {
+    fn abs_i(&self) -> smith::Result<Tensor>;
+}
+impl AbsIds for Tensor {
+    /// The ids with the ignore markers replaced by 0.
+    fn abs_i(&self) -> smith::Result<Tensor> {
+        let v: Vec<i64> = self
+            .to_vec::<i64>()?
+            .into_iter()
+            .map(|x| x.max(0))
+            .collect();
+        Tensor::from_vec(v, self.shape(), self.device())
+    }
+}
+
+/// A function that uses every differentiable op the GPU has; its gradients on both devices.
+fn composite_grads(dev: Device) -> Vec<Vec<f64>> {
+    let mut rng = Rng::new(7);
+    let emb = randn(&[50, 32], &mut rng)
+        .to_device(dev)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
+    let w = randn(&[32, 32], &mut rng)
+        .affine(0.2, 0.0)
+        .unwrap()
+        .to_device(dev)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
+    let gain = randn(&[32], &mut rng)
+        .to_device(dev)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
+    let ids = Tensor::from_vec(
+        (0..24).map(|i| (i * 7 % 50) as i64).collect::<Vec<_>>(),
+        &[2, 12],
+        dev,
+    )
+    .unwrap();
+    let targets = Tensor::from_vec(
+        (0..24).map(|i| (i * 3 % 50) as i64).collect::<Vec<_>>(),
+        &[2, 12],
+        dev,
+    )
+    .unwrap();
+    let x = Tensor::embedding(&ids, &emb).unwrap();
+    let h = x
+        .layer_norm(Some(&gain), None, 1e-5)
+        .unwrap()
+        .matmul(&w)
+        .unwrap()
+        .gelu()
+        .unwrap();
+    let att = h
+        .matmul(&h.transpose(1, 2).unwrap())
+        .unwrap()
+        .mul_scalar(0.1)
+        .unwrap()
+        .softmax_causal()
+        .unwrap();
+    let y = att
+        .matmul(&h)
+        .unwrap()
+        .add(&x)
+        .unwrap()
+        .rms_norm(None, 1e-6)
+        .unwrap();
+    let parts = y.split(&[16, 16], 2).unwrap();
+    let y = Tensor::cat(&[parts[1].clone(), parts[0].exp().unwrap()], 2).unwrap();
+    let logits = y.matmul(&emb.t().unwrap()).unwrap();
+    let loss = logits
+        .cross_entropy(&targets, -100)
+        .unwrap()
+        .add(
+            &logits
+                .max(2, false)
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .mul_scalar(0.01)
+                .unwrap(),
+        )
+        .unwrap();
+    let grads = loss.backward().unwrap();
+    [&emb, &w, &gain]
+        .iter()
+        .map(|p| grads.get(p).unwrap().to_vec_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn gradients_match_the_cpu() {
+    let Some(dev) = gpu() else { return };
+    cuda::set_tf32(false);
+    let want = composite_grads(Device::Cpu);
+    let got = composite_grads(dev);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let err = rel_err(g, w);
+        eprintln!("gradient {i}: relative error {err:.1e}");
+        assert!(err < 1e-4, "gradient {i}: relative error {err:e}");
+    }
+    cuda::set_tf32(true);
+}
+
+fn train_losses(dev: Device, steps: usize) -> Vec<f64> {
+    let cfg = GptConfig {
+        vocab_size: 65,
+        block_size: 32,
+        n_layer: 2,
+        n_head: 4,
+        n_embd: 64,
+        dropout: 0.0,
+    };
+    let model = Gpt::new(cfg, &mut Rng::new(11), dev).unwrap();
+    let mut opt = AdamW::new(model.params(), AdamWConfig::default()).unwrap();
+    let params = model.params();
+    let mut data_rng = Rng::new(12);
+    (0..steps)
+        .map(|_| {
+            let ids: Vec<i64> = (0..8 * 33).map(|_| data_rng.below(65) as i64).collect();
+            let all = Tensor::from_vec(ids, &[8, 33], dev).unwrap();
+            let x = all.narrow(1, 0, 32).unwrap().contiguous().unwrap();
+            let y = all.narrow(1, 1, 32).unwrap().contiguous().unwrap();
+            let loss = model.loss(&x, &y, None).unwrap();
+            let mut grads = loss.backward().unwrap();
+            clip_grad_norm(&mut grads, &params, 1.0).unwrap();
+            opt.step(&grads, 3e-3).unwrap();
+            loss.to_scalar().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn gpt_training_on_the_gpu_follows_the_cpu() {
+    let Some(dev) = gpu() else { return };
+    let cpu = train_losses(Device::Cpu, 15);
+    cuda::set_tf32(false);
+    let exact = train_losses(dev, 15);
+    cuda::set_tf32(true);
+    let tf32 = train_losses(dev, 15);
+    for i in 0..15 {
+        eprintln!(
+            "step {i}: cpu {:.5} cuda {:.5} cuda+tf32 {:.5}",
+            cpu[i], exact[i], tf32[i]
+        );
+        assert!(
+            (exact[i] - cpu[i]).abs() / cpu[i] < 1e-4,
+            "step {i}: {} vs {}",
+            exact[i],
+            cpu[i]
+        );
+        assert!(
+            (tf32[i] - cpu[i]).abs() / cpu[i] < 1e-2,
+            "step {i}: {} vs {}",
+            tf32[i],
+            cpu[i]
+        );
+    }
+    assert!(cpu[14] < cpu[0]);
+}
+
+#[test]
+fn ops_without_a_gpu_kernel_say_so() {
+    let Some(dev) = gpu() else { return };
+    let x = Tensor::zeros(&[1, 4, 8], DType::F32, dev).unwrap();
+    let (cos, sin) = smith::rotary_tables(0, 4, 8, 10000.0, DType::F32, dev).unwrap();
+    let err = x
+        .rotary(&cos, &sin, RotaryStyle::Interleaved)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not implemented on CUDA"), "{err}");
+    let cpu = Tensor::zeros(&[2], DType::F32, Device::Cpu).unwrap();
+    assert!(cpu
+        .add(&Tensor::zeros(&[2], DType::F32, dev).unwrap())
+        .unwrap_err()
+        .to_string()
+        .contains("device"));
+}
