@@ -45,3 +45,39 @@ extern "C" __global__ void index_add_##SUFFIX(const T* g, Strided lg, const long
 INDEX_ADD(f32, float)
 INDEX_ADD(f16, __half)
 INDEX_ADD(bf16, __nv_bfloat16)
+
+// out[p] = src[p with coordinate `dim` replaced by index[p]]. `view` has the index's shape
+// and the source's strides; `inner` = product of the index dims after `dim`.
+#define GATHER(SUFFIX, T)                                                                     \
+extern "C" __global__ void gather_##SUFFIX(const T* src, Strided view, const long long* index,\
+                                           T* out, long long n, long long inner,              \
+                                           long long dim_len, long long src_dim_len,           \
+                                           long long src_dim_stride) {                         \
+    GRID_STRIDE_LOOP(p, n) {                                                                  \
+        long long coord = (p / inner) % dim_len, id = index[p];                               \
+        out[p] = (id < 0 || id >= src_dim_len) ? from_double<T>(NAN)                          \
+               : src[strided_index(view, p) + (id - coord) * src_dim_stride];                 \
+    }                                                                                         \
+}
+GATHER(f32, float)
+GATHER(f16, __half)
+GATHER(bf16, __nv_bfloat16)
+GATHER(f64, double)
+
+// acc (contiguous, f32 or f64, the destination's shape) += src at the gathered positions.
+#define SCATTER_ADD(SUFFIX, T, A)                                                             \
+extern "C" __global__ void scatter_add_##SUFFIX(const T* src, Strided ls, const long long* index,\
+                                                A* acc, Strided view, long long n,             \
+                                                long long inner, long long dim_len,            \
+                                                long long dst_dim_len, long long dst_dim_stride) { \
+    GRID_STRIDE_LOOP(p, n) {                                                                  \
+        long long coord = (p / inner) % dim_len, id = index[p];                               \
+        if (id >= 0 && id < dst_dim_len)                                                      \
+            atomicAdd(acc + strided_index(view, p) + (id - coord) * dst_dim_stride,           \
+                      (A)to_compute(src[strided_index(ls, p)]));                              \
+    }                                                                                         \
+}
+SCATTER_ADD(f32, float, float)
+SCATTER_ADD(f16, __half, float)
+SCATTER_ADD(bf16, __nv_bfloat16, float)
+SCATTER_ADD(f64, double, double)

@@ -234,3 +234,24 @@ extern "C" __global__ void xent_finish(const float* loss, const float* valid, lo
     n = block_reduce(n, false);
     if (threadIdx.x == 0) { out[0] = s / n; out[1] = n; }
 }
+
+// Rotary embedding of contiguous x [rows, D] where row r is position r % T, with tables
+// cos/sin [T, D/2]; `interleaved` pairs (2i, 2i+1), else (i, i + D/2); `inverse` rotates back.
+#define ROTARY(SUFFIX, T)                                                                      \
+extern "C" __global__ void rotary_##SUFFIX(const T* x, const T* cos_t, const T* sin_t, T* y,   \
+                                           long long rows, long long t, long long d,           \
+                                           int interleaved, int inverse) {                     \
+    const long long half = d / 2, n = rows * half;                                             \
+    GRID_STRIDE_LOOP(p, n) {                                                                   \
+        long long row = p / half, i = p % half, pos = row % t;                                 \
+        float c = to_compute(cos_t[pos * half + i]), s = to_compute(sin_t[pos * half + i]);    \
+        if (inverse) s = -s;                                                                   \
+        long long a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;         \
+        float xa = to_compute(x[row * d + a]), xb = to_compute(x[row * d + b]);                \
+        y[row * d + a] = from_compute<T>(xa * c - xb * s);                                     \
+        y[row * d + b] = from_compute<T>(xa * s + xb * c);                                     \
+    }                                                                                          \
+}
+ROTARY(f32, float)
+ROTARY(f16, __half)
+ROTARY(bf16, __nv_bfloat16)

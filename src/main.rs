@@ -27,6 +27,24 @@ enum Command {
     Train(TrainArgs),
     /// Stream a continuation of a prompt from a trained checkpoint.
     Generate(GenerateArgs),
+    /// Time the key workloads and print them beside PyTorch's on the same device.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Smaller sizes (for a CPU or a quick look).
+    #[arg(long)]
+    quick: bool,
+    /// Script that prints PyTorch's figures as JSON (skipped when it is not there).
+    #[arg(long, default_value = "tools/torch_baseline.py")]
+    baseline: String,
+    /// Do not run the PyTorch baseline.
+    #[arg(long)]
+    no_baseline: bool,
 }
 
 #[derive(Args)]
@@ -119,6 +137,7 @@ fn main() {
     let result = match cli.command {
         Command::Train(a) => train(a),
         Command::Generate(a) => generate_cmd(a),
+        Command::Bench(a) => bench_cmd(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -310,5 +329,40 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
         a.max_tokens,
         a.max_tokens as f64 / secs
     );
+    Ok(())
+}
+
+fn bench_cmd(a: BenchArgs) -> Result<()> {
+    let device = Device::parse(&a.device)?;
+    let quick = a.quick || device == Device::Cpu;
+    println!(
+        "smith bench on {device}{}",
+        if quick { " (quick sizes)" } else { "" }
+    );
+    let ours = smith::bench::run(device, quick)?;
+    let theirs = if a.no_baseline || !Path::new(&a.baseline).exists() {
+        println!("(no PyTorch baseline: {} not run)", a.baseline);
+        Default::default()
+    } else {
+        smith::bench::torch_baseline(&a.baseline, quick)?
+    };
+    println!("| workload | unit | smith | PyTorch | speed ratio | note |");
+    println!("|---|---|---|---|---|---|");
+    for m in &ours {
+        let (torch, ratio) = match theirs.get(&m.name) {
+            Some(&t) => (
+                format!("{t:.2}"),
+                format!("{:.2}x", m.unit.speedup(m.value, t)),
+            ),
+            None => ("-".to_string(), "-".to_string()),
+        };
+        println!(
+            "| {} | {} | {:.2} | {torch} | {ratio} | {} |",
+            m.name,
+            m.unit.label(),
+            m.value,
+            m.note
+        );
+    }
     Ok(())
 }

@@ -87,17 +87,22 @@ impl Tensor {
     pub fn gather(&self, dim: usize, index: &Tensor) -> Result<Tensor> {
         check_index("gather", index)?;
         check_gather_shapes("gather", self, index, dim)?;
-        let idx = index
-            .read_storage()
-            .cpu()?
-            .to_indices("gather", index.layout())?;
-        let out = cpu::gather(
-            self.read_storage().cpu()?,
-            self.layout(),
-            dim,
-            &idx,
-            index.shape(),
-        )?;
+        super::check_same_device("gather", self, index)?;
+        let out = match (&*self.read_storage(), &*index.read_storage()) {
+            (Storage::Cuda(s), Storage::Cuda(i)) => {
+                Storage::Cuda(cuda::gather(s, self.layout(), dim, i, index.layout())?)
+            }
+            (s, i) => {
+                let idx = i.cpu()?.to_indices("gather", index.layout())?;
+                Storage::Cpu(cpu::gather(
+                    s.cpu()?,
+                    self.layout(),
+                    dim,
+                    &idx,
+                    index.shape(),
+                )?)
+            }
+        };
         let rec = if self.dtype().is_float() {
             record(&[self], || Op::Gather {
                 src: self.clone(),
@@ -107,7 +112,7 @@ impl Tensor {
         } else {
             None
         };
-        Ok(Tensor::from_cpu(out, index.shape(), rec))
+        Ok(Tensor::from_storage(out, index.shape(), rec))
     }
 
     /// A copy of `self` with `src[p]` added at `p with coordinate dim replaced by
@@ -124,21 +129,30 @@ impl Tensor {
                 rhs: src.shape().to_vec(),
             });
         }
-        let idx = index
-            .read_storage()
-            .cpu()?
-            .to_indices("scatter_add", index.layout())?;
+        super::check_same_device("scatter_add", self, index)?;
         let out = {
-            let (sd, ss) = (self.read_storage(), src.read_storage());
-            cpu::scatter_add(
-                sd.cpu()?,
-                self.layout(),
-                dim,
-                &idx,
-                index.shape(),
-                ss.cpu()?,
-                src.layout(),
-            )?
+            let (sd, si, ss) = (
+                self.read_storage(),
+                index.read_storage(),
+                src.read_storage(),
+            );
+            match (&*sd, &*si, &*ss) {
+                (Storage::Cuda(d), Storage::Cuda(i), Storage::Cuda(s)) => Storage::Cuda(
+                    cuda::scatter_add(d, self.layout(), dim, i, index.layout(), s, src.layout())?,
+                ),
+                _ => {
+                    let idx = si.cpu()?.to_indices("scatter_add", index.layout())?;
+                    Storage::Cpu(cpu::scatter_add(
+                        sd.cpu()?,
+                        self.layout(),
+                        dim,
+                        &idx,
+                        index.shape(),
+                        ss.cpu()?,
+                        src.layout(),
+                    )?)
+                }
+            }
         };
         let rec = record(&[self, src], || Op::ScatterAdd {
             dst: self.clone(),
@@ -146,6 +160,6 @@ impl Tensor {
             src: src.clone(),
             dim,
         });
-        Ok(Tensor::from_cpu(out, self.shape(), rec))
+        Ok(Tensor::from_storage(out, self.shape(), rec))
     }
 }

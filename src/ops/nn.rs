@@ -222,14 +222,26 @@ impl Tensor {
         }
         let out = {
             let (xs, cs, ss) = (self.read_storage(), cos.read_storage(), sin.read_storage());
-            cpu::rotary(
-                xs.cpu()?,
-                self.layout(),
-                (cs.cpu()?, cos.layout()),
-                (ss.cpu()?, sin.layout()),
-                style,
-                inverse,
-            )?
+            match (&*xs, &*cs, &*ss) {
+                (Storage::Cuda(x), Storage::Cuda(c), Storage::Cuda(s)) => {
+                    Storage::Cuda(cuda::rotary(
+                        x,
+                        self.layout(),
+                        (c, cos.layout()),
+                        (s, sin.layout()),
+                        style,
+                        inverse,
+                    )?)
+                }
+                _ => Storage::Cpu(cpu::rotary(
+                    xs.cpu()?,
+                    self.layout(),
+                    (cs.cpu()?, cos.layout()),
+                    (ss.cpu()?, sin.layout()),
+                    style,
+                    inverse,
+                )?),
+            }
         };
         let rec = record(&[self], || Op::Rotary {
             x: self.clone(),
@@ -237,7 +249,7 @@ impl Tensor {
             sin: sin.clone(),
             style,
         });
-        Ok(Tensor::from_cpu(out, self.shape(), rec))
+        Ok(Tensor::from_storage(out, self.shape(), rec))
     }
 }
 

@@ -149,3 +149,116 @@ pub fn cat(
     }
     Ok(out)
 }
+
+/// Index shape, strides of the data it addresses, and the sizes around `dim`.
+fn gather_geometry(
+    index_shape: &[usize],
+    strides: Vec<usize>,
+    dim: usize,
+) -> Result<(Strided, i64, i64)> {
+    let view = Strided::of(&Layout::new(index_shape.to_vec(), strides, 0))?;
+    let inner: usize = index_shape[dim + 1..].iter().product();
+    Ok((view, inner as i64, index_shape[dim] as i64))
+}
+
+/// `out[p] = src[p with coordinate dim replaced by index[p]]`; out has the index's shape
+/// (an index out of range reads as NaN, never outside the buffer).
+pub fn gather(
+    s: &CudaStorage,
+    layout: &Layout,
+    dim: usize,
+    index: &CudaStorage,
+    index_layout: &Layout,
+) -> Result<CudaStorage> {
+    if !s.dtype.is_float() {
+        return Err(Error::UnsupportedDType {
+            op: "gather",
+            dtype: s.dtype,
+        });
+    }
+    let idx = cast(index, index_layout, DType::I64)?;
+    let n = index_layout.numel();
+    let out = CudaStorage::alloc(&s.dev, s.dtype, n)?;
+    if n > 0 {
+        let (view, inner, dim_len) =
+            gather_geometry(index_layout.shape(), layout.strides().to_vec(), dim)?;
+        let (sp, ip, op, n64) = (s.ptr(layout.offset()), idx.ptr(0), out.ptr(0), n as i64);
+        let (src_len, src_stride) = (layout.shape()[dim] as i64, layout.strides()[dim] as i64);
+        launch!(
+            s.dev,
+            "index",
+            format!("gather_{}", suffix(s.dtype)),
+            n,
+            &sp,
+            &view,
+            &ip,
+            &op,
+            &n64,
+            &inner,
+            &dim_len,
+            &src_len,
+            &src_stride
+        );
+    }
+    Ok(out)
+}
+
+/// A copy of `dst` with `src[p]` added at `p with coordinate dim replaced by index[p]`
+/// (accumulated in f32, or f64 for f64 data).
+pub fn scatter_add(
+    dst: &CudaStorage,
+    ld: &Layout,
+    dim: usize,
+    index: &CudaStorage,
+    index_layout: &Layout,
+    src: &CudaStorage,
+    ls: &Layout,
+) -> Result<CudaStorage> {
+    let acc_dtype = match dst.dtype {
+        DType::F64 => DType::F64,
+        DType::F32 | DType::F16 | DType::BF16 => DType::F32,
+        other => {
+            return Err(Error::UnsupportedDType {
+                op: "scatter_add",
+                dtype: other,
+            })
+        }
+    };
+    let acc = cast(dst, ld, acc_dtype)?;
+    let idx = cast(index, index_layout, DType::I64)?;
+    let n = index_layout.numel();
+    if n > 0 {
+        let dst_strides = crate::layout::contiguous_strides(ld.shape());
+        let (view, inner, dim_len) =
+            gather_geometry(index_layout.shape(), dst_strides.clone(), dim)?;
+        let (sp, lss, ip, ap, n64) = (
+            src.ptr(ls.offset()),
+            Strided::of(ls)?,
+            idx.ptr(0),
+            acc.ptr(0),
+            n as i64,
+        );
+        let (dst_len, dst_stride) = (ld.shape()[dim] as i64, dst_strides[dim] as i64);
+        launch!(
+            dst.dev,
+            "index",
+            format!("scatter_add_{}", suffix(src.dtype)),
+            n,
+            &sp,
+            &lss,
+            &ip,
+            &ap,
+            &view,
+            &n64,
+            &inner,
+            &dim_len,
+            &dst_len,
+            &dst_stride
+        );
+    }
+    if acc_dtype == dst.dtype {
+        Ok(acc)
+    } else {
+        cast(&acc, &Layout::contiguous(ld.shape()), dst.dtype)
+    }
+}

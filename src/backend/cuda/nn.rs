@@ -236,3 +236,53 @@ pub fn cross_entropy_backward(
     }
     Ok(dx)
 }
+
+/// Rotary position embedding of `[.., T, D]` with tables `[T, D/2]`; `inverse` rotates back.
+pub fn rotary(
+    x: &CudaStorage,
+    lx: &Layout,
+    cos: (&CudaStorage, &Layout),
+    sin: (&CudaStorage, &Layout),
+    style: crate::backend::RotaryStyle,
+    inverse: bool,
+) -> Result<CudaStorage> {
+    half_or_f32("rotary", x.dtype)?;
+    if cos.0.dtype != x.dtype || sin.0.dtype != x.dtype {
+        return Err(Error::DTypeMismatch {
+            op: "rotary",
+            lhs: x.dtype,
+            rhs: cos.0.dtype,
+        });
+    }
+    let (_kx, xp) = contiguous_ptr(x, lx)?;
+    let (_kc, cp) = contiguous_ptr(cos.0, cos.1)?;
+    let (_ks, sp) = contiguous_ptr(sin.0, sin.1)?;
+    let shape = lx.shape();
+    let (t, d) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    let rows = lx.numel().checked_div(d).unwrap_or(0);
+    let out = CudaStorage::alloc(&x.dev, x.dtype, lx.numel())?;
+    let pairs = rows * (d / 2);
+    if pairs > 0 {
+        let (yp, r64, t64, d64) = (out.ptr(0), rows as i64, t as i64, d as i64);
+        let (inter, inv) = (
+            (style == crate::backend::RotaryStyle::Interleaved) as i32,
+            inverse as i32,
+        );
+        launch!(
+            x.dev,
+            "nn",
+            format!("rotary_{}", suffix(x.dtype)),
+            pairs,
+            &xp,
+            &cp,
+            &sp,
+            &yp,
+            &r64,
+            &t64,
+            &d64,
+            &inter,
+            &inv
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,267 @@
+//! `smith bench`: the workloads that matter, timed on one device, printed beside PyTorch's
+//! figures for the same workloads (measured by tools/torch_baseline.py in the same run).
+
+use crate::backend::cuda;
+use crate::{DType, Device, Error, Result, Rng, Tensor};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// How a workload's figure is expressed, and which way is better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Tera floating-point operations per second (higher is better).
+    Tflops,
+    /// Gigabytes moved per second (higher is better).
+    Gbps,
+    /// Milliseconds per call (lower is better).
+    Ms,
+    /// Microseconds per call (lower is better).
+    Us,
+}
+
+impl Unit {
+    /// Short label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unit::Tflops => "TFLOP/s",
+            Unit::Gbps => "GB/s",
+            Unit::Ms => "ms",
+            Unit::Us => "us",
+        }
+    }
+
+    /// `ours / theirs` as a speed ratio (above 1 means smith is faster).
+    pub fn speedup(self, ours: f64, theirs: f64) -> f64 {
+        match self {
+            Unit::Tflops | Unit::Gbps => ours / theirs,
+            Unit::Ms | Unit::Us => theirs / ours,
+        }
+    }
+}
+
+/// One measured workload.
+#[derive(Clone, Debug)]
+pub struct Measurement {
+    pub name: String,
+    pub unit: Unit,
+    pub value: f64,
+    /// The physical floor or reference beside the figure (bytes or FLOPs, and what they imply).
+    pub note: String,
+}
+
+fn sync(device: Device) -> Result<()> {
+    if let Device::Cuda(n) = device {
+        cuda::device(n)?.synchronize()?;
+    }
+    Ok(())
+}
+
+/// Mean seconds per call of `f` after warm-up, waiting for the device around the timed loop.
+fn time(device: Device, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..3 {
+        f()?;
+    }
+    sync(device)?;
+    let start = Instant::now();
+    for _ in 0..iters {
+        f()?;
+    }
+    sync(device)?;
+    Ok(start.elapsed().as_secs_f64() / iters as f64)
+}
+
+fn randn(shape: &[usize], dtype: DType, device: Device, rng: &mut Rng) -> Result<Tensor> {
+    Tensor::randn(shape, 0.0, 1.0, DType::F32, Device::Cpu, rng)?
+        .to_dtype(dtype)?
+        .to_device(device)
+}
+
+/// Runs every workload on `device`; `quick` uses smaller sizes (for a CPU).
+pub fn run(device: Device, quick: bool) -> Result<Vec<Measurement>> {
+    let _guard = crate::no_grad();
+    let mut rng = Rng::new(0);
+    let mut out = Vec::new();
+    let gemm_sizes: &[usize] = if quick {
+        &[256, 512]
+    } else {
+        &[1024, 4096, 8192]
+    };
+    for &(dtype, label) in &[(DType::F32, "f32_tf32"), (DType::BF16, "bf16")] {
+        if quick && dtype == DType::BF16 {
+            continue;
+        }
+        for &n in gemm_sizes {
+            let a = randn(&[n, n], dtype, device, &mut rng)?;
+            let b = randn(&[n, n], dtype, device, &mut rng)?;
+            let iters = if n >= 8192 { 10 } else { 30 };
+            let s = time(device, iters, || a.matmul(&b).map(|_| ()))?;
+            let flops = 2.0 * (n as f64).powi(3);
+            out.push(Measurement {
+                name: format!("gemm_{label}_{n}"),
+                unit: Unit::Tflops,
+                value: flops / s / 1e12,
+                note: format!("{:.1} GFLOP per product", flops / 1e9),
+            });
+        }
+    }
+    let scale = if quick { 16 } else { 1 };
+    // Memory-bound kernels: bytes read + written per call, against a plain device copy.
+    let copy_n = 100_000_000 / scale;
+    let big = randn(&[copy_n], DType::F32, device, &mut rng)?;
+    let s = time(device, 20, || big.copy().map(|_| ()))?;
+    let copy_gbps = 2.0 * 4.0 * copy_n as f64 / s / 1e9;
+    out.push(Measurement {
+        name: "copy_f32".into(),
+        unit: Unit::Gbps,
+        value: copy_gbps,
+        note: format!("{:.0} MB read + written", 8.0 * copy_n as f64 / 1e6),
+    });
+    drop(big);
+    let mut membound =
+        |name: &str, shape: [usize; 2], f: &dyn Fn(&Tensor) -> Result<Tensor>| -> Result<()> {
+            let shape = [shape[0] / scale, shape[1]];
+            let x = randn(&shape, DType::F32, device, &mut rng)?;
+            let s = time(device, 20, || f(&x).map(|_| ()))?;
+            let bytes = 2.0 * 4.0 * (shape[0] * shape[1]) as f64;
+            let gbps = bytes / s / 1e9;
+            out.push(Measurement {
+                name: name.into(),
+                unit: Unit::Gbps,
+                value: gbps,
+                note: format!(
+                    "{:.0}% of copy; floor {:.3} ms",
+                    100.0 * gbps / copy_gbps,
+                    bytes / copy_gbps / 1e6
+                ),
+            });
+            Ok(())
+        };
+    membound("softmax_98304x1024", [98304, 1024], &|x| x.softmax(1))?;
+    let w = Tensor::ones(&[768], DType::F32, device)?;
+    let b = Tensor::zeros(&[768], DType::F32, device)?;
+    membound("layernorm_16384x768", [16384, 768], &|x| {
+        x.layer_norm(Some(&w), Some(&b), 1e-5)
+    })?;
+    membound("gelu_16384x768", [16384, 768], &|x| x.gelu())?;
+    // Cross-entropy forward over GPT-2's vocabulary.
+    let rows = 16384 / scale;
+    let logits = randn(&[rows, 50304], DType::F32, device, &mut rng)?;
+    let targets = Tensor::from_vec(
+        (0..rows)
+            .map(|i| (i * 7919 % 50304) as i64)
+            .collect::<Vec<_>>(),
+        &[rows],
+        device,
+    )?;
+    let s = time(device, 10, || {
+        logits.cross_entropy(&targets, -1).map(|_| ())
+    })?;
+    out.push(Measurement {
+        name: "cross_entropy_16384x50304".into(),
+        unit: Unit::Ms,
+        value: s * 1e3,
+        note: format!(
+            "floor {:.3} ms (logits read once)",
+            4.0 * (rows * 50304) as f64 / copy_gbps / 1e6
+        ),
+    });
+    drop(logits);
+    // AdamW over GPT-2 124M's parameter shapes.
+    let adamw_ms = adamw_step_ms(device, scale, &mut rng)?;
+    out.push(Measurement {
+        name: "adamw_124m".into(),
+        unit: Unit::Ms,
+        value: adamw_ms.0,
+        note: format!(
+            "{} tensors; floor {:.3} ms (16 B read + 12 B written per parameter)",
+            adamw_ms.1,
+            28.0 * adamw_ms.2 as f64 / copy_gbps / 1e6
+        ),
+    });
+    // Host cost of queuing one small kernel.
+    let tiny = Tensor::zeros(&[1], DType::F32, device)?;
+    let n = 2000;
+    sync(device)?;
+    let start = Instant::now();
+    for _ in 0..n {
+        let _ = tiny.affine(1.0, 1.0)?;
+    }
+    let host = start.elapsed().as_secs_f64() / n as f64;
+    sync(device)?;
+    out.push(Measurement {
+        name: "launch_overhead".into(),
+        unit: Unit::Us,
+        value: host * 1e6,
+        note: "host time to queue one elementwise op on a 1-element tensor".into(),
+    });
+    Ok(out)
+}
+
+/// GPT-2 124M's parameter shapes (wte, wpe, 12 blocks, final norm).
+fn gpt2_shapes() -> Vec<Vec<usize>> {
+    let (c, v, t) = (768, 50304, 1024);
+    let mut s = vec![vec![v, c], vec![t, c]];
+    for _ in 0..12 {
+        s.extend([
+            vec![c],
+            vec![c],
+            vec![3 * c, c],
+            vec![3 * c],
+            vec![c, c],
+            vec![c],
+            vec![c],
+            vec![c],
+            vec![4 * c, c],
+            vec![4 * c],
+            vec![c, 4 * c],
+            vec![c],
+        ]);
+    }
+    s.extend([vec![c], vec![c]]);
+    s
+}
+
+fn adamw_step_ms(device: Device, scale: usize, rng: &mut Rng) -> Result<(f64, usize, usize)> {
+    let shapes = gpt2_shapes();
+    let mut params = Vec::new();
+    let mut grads = crate::GradStore::new();
+    let mut total = 0;
+    for (i, shape) in shapes.iter().enumerate() {
+        let mut shape = shape.clone();
+        shape[0] = (shape[0] / scale).max(1);
+        total += shape.iter().product::<usize>();
+        let p = randn(&shape, DType::F32, device, rng)?.requires_grad()?;
+        grads.insert(&p, randn(&shape, DType::F32, device, rng)?);
+        params.push(crate::nn::Param {
+            name: format!("p{i}"),
+            tensor: p,
+            decay: shape.len() == 2,
+        });
+    }
+    let mut opt = crate::optim::AdamW::new(params, crate::optim::AdamWConfig::default())?;
+    let s = time(device, 10, || opt.step(&grads, 1e-4))?;
+    Ok((s * 1e3, shapes.len(), total))
+}
+
+/// PyTorch's figures for the same workloads, from `python3 SCRIPT` (JSON on stdout).
+pub fn torch_baseline(script: &str, quick: bool) -> Result<BTreeMap<String, f64>> {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(script);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let out = cmd.output().map_err(|e| Error::io(script, e))?;
+    if !out.status.success() {
+        return Err(Error::invalid(
+            "bench",
+            format!("{script} failed: {}", String::from_utf8_lossy(&out.stderr)),
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or("{}");
+    Ok(serde_json::from_str(line)?)
+}

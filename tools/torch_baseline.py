@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""PyTorch's figures for the workloads of `smith bench`, on the same GPU.
+
+Prints one JSON object {workload: value} as its last line, in the units smith uses:
+TFLOP/s for GEMM, GB/s (bytes read + written) for memory-bound ops, milliseconds for
+cross-entropy and AdamW, microseconds for launch overhead.
+Usage: python3 tools/torch_baseline.py [--quick]
+"""
+import json
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def timed(fn, iters):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1e3 / iters
+
+
+def main():
+    quick = "--quick" in sys.argv
+    dev = "cuda"
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.manual_seed(0)
+    out = {}
+    for dtype, label in [(torch.float32, "f32_tf32"), (torch.bfloat16, "bf16")]:
+        for n in ([256, 512] if quick else [1024, 4096, 8192]):
+            a = torch.randn(n, n, device=dev, dtype=dtype)
+            b = torch.randn(n, n, device=dev, dtype=dtype)
+            s = timed(lambda: a @ b, 10 if n >= 8192 else 30)
+            out[f"gemm_{label}_{n}"] = 2 * n**3 / s / 1e12
+    scale = 16 if quick else 1
+    n = 100_000_000 // scale
+    x = torch.randn(n, device=dev)
+    out["copy_f32"] = 8 * n / timed(lambda: x.clone(), 20) / 1e9
+    del x
+    for name, (r, c), fn in [
+        ("softmax_98304x1024", (98304, 1024), lambda t: torch.softmax(t, dim=1)),
+        ("layernorm_16384x768", (16384, 768), None),
+        ("gelu_16384x768", (16384, 768), lambda t: F.gelu(t, approximate="tanh")),
+    ]:
+        t = torch.randn(r // scale, c, device=dev)
+        if fn is None:
+            w, b = torch.ones(c, device=dev), torch.zeros(c, device=dev)
+            fn = lambda u: F.layer_norm(u, (c,), w, b, 1e-5)  # noqa: E731
+        out[name] = 8 * t.numel() / timed(lambda: fn(t), 20) / 1e9
+    rows = 16384 // scale
+    logits = torch.randn(rows, 50304, device=dev)
+    targets = (torch.arange(rows, device=dev) * 7919) % 50304
+    out["cross_entropy_16384x50304"] = timed(lambda: F.cross_entropy(logits, targets), 10) * 1e3
+    del logits
+    c, v, t = 768, 50304, 1024
+    shapes = [(v, c), (t, c)]
+    for _ in range(12):
+        shapes += [(c,), (c,), (3 * c, c), (3 * c,), (c, c), (c,), (c,), (c,), (4 * c, c), (4 * c,), (c, 4 * c), (c,)]
+    shapes += [(c,), (c,)]
+    params = []
+    for s in shapes:
+        s = (max(s[0] // scale, 1),) + tuple(s[1:])
+        p = torch.nn.Parameter(torch.randn(*s, device=dev))
+        p.grad = torch.randn_like(p)
+        params.append(p)
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    out["adamw_124m"] = timed(opt.step, 10) * 1e3
+    tiny = torch.zeros(1, device=dev)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(2000):
+        torch.add(tiny, 1.0)
+    out["launch_overhead"] = (time.perf_counter() - start) / 2000 * 1e6
+    torch.cuda.synchronize()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
