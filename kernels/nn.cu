@@ -28,8 +28,56 @@ __device__ float block_reduce(float v, bool is_max) {
     return scratch[0];
 }
 
+// Rows of up to ROW_THREADS * CACHED values are read once into registers and written once.
+#define CACHED 8
+
+template <typename T>
+__device__ void softmax_row_cached(const T* x, T* y, long long row, long long c, long long queries, int log_out, int causal) {
+    const T* xr = x + row * c;
+    T* yr = y + row * c;
+    long long visible = c;
+    if (causal) {
+        long long q = row % queries;
+        visible = q + 1 + c - queries;
+        if (visible < 0) visible = 0;
+        if (visible > c) visible = c;
+    }
+    float v[CACHED];
+    float m = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < CACHED; ++k) {
+        long long j = threadIdx.x + (long long)k * blockDim.x;
+        v[k] = j < visible ? to_compute(xr[j]) : -INFINITY;
+        m = fmaxf(m, v[k]);
+    }
+    m = block_reduce(m, true);
+    if (m == -INFINITY) m = 0.0f;
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < CACHED; ++k) {
+        long long j = threadIdx.x + (long long)k * blockDim.x;
+        if (j < visible) s += __expf(v[k] - m);
+    }
+    s = block_reduce(s, false);
+    const float lse = logf(s), inv = 1.0f / s;
+#pragma unroll
+    for (int k = 0; k < CACHED; ++k) {
+        long long j = threadIdx.x + (long long)k * blockDim.x;
+        if (j < c) {
+            float o;
+            if (j >= visible) o = log_out ? -INFINITY : 0.0f;
+            else o = log_out ? v[k] - m - lse : __expf(v[k] - m) * inv;
+            yr[j] = from_compute<T>(o);
+        }
+    }
+}
+
 template <typename T>
 __device__ void softmax_row(const T* x, T* y, long long row, long long c, long long queries, int log_out, int causal) {
+    if (c <= (long long)blockDim.x * CACHED) {
+        softmax_row_cached(x, y, row, c, queries, log_out, causal);
+        return;
+    }
     const T* xr = x + row * c;
     T* yr = y + row * c;
     long long visible = c;
@@ -92,6 +140,35 @@ __device__ void row_stats(const T* xr, long long c, int rms, float eps, float* m
 template <typename T>
 __device__ void norm_row(const T* x, const T* w, const T* b, T* y, long long row, long long c, int rms, float eps) {
     const T* xr = x + row * c;
+    if (c <= (long long)blockDim.x * CACHED) {
+        float v[CACHED];
+        float s = 0.0f;
+#pragma unroll
+        for (int k = 0; k < CACHED; ++k) {
+            long long j = threadIdx.x + (long long)k * blockDim.x;
+            v[k] = j < c ? to_compute(xr[j]) : 0.0f;
+            s += v[k];
+        }
+        const float mean = rms ? 0.0f : block_reduce(s, false) / (float)c;
+        float q = 0.0f;
+#pragma unroll
+        for (int k = 0; k < CACHED; ++k) {
+            long long j = threadIdx.x + (long long)k * blockDim.x;
+            if (j < c) q += (v[k] - mean) * (v[k] - mean);
+        }
+        const float rstd = rsqrtf(block_reduce(q, false) / (float)c + eps);
+#pragma unroll
+        for (int k = 0; k < CACHED; ++k) {
+            long long j = threadIdx.x + (long long)k * blockDim.x;
+            if (j < c) {
+                float o = (v[k] - mean) * rstd;
+                if (w) o *= to_compute(w[j]);
+                if (b) o += to_compute(b[j]);
+                y[row * c + j] = from_compute<T>(o);
+            }
+        }
+        return;
+    }
     float mean, rstd;
     row_stats(xr, c, rms, eps, &mean, &rstd);
     for (long long j = threadIdx.x; j < c; j += blockDim.x) {
