@@ -114,6 +114,23 @@ fn unary_ops_on_strided_inputs() {
             });
         }
     }
+    // Contiguous f32 with whole groups of four takes the four-wide path; offset views of it
+    // (aligned and not) too.
+    let y = randn(&[64, 132], &mut rng);
+    for (name, op) in &ops {
+        check(name, std::slice::from_ref(&y), DType::F32, 1e-5, |t| {
+            op(&t[0])
+        });
+        check(name, std::slice::from_ref(&y), DType::F32, 1e-5, |t| {
+            op(&t[0].narrow(0, 1, 8)?)
+        });
+        check(name, std::slice::from_ref(&y), DType::F32, 1e-5, |t| {
+            op(&t[0].flatten_all()?.narrow(0, 1, 400)?)
+        });
+    }
+    check("copy", std::slice::from_ref(&y), DType::F32, 0.0, |t| {
+        t[0].narrow(0, 2, 10)?.copy()
+    });
 }
 
 #[test]
