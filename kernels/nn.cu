@@ -332,3 +332,109 @@ extern "C" __global__ void rotary_##SUFFIX(const T* x, const T* cos_t, const T* 
 ROTARY(f32, float)
 ROTARY(f16, __half)
 ROTARY(bf16, __nv_bfloat16)
+
+// Rows of up to 1024 values: one warp per row, the row held in registers (32 per lane),
+// shuffles only, no block barriers. Eight rows per 256-thread block.
+#define WARP_CACHED 32
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int s = 16; s > 0; s >>= 1) v += __shfl_xor_sync(0xffffffffu, v, s);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int s = 16; s > 0; s >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, s));
+    return v;
+}
+
+template <typename T>
+__device__ void softmax_warp_row(const T* x, T* y, long long row, long long c, long long queries, int log_out, int causal) {
+    const int lane = threadIdx.x % 32;
+    const T* xr = x + row * c;
+    T* yr = y + row * c;
+    long long visible = c;
+    if (causal) {
+        visible = row % queries + 1 + c - queries;
+        if (visible < 0) visible = 0;
+        if (visible > c) visible = c;
+    }
+    float v[WARP_CACHED];
+    float m = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < WARP_CACHED; ++k) {
+        long long j = lane + 32LL * k;
+        v[k] = j < visible ? to_compute(xr[j]) : -INFINITY;
+        m = fmaxf(m, v[k]);
+    }
+    m = warp_max(m);
+    if (m == -INFINITY) m = 0.0f;
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < WARP_CACHED; ++k) {
+        long long j = lane + 32LL * k;
+        if (j < visible) { v[k] = __expf(v[k] - m); s += v[k]; }
+    }
+    s = warp_sum(s);
+    const float lse = logf(s), inv = 1.0f / s;
+#pragma unroll
+    for (int k = 0; k < WARP_CACHED; ++k) {
+        long long j = lane + 32LL * k;
+        if (j < c) {
+            float o;
+            if (j >= visible) o = log_out ? -INFINITY : 0.0f;
+            else o = log_out ? logf(v[k]) - lse : v[k] * inv;
+            yr[j] = from_compute<T>(o);
+        }
+    }
+}
+
+template <typename T>
+__device__ void norm_warp_row(const T* x, const T* w, const T* b, T* y, long long row, long long c, int rms, float eps) {
+    const int lane = threadIdx.x % 32;
+    const T* xr = x + row * c;
+    float v[WARP_CACHED];
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < WARP_CACHED; ++k) {
+        long long j = lane + 32LL * k;
+        v[k] = j < c ? to_compute(xr[j]) : 0.0f;
+        s += v[k];
+    }
+    const float mean = rms ? 0.0f : warp_sum(s) / (float)c;
+    float q = 0.0f;
+#pragma unroll
+    for (int k = 0; k < WARP_CACHED; ++k) {
+        long long j = lane + 32LL * k;
+        if (j < c) q += (v[k] - mean) * (v[k] - mean);
+    }
+    const float rstd = rsqrtf(warp_sum(q) / (float)c + eps);
+#pragma unroll
+    for (int k = 0; k < WARP_CACHED; ++k) {
+        long long j = lane + 32LL * k;
+        if (j < c) {
+            float o = (v[k] - mean) * rstd;
+            if (w) o *= to_compute(w[j]);
+            if (b) o += to_compute(b[j]);
+            y[row * c + j] = from_compute<T>(o);
+        }
+    }
+}
+
+#define WARP_ROW_KERNELS(SUFFIX, T)                                                                \
+extern "C" __global__ void softmax_warp_##SUFFIX(const T* x, T* y, long long rows, long long c,    \
+                                                 long long queries, int log_out, int causal) {     \
+    const long long warps = (long long)gridDim.x * blockDim.x / 32;                                \
+    for (long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32; row < rows;      \
+         row += warps)                                                                             \
+        softmax_warp_row<T>(x, y, row, c, queries, log_out, causal);                               \
+}                                                                                                  \
+extern "C" __global__ void norm_warp_##SUFFIX(const T* x, const T* w, const T* b, T* y,            \
+                                              long long rows, long long c, int rms, float eps) {   \
+    const long long warps = (long long)gridDim.x * blockDim.x / 32;                                \
+    for (long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32; row < rows;      \
+         row += warps)                                                                             \
+        norm_warp_row<T>(x, w, b, y, row, c, rms, eps);                                            \
+}
+
+WARP_ROW_KERNELS(f32, float)
+WARP_ROW_KERNELS(f16, __half)
+WARP_ROW_KERNELS(bf16, __nv_bfloat16)

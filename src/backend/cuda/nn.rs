@@ -18,6 +18,18 @@ pub(crate) fn contiguous_ptr(s: &CudaStorage, l: &Layout) -> Result<(Option<Cuda
     }
 }
 
+/// Rows up to this long take the one-warp-per-row kernels (32 values per lane).
+const WARP_ROW_MAX: usize = 1024;
+
+/// Eight rows per 256-thread block, one per warp.
+fn warp_rows_config(rows: usize) -> cudarc::driver::LaunchConfig {
+    cudarc::driver::LaunchConfig {
+        grid_dim: (rows.div_ceil(8).clamp(1, 1 << 20) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 fn half_or_f32(op: &'static str, dtype: DType) -> Result<()> {
     match dtype {
         DType::F32 | DType::F16 | DType::BF16 => Ok(()),
@@ -56,7 +68,13 @@ pub fn softmax_last(
             log as i32,
             causal as i32,
         );
-        launch!(@cfg s.dev, "nn", format!("softmax_{}", suffix(s.dtype)), row_config(rows), &xp, &yp, &r64, &c64, &q64, &lg, &ca);
+        if c <= WARP_ROW_MAX {
+            let name = format!("softmax_warp_{}", suffix(s.dtype));
+            launch!(@cfg s.dev, "nn", name, warp_rows_config(rows), &xp, &yp, &r64, &c64, &q64, &lg, &ca);
+        } else {
+            let name = format!("softmax_{}", suffix(s.dtype));
+            launch!(@cfg s.dev, "nn", name, row_config(rows), &xp, &yp, &r64, &c64, &q64, &lg, &ca);
+        }
     }
     Ok(out)
 }
@@ -116,7 +134,13 @@ pub fn norm(
             (kind == NormKind::Rms) as i32,
             eps as f32,
         );
-        launch!(@cfg x.dev, "nn", format!("norm_{}", suffix(x.dtype)), row_config(rows), &xp, &wp, &bp, &yp, &r64, &c64, &rms, &e);
+        if c <= WARP_ROW_MAX {
+            let name = format!("norm_warp_{}", suffix(x.dtype));
+            launch!(@cfg x.dev, "nn", name, warp_rows_config(rows), &xp, &wp, &bp, &yp, &r64, &c64, &rms, &e);
+        } else {
+            let name = format!("norm_{}", suffix(x.dtype));
+            launch!(@cfg x.dev, "nn", name, row_config(rows), &xp, &wp, &bp, &yp, &r64, &c64, &rms, &e);
+        }
     }
     Ok(out)
 }
