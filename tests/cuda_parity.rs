@@ -294,6 +294,47 @@ fn fused_row_ops() {
     t[3] = -100;
     t[77] = -100;
     let targets = Tensor::from_vec(t, &[200], Device::Cpu).unwrap();
+    // Rows longer than 1024 take the block-per-row kernels.
+    let wide = randn(&[6, 3000], &mut rng).affine(3.0, 0.0).unwrap();
+    let wide_w = randn(&[3000], &mut rng);
+    for dtype in FLOATS {
+        let tl = tol(dtype);
+        check(
+            "softmax wide rows",
+            std::slice::from_ref(&wide),
+            dtype,
+            tl,
+            |v| v[0].softmax(1),
+        );
+        check(
+            "log_softmax wide rows",
+            std::slice::from_ref(&wide),
+            dtype,
+            tl,
+            |v| v[0].log_softmax(1),
+        );
+        check(
+            "softmax_causal wide rows",
+            std::slice::from_ref(&wide),
+            dtype,
+            tl,
+            |v| v[0].softmax_causal(),
+        );
+        check(
+            "layer_norm wide rows",
+            &[wide.clone(), wide_w.clone()],
+            dtype,
+            tl,
+            |v| v[0].layer_norm(Some(&v[1]), None, 1e-5),
+        );
+        check(
+            "rms_norm wide rows",
+            &[wide.clone(), wide_w.clone()],
+            dtype,
+            tl,
+            |v| v[0].rms_norm(Some(&v[1]), 1e-6),
+        );
+    }
     for dtype in FLOATS {
         let tl = tol(dtype);
         check("softmax", std::slice::from_ref(&x), dtype, tl, |v| {
