@@ -42,6 +42,17 @@ impl Device {
     }
 }
 
+impl Device {
+    /// Bytes held by this process's tensors on a GPU now, and the most held at once
+    /// (`None` for the CPU, whose memory is not tracked).
+    pub fn memory_stats(self) -> crate::Result<Option<(usize, usize)>> {
+        match self {
+            Device::Cpu => Ok(None),
+            Device::Cuda(n) => Ok(Some(crate::backend::cuda::device(n)?.memory_in_use())),
+        }
+    }
+}
+
 /// Whether a CUDA device can be used on this machine (driver, NVRTC and cuBLAS loadable,
 /// at least one GPU).
 pub fn cuda_available() -> bool {

@@ -15,6 +15,7 @@ pub mod nn;
 mod ops;
 pub mod optim;
 pub mod plot;
+pub mod profile;
 pub mod rng;
 pub mod storage;
 mod tensor;

@@ -236,6 +236,18 @@ fn train(a: TrainArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    if smith::profile::enabled() {
+        let report = smith::profile::take_report()?;
+        println!(
+            "\n--- profile (GPU time per kernel) ---\n{}",
+            report.table(25)
+        );
+        report.write_chrome_trace(&out.join("profile.json"))?;
+        println!(
+            "Chrome trace: {} (open in ui.perfetto.dev)",
+            out.join("profile.json").display()
+        );
+    }
     trainer.save(&out)?;
     smith::plot::write_loss_svg(
         &out.join("loss.svg"),

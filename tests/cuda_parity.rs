@@ -9,9 +9,16 @@ use smith::models::{Gpt, GptConfig};
 use smith::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use smith::{DType, Device, Rng, RotaryStyle, Tensor};
 
-fn gpu() -> Option<Device> {
+/// GPU work in this binary runs one test at a time: the profiler and the memory counters
+/// are per device, so concurrent tests would see each other's kernels and buffers.
+static GPU_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn gpu() -> Option<(Device, std::sync::MutexGuard<'static, ()>)> {
     if smith::device::cuda_available() {
-        return Some(Device::Cuda(0));
+        return Some((
+            Device::Cuda(0),
+            GPU_LOCK.lock().unwrap_or_else(|e| e.into_inner()),
+        ));
     }
     assert!(
         std::env::var_os("SMITH_REQUIRE_CUDA").is_none(),
@@ -63,7 +70,7 @@ fn check(
     tolerance: f64,
     f: impl Fn(&[Tensor]) -> smith::Result<Tensor>,
 ) {
-    let Some(dev) = gpu() else { return };
+    let Some((dev, _gpu)) = gpu() else { return };
     let cpu_in: Vec<Tensor> = inputs
         .iter()
         .map(|t| {
@@ -161,7 +168,7 @@ fn binary_ops_broadcast_and_compare() {
 
 #[test]
 fn casts_copies_and_creation() {
-    let Some(dev) = gpu() else { return };
+    let Some((dev, _gpu)) = gpu() else { return };
     let mut rng = Rng::new(3);
     let x = randn(&[17, 23], &mut rng).affine(100.0, 0.0).unwrap();
     for from in [DType::F32, DType::F16, DType::BF16, DType::F64] {
@@ -497,7 +504,7 @@ fn composite_grads(dev: Device) -> Vec<Vec<f64>> {
 
 #[test]
 fn gradients_match_the_cpu() {
-    let Some(dev) = gpu() else { return };
+    let Some((dev, _gpu)) = gpu() else { return };
     cuda::set_tf32(false);
     let want = composite_grads(Device::Cpu);
     let got = composite_grads(dev);
@@ -539,7 +546,7 @@ fn train_losses(dev: Device, steps: usize) -> Vec<f64> {
 
 #[test]
 fn gpt_training_on_the_gpu_follows_the_cpu() {
-    let Some(dev) = gpu() else { return };
+    let Some((dev, _gpu)) = gpu() else { return };
     let cpu = train_losses(Device::Cpu, 15);
     cuda::set_tf32(false);
     let exact = train_losses(dev, 15);
@@ -600,11 +607,57 @@ fn rotary_gather_scatter() {
 
 #[test]
 fn mixing_devices_is_an_error() {
-    let Some(dev) = gpu() else { return };
+    let Some((dev, _gpu)) = gpu() else { return };
     let cpu = Tensor::zeros(&[2], DType::F32, Device::Cpu).unwrap();
     let err = cpu
         .add(&Tensor::zeros(&[2], DType::F32, dev).unwrap())
         .unwrap_err()
         .to_string();
     assert!(err.contains("device"), "{err}");
+}
+
+#[test]
+fn profiler_and_memory_accounting() {
+    let Some((dev, _gpu)) = gpu() else { return };
+    let (before, _) = dev.memory_stats().unwrap().unwrap();
+    let x = Tensor::ones(&[1 << 20], DType::F32, dev).unwrap();
+    let (during, peak) = dev.memory_stats().unwrap().unwrap();
+    assert!(
+        during >= before + (4 << 20) && peak >= during,
+        "{before} {during} {peak}"
+    );
+    {
+        let _profile = smith::profile::scope();
+        let _ = smith::profile::take_report().unwrap();
+        for _ in 0..3 {
+            x.gelu().unwrap().softmax(0).unwrap();
+        }
+        x.reshape(&[1024, 1024])
+            .unwrap()
+            .matmul(&x.reshape(&[1024, 1024]).unwrap())
+            .unwrap();
+        let report = smith::profile::take_report().unwrap();
+        let names: Vec<&str> = report.kernels.iter().map(|k| k.name.as_str()).collect();
+        assert!(
+            names.contains(&"unary_vec4_f32") && names.contains(&"cublas_gemm_f32"),
+            "{names:?}"
+        );
+        let gelu = report
+            .kernels
+            .iter()
+            .find(|k| k.name == "unary_vec4_f32")
+            .unwrap();
+        assert_eq!(gelu.calls, 3);
+        assert!(report.total_ms() > 0.0);
+        let path = std::env::temp_dir().join(format!("smith-trace-{}.json", std::process::id()));
+        report.write_chrome_trace(&path).unwrap();
+        let trace: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(trace["traceEvents"].as_array().unwrap().len() >= 5);
+        let _ = std::fs::remove_file(path);
+        eprintln!("{}", report.table(10));
+    }
+    drop(x);
+    let (after, _) = dev.memory_stats().unwrap().unwrap();
+    assert!(after < during, "{after} {during}");
 }

@@ -144,6 +144,11 @@ pub fn matmul(a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout) -> Res
         )
     };
     let op = |t: bool| if t { Op::CUBLAS_OP_T } else { Op::CUBLAS_OP_N };
+    let timing = if crate::profile::enabled() {
+        Some(a.dev.timing_start()?)
+    } else {
+        None
+    };
     // Row-major C = A B is column-major C^T = B^T A^T: pass B first.
     // SAFETY: pointers, leading dimensions and batch strides describe memory inside the
     // buffers (checked by the layouts), and the output has batches * m * n elements.
@@ -175,5 +180,9 @@ pub fn matmul(a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout) -> Res
         )
     }
     .map_err(|e| cuda_err("matmul", e))?;
+    if let Some(start) = timing {
+        a.dev
+            .timing_end(&format!("cublas_gemm_{}", a.dtype), start)?;
+    }
     Ok(out)
 }

@@ -9,6 +9,7 @@ mod nn;
 mod optim;
 mod reduce;
 mod storage;
+mod timing;
 
 pub use elementwise::*;
 pub use index::*;
@@ -34,11 +35,22 @@ pub struct CudaDevice {
     pub arch: String,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
+    timings: Mutex<timing::Timings>,
+    in_use: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
 }
 
 /// Wraps a CUDA error with the op it happened in.
 pub(crate) fn cuda_err(op: &'static str, e: impl std::fmt::Debug) -> Error {
     Error::invalid(op, format!("CUDA error: {e:?}"))
+}
+
+/// Every device initialised so far.
+pub(crate) fn initialised() -> Vec<Arc<CudaDevice>> {
+    let reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+    let mut v: Vec<_> = reg.values().cloned().collect();
+    v.sort_by_key(|d| d.ordinal);
+    v
 }
 
 /// Why CUDA cannot be used here, or the number of devices.
@@ -107,6 +119,9 @@ pub fn device(ordinal: usize) -> Result<Arc<CudaDevice>> {
         arch: format!("sm_{major}{minor}"),
         modules: Mutex::new(HashMap::new()),
         functions: Mutex::new(HashMap::new()),
+        timings: Mutex::new(timing::Timings::default()),
+        in_use: std::sync::atomic::AtomicUsize::new(0),
+        peak: std::sync::atomic::AtomicUsize::new(0),
     });
     reg.insert(ordinal, dev.clone());
     Ok(dev)
@@ -179,9 +194,13 @@ macro_rules! launch {
         let f = $dev.function($module, name)?;
         let mut builder = $dev.stream.launch_builder(&f);
         $( builder.arg($arg); )*
+        let timing = if $crate::profile::enabled() { Some($dev.timing_start()?) } else { None };
         // SAFETY: argument types and order match the kernel's signature in kernels/, and
         // every pointer covers the elements its layout reaches.
         unsafe { builder.launch($cfg) }.map_err(|e| $crate::backend::cuda::cuda_err("kernel launch", e))?;
+        if let Some(start) = timing {
+            $dev.timing_end(name, start)?;
+        }
     }};
 }
 pub(crate) use launch;

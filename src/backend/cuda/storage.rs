@@ -64,6 +64,13 @@ impl Strided {
     }
 }
 
+impl Drop for CudaStorage {
+    fn drop(&mut self) {
+        self.dev
+            .track_free((self.len * self.dtype.size_in_bytes()).max(1));
+    }
+}
+
 /// Suffix of kernel names for a dtype.
 pub(crate) fn suffix(dtype: DType) -> &'static str {
     dtype.as_str()
@@ -75,18 +82,17 @@ impl CudaStorage {
         let bytes = (len * dtype.size_in_bytes()).max(1);
         // SAFETY: the buffer is fully written by the kernel or copy that follows.
         let buf = unsafe { dev.stream.alloc::<u8>(bytes) }.map_err(|e| {
-            let used = dev
-                .memory_info()
-                .map(|(free, total)| total - free)
-                .unwrap_or(0);
+            let free = dev.memory_info().map(|(free, _)| free).unwrap_or(0);
             Error::invalid(
                 "cuda alloc",
                 format!(
-                    "could not allocate {bytes} bytes on cuda:{} ({} bytes in use): {e:?}",
-                    dev.ordinal, used
+                    "out of memory? could not allocate {bytes} bytes on cuda:{}: {} bytes held by smith's tensors, {free} bytes free on the device ({e:?})",
+                    dev.ordinal,
+                    dev.memory_in_use().0
                 ),
             )
         })?;
+        dev.track_alloc(bytes);
         Ok(CudaStorage {
             buf,
             dtype,
