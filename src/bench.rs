@@ -17,6 +17,8 @@ pub enum Unit {
     Ms,
     /// Microseconds per call (lower is better).
     Us,
+    /// Millions of tokens per second (higher is better).
+    MTokens,
 }
 
 impl Unit {
@@ -27,13 +29,14 @@ impl Unit {
             Unit::Gbps => "GB/s",
             Unit::Ms => "ms",
             Unit::Us => "us",
+            Unit::MTokens => "Mtok/s",
         }
     }
 
     /// `ours / theirs` as a speed ratio (above 1 means smith is faster).
     pub fn speedup(self, ours: f64, theirs: f64) -> f64 {
         match self {
-            Unit::Tflops | Unit::Gbps => ours / theirs,
+            Unit::Tflops | Unit::Gbps | Unit::MTokens => ours / theirs,
             Unit::Ms | Unit::Us => theirs / ours,
         }
     }
@@ -197,6 +200,41 @@ pub fn run(device: Device, quick: bool) -> Result<Vec<Measurement>> {
     Ok(out)
 }
 
+/// One GPT-2 124M training step (B=16, T=1024, vocab 50304, f32 with TF32 matmuls,
+/// attention from matmul + fused causal softmax, clipping, AdamW): tokens per second.
+pub fn gpt2_step(device: Device) -> Result<Measurement> {
+    let (b, t) = (16, 1024);
+    let cfg = crate::models::GptConfig {
+        vocab_size: 50304,
+        block_size: t,
+        n_layer: 12,
+        n_head: 12,
+        n_embd: 768,
+        dropout: 0.0,
+    };
+    let mut rng = Rng::new(0);
+    let model = crate::models::Gpt::new(cfg, &mut rng, device)?;
+    let params = model.params();
+    let mut opt = crate::optim::AdamW::new(params.clone(), crate::optim::AdamWConfig::default())?;
+    let ids: Vec<i64> = (0..b * (t + 1)).map(|_| rng.below(50257) as i64).collect();
+    let all = Tensor::from_vec(ids, &[b, t + 1], device)?;
+    let x = all.narrow(1, 0, t)?.contiguous()?;
+    let y = all.narrow(1, 1, t)?.contiguous()?;
+    let mut step = || -> Result<()> {
+        let loss = model.loss(&x, &y, None)?;
+        let mut grads = loss.backward()?;
+        crate::optim::clip_grad_norm(&mut grads, &params, 1.0)?;
+        opt.step(&grads, 6e-4)
+    };
+    let s = time(device, 5, &mut step)?;
+    Ok(Measurement {
+        name: "gpt2_124m_train_step".into(),
+        unit: Unit::MTokens,
+        value: (b * t) as f64 / s / 1e6,
+        note: format!("{:.0} ms/step", s * 1e3),
+    })
+}
+
 /// GPT-2 124M's parameter shapes (wte, wpe, 12 blocks, final norm).
 fn gpt2_shapes() -> Vec<Vec<usize>> {
     let (c, v, t) = (768, 50304, 1024);
@@ -244,11 +282,14 @@ fn adamw_step_ms(device: Device, scale: usize, rng: &mut Rng) -> Result<(f64, us
 }
 
 /// PyTorch's figures for the same workloads, from `python3 SCRIPT` (JSON on stdout).
-pub fn torch_baseline(script: &str, quick: bool) -> Result<BTreeMap<String, f64>> {
+pub fn torch_baseline(script: &str, quick: bool, gpt2: bool) -> Result<BTreeMap<String, f64>> {
     let mut cmd = std::process::Command::new("python3");
     cmd.arg(script);
     if quick {
         cmd.arg("--quick");
+    }
+    if gpt2 {
+        cmd.arg("--gpt2");
     }
     let out = cmd.output().map_err(|e| Error::io(script, e))?;
     if !out.status.success() {

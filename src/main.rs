@@ -45,6 +45,9 @@ struct BenchArgs {
     /// Do not run the PyTorch baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// Also time a GPT-2 124M training step (B=16, T=1024; needs a large GPU).
+    #[arg(long)]
+    gpt2: bool,
 }
 
 #[derive(Args)]
@@ -351,12 +354,15 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         "smith bench on {device}{}",
         if quick { " (quick sizes)" } else { "" }
     );
-    let ours = smith::bench::run(device, quick)?;
+    let mut ours = smith::bench::run(device, quick)?;
+    if a.gpt2 {
+        ours.push(smith::bench::gpt2_step(device)?);
+    }
     let theirs = if a.no_baseline || !Path::new(&a.baseline).exists() {
         println!("(no PyTorch baseline: {} not run)", a.baseline);
         Default::default()
     } else {
-        smith::bench::torch_baseline(&a.baseline, quick)?
+        smith::bench::torch_baseline(&a.baseline, quick, a.gpt2)?
     };
     println!("| workload | unit | smith | PyTorch | speed ratio | note |");
     println!("|---|---|---|---|---|---|");

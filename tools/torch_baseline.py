@@ -28,6 +28,56 @@ def timed(fn, iters):
     return start.elapsed_time(end) / 1e3 / iters
 
 
+class Block(torch.nn.Module):
+    def __init__(self, c, h):
+        super().__init__()
+        self.h = h
+        self.norm1 = torch.nn.LayerNorm(c)
+        self.qkv = torch.nn.Linear(c, 3 * c)
+        self.proj = torch.nn.Linear(c, c)
+        self.norm2 = torch.nn.LayerNorm(c)
+        self.fc = torch.nn.Linear(c, 4 * c)
+        self.fc_proj = torch.nn.Linear(4 * c, c)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.qkv(self.norm1(x)).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.h, c // self.h).transpose(1, 2) for z in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) * (c // self.h) ** -0.5
+        mask = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+        att = att.masked_fill(mask, float("-inf")).softmax(dim=-1)
+        x = x + self.proj((att @ v).transpose(1, 2).reshape(b, t, c))
+        return x + self.fc_proj(F.gelu(self.fc(self.norm2(x)), approximate="tanh"))
+
+
+def gpt2_step():
+    """Tokens/s (millions) of one GPT-2 124M training step, eager, f32 with TF32."""
+    b, t, v, c = 16, 1024, 50304, 768
+    wte = torch.nn.Embedding(v, c).cuda()
+    wpe = torch.nn.Embedding(t, c).cuda()
+    blocks = torch.nn.ModuleList(Block(c, 12) for _ in range(12)).cuda()
+    ln_f = torch.nn.LayerNorm(c).cuda()
+    params = list(wte.parameters()) + list(wpe.parameters()) + list(blocks.parameters()) + list(ln_f.parameters())
+    opt = torch.optim.AdamW(params, lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    ids = torch.randint(0, 50257, (b, t + 1), device="cuda")
+    x, y = ids[:, :-1], ids[:, 1:]
+    pos = torch.arange(t, device="cuda")
+
+    def step():
+        h = wte(x) + wpe(pos)
+        for blk in blocks:
+            h = blk(h)
+        logits = F.linear(ln_f(h), wte.weight)
+        loss = F.cross_entropy(logits.view(-1, v), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+    s = timed(step, 5)
+    return b * t / s / 1e6
+
+
 def main():
     quick = "--quick" in sys.argv
     dev = "cuda"
@@ -73,6 +123,8 @@ def main():
         params.append(p)
     opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
     out["adamw_124m"] = timed(opt.step, 10) * 1e3
+    if "--gpt2" in sys.argv:
+        out["gpt2_124m_train_step"] = gpt2_step()
     tiny = torch.zeros(1, device=dev)
     torch.cuda.synchronize()
     start = time.perf_counter()
