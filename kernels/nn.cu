@@ -204,16 +204,42 @@ __device__ void norm_bwd_row(const T* x, const T* w, const T* g, T* dx, float* s
     if (threadIdx.x == 0) { stats[2 * row] = mean; stats[2 * row + 1] = rstd; }
 }
 
-// Weight and bias gradients: one thread per column, rows summed in order (deterministic).
+// Weight and bias gradients, pass 1: block (column tile of 32, row chunk) sums its rows
+// into partials[chunk][2][c], with 8 row lanes per column combined in a fixed order.
+#define WGRAD_COLS 32
+#define WGRAD_LANES 8
 template <typename T>
-__device__ void norm_wgrad(const T* x, const T* g, const float* stats, T* dw, T* db, long long rows, long long c) {
-    GRID_STRIDE_LOOP(j, c) {
-        float sw = 0.0f, sb = 0.0f;
-        for (long long i = 0; i < rows; ++i) {
+__device__ void norm_wgrad_partial(const T* x, const T* g, const float* stats, float* partials, long long rows, long long c, long long rows_per_chunk) {
+    __shared__ float sw_s[WGRAD_LANES][WGRAD_COLS], sb_s[WGRAD_LANES][WGRAD_COLS];
+    const int tx = threadIdx.x % WGRAD_COLS, ty = threadIdx.x / WGRAD_COLS;
+    const long long j = (long long)blockIdx.x * WGRAD_COLS + tx;
+    const long long chunk = blockIdx.y, r0 = chunk * rows_per_chunk;
+    long long r1 = r0 + rows_per_chunk;
+    if (r1 > rows) r1 = rows;
+    float sw = 0.0f, sb = 0.0f;
+    if (j < c) {
+        for (long long i = r0 + ty; i < r1; i += WGRAD_LANES) {
             float gv = to_compute(g[i * c + j]);
             sw += gv * (to_compute(x[i * c + j]) - stats[2 * i]) * stats[2 * i + 1];
             sb += gv;
         }
+    }
+    sw_s[ty][tx] = sw;
+    sb_s[ty][tx] = sb;
+    __syncthreads();
+    if (ty == 0 && j < c) {
+        for (int k = 1; k < WGRAD_LANES; ++k) { sw += sw_s[k][tx]; sb += sb_s[k][tx]; }
+        partials[(chunk * 2) * c + j] = sw;
+        partials[(chunk * 2 + 1) * c + j] = sb;
+    }
+}
+
+// Pass 2: chunks summed in order per column (deterministic).
+template <typename T>
+__device__ void norm_wgrad_finish(const float* partials, T* dw, T* db, long long chunks, long long c) {
+    GRID_STRIDE_LOOP(j, c) {
+        float sw = 0.0f, sb = 0.0f;
+        for (long long k = 0; k < chunks; ++k) { sw += partials[(k * 2) * c + j]; sb += partials[(k * 2 + 1) * c + j]; }
         dw[j] = from_compute<T>(sw);
         db[j] = from_compute<T>(sb);
     }
@@ -282,9 +308,14 @@ extern "C" __global__ void norm_bwd_##SUFFIX(const T* x, const T* w, const T* g,
     for (long long row = blockIdx.x; row < rows; row += gridDim.x)                                 \
         norm_bwd_row<T>(x, w, g, dx, stats, row, c, rms, eps);                                     \
 }                                                                                                  \
-extern "C" __global__ void norm_wgrad_##SUFFIX(const T* x, const T* g, const float* stats, T* dw,  \
-                                               T* db, long long rows, long long c) {               \
-    norm_wgrad<T>(x, g, stats, dw, db, rows, c);                                                   \
+extern "C" __global__ void norm_wgrad_partial_##SUFFIX(const T* x, const T* g, const float* stats, \
+                                                       float* partials, long long rows, long long c, \
+                                                       long long rows_per_chunk) {                 \
+    norm_wgrad_partial<T>(x, g, stats, partials, rows, c, rows_per_chunk);                         \
+}                                                                                                  \
+extern "C" __global__ void norm_wgrad_finish_##SUFFIX(const float* partials, T* dw, T* db,         \
+                                                      long long chunks, long long c) {             \
+    norm_wgrad_finish<T>(partials, dw, db, chunks, c);                                             \
 }                                                                                                  \
 extern "C" __global__ void xent_##SUFFIX(const T* x, const long long* t, float* loss, float* valid, \
                                          long long rows, long long v, long long ignore) {          \

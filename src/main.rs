@@ -239,6 +239,7 @@ fn train(a: TrainArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    trainer.save(&out)?;
     if smith::profile::enabled() {
         let report = smith::profile::take_report()?;
         println!(
@@ -251,7 +252,7 @@ fn train(a: TrainArgs) -> Result<()> {
             out.join("profile.json").display()
         );
     }
-    trainer.save(&out)?;
+
     smith::plot::write_loss_svg(
         &out.join("loss.svg"),
         &trainer.state.train_losses,

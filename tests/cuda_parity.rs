@@ -12,6 +12,12 @@ use smith::{DType, Device, Rng, RotaryStyle, Tensor};
 /// GPU work in this binary runs one test at a time: the profiler and the memory counters
 /// are per device, so concurrent tests would see each other's kernels and buffers.
 static GPU_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Held by tests that switch TF32 (a process-wide setting) off and on.
+static TF32_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn tf32_lock() -> std::sync::MutexGuard<'static, ()> {
+    TF32_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn gpu() -> Option<(Device, std::sync::MutexGuard<'static, ()>)> {
     if smith::device::cuda_available() {
@@ -259,6 +265,7 @@ fn matmul_plain_transposed_batched() {
     let b = randn(&[2, 50, 40], &mut rng);
     let m2a = randn(&[129, 257], &mut rng);
     let m2b = randn(&[257, 65], &mut rng);
+    let _tf32 = tf32_lock();
     cuda::set_tf32(false);
     for dtype in [DType::F32, DType::F16, DType::BF16] {
         let t = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
@@ -504,6 +511,7 @@ fn composite_grads(dev: Device) -> Vec<Vec<f64>> {
 
 #[test]
 fn gradients_match_the_cpu() {
+    let _tf32 = tf32_lock();
     let Some((dev, _gpu)) = gpu() else { return };
     cuda::set_tf32(false);
     let want = composite_grads(Device::Cpu);
@@ -546,6 +554,7 @@ fn train_losses(dev: Device, steps: usize) -> Vec<f64> {
 
 #[test]
 fn gpt_training_on_the_gpu_follows_the_cpu() {
+    let _tf32 = tf32_lock();
     let Some((dev, _gpu)) = gpu() else { return };
     let cpu = train_losses(Device::Cpu, 15);
     cuda::set_tf32(false);
@@ -660,4 +669,52 @@ fn profiler_and_memory_accounting() {
     drop(x);
     let (after, _) = dev.memory_stats().unwrap().unwrap();
     assert!(after < during, "{after} {during}");
+}
+
+#[test]
+fn norm_parameter_gradients_over_many_rows() {
+    let Some((dev, _gpu)) = gpu() else { return };
+    let mut rng = Rng::new(9);
+    let x = randn(&[3, 700, 48], &mut rng);
+    let w = randn(&[48], &mut rng);
+    let b = randn(&[48], &mut rng);
+    let probe = randn(&[3, 700, 48], &mut rng);
+    let grads = |device: Device| -> Vec<Vec<f64>> {
+        let (x, w, b, probe) = (
+            x.to_device(device).unwrap(),
+            w.to_device(device).unwrap().requires_grad().unwrap(),
+            b.to_device(device).unwrap().requires_grad().unwrap(),
+            probe.to_device(device).unwrap(),
+        );
+        let ln = x
+            .layer_norm(Some(&w), Some(&b), 1e-5)
+            .unwrap()
+            .mul(&probe)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let g = ln.backward().unwrap();
+        let rms = x
+            .rms_norm(Some(&w), 1e-6)
+            .unwrap()
+            .mul(&probe)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let g2 = rms.backward().unwrap();
+        vec![
+            g.get(&w).unwrap().to_vec_f64().unwrap(),
+            g.get(&b).unwrap().to_vec_f64().unwrap(),
+            g2.get(&w).unwrap().to_vec_f64().unwrap(),
+        ]
+    };
+    let (want, got) = (grads(Device::Cpu), grads(dev));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let err = rel_err(g, w);
+        eprintln!("norm parameter gradient {i}: relative error {err:.1e}");
+        assert!(
+            err < 1e-5,
+            "norm parameter gradient {i}: relative error {err:e}"
+        );
+    }
 }

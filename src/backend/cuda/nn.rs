@@ -177,19 +177,19 @@ pub fn norm_backward(
         );
         launch!(@cfg x.dev, "nn", format!("norm_bwd_{}", suffix(x.dtype)), row_config(rows), &xp, &wp, &gp, &dp, &sp, &r64, &c64, &rms, &e);
         let (dwp, dbp) = (dw.ptr(0), db.ptr(0));
-        launch!(
-            x.dev,
-            "nn",
-            format!("norm_wgrad_{}", suffix(x.dtype)),
-            c,
-            &xp,
-            &gp,
-            &sp,
-            &dwp,
-            &dbp,
-            &r64,
-            &c64
-        );
+        // Rows split into chunks of 256 (fixed, so the sum order never changes).
+        let chunks = rows.div_ceil(256);
+        let partials = CudaStorage::alloc(&x.dev, DType::F32, 2 * chunks * c)?;
+        let (pp, rpc, ch64) = (partials.ptr(0), 256i64, chunks as i64);
+        let grid = cudarc::driver::LaunchConfig {
+            grid_dim: (c.div_ceil(32) as u32, chunks as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let name = format!("norm_wgrad_partial_{}", suffix(x.dtype));
+        launch!(@cfg x.dev, "nn", name, grid, &xp, &gp, &sp, &pp, &r64, &c64, &rpc);
+        let name = format!("norm_wgrad_finish_{}", suffix(x.dtype));
+        launch!(x.dev, "nn", name, c, &pp, &dwp, &dbp, &ch64, &c64);
     }
     Ok((dx, dw, db))
 }
