@@ -67,3 +67,41 @@ REDUCE_KERNELS(f32, float, float)
 REDUCE_KERNELS(f16, __half, float)
 REDUCE_KERNELS(bf16, __nv_bfloat16, float)
 REDUCE_KERNELS(f64, double, double)
+
+// Column sums of a contiguous [rows, cols] matrix (a sum over leading dims), in two passes:
+// blocks of 32 columns x 8 row lanes sum chunks of rows into partials[chunk][cols], then the
+// chunks are added in order per column (deterministic).
+#define COLSUM_COLS 32
+#define COLSUM_LANES 8
+#define COLSUM_KERNELS(SUFFIX, T, C)                                                           \
+extern "C" __global__ void colsum_partial_##SUFFIX(const T* x, C* partials, long long rows,    \
+                                                   long long cols, long long rows_per_chunk) { \
+    __shared__ C acc[COLSUM_LANES][COLSUM_COLS];                                               \
+    const int tx = threadIdx.x % COLSUM_COLS, ty = threadIdx.x / COLSUM_COLS;                  \
+    const long long j = (long long)blockIdx.x * COLSUM_COLS + tx;                              \
+    const long long r0 = (long long)blockIdx.y * rows_per_chunk;                               \
+    long long r1 = r0 + rows_per_chunk;                                                        \
+    if (r1 > rows) r1 = rows;                                                                  \
+    C s = C(0);                                                                                \
+    if (j < cols)                                                                              \
+        for (long long i = r0 + ty; i < r1; i += COLSUM_LANES) s += to_compute(x[i * cols + j]); \
+    acc[ty][tx] = s;                                                                           \
+    __syncthreads();                                                                           \
+    if (ty == 0 && j < cols) {                                                                 \
+        for (int k = 1; k < COLSUM_LANES; ++k) s += acc[k][tx];                                \
+        partials[(long long)blockIdx.y * cols + j] = s;                                        \
+    }                                                                                          \
+}                                                                                              \
+extern "C" __global__ void colsum_finish_##SUFFIX(const C* partials, T* y, long long chunks,   \
+                                                  long long cols) {                            \
+    GRID_STRIDE_LOOP(j, cols) {                                                                \
+        C s = C(0);                                                                            \
+        for (long long k = 0; k < chunks; ++k) s += partials[k * cols + j];                    \
+        y[j] = from_compute<T>(s);                                                             \
+    }                                                                                          \
+}
+
+COLSUM_KERNELS(f32, float, float)
+COLSUM_KERNELS(f16, __half, float)
+COLSUM_KERNELS(bf16, __nv_bfloat16, float)
+COLSUM_KERNELS(f64, double, double)

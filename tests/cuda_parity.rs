@@ -231,6 +231,16 @@ fn reductions_over_dims() {
         check("sum_keepdim", std::slice::from_ref(&x), dtype, t, |v| {
             v[0].sum_keepdim(&[1])
         });
+        check(
+            "sum leading dims",
+            std::slice::from_ref(&x),
+            dtype,
+            t,
+            |v| v[0].sum(&[0, 1]),
+        );
+        check("sum leading dim", std::slice::from_ref(&x), dtype, t, |v| {
+            v[0].sum_keepdim(&[0])
+        });
         check("mean_all", std::slice::from_ref(&x), dtype, t, |v| {
             v[0].mean_all()
         });

@@ -34,6 +34,10 @@ pub fn reduce(
     op: ReduceOp,
 ) -> Result<CudaStorage> {
     float_only("reduce", s.dtype)?;
+    let is_prefix = !dims.is_empty() && dims.iter().enumerate().all(|(i, &d)| i == d);
+    if op == ReduceOp::Sum && is_prefix && layout.is_contiguous() {
+        return column_sums(s, layout, dims.len());
+    }
     let (view, outs, r) = reduced_view(layout, dims)?;
     if r == 0 && op != ReduceOp::Sum {
         return Err(Error::invalid(
@@ -71,6 +75,52 @@ pub fn reduce(
             &r64
         );
     }
+    Ok(out)
+}
+
+/// Sum over the first `k` dims of a contiguous tensor: coalesced column sums in two
+/// deterministic passes (the bias-gradient shape).
+fn column_sums(s: &CudaStorage, layout: &Layout, k: usize) -> Result<CudaStorage> {
+    let rows: usize = layout.shape()[..k].iter().product();
+    let cols: usize = layout.shape()[k..].iter().product();
+    let out = CudaStorage::alloc(&s.dev, s.dtype, cols)?;
+    if cols == 0 {
+        return Ok(out);
+    }
+    let acc = if s.dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let chunks = rows.div_ceil(256).max(1);
+    let partials = super::full(&s.dev, acc, chunks * cols, 0.0)?;
+    let (x, pp, r64, c64, rpc, ch64) = (
+        s.ptr(layout.offset()),
+        partials.ptr(0),
+        rows as i64,
+        cols as i64,
+        256i64,
+        chunks as i64,
+    );
+    if rows > 0 {
+        let grid = cudarc::driver::LaunchConfig {
+            grid_dim: (cols.div_ceil(32) as u32, chunks as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(@cfg s.dev, "reduce", format!("colsum_partial_{}", suffix(s.dtype)), grid, &x, &pp, &r64, &c64, &rpc);
+    }
+    let y = out.ptr(0);
+    launch!(
+        s.dev,
+        "reduce",
+        format!("colsum_finish_{}", suffix(s.dtype)),
+        cols,
+        &pp,
+        &y,
+        &ch64,
+        &c64
+    );
     Ok(out)
 }
 
