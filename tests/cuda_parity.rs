@@ -728,3 +728,44 @@ fn norm_parameter_gradients_over_many_rows() {
         );
     }
 }
+
+#[test]
+fn clipping_matches_the_cpu() {
+    let Some((dev, _gpu)) = gpu() else { return };
+    let mut rng = Rng::new(10);
+    let values: Vec<Tensor> = [vec![300, 70], vec![70], vec![5, 5, 5]]
+        .iter()
+        .map(|s| randn(s, &mut rng))
+        .collect();
+    let run = |device: Device| -> (f64, Vec<Vec<f64>>) {
+        let params: Vec<smith::nn::Param> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| smith::nn::Param {
+                name: format!("p{i}"),
+                tensor: Tensor::zeros(v.shape(), DType::F32, device)
+                    .unwrap()
+                    .requires_grad()
+                    .unwrap(),
+                decay: false,
+            })
+            .collect();
+        let mut grads = smith::GradStore::new();
+        for (p, v) in params.iter().zip(&values) {
+            grads.insert(&p.tensor, v.to_device(device).unwrap());
+        }
+        let norm = clip_grad_norm(&mut grads, &params, 1.0).unwrap();
+        (
+            norm,
+            params
+                .iter()
+                .map(|p| grads.get(&p.tensor).unwrap().to_vec_f64().unwrap())
+                .collect(),
+        )
+    };
+    let ((n_cpu, g_cpu), (n_gpu, g_gpu)) = (run(Device::Cpu), run(dev));
+    assert!((n_cpu - n_gpu).abs() / n_cpu < 1e-6, "{n_cpu} vs {n_gpu}");
+    for (a, b) in g_gpu.iter().zip(&g_cpu) {
+        assert!(rel_err(a, b) < 1e-6);
+    }
+}

@@ -1,16 +1,48 @@
 //! Global-norm gradient clipping.
 
+use crate::backend::cuda;
 use crate::nn::Param;
-use crate::{GradStore, Result};
+use crate::storage::Storage;
+use crate::{DType, Device, GradStore, Result, Tensor};
+use std::collections::BTreeMap;
 
 /// Scales every gradient by `max_norm / (norm + 1e-6)` when the global L2 norm over all
 /// of `params`' gradients exceeds `max_norm`. Returns the norm before clipping.
+///
+/// On a GPU the sums of squares accumulate on the device, so the only host round trip is
+/// the final scalar.
 pub fn clip_grad_norm(grads: &mut GradStore, params: &[Param], max_norm: f64) -> Result<f64> {
     let mut sum_sq = 0f64;
+    let mut device_acc: BTreeMap<usize, Tensor> = BTreeMap::new();
     for p in params {
-        if let Some(g) = grads.get(&p.tensor) {
-            sum_sq += g.to_vec_f64()?.iter().map(|x| x * x).sum::<f64>();
+        let Some(g) = grads.get(&p.tensor) else {
+            continue;
+        };
+        match g.device() {
+            Device::Cpu => sum_sq += g.to_vec_f64()?.iter().map(|x| x * x).sum::<f64>(),
+            Device::Cuda(n) => {
+                let acc = match device_acc.get(&n) {
+                    Some(a) => a.clone(),
+                    None => {
+                        let a = Tensor::zeros(&[1], DType::F64, g.device())?;
+                        device_acc.insert(n, a.clone());
+                        a
+                    }
+                };
+                let (gs, accs) = (g.read_storage(), acc.read_storage());
+                if let (Storage::Cuda(gc), Storage::Cuda(ac)) = (&*gs, &*accs) {
+                    if g.dtype().is_float() && g.dtype() != DType::F64 {
+                        cuda::sum_squares_into(gc, g.layout(), ac)?;
+                        continue;
+                    }
+                }
+                drop((gs, accs));
+                sum_sq += g.to_vec_f64()?.iter().map(|x| x * x).sum::<f64>();
+            }
         }
+    }
+    for acc in device_acc.values() {
+        sum_sq += acc.to_scalar()?;
     }
     let norm = sum_sq.sqrt();
     let coef = max_norm / (norm + 1e-6);
