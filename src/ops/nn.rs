@@ -304,11 +304,10 @@ pub(crate) fn cuda_param<'a>(
     match (guard, t) {
         (Some(g), Some(t)) => match &**g {
             Storage::Cuda(s) => Ok(Some((s, t.layout()))),
-            Storage::Cpu(_) => Err(Error::DeviceMismatch {
-                op: "norm",
-                lhs: Device::Cpu,
-                rhs: Device::Cuda(0),
-            }),
+            Storage::Cpu(_) => Err(Error::invalid(
+                "norm",
+                format!("the input is on a GPU but a parameter is on {}", t.device()),
+            )),
         },
         _ => Ok(None),
     }

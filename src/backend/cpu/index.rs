@@ -157,7 +157,7 @@ pub fn cat(
             let mut at = 0usize;
             for (s, l) in parts {
                 let CpuStorage::$variant(v) = s else {
-                    unreachable!()
+                    return Err(Error::invalid("cat", "inputs have different dtypes"));
                 };
                 let src = contiguous_cow(v, l);
                 let width = l.shape()[dim] * inner;
