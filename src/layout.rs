@@ -387,6 +387,19 @@ impl Layout {
         }
     }
 
+    /// A view for reducing over `dims`: kept dims first, reduced dims last, so that each
+    /// output owns a run of consecutive logical elements. Returns (view, outputs, elements
+    /// per output).
+    pub fn reduced_view(&self, dims: &[usize]) -> Result<(Layout, usize, usize)> {
+        let kept: Vec<usize> = (0..self.rank()).filter(|d| !dims.contains(d)).collect();
+        let mut perm = kept.clone();
+        perm.extend_from_slice(dims);
+        let view = self.permute(&perm)?;
+        let r = dims.iter().map(|&d| self.shape[d]).product();
+        let outs = kept.iter().map(|&d| self.shape[d]).product();
+        Ok((view, outs, r))
+    }
+
     /// All storage offsets in logical order (convenient for small tensors and tests).
     pub fn offsets(&self) -> Vec<usize> {
         let mut v = Vec::with_capacity(self.numel());

@@ -20,15 +20,7 @@ fn to_st(dtype: DType) -> StDtype {
 
 /// Little-endian bytes of a tensor's elements in logical order.
 fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
-    Ok(match t.to_host()? {
-        CpuStorage::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        CpuStorage::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        CpuStorage::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        CpuStorage::BF16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        CpuStorage::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        CpuStorage::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        CpuStorage::U8(v) => v,
-    })
+    Ok(t.to_host()?.to_le_bytes())
 }
 
 /// Writes named tensors to a safetensors file, atomically.
@@ -52,17 +44,6 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()>
     super::write_atomic(path, &out)
 }
 
-fn decode<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-    bytes
-        .chunks_exact(N)
-        .map(|c| {
-            let mut a = [0u8; N];
-            a.copy_from_slice(c);
-            f(a)
-        })
-        .collect()
-}
-
 /// Reads every tensor of a safetensors file onto the CPU; a malformed file or an
 /// unsupported dtype is an error naming the file and tensor.
 pub fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
@@ -75,13 +56,13 @@ pub fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     for (name, view) in st.tensors() {
         let data = view.data();
         let storage = match view.dtype() {
-            StDtype::F64 => CpuStorage::F64(decode(data, f64::from_le_bytes)),
-            StDtype::F32 => CpuStorage::F32(decode(data, f32::from_le_bytes)),
-            StDtype::F16 => CpuStorage::F16(decode(data, half::f16::from_le_bytes)),
-            StDtype::BF16 => CpuStorage::BF16(decode(data, half::bf16::from_le_bytes)),
-            StDtype::I64 => CpuStorage::I64(decode(data, i64::from_le_bytes)),
-            StDtype::U32 => CpuStorage::U32(decode(data, u32::from_le_bytes)),
-            StDtype::U8 => CpuStorage::U8(data.to_vec()),
+            StDtype::F64 => CpuStorage::from_le_bytes(DType::F64, data),
+            StDtype::F32 => CpuStorage::from_le_bytes(DType::F32, data),
+            StDtype::F16 => CpuStorage::from_le_bytes(DType::F16, data),
+            StDtype::BF16 => CpuStorage::from_le_bytes(DType::BF16, data),
+            StDtype::I64 => CpuStorage::from_le_bytes(DType::I64, data),
+            StDtype::U32 => CpuStorage::from_le_bytes(DType::U32, data),
+            StDtype::U8 => CpuStorage::from_le_bytes(DType::U8, data),
             other => {
                 return Err(Error::Checkpoint {
                     path: path.to_path_buf(),

@@ -132,6 +132,45 @@ impl CpuStorage {
     }
 }
 
+impl CpuStorage {
+    /// The elements as little-endian bytes (the layout of safetensors files and of GPU
+    /// buffers).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        match self {
+            CpuStorage::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            CpuStorage::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            CpuStorage::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            CpuStorage::BF16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            CpuStorage::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            CpuStorage::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            CpuStorage::U8(v) => v.clone(),
+        }
+    }
+
+    /// Elements of `dtype` decoded from little-endian bytes (a trailing partial element is
+    /// ignored; callers check lengths).
+    pub fn from_le_bytes(dtype: DType, b: &[u8]) -> CpuStorage {
+        fn chunks<const N: usize, T>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+            b.chunks_exact(N)
+                .map(|c| {
+                    let mut a = [0u8; N];
+                    a.copy_from_slice(c);
+                    f(a)
+                })
+                .collect()
+        }
+        match dtype {
+            DType::F64 => CpuStorage::F64(chunks(b, f64::from_le_bytes)),
+            DType::F32 => CpuStorage::F32(chunks(b, f32::from_le_bytes)),
+            DType::F16 => CpuStorage::F16(chunks(b, f16::from_le_bytes)),
+            DType::BF16 => CpuStorage::BF16(chunks(b, bf16::from_le_bytes)),
+            DType::I64 => CpuStorage::I64(chunks(b, i64::from_le_bytes)),
+            DType::U32 => CpuStorage::U32(chunks(b, u32::from_le_bytes)),
+            DType::U8 => CpuStorage::U8(b.to_vec()),
+        }
+    }
+}
+
 /// Converts a typed vector into storage.
 pub trait IntoCpuStorage: WithDType {
     /// Wraps the vector.

@@ -5,32 +5,6 @@ use super::{map_float, par_fill, CpuStorage};
 use crate::backend::ReduceOp;
 use crate::{Error, Layout, Result};
 
-/// Splits a layout into (kept dims first, reduced dims last) and returns the permuted
-/// layout, the number of outputs and the number of elements each output reduces.
-fn reduced_view(layout: &Layout, dims: &[usize]) -> Result<(Layout, usize, usize)> {
-    let mut perm: Vec<usize> = (0..layout.rank()).filter(|d| !dims.contains(d)).collect();
-    perm.extend_from_slice(dims);
-    let view = layout.permute(&perm)?;
-    let r: usize = dims.iter().map(|&d| layout.shape()[d]).product();
-    let outs = layout.numel() / r.max(1);
-    Ok((
-        view,
-        if r == 0 {
-            kept_count(layout, dims)
-        } else {
-            outs
-        },
-        r,
-    ))
-}
-
-fn kept_count(layout: &Layout, dims: &[usize]) -> usize {
-    (0..layout.rank())
-        .filter(|d| !dims.contains(d))
-        .map(|d| layout.shape()[d])
-        .product()
-}
-
 fn reduce_typed<T: Real>(src: &[T], view: &Layout, outs: usize, r: usize, op: ReduceOp) -> Vec<T> {
     let mut out = vec![T::ZERO; outs];
     par_fill(&mut out, |start, chunk| {
@@ -70,7 +44,7 @@ pub fn reduce(s: &CpuStorage, layout: &Layout, dims: &[usize], op: ReduceOp) -> 
             dims.len()
         )));
     }
-    let (view, outs, r) = reduced_view(layout, dims)?;
+    let (view, outs, r) = layout.reduced_view(dims)?;
     if r == 0 && op != ReduceOp::Sum {
         return Err(Error::invalid(
             "reduce",
@@ -131,7 +105,7 @@ fn arg_typed<T: Real>(src: &[T], view: &Layout, outs: usize, r: usize, max: bool
 /// Index of the largest (or smallest) element along `dim`, as i64; the first one wins ties
 /// and a NaN counts as the extreme.
 pub fn arg_reduce(s: &CpuStorage, layout: &Layout, dim: usize, max: bool) -> Result<CpuStorage> {
-    let (view, outs, r) = reduced_view(layout, &[dim])?;
+    let (view, outs, r) = layout.reduced_view(&[dim])?;
     if r == 0 {
         return Err(Error::invalid(
             "argmax",

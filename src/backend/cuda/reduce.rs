@@ -5,19 +5,6 @@ use super::{launch, CudaStorage};
 use crate::backend::ReduceOp;
 use crate::{DType, Error, Layout, Result};
 
-/// Kept dims first, reduced dims last: (view, outputs, elements per output).
-fn reduced_view(layout: &Layout, dims: &[usize]) -> Result<(Layout, usize, usize)> {
-    let mut perm: Vec<usize> = (0..layout.rank()).filter(|d| !dims.contains(d)).collect();
-    perm.extend_from_slice(dims);
-    let view = layout.permute(&perm)?;
-    let r: usize = dims.iter().map(|&d| layout.shape()[d]).product();
-    let outs: usize = (0..layout.rank())
-        .filter(|d| !dims.contains(d))
-        .map(|d| layout.shape()[d])
-        .product();
-    Ok((view, outs, r))
-}
-
 fn float_only(op: &'static str, dtype: DType) -> Result<()> {
     if dtype.is_float() {
         Ok(())
@@ -38,7 +25,7 @@ pub fn reduce(
     if op == ReduceOp::Sum && is_prefix && layout.is_contiguous() {
         return column_sums(s, layout, dims.len());
     }
-    let (view, outs, r) = reduced_view(layout, dims)?;
+    let (view, outs, r) = layout.reduced_view(dims)?;
     if r == 0 && op != ReduceOp::Sum {
         return Err(Error::invalid(
             "reduce",
@@ -127,7 +114,7 @@ fn column_sums(s: &CudaStorage, layout: &Layout, k: usize) -> Result<CudaStorage
 /// Index (i64) of the largest or smallest element along `dim`.
 pub fn arg_reduce(s: &CudaStorage, layout: &Layout, dim: usize, max: bool) -> Result<CudaStorage> {
     float_only("argmax", s.dtype)?;
-    let (view, outs, r) = reduced_view(layout, &[dim])?;
+    let (view, outs, r) = layout.reduced_view(&[dim])?;
     if r == 0 {
         return Err(Error::invalid(
             "argmax",

@@ -130,7 +130,7 @@ impl CudaStorage {
     /// Copies the elements under `layout` of a host buffer to the GPU (contiguous).
     pub fn from_cpu(dev: &Arc<CudaDevice>, s: &CpuStorage, layout: &Layout) -> Result<CudaStorage> {
         let data = cpu::copy_contiguous(s, layout);
-        let bytes = to_bytes(&data);
+        let bytes = data.to_le_bytes();
         let mut out = CudaStorage::alloc(dev, s.dtype(), layout.numel())?;
         if !bytes.is_empty() {
             dev.stream
@@ -151,40 +151,7 @@ impl CudaStorage {
                 .map_err(|e| cuda_err("to_host", e))?;
             self.dev.synchronize()?;
         }
-        let whole = from_bytes(self.dtype, &bytes);
+        let whole = CpuStorage::from_le_bytes(self.dtype, &bytes);
         Ok(cpu::copy_contiguous(&whole, layout))
-    }
-}
-
-fn to_bytes(s: &CpuStorage) -> Vec<u8> {
-    match s {
-        CpuStorage::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        CpuStorage::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        CpuStorage::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        CpuStorage::BF16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        CpuStorage::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        CpuStorage::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        CpuStorage::U8(v) => v.clone(),
-    }
-}
-
-fn from_bytes(dtype: DType, b: &[u8]) -> CpuStorage {
-    fn chunks<const N: usize, T>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-        b.chunks_exact(N)
-            .map(|c| {
-                let mut a = [0u8; N];
-                a.copy_from_slice(c);
-                f(a)
-            })
-            .collect()
-    }
-    match dtype {
-        DType::F64 => CpuStorage::F64(chunks(b, f64::from_le_bytes)),
-        DType::F32 => CpuStorage::F32(chunks(b, f32::from_le_bytes)),
-        DType::F16 => CpuStorage::F16(chunks(b, half::f16::from_le_bytes)),
-        DType::BF16 => CpuStorage::BF16(chunks(b, half::bf16::from_le_bytes)),
-        DType::I64 => CpuStorage::I64(chunks(b, i64::from_le_bytes)),
-        DType::U32 => CpuStorage::U32(chunks(b, u32::from_le_bytes)),
-        DType::U8 => CpuStorage::U8(b.to_vec()),
     }
 }
