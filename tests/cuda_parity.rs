@@ -769,3 +769,34 @@ fn clipping_matches_the_cpu() {
         assert!(rel_err(a, b) < 1e-6);
     }
 }
+
+#[test]
+fn released_buffers_are_reused_and_never_stale() {
+    let Some((dev, _gpu)) = gpu() else { return };
+    let handle = cuda::device(0).unwrap();
+    handle.release_cached();
+    let a = Tensor::full(3.0, &[1000, 1000], DType::F32, dev).unwrap();
+    drop(a);
+    let cached = handle.cached_bytes();
+    assert!(cached >= 4_000_000, "{cached}");
+    // Same size class: served from the pool, and fully rewritten.
+    let z = Tensor::zeros(&[1000, 1000], DType::F32, dev).unwrap();
+    assert!(handle.cached_bytes() < cached);
+    assert!(z.to_vec::<f32>().unwrap().iter().all(|&v| v == 0.0));
+    let x = Tensor::arange(1_000_000, DType::F32, Device::Cpu).unwrap();
+    drop(z);
+    let y = x
+        .to_device(dev)
+        .unwrap()
+        .affine(2.0, 1.0)
+        .unwrap()
+        .affine(0.5, -0.5)
+        .unwrap();
+    let back = y.to_vec::<f32>().unwrap();
+    assert!(back
+        .iter()
+        .enumerate()
+        .all(|(i, &v)| (v - i as f32).abs() <= 1e-3 * (i as f32).max(1.0)));
+    handle.release_cached();
+    assert_eq!(handle.cached_bytes(), 0);
+}

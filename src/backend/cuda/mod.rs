@@ -7,6 +7,7 @@ mod index;
 mod matmul;
 mod nn;
 mod optim;
+mod pool;
 mod reduce;
 mod storage;
 mod timing;
@@ -36,6 +37,9 @@ pub struct CudaDevice {
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
     timings: Mutex<timing::Timings>,
+    pool: Mutex<pool::Pool>,
+    /// Most bytes the pool keeps for reuse.
+    pool_cap: usize,
     in_use: std::sync::atomic::AtomicUsize,
     peak: std::sync::atomic::AtomicUsize,
 }
@@ -109,6 +113,11 @@ pub fn device(ordinal: usize) -> Result<Arc<CudaDevice>> {
     // SAFETY: every buffer of this context is used on this single stream only.
     unsafe { ctx.disable_event_tracking() };
     let stream = ctx.default_stream();
+    // The pool keeps at most a quarter of the card (or SMITH_POOL_BYTES) for reuse.
+    let pool_cap = std::env::var("SMITH_POOL_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| ctx.total_mem().map(|t| t / 4).unwrap_or(1 << 30));
     let blas = cudarc::cublas::CudaBlas::new(stream.clone())
         .map_err(|e| unavailable(format!("cuBLAS: {e:?}")))?;
     let dev = Arc::new(CudaDevice {
@@ -120,6 +129,8 @@ pub fn device(ordinal: usize) -> Result<Arc<CudaDevice>> {
         modules: Mutex::new(HashMap::new()),
         functions: Mutex::new(HashMap::new()),
         timings: Mutex::new(timing::Timings::default()),
+        pool: Mutex::new(pool::Pool::default()),
+        pool_cap,
         in_use: std::sync::atomic::AtomicUsize::new(0),
         peak: std::sync::atomic::AtomicUsize::new(0),
     });

@@ -9,7 +9,10 @@ use std::sync::Arc;
 /// A typed buffer in GPU memory. Allocation is stream-ordered (the driver's memory pool), so
 /// freeing and reusing memory never waits for the GPU.
 pub struct CudaStorage {
-    pub(crate) buf: CudaSlice<u8>,
+    /// Taken back into the device's pool when the storage drops.
+    pub(crate) buf: std::mem::ManuallyDrop<CudaSlice<u8>>,
+    /// Bytes of the buffer (its pool size class, at least the elements' bytes).
+    pub(crate) capacity: usize,
     pub(crate) dtype: DType,
     pub(crate) len: usize,
     pub(crate) dev: Arc<CudaDevice>,
@@ -66,8 +69,10 @@ impl Strided {
 
 impl Drop for CudaStorage {
     fn drop(&mut self) {
-        self.dev
-            .track_free((self.len * self.dtype.size_in_bytes()).max(1));
+        self.dev.track_free(self.capacity);
+        // SAFETY: `buf` is never used again after this point.
+        let buf = unsafe { std::mem::ManuallyDrop::take(&mut self.buf) };
+        self.dev.return_buffer(buf, self.capacity);
     }
 }
 
@@ -80,8 +85,9 @@ impl CudaStorage {
     /// Uninitialised room for `len` elements (callers overwrite every element).
     pub(crate) fn alloc(dev: &Arc<CudaDevice>, dtype: DType, len: usize) -> Result<CudaStorage> {
         let bytes = (len * dtype.size_in_bytes()).max(1);
-        // SAFETY: the buffer is fully written by the kernel or copy that follows.
-        let buf = unsafe { dev.stream.alloc::<u8>(bytes) }.map_err(|e| {
+        let capacity = super::pool::size_class(bytes);
+        // The buffer is fully written by the kernel or copy that follows.
+        let buf = dev.take_buffer(capacity).map_err(|e| {
             let free = dev.memory_info().map(|(free, _)| free).unwrap_or(0);
             Error::invalid(
                 "cuda alloc",
@@ -92,9 +98,10 @@ impl CudaStorage {
                 ),
             )
         })?;
-        dev.track_alloc(bytes);
+        dev.track_alloc(capacity);
         Ok(CudaStorage {
-            buf,
+            buf: std::mem::ManuallyDrop::new(buf),
+            capacity,
             dtype,
             len,
             dev: dev.clone(),
