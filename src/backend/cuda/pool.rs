@@ -55,15 +55,32 @@ impl CudaDevice {
         if pool.cached + class <= self.pool_cap {
             pool.cached += class;
             pool.free.entry(class).or_default().push(buf);
+            return;
         }
-        // Otherwise `buf` drops here and goes back to the driver (stream-ordered).
+        drop(pool);
+        self.free_to_driver(vec![buf]);
     }
 
     /// Returns every cached buffer to the driver.
     pub fn release_cached(&self) {
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        pool.free.clear();
-        pool.cached = 0;
+        let buffers: Vec<CudaSlice<u8>> = {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            pool.cached = 0;
+            pool.free.drain().flat_map(|(_, v)| v).collect()
+        };
+        self.free_to_driver(buffers);
+    }
+
+    /// Frees buffers (stream-ordered). The driver needs this device's context current on
+    /// the calling thread, which a thread that only reused pooled memory may not have yet.
+    fn free_to_driver(&self, buffers: Vec<CudaSlice<u8>>) {
+        if buffers.is_empty() {
+            return;
+        }
+        // A failure here leaves the context unbound: the frees then report their own error
+        // to the driver's error record, and nothing worse than a leak can follow.
+        let _ = self.ctx.bind_to_thread();
+        drop(buffers);
     }
 
     /// Bytes held in the pool for reuse (not counted as in use).
