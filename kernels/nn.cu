@@ -28,6 +28,14 @@ __device__ float block_reduce(float v, bool is_max) {
     return scratch[0];
 }
 
+// Keys a causal query row sees: query q (row % queries) sees keys 0..=q + (c - queries),
+// aligned to the last key; every key when the mask is off.
+__device__ __forceinline__ long long causal_visible(long long row, long long c, long long queries, int causal) {
+    if (!causal) return c;
+    long long visible = row % queries + 1 + c - queries;
+    return visible < 0 ? 0 : (visible > c ? c : visible);
+}
+
 // Rows of up to ROW_THREADS * CACHED values are read once into registers and written once.
 #define CACHED 8
 
@@ -35,13 +43,7 @@ template <typename T>
 __device__ void softmax_row_cached(const T* x, T* y, long long row, long long c, long long queries, int log_out, int causal) {
     const T* xr = x + row * c;
     T* yr = y + row * c;
-    long long visible = c;
-    if (causal) {
-        long long q = row % queries;
-        visible = q + 1 + c - queries;
-        if (visible < 0) visible = 0;
-        if (visible > c) visible = c;
-    }
+    const long long visible = causal_visible(row, c, queries, causal);
     float v[CACHED];
     float m = -INFINITY;
 #pragma unroll
@@ -80,13 +82,7 @@ __device__ void softmax_row(const T* x, T* y, long long row, long long c, long l
     }
     const T* xr = x + row * c;
     T* yr = y + row * c;
-    long long visible = c;
-    if (causal) {
-        long long q = row % queries;
-        visible = q + 1 + c - queries;
-        if (visible < 0) visible = 0;
-        if (visible > c) visible = c;
-    }
+    const long long visible = causal_visible(row, c, queries, causal);
     float m = -INFINITY;
     for (long long j = threadIdx.x; j < visible; j += blockDim.x) m = fmaxf(m, to_compute(xr[j]));
     m = block_reduce(m, true);
@@ -382,12 +378,7 @@ __device__ void softmax_warp_row(const T* x, T* y, long long row, long long c, l
     const int lane = threadIdx.x % 32;
     const T* xr = x + row * c;
     T* yr = y + row * c;
-    long long visible = c;
-    if (causal) {
-        visible = row % queries + 1 + c - queries;
-        if (visible < 0) visible = 0;
-        if (visible > c) visible = c;
-    }
+    const long long visible = causal_visible(row, c, queries, causal);
     float v[WARP_CACHED];
     float m = -INFINITY;
 #pragma unroll

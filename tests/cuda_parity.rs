@@ -4,6 +4,8 @@
 //! Without a GPU these tests say so and return; with `SMITH_REQUIRE_CUDA=1` (as on the GPU
 //! machine) a missing GPU is a failure.
 
+mod common;
+
 use smith::backend::cuda;
 use smith::models::{Gpt, GptConfig};
 use smith::optim::{clip_grad_norm, AdamW, AdamWConfig};
@@ -38,20 +40,14 @@ fn gpu() -> Option<(Device, std::sync::MutexGuard<'static, ()>)> {
     None
 }
 
+/// Relative error of a GPU result, which must not hold a NaN the reference lacks.
 fn rel_err(got: &[f64], want: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len());
     assert!(
         got.iter().all(|v| !v.is_nan()) || want.iter().any(|v| v.is_nan()),
         "NaN in GPU result"
     );
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum::<f64>()
-        .sqrt();
-    let den: f64 = want.iter().map(|b| b * b).sum::<f64>().sqrt().max(1e-30);
-    num / den
+    common::rel_err(got, want)
 }
 
 fn tol(dtype: DType) -> f64 {

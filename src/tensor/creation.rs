@@ -13,6 +13,20 @@ pub(crate) fn check_device(device: Device) -> Result<()> {
     }
 }
 
+/// A tensor of `shape` filled in order by `sample` (drawn on the host, then placed).
+fn sampled(
+    shape: &[usize],
+    dtype: DType,
+    device: Device,
+    mut sample: impl FnMut() -> f64,
+) -> Result<Tensor> {
+    check_device(device)?;
+    let values: Vec<f64> = (0..shape.iter().product::<usize>())
+        .map(|_| sample())
+        .collect();
+    place(CpuStorage::from_f64s(dtype, &values), shape, device)
+}
+
 /// Host storage placed on `device` (a copy when the device is a GPU).
 fn place(storage: CpuStorage, shape: &[usize], device: Device) -> Result<Tensor> {
     Tensor::from_cpu(storage, shape, None).to_device(device)
@@ -124,10 +138,7 @@ impl Tensor {
         device: Device,
         rng: &mut Rng,
     ) -> Result<Tensor> {
-        check_device(device)?;
-        let n: usize = shape.iter().product();
-        let values: Vec<f64> = (0..n).map(|_| lo + (hi - lo) * rng.uniform()).collect();
-        place(CpuStorage::from_f64s(dtype, &values), shape, device)
+        sampled(shape, dtype, device, || lo + (hi - lo) * rng.uniform())
     }
 
     /// Normal samples with the given mean and standard deviation from a seeded generator.
@@ -139,9 +150,6 @@ impl Tensor {
         device: Device,
         rng: &mut Rng,
     ) -> Result<Tensor> {
-        check_device(device)?;
-        let n: usize = shape.iter().product();
-        let values: Vec<f64> = (0..n).map(|_| mean + std * rng.normal()).collect();
-        place(CpuStorage::from_f64s(dtype, &values), shape, device)
+        sampled(shape, dtype, device, || mean + std * rng.normal())
     }
 }

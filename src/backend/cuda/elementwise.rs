@@ -123,32 +123,31 @@ pub fn unary(s: &CudaStorage, layout: &Layout, op: UnaryOp) -> Result<CudaStorag
     Ok(out)
 }
 
-/// A binary float op on same-shape inputs (any strides); contiguous result.
-pub fn binary(
+/// Launches `{prefix}_{dtype}(op, a, la, b, lb, out, n)` over two same-shape inputs.
+fn two_inputs(
+    prefix: &str,
+    code: i32,
     a: &CudaStorage,
     la: &Layout,
     b: &CudaStorage,
     lb: &Layout,
-    op: BinaryOp,
+    out_dtype: DType,
 ) -> Result<CudaStorage> {
-    check_float("binary", a.dtype)?;
     same_device(a, b)?;
     let n = la.numel();
-    let out = CudaStorage::alloc(&a.dev, a.dtype, n)?;
+    let out = CudaStorage::alloc(&a.dev, out_dtype, n)?;
     if n > 0 {
-        let code = binary_code(op);
-        let (pa, sa, pb, sb, y, n64) = (
+        let (pa, sa, pb, sb) = (
             a.ptr(la.offset()),
             Strided::of(la)?,
             b.ptr(lb.offset()),
             Strided::of(lb)?,
-            out.ptr(0),
-            n as i64,
         );
+        let (y, n64) = (out.ptr(0), n as i64);
         launch!(
             a.dev,
             "elementwise",
-            format!("binary_{}", suffix(a.dtype)),
+            format!("{prefix}_{}", suffix(a.dtype)),
             n,
             &code,
             &pa,
@@ -162,6 +161,18 @@ pub fn binary(
     Ok(out)
 }
 
+/// A binary float op on same-shape inputs (any strides); contiguous result.
+pub fn binary(
+    a: &CudaStorage,
+    la: &Layout,
+    b: &CudaStorage,
+    lb: &Layout,
+    op: BinaryOp,
+) -> Result<CudaStorage> {
+    check_float("binary", a.dtype)?;
+    two_inputs("binary", binary_code(op), a, la, b, lb, a.dtype)
+}
+
 /// Elementwise comparison into a u8 mask.
 pub fn cmp(
     a: &CudaStorage,
@@ -170,34 +181,7 @@ pub fn cmp(
     lb: &Layout,
     op: CmpOp,
 ) -> Result<CudaStorage> {
-    same_device(a, b)?;
-    let n = la.numel();
-    let out = CudaStorage::alloc(&a.dev, DType::U8, n)?;
-    if n > 0 {
-        let code = cmp_code(op);
-        let (pa, sa, pb, sb, y, n64) = (
-            a.ptr(la.offset()),
-            Strided::of(la)?,
-            b.ptr(lb.offset()),
-            Strided::of(lb)?,
-            out.ptr(0),
-            n as i64,
-        );
-        launch!(
-            a.dev,
-            "elementwise",
-            format!("cmp_{}", suffix(a.dtype)),
-            n,
-            &code,
-            &pa,
-            &sa,
-            &pb,
-            &sb,
-            &y,
-            &n64
-        );
-    }
-    Ok(out)
+    two_inputs("cmp", cmp_code(op), a, la, b, lb, DType::U8)
 }
 
 /// `cond ? a : b` on same-shape inputs.

@@ -35,34 +35,12 @@ pub fn reduce(
             ),
         ));
     }
-    let out = CudaStorage::alloc(&s.dev, s.dtype, outs)?;
-    if outs > 0 {
-        let code: i32 = match op {
-            ReduceOp::Sum => 0,
-            ReduceOp::Max => 1,
-            ReduceOp::Min => 2,
-        };
-        let (x, v, y, o64, r64) = (
-            s.ptr(layout.offset()),
-            Strided::of(&view)?,
-            out.ptr(0),
-            outs as i64,
-            r as i64,
-        );
-        launch!(
-            s.dev,
-            "reduce",
-            format!("reduce_{}", suffix(s.dtype)),
-            outs * 32,
-            &code,
-            &x,
-            &v,
-            &y,
-            &o64,
-            &r64
-        );
-    }
-    Ok(out)
+    let code: i32 = match op {
+        ReduceOp::Sum => 0,
+        ReduceOp::Max => 1,
+        ReduceOp::Min => 2,
+    };
+    launch_over_view("reduce", code, s, layout, &view, outs, r, s.dtype)
 }
 
 /// Sum over the first `k` dims of a contiguous tensor: coalesced column sums in two
@@ -121,12 +99,35 @@ pub fn arg_reduce(s: &CudaStorage, layout: &Layout, dim: usize, max: bool) -> Re
             format!("dim {dim} of shape {:?} is empty", layout.shape()),
         ));
     }
-    let out = CudaStorage::alloc(&s.dev, DType::I64, outs)?;
+    launch_over_view(
+        "argreduce",
+        max as i32,
+        s,
+        layout,
+        &view,
+        outs,
+        r,
+        DType::I64,
+    )
+}
+
+/// Launches `{prefix}_{dtype}(code, x, view, y, outs, r)`: one warp per output.
+#[allow(clippy::too_many_arguments)]
+fn launch_over_view(
+    prefix: &str,
+    code: i32,
+    s: &CudaStorage,
+    layout: &Layout,
+    view: &Layout,
+    outs: usize,
+    r: usize,
+    out_dtype: DType,
+) -> Result<CudaStorage> {
+    let out = CudaStorage::alloc(&s.dev, out_dtype, outs)?;
     if outs > 0 {
-        let code = max as i32;
         let (x, v, y, o64, r64) = (
             s.ptr(layout.offset()),
-            Strided::of(&view)?,
+            Strided::of(view)?,
             out.ptr(0),
             outs as i64,
             r as i64,
@@ -134,7 +135,7 @@ pub fn arg_reduce(s: &CudaStorage, layout: &Layout, dim: usize, max: bool) -> Re
         launch!(
             s.dev,
             "reduce",
-            format!("argreduce_{}", suffix(s.dtype)),
+            format!("{prefix}_{}", suffix(s.dtype)),
             outs * 32,
             &code,
             &x,
