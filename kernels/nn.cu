@@ -36,6 +36,24 @@ __device__ __forceinline__ long long causal_visible(long long row, long long c, 
     return visible < 0 ? 0 : (visible > c ? c : visible);
 }
 
+// 16-byte loads and stores of 4 f32 or 8 halves, widened to f32.
+template <typename T>
+__device__ __forceinline__ void load_pack(const T* p, float* out) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(p);
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < (int)(16 / sizeof(T)); ++i) out[i] = to_compute(e[i]);
+}
+
+template <typename T>
+__device__ __forceinline__ void store_pack(T* p, const float* in) {
+    uint4 raw;
+    T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < (int)(16 / sizeof(T)); ++i) e[i] = from_compute<T>(in[i]);
+    *reinterpret_cast<uint4*>(p) = raw;
+}
+
 // Rows of up to ROW_THREADS * CACHED values are read once into registers and written once.
 #define CACHED 8
 
@@ -241,18 +259,39 @@ __device__ void norm_wgrad_finish(const float* partials, T* dw, T* db, long long
     }
 }
 
+// Max and sum of exp(x - max) over one row in a single read (online rescaling per
+// thread, combined across the block); 16-byte loads when the row allows.
+template <typename T>
+__device__ void row_max_sumexp(const T* xr, long long v, float* m_out, float* s_out) {
+    constexpr int N = 16 / sizeof(T);
+    float m = -INFINITY, s = 0.0f;
+    auto push = [&](float x) {
+        if (x > m) { s = s * __expf(m - x) + 1.0f; m = x; }
+        else if (x != -INFINITY) s += __expf(x - m);
+    };
+    if ((((unsigned long long)xr) & 15) == 0 && v % N == 0) {
+        for (long long p = threadIdx.x; p < v / N; p += blockDim.x) {
+            float e[N];
+            load_pack(xr + p * N, e);
+#pragma unroll
+            for (int i = 0; i < N; ++i) push(e[i]);
+        }
+    } else {
+        for (long long j = threadIdx.x; j < v; j += blockDim.x) push(to_compute(xr[j]));
+    }
+    const float mx = block_reduce(m, true);
+    *s_out = block_reduce(m == -INFINITY ? 0.0f : s * __expf(m - mx), false);
+    *m_out = mx;
+}
+
 // Cross-entropy per row: loss (0 when ignored) and whether it counts; NaN for a target
 // outside the classes (the host cannot be told without waiting for the GPU).
 template <typename T>
 __device__ void xent_row(const T* x, const long long* t, float* loss, float* valid, long long row, long long v, long long ignore) {
     const T* xr = x + row * v;
     const long long target = t[row];
-    float m = -INFINITY;
-    for (long long j = threadIdx.x; j < v; j += blockDim.x) m = fmaxf(m, to_compute(xr[j]));
-    m = block_reduce(m, true);
-    float s = 0.0f;
-    for (long long j = threadIdx.x; j < v; j += blockDim.x) s += __expf(to_compute(xr[j]) - m);
-    s = block_reduce(s, false);
+    float m, s;
+    row_max_sumexp(xr, v, &m, &s);
     if (threadIdx.x == 0) {
         if (target == ignore) { loss[row] = 0.0f; valid[row] = 0.0f; }
         else if (target < 0 || target >= v) { loss[row] = NAN; valid[row] = 1.0f; }
@@ -260,8 +299,11 @@ __device__ void xent_row(const T* x, const long long* t, float* loss, float* val
     }
 }
 
+// dx = (softmax(x) - onehot(target)) * grad / count: one read for the statistics, one
+// read and one write for the result.
 template <typename T>
 __device__ void xent_bwd_row(const T* x, const long long* t, const float* grad, const float* count, T* dx, long long row, long long v, long long ignore) {
+    constexpr int N = 16 / sizeof(T);
     const T* xr = x + row * v;
     T* dr = dx + row * v;
     const long long target = t[row];
@@ -269,16 +311,23 @@ __device__ void xent_bwd_row(const T* x, const long long* t, const float* grad, 
         for (long long j = threadIdx.x; j < v; j += blockDim.x) dr[j] = from_compute<T>(0.0f);
         return;
     }
-    float m = -INFINITY;
-    for (long long j = threadIdx.x; j < v; j += blockDim.x) m = fmaxf(m, to_compute(xr[j]));
-    m = block_reduce(m, true);
-    float s = 0.0f;
-    for (long long j = threadIdx.x; j < v; j += blockDim.x) s += __expf(to_compute(xr[j]) - m);
-    s = block_reduce(s, false);
+    float m, s;
+    row_max_sumexp(xr, v, &m, &s);
     const float scale = grad[0] / count[0], inv = 1.0f / s;
-    for (long long j = threadIdx.x; j < v; j += blockDim.x) {
-        float p = __expf(to_compute(xr[j]) - m) * inv;
-        dr[j] = from_compute<T>((p - (j == target ? 1.0f : 0.0f)) * scale);
+    if ((((unsigned long long)xr | (unsigned long long)dr) & 15) == 0 && v % N == 0) {
+        for (long long p = threadIdx.x; p < v / N; p += blockDim.x) {
+            float e[N];
+            load_pack(xr + p * N, e);
+#pragma unroll
+            for (int i = 0; i < N; ++i)
+                e[i] = (__expf(e[i] - m) * inv - (p * N + i == target ? 1.0f : 0.0f)) * scale;
+            store_pack(dr + p * N, e);
+        }
+    } else {
+        for (long long j = threadIdx.x; j < v; j += blockDim.x) {
+            float p = __expf(to_compute(xr[j]) - m) * inv;
+            dr[j] = from_compute<T>((p - (j == target ? 1.0f : 0.0f)) * scale);
+        }
     }
 }
 
@@ -337,6 +386,14 @@ extern "C" __global__ void xent_finish(const float* loss, const float* valid, lo
     s = block_reduce(s, false);
     n = block_reduce(n, false);
     if (threadIdx.x == 0) { out[0] = s / n; out[1] = n; }
+}
+
+// Number of targets that count (not `ignore`), for the cross-entropy backward (one block).
+extern "C" __global__ void xent_count(const long long* t, long long rows, long long ignore, float* out) {
+    float n = 0.0f;
+    for (long long i = threadIdx.x; i < rows; i += blockDim.x) n += t[i] != ignore ? 1.0f : 0.0f;
+    n = block_reduce(n, false);
+    if (threadIdx.x == 0) out[0] = n;
 }
 
 // Rotary embedding of contiguous x [rows, D] where row r is position r % T, with tables
@@ -460,3 +517,174 @@ extern "C" __global__ void norm_warp_##SUFFIX(const T* x, const T* w, const T* b
 WARP_ROW_KERNELS(f32, float)
 WARP_ROW_KERNELS(f16, __half)
 WARP_ROW_KERNELS(bf16, __nv_bfloat16)
+
+// Rows of up to 1024 values whose length is a multiple of a 16-byte pack (4 f32 or 8
+// halves), 16-byte aligned: one warp per row, 16-byte loads and stores, the row in
+// registers. Used for norms and for the softmax backward.
+#define VEC_ROW_MAX 1024
+
+// Loads one row into registers (zeros past its end) and returns its mean and rstd.
+template <typename T, int N, int K>
+__device__ __forceinline__ void vec_row_stats(const T* xr, long long packs, int lane, int rms, float eps,
+                                              long long c, float (&v)[K][N], float* mean_out, float* rstd_out) {
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+        const long long p = lane + 32LL * k;
+        if (p < packs) {
+            load_pack(xr + p * N, v[k]);
+#pragma unroll
+            for (int i = 0; i < N; ++i) s += v[k][i];
+        } else {
+#pragma unroll
+            for (int i = 0; i < N; ++i) v[k][i] = 0.0f;
+        }
+    }
+    const float mean = rms ? 0.0f : warp_sum(s) / (float)c;
+    float q = 0.0f;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+        if (lane + 32LL * k < packs) {
+#pragma unroll
+            for (int i = 0; i < N; ++i) q += (v[k][i] - mean) * (v[k][i] - mean);
+        }
+    }
+    *mean_out = mean;
+    *rstd_out = rsqrtf(warp_sum(q) / (float)c + eps);
+}
+
+template <typename T>
+__device__ void norm_vec_row(const T* x, const T* w, const T* b, T* y, long long row, long long c, int rms, float eps) {
+    constexpr int N = 16 / sizeof(T);
+    constexpr int K = VEC_ROW_MAX / 32 / N;
+    const int lane = threadIdx.x % 32;
+    const long long packs = c / N;
+    float v[K][N];
+    float mean, rstd;
+    vec_row_stats<T, N, K>(x + row * c, packs, lane, rms, eps, c, v, &mean, &rstd);
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+        const long long p = lane + 32LL * k;
+        if (p < packs) {
+            float wv[N], bv[N], o[N];
+            if (w) load_pack(w + p * N, wv);
+            if (b) load_pack(b + p * N, bv);
+#pragma unroll
+            for (int i = 0; i < N; ++i) {
+                o[i] = (v[k][i] - mean) * rstd;
+                if (w) o[i] *= wv[i];
+                if (b) o[i] += bv[i];
+            }
+            store_pack(y + row * c + p * N, o);
+        }
+    }
+}
+
+template <typename T>
+__device__ void norm_bwd_vec_row(const T* x, const T* w, const T* g, T* dx, float* stats, long long row, long long c, int rms, float eps) {
+    constexpr int N = 16 / sizeof(T);
+    constexpr int K = VEC_ROW_MAX / 32 / N;
+    const int lane = threadIdx.x % 32;
+    const long long packs = c / N;
+    float v[K][N], d[K][N];
+    float mean, rstd;
+    vec_row_stats<T, N, K>(x + row * c, packs, lane, rms, eps, c, v, &mean, &rstd);
+    float sd = 0.0f, sdx = 0.0f;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+        const long long p = lane + 32LL * k;
+        if (p < packs) {
+            float wv[N];
+            load_pack(g + row * c + p * N, d[k]);
+            if (w) load_pack(w + p * N, wv);
+#pragma unroll
+            for (int i = 0; i < N; ++i) {
+                if (w) d[k][i] *= wv[i];
+                v[k][i] = (v[k][i] - mean) * rstd;  // now x-hat
+                sd += d[k][i];
+                sdx += d[k][i] * v[k][i];
+            }
+        }
+    }
+    const float mean_d = rms ? 0.0f : warp_sum(sd) / (float)c, mean_dx = warp_sum(sdx) / (float)c;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+        const long long p = lane + 32LL * k;
+        if (p < packs) {
+            float o[N];
+#pragma unroll
+            for (int i = 0; i < N; ++i) o[i] = rstd * (d[k][i] - mean_d - v[k][i] * mean_dx);
+            store_pack(dx + row * c + p * N, o);
+        }
+    }
+    if (lane == 0) { stats[2 * row] = mean; stats[2 * row + 1] = rstd; }
+}
+
+// Softmax backward; a causal row reads only the keys it sees (the rest of dx is 0).
+template <typename T>
+__device__ void softmax_bwd_vec_row(const T* y, const T* g, T* dx, long long row, long long c, long long queries, int log_out, int causal) {
+    constexpr int N = 16 / sizeof(T);
+    constexpr int K = VEC_ROW_MAX / 32 / N;
+    const int lane = threadIdx.x % 32;
+    const long long packs = c / N;
+    const long long visible = causal_visible(row, c, queries, causal);
+    const long long seen = (visible + N - 1) / N;
+    float yv[K][N], gv[K][N];
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+        const long long p = lane + 32LL * k;
+        if (p < seen) {
+            load_pack(y + row * c + p * N, yv[k]);
+            load_pack(g + row * c + p * N, gv[k]);
+#pragma unroll
+            for (int i = 0; i < N; ++i)
+                if (p * N + i < visible) s += log_out ? gv[k][i] : gv[k][i] * yv[k][i];
+        }
+    }
+    s = warp_sum(s);
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+        const long long p = lane + 32LL * k;
+        if (p < packs) {
+            float o[N];
+#pragma unroll
+            for (int i = 0; i < N; ++i) {
+                if (p * N + i < visible)
+                    o[i] = log_out ? gv[k][i] - __expf(yv[k][i]) * s : yv[k][i] * (gv[k][i] - s);
+                else
+                    o[i] = 0.0f;
+            }
+            store_pack(dx + row * c + p * N, o);
+        }
+    }
+}
+
+#define VEC_ROW_KERNELS(SUFFIX, T)                                                                 \
+extern "C" __global__ void norm_vec_##SUFFIX(const T* x, const T* w, const T* b, T* y,             \
+                                             long long rows, long long c, int rms, float eps) {    \
+    const long long warps = (long long)gridDim.x * blockDim.x / 32;                                \
+    for (long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32; row < rows;      \
+         row += warps)                                                                             \
+        norm_vec_row<T>(x, w, b, y, row, c, rms, eps);                                             \
+}                                                                                                  \
+extern "C" __global__ void norm_bwd_vec_##SUFFIX(const T* x, const T* w, const T* g, T* dx,        \
+                                                 float* stats, long long rows, long long c,        \
+                                                 int rms, float eps) {                             \
+    const long long warps = (long long)gridDim.x * blockDim.x / 32;                                \
+    for (long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32; row < rows;      \
+         row += warps)                                                                             \
+        norm_bwd_vec_row<T>(x, w, g, dx, stats, row, c, rms, eps);                                 \
+}                                                                                                  \
+extern "C" __global__ void softmax_bwd_vec_##SUFFIX(const T* y, const T* g, T* dx, long long rows, \
+                                                    long long c, long long queries, int log_out,   \
+                                                    int causal) {                                  \
+    const long long warps = (long long)gridDim.x * blockDim.x / 32;                                \
+    for (long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32; row < rows;      \
+         row += warps)                                                                             \
+        softmax_bwd_vec_row<T>(y, g, dx, row, c, queries, log_out, causal);                        \
+}
+
+VEC_ROW_KERNELS(f32, float)
+VEC_ROW_KERNELS(f16, __half)
+VEC_ROW_KERNELS(bf16, __nv_bfloat16)

@@ -1,14 +1,61 @@
-// Fused AdamW update of one f32 parameter with its f32 moments, in place.
-extern "C" __global__ void adamw_f32(float* p, const float* g, float* m, float* v, long long n,
-                                     float b1, float b2, float eps, float decay, float step_size,
-                                     float bc2_sqrt) {
-    GRID_STRIDE_LOOP(i, n) {
-        float gi = g[i];
-        float mi = b1 * m[i] + (1.0f - b1) * gi;
-        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+// Multi-tensor AdamW: one launch updates up to ADAMW_GROUP_TENSORS parameters, block b
+// taking chunk block_chunk[b] (ADAMW_CHUNK elements) of tensor block_tensor[b]. The table
+// travels as a kernel parameter, so nothing is copied to the device per step.
+#define ADAMW_GROUP_TENSORS 24
+#define ADAMW_GROUP_BLOCKS 320
+#define ADAMW_CHUNK 65536
+struct AdamWGroup {
+    float* p[ADAMW_GROUP_TENSORS];
+    const float* g[ADAMW_GROUP_TENSORS];
+    float* m[ADAMW_GROUP_TENSORS];
+    float* v[ADAMW_GROUP_TENSORS];
+    long long n[ADAMW_GROUP_TENSORS];
+    float decay[ADAMW_GROUP_TENSORS];
+    unsigned char block_tensor[ADAMW_GROUP_BLOCKS];
+    int block_chunk[ADAMW_GROUP_BLOCKS];
+};
+
+__device__ __forceinline__ void adamw_one(float& p, float g, float& m, float& v, float b1, float b2,
+                                          float eps, float decay, float step_size, float bc2_sqrt) {
+    m = b1 * m + (1.0f - b1) * g;
+    v = b2 * v + (1.0f - b2) * g * g;
+    p = p * decay - step_size * m / (sqrtf(v) / bc2_sqrt + eps);
+}
+
+extern "C" __global__ void adamw_multi_f32(AdamWGroup grp, float b1, float b2, float eps,
+                                           float step_size, float bc2_sqrt) {
+    const int t = grp.block_tensor[blockIdx.x];
+    const long long start = (long long)grp.block_chunk[blockIdx.x] * ADAMW_CHUNK;
+    const long long n = grp.n[t];
+    const long long end = start + ADAMW_CHUNK < n ? start + ADAMW_CHUNK : n;
+    float* p = grp.p[t];
+    const float* g = grp.g[t];
+    float* m = grp.m[t];
+    float* v = grp.v[t];
+    const float decay = grp.decay[t];
+    const bool aligned = (((unsigned long long)p | (unsigned long long)g | (unsigned long long)m |
+                           (unsigned long long)v) & 15) == 0;
+    long long i = start + 4LL * threadIdx.x;
+    if (aligned) {
+        for (; i + 3 < end; i += 4LL * blockDim.x) {
+            float4 pv = *reinterpret_cast<float4*>(p + i);
+            const float4 gv = *reinterpret_cast<const float4*>(g + i);
+            float4 mv = *reinterpret_cast<float4*>(m + i);
+            float4 vv = *reinterpret_cast<float4*>(v + i);
+            adamw_one(pv.x, gv.x, mv.x, vv.x, b1, b2, eps, decay, step_size, bc2_sqrt);
+            adamw_one(pv.y, gv.y, mv.y, vv.y, b1, b2, eps, decay, step_size, bc2_sqrt);
+            adamw_one(pv.z, gv.z, mv.z, vv.z, b1, b2, eps, decay, step_size, bc2_sqrt);
+            adamw_one(pv.w, gv.w, mv.w, vv.w, b1, b2, eps, decay, step_size, bc2_sqrt);
+            *reinterpret_cast<float4*>(p + i) = pv;
+            *reinterpret_cast<float4*>(m + i) = mv;
+            *reinterpret_cast<float4*>(v + i) = vv;
+        }
+        // The last partial group of four, element by element.
+        for (long long j = i; j < end && j < i + 4; ++j)
+            adamw_one(p[j], g[j], m[j], v[j], b1, b2, eps, decay, step_size, bc2_sqrt);
+    } else {
+        for (long long j = start + threadIdx.x; j < end; j += blockDim.x)
+            adamw_one(p[j], g[j], m[j], v[j], b1, b2, eps, decay, step_size, bc2_sqrt);
     }
 }
 

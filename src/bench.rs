@@ -195,14 +195,22 @@ pub fn run(device: Device, quick: bool) -> Result<Vec<Measurement>> {
         name: "launch_overhead".into(),
         unit: Unit::Us,
         value: host * 1e6,
-        note: "host time to queue one elementwise op on a 1-element tensor".into(),
+        note: match device {
+            Device::Cuda(ordinal) => format!(
+                "host time to queue one elementwise op on a 1-element tensor; a bare driver launch costs {:.2} us",
+                cuda::bare_launch_us(&cuda::device(ordinal)?, n)?
+            ),
+            Device::Cpu => "host time of one elementwise op on a 1-element tensor".into(),
+        },
     });
     Ok(out)
 }
 
 /// One GPT-2 124M training step (B=16, T=1024, vocab 50304, f32 with TF32 matmuls,
 /// attention from matmul + fused causal softmax, clipping, AdamW): tokens per second.
-pub fn gpt2_step(device: Device) -> Result<Measurement> {
+///
+/// With `profile`, two more steps run under the profiler and its kernel table is returned.
+pub fn gpt2_step(device: Device, profile: bool) -> Result<(Measurement, Option<String>)> {
     let (b, t) = (16, 1024);
     let cfg = crate::models::GptConfig {
         vocab_size: 50304,
@@ -227,12 +235,22 @@ pub fn gpt2_step(device: Device) -> Result<Measurement> {
         opt.step(&grads, 6e-4)
     };
     let s = time(device, 5, &mut step)?;
-    Ok(Measurement {
+    let table = if profile {
+        let _scope = crate::profile::scope();
+        crate::profile::take_report()?;
+        step()?;
+        step()?;
+        Some(crate::profile::take_report()?.table(25))
+    } else {
+        None
+    };
+    let m = Measurement {
         name: "gpt2_124m_train_step".into(),
         unit: Unit::MTokens,
         value: (b * t) as f64 / s / 1e6,
         note: format!("{:.0} ms/step", s * 1e3),
-    })
+    };
+    Ok((m, table))
 }
 
 /// GPT-2 124M's parameter shapes (wte, wpe, 12 blocks, final norm).

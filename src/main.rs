@@ -48,6 +48,12 @@ struct BenchArgs {
     /// Also time a GPT-2 124M training step (B=16, T=1024; needs a large GPU).
     #[arg(long)]
     gpt2: bool,
+    /// With --gpt2: print the profiler's kernel table for two GPT-2 steps.
+    #[arg(long)]
+    profile: bool,
+    /// Only the GPT-2 step (with --gpt2), not the kernel workloads.
+    #[arg(long)]
+    gpt2_only: bool,
 }
 
 #[derive(Args)]
@@ -355,9 +361,17 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         "smith bench on {device}{}",
         if quick { " (quick sizes)" } else { "" }
     );
-    let mut ours = smith::bench::run(device, quick)?;
+    let mut ours = if a.gpt2 && a.gpt2_only {
+        Vec::new()
+    } else {
+        smith::bench::run(device, quick)?
+    };
     if a.gpt2 {
-        ours.push(smith::bench::gpt2_step(device)?);
+        let (m, table) = smith::bench::gpt2_step(device, a.profile)?;
+        ours.push(m);
+        if let Some(table) = table {
+            println!("Profile of two GPT-2 124M training steps:\n{table}");
+        }
     }
     let theirs = if a.no_baseline || !Path::new(&a.baseline).exists() {
         println!("(no PyTorch baseline: {} not run)", a.baseline);

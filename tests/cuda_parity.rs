@@ -796,3 +796,157 @@ fn released_buffers_are_reused_and_never_stale() {
     handle.release_cached();
     assert_eq!(handle.cached_bytes(), 0);
 }
+
+/// A row op of (input, weight, bias).
+type RowOp = dyn Fn(&Tensor, &Tensor, &Tensor) -> smith::Result<Tensor>;
+
+/// Input gradients of the fused row ops in every float dtype, on rows that take the
+/// 16-byte-pack kernels (64, 768 wide) and rows that do not (300, 2000 wide).
+#[test]
+fn row_op_input_gradients_in_every_dtype() {
+    let Some((dev, _gpu)) = gpu() else { return };
+    let mut rng = Rng::new(10);
+    for c in [64usize, 300, 768, 2000] {
+        let x = randn(&[2, 24, c], &mut rng).affine(2.0, 0.0).unwrap();
+        let w = randn(&[c], &mut rng);
+        let b = randn(&[c], &mut rng);
+        let probe = randn(&[2, 24, c], &mut rng);
+        let ops: [(&str, &RowOp); 4] = [
+            ("layer_norm", &|x, w, b| {
+                x.layer_norm(Some(w), Some(b), 1e-5)
+            }),
+            ("rms_norm", &|x, w, _| x.rms_norm(Some(w), 1e-6)),
+            ("softmax_causal", &|x, _, _| x.softmax_causal()),
+            ("log_softmax", &|x, _, _| x.log_softmax(2)),
+        ];
+        for dtype in FLOATS {
+            for (name, op) in ops {
+                let grad = |device: Device| -> Vec<f64> {
+                    let on = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(device).unwrap();
+                    let xd = on(&x).requires_grad().unwrap();
+                    let loss = op(&xd, &on(&w), &on(&b))
+                        .unwrap()
+                        .mul(&on(&probe))
+                        .unwrap()
+                        .sum_all()
+                        .unwrap();
+                    let g = loss.backward().unwrap();
+                    g.get(&xd).unwrap().to_vec_f64().unwrap()
+                };
+                let err = rel_err(&grad(dev), &grad(Device::Cpu));
+                eprintln!("{name} dx, width {c}, {dtype}: relative error {err:.1e}");
+                let limit = if dtype == DType::F32 { 1e-4 } else { 3e-2 };
+                assert!(err < limit, "{name} dx width {c} {dtype}: {err:e}");
+            }
+        }
+    }
+}
+
+/// Multi-tensor AdamW against the CPU loop: more tensors than one launch carries (24), a
+/// tensor longer than one launch's 320 chunks, lengths that are not multiples of 4, a
+/// transposed gradient, a half-precision gradient, a parameter without a gradient, and
+/// a parameter that is a view at an offset.
+#[test]
+fn multi_tensor_adamw_matches_the_cpu() {
+    let Some((dev, _gpu)) = gpu() else { return };
+    let mut rng = Rng::new(11);
+    let mut shapes: Vec<Vec<usize>> = (0..30).map(|i| vec![1 + 37 * i]).collect();
+    shapes.push(vec![320 * 65536 + 70_001]);
+    shapes.push(vec![65536 * 2 + 3]);
+    shapes.push(vec![33, 65]);
+    let inits: Vec<Tensor> = shapes.iter().map(|s| randn(s, &mut rng)).collect();
+    let grad_values: Vec<Tensor> = shapes.iter().map(|s| randn(s, &mut rng)).collect();
+    let run = |device: Device| -> Vec<Vec<f64>> {
+        // The last parameter is a view at an offset into a larger buffer.
+        let backing = Tensor::zeros(&[2, 33, 65], DType::F32, device).unwrap();
+        let params: Vec<smith::nn::Param> = inits
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let tensor = if i + 1 == inits.len() {
+                    let view = backing.narrow(0, 1, 1).unwrap().squeeze(0).unwrap();
+                    view.assign(&v.to_device(device).unwrap()).unwrap();
+                    view
+                } else {
+                    // A fresh copy: on the CPU, to_device would share `inits`' storage.
+                    v.copy().unwrap().to_device(device).unwrap()
+                };
+                smith::nn::Param {
+                    name: format!("p{i}"),
+                    tensor: tensor.requires_grad().unwrap(),
+                    decay: i % 2 == 0,
+                }
+            })
+            .collect();
+        let mut opt = AdamW::new(params.clone(), AdamWConfig::default()).unwrap();
+        for step in 0..3 {
+            let mut grads = smith::GradStore::new();
+            for (i, (p, g)) in params.iter().zip(&grad_values).enumerate() {
+                let g = g.affine(1.0 + step as f64, 0.1).unwrap();
+                let g = match i {
+                    5 => continue,
+                    7 => g.to_dtype(DType::F16).unwrap(),
+                    i if i + 1 == params.len() => g.t().unwrap().contiguous().unwrap().t().unwrap(),
+                    _ => g,
+                };
+                grads.insert(&p.tensor, g.to_device(device).unwrap());
+            }
+            opt.step(&grads, 1e-2).unwrap();
+        }
+        params
+            .iter()
+            .map(|p| p.tensor.to_vec_f64().unwrap())
+            .collect()
+    };
+    let (want, got) = (run(Device::Cpu), run(dev));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let err = rel_err(g, w);
+        assert!(err < 1e-6, "parameter {i}: relative error {err:e}");
+    }
+    eprintln!("multi-tensor AdamW: {} parameters match the CPU", got.len());
+}
+
+/// Cross-entropy loss and logit gradients in every float dtype, on rows that take the
+/// 16-byte-pack path (1000 wide) and rows that do not (999), with ignored targets.
+#[test]
+fn cross_entropy_gradients_in_every_dtype() {
+    let Some((dev, _gpu)) = gpu() else { return };
+    let mut rng = Rng::new(12);
+    for v in [1000usize, 999] {
+        let logits = randn(&[3, 40, v], &mut rng).affine(4.0, 0.0).unwrap();
+        let mut t: Vec<i64> = (0..120).map(|i| (i * 7919 % v) as i64).collect();
+        t[5] = -100;
+        t[60] = -100;
+        let targets = Tensor::from_vec(t, &[3, 40], Device::Cpu).unwrap();
+        for dtype in FLOATS {
+            let run = |device: Device| -> (f64, Vec<f64>) {
+                let x = logits
+                    .to_dtype(dtype)
+                    .unwrap()
+                    .to_device(device)
+                    .unwrap()
+                    .requires_grad()
+                    .unwrap();
+                let loss = x
+                    .cross_entropy(&targets.to_device(device).unwrap(), -100)
+                    .unwrap()
+                    .mul_scalar(3.0)
+                    .unwrap();
+                let g = loss.backward().unwrap();
+                (
+                    loss.to_vec_f64().unwrap()[0],
+                    g.get(&x).unwrap().to_vec_f64().unwrap(),
+                )
+            };
+            let ((l_gpu, g_gpu), (l_cpu, g_cpu)) = (run(dev), run(Device::Cpu));
+            let limit = if dtype == DType::F32 { 1e-5 } else { 2e-2 };
+            assert!(
+                (l_gpu - l_cpu).abs() <= limit * l_cpu.abs(),
+                "{v} {dtype}: loss {l_gpu} vs {l_cpu}"
+            );
+            let err = rel_err(&g_gpu, &g_cpu);
+            eprintln!("cross-entropy width {v} {dtype}: loss {l_gpu:.5}, gradient error {err:.1e}");
+            assert!(err < limit * 10.0, "{v} {dtype}: gradient error {err:e}");
+        }
+    }
+}

@@ -308,3 +308,30 @@ fn cast_backward_returns_the_input_dtype() {
     assert_eq!(gx.dtype(), DType::F32);
     assert_eq!(gx.to_vec::<f32>().unwrap(), vec![2.0, 4.0]);
 }
+
+/// Several slices of one tensor: a split that tiles it (joined by one concatenation),
+/// slices with gaps, overlapping slices, slices along two dims, and a dense use besides.
+#[test]
+fn many_slices_of_one_tensor() {
+    let mut r = rng();
+    gradcheck(&[leaf(&[4, 9], &mut r)], |t| {
+        let parts = t[0].split(&[2, 3, 4], 1)?;
+        parts[0]
+            .exp()?
+            .sum_all()?
+            .add(&parts[1].sqr()?.sum_all()?)?
+            .add(&parts[2].tanh()?.sum_all()?)
+    });
+    gradcheck(&[leaf(&[4, 9], &mut r)], |t| {
+        let gaps = t[0].narrow(1, 1, 2)?.exp()?.sum_all()?;
+        let gaps = gaps.add(&t[0].narrow(1, 6, 2)?.sqr()?.sum_all()?)?;
+        let overlap = t[0]
+            .narrow(1, 0, 5)?
+            .sum_all()?
+            .mul(&t[0].narrow(1, 3, 5)?.sum_all()?)?;
+        let other_dim = t[0].narrow(0, 1, 2)?.tanh()?.sum_all()?;
+        gaps.add(&overlap)?
+            .add(&other_dim)?
+            .add(&t[0].sqr()?.mean_all()?)
+    });
+}

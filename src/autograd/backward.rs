@@ -10,7 +10,7 @@ use crate::storage::Storage;
 use crate::{Error, Result, Tensor};
 
 /// Gradients of `node`'s inputs, given the gradient `g` of `node` (same shape as `node`).
-pub(super) fn input_grads(op: &Op, node: &Tensor, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
+pub(super) fn input_grads(op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
     Ok(match op {
         Op::Unary(x, u) => vec![(x.clone(), unary_grad(x, *u, g)?)],
         Op::Binary(a, b, bop) => {
@@ -44,10 +44,10 @@ pub(super) fn input_grads(op: &Op, node: &Tensor, g: &Tensor) -> Result<Vec<(Ten
                 (b.clone(), a.transpose(r - 2, r - 1)?.matmul(g)?),
             ]
         }
-        Op::Softmax { x, y, log } => {
+        Op::Softmax { x, y, log, causal } => {
             let dx = match (&*y.read_storage(), &*g.read_storage()) {
                 (Storage::Cuda(ys), Storage::Cuda(gs)) => Storage::Cuda(
-                    cuda::softmax_last_backward(ys, y.layout(), gs, g.layout(), *log)?,
+                    cuda::softmax_last_backward(ys, y.layout(), gs, g.layout(), *log, *causal)?,
                 ),
                 (ys, gs) => Storage::Cpu(cpu::softmax_last_backward(
                     ys.cpu()?,
@@ -159,20 +159,10 @@ pub(super) fn input_grads(op: &Op, node: &Tensor, g: &Tensor) -> Result<Vec<(Ten
             vec![(x.clone(), g.permute(&inverse)?)]
         }
         Op::Narrow(x, dim, start) => {
-            let len = node.shape()[*dim];
-            let mut pieces = Vec::with_capacity(3);
-            let mut shape = x.shape().to_vec();
-            if *start > 0 {
-                shape[*dim] = *start;
-                pieces.push(Tensor::zeros(&shape, g.dtype(), g.device())?);
-            }
-            pieces.push(g.clone());
-            let after = x.shape()[*dim] - start - len;
-            if after > 0 {
-                shape[*dim] = after;
-                pieces.push(Tensor::zeros(&shape, g.dtype(), g.device())?);
-            }
-            vec![(x.clone(), Tensor::cat(&pieces, *dim)?)]
+            vec![(
+                x.clone(),
+                assemble_slices(x.shape(), *dim, &[(*start, g.clone())])?,
+            )]
         }
         Op::Broadcast(x) => vec![(x.clone(), reduce_to_shape(g, x.shape())?)],
         Op::Copy(x) => vec![(x.clone(), g.clone())],
@@ -312,4 +302,33 @@ fn norm_grads(
         ));
     }
     Ok(out)
+}
+
+/// The gradient of a tensor of `shape` from gradients of disjoint slices along `dim`,
+/// given as (start, gradient) sorted by start: one concatenation, zeros in the gaps.
+pub(crate) fn assemble_slices(
+    shape: &[usize],
+    dim: usize,
+    slices: &[(usize, Tensor)],
+) -> Result<Tensor> {
+    let Some((_, first)) = slices.first() else {
+        return Err(Error::invalid("backward", "no slices to assemble"));
+    };
+    let (dtype, device) = (first.dtype(), first.device());
+    let mut parts = Vec::with_capacity(2 * slices.len() + 1);
+    let mut gap_shape = shape.to_vec();
+    let mut at = 0;
+    for (start, g) in slices {
+        if *start > at {
+            gap_shape[dim] = start - at;
+            parts.push(Tensor::zeros(&gap_shape, dtype, device)?);
+        }
+        parts.push(g.clone());
+        at = start + g.shape()[dim];
+    }
+    if shape[dim] > at {
+        gap_shape[dim] = shape[dim] - at;
+        parts.push(Tensor::zeros(&gap_shape, dtype, device)?);
+    }
+    Tensor::cat(&parts, dim)
 }

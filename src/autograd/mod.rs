@@ -156,16 +156,31 @@ impl Tensor {
         let _guard = no_grad();
         let order = topological_order(self);
         let mut pending = GradStore::new();
+        // Gradients of narrowed views, per source tensor: (dim, start, gradient). Slices
+        // that tile their source (a fused projection split into parts) are joined with one
+        // concatenation instead of a zero-padded sum per slice.
+        let mut slices: HashMap<TensorId, Vec<(usize, usize, Tensor)>> = HashMap::new();
         pending.accumulate(self.id(), self.ones_like()?)?;
         for node in order.iter().rev() {
-            let Some(grad) = pending.grads.remove(&node.id()) else {
+            let dense = pending.grads.remove(&node.id());
+            let grad = match slices.remove(&node.id()) {
+                Some(parts) => Some(join_slices(node.shape(), dense, parts)?),
+                None => dense,
+            };
+            let Some(grad) = grad else {
                 continue;
             };
             if node.is_variable() {
                 store.accumulate(node.id(), grad.clone())?;
             }
             if let Some(op) = node.op() {
-                for (input, g) in backward::input_grads(op, node, &grad)? {
+                if let Op::Narrow(x, dim, start) = op {
+                    if x.tracks_grad() {
+                        slices.entry(x.id()).or_default().push((*dim, *start, grad));
+                    }
+                    continue;
+                }
+                for (input, g) in backward::input_grads(op, &grad)? {
                     if input.tracks_grad() {
                         pending.accumulate(input.id(), g)?;
                     }
@@ -174,4 +189,36 @@ impl Tensor {
         }
         Ok(())
     }
+}
+
+/// A tensor's gradient from its dense part and the gradients of its narrowed slices: one
+/// concatenation when the slices share a dim and do not overlap, else padded and summed.
+fn join_slices(
+    shape: &[usize],
+    dense: Option<Tensor>,
+    mut parts: Vec<(usize, usize, Tensor)>,
+) -> Result<Tensor> {
+    parts.sort_by_key(|p| (p.0, p.1));
+    let dim = parts[0].0;
+    let disjoint = parts.iter().all(|p| p.0 == dim)
+        && parts
+            .windows(2)
+            .all(|w| w[0].1 + w[0].2.shape()[dim] <= w[1].1);
+    let joined = if disjoint {
+        let slices: Vec<(usize, Tensor)> = parts.into_iter().map(|(_, s, g)| (s, g)).collect();
+        vec![backward::assemble_slices(shape, dim, &slices)?]
+    } else {
+        parts
+            .into_iter()
+            .map(|(d, s, g)| backward::assemble_slices(shape, d, &[(s, g)]))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let mut acc = dense;
+    for g in joined {
+        acc = Some(match acc {
+            Some(a) => a.add(&g)?,
+            None => g,
+        });
+    }
+    acc.ok_or_else(|| Error::invalid("backward", "no gradient to join"))
 }

@@ -21,6 +21,8 @@ pub enum Op {
         x: Tensor,
         y: Tensor,
         log: bool,
+        /// Keys after each query were masked (their gradient is 0).
+        causal: bool,
     },
     Norm {
         x: Tensor,

@@ -116,10 +116,11 @@ impl CausalSelfAttention {
             k = repeat(&k)?;
             v = repeat(&v)?;
         }
-        let scale = 1.0 / (hd as f64).sqrt();
-        let scores = q.matmul(&k.t()?)?.mul_scalar(scale)?;
-        let y = scores.softmax_causal()?.matmul(&v)?; // [B, H, T, hd]
-                                                      // Back to [B, T, H*hd]: the transpose makes this reshape an explicit copy.
+        // Scaling the queries (T x hd) rather than the scores (T x T) saves two passes over
+        // the score matrix, forward and backward.
+        let q = q.mul_scalar(1.0 / (hd as f64).sqrt())?;
+        let y = q.matmul(&k.t()?)?.softmax_causal()?.matmul(&v)?; // [B, H, T, hd]
+                                                                  // Back to [B, T, H*hd]: the transpose makes this reshape an explicit copy.
         let y = y.transpose(1, 2)?.reshape(&[b, t, h * hd])?;
         self.proj.forward(&y)
     }

@@ -29,6 +29,7 @@ impl Tensor {
             x: self.clone(),
             y: y.clone(),
             log,
+            causal,
         });
         Ok(y.view_with(y.layout().clone(), rec))
     }

@@ -93,6 +93,7 @@ impl AdamW {
             step_size: (lr / (1.0 - self.cfg.beta1.powi(t))) as f32,
             bc2_sqrt: (1.0 - self.cfg.beta2.powi(t)).sqrt() as f32,
         };
+        let mut on_device = Vec::new();
         for (p, moments) in self.params.iter().zip(self.moments.iter_mut()) {
             let Some(g) = grads.get(&p.tensor) else {
                 continue;
@@ -102,13 +103,14 @@ impl AdamW {
             } else {
                 1.0
             };
-            let k = cuda::AdamWStep { decay, ..k };
             match moments {
-                Moments::Host(m, v) => host_step(&p.tensor, g, m, v, k)?,
-                Moments::Device(m, v) => device_step(&p.tensor, g, m, v, k)?,
+                Moments::Host(m, v) => {
+                    host_step(&p.tensor, g, m, v, cuda::AdamWStep { decay, ..k })?
+                }
+                Moments::Device(m, v) => on_device.push((&p.tensor, g, &*m, &*v, decay)),
             }
         }
-        Ok(())
+        device_step(&on_device, k)
     }
 
     /// The optimizer state as named tensors (`m.NAME`, `v.NAME`) on the CPU, plus the
@@ -188,35 +190,63 @@ fn host_step(
     })
 }
 
-/// The AdamW update of one parameter on the GPU: one fused kernel.
-fn device_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, k: cuda::AdamWStep) -> Result<()> {
-    if !p.is_contiguous() || g.device() != p.device() {
-        return Err(Error::invalid(
-            "AdamW",
-            "parameters must be contiguous and on their gradients' device",
-        ));
-    }
-    let (ps, gs, ms, vs) = (
-        p.read_storage(),
-        g.read_storage(),
-        m.read_storage(),
-        v.read_storage(),
-    );
-    match (&*ps, &*gs, &*ms, &*vs) {
-        (Storage::Cuda(pc), Storage::Cuda(gc), Storage::Cuda(mc), Storage::Cuda(vc)) => {
-            cuda::adamw_update(
-                (pc, p.layout().offset()),
-                gc,
-                g.layout(),
-                mc,
-                vc,
-                p.numel(),
-                k,
-            )
+/// A GPU parameter's step inputs: parameter, gradient, moments, decay factor.
+type DeviceItem<'a> = (&'a Tensor, &'a Tensor, &'a Tensor, &'a Tensor, f32);
+
+/// The AdamW update of every GPU parameter: a few multi-tensor launches per device.
+fn device_step(items: &[DeviceItem], k: cuda::AdamWStep) -> Result<()> {
+    let mut by_device: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, (p, g, ..)) in items.iter().enumerate() {
+        let Device::Cuda(n) = p.device() else {
+            return Err(Error::invalid(
+                "AdamW",
+                "device moments for a CPU parameter",
+            ));
+        };
+        if !p.is_contiguous() || g.device() != p.device() {
+            return Err(Error::invalid(
+                "AdamW",
+                "parameters must be contiguous and on their gradients' device",
+            ));
         }
-        _ => Err(Error::invalid(
-            "AdamW",
-            "parameter, gradient and moments must share a device",
-        )),
+        by_device.entry(n).or_default().push(i);
     }
+    for indices in by_device.values() {
+        let guards: Vec<_> = indices
+            .iter()
+            .map(|&i| {
+                let (p, g, m, v, _) = &items[i];
+                (
+                    p.read_storage(),
+                    g.read_storage(),
+                    m.read_storage(),
+                    v.read_storage(),
+                )
+            })
+            .collect();
+        let mut slots = Vec::with_capacity(indices.len());
+        for (&i, (ps, gs, ms, vs)) in indices.iter().zip(&guards) {
+            let (p, g, _, _, decay) = &items[i];
+            match (&**ps, &**gs, &**ms, &**vs) {
+                (Storage::Cuda(pc), Storage::Cuda(gc), Storage::Cuda(mc), Storage::Cuda(vc)) => {
+                    slots.push(cuda::AdamWSlot {
+                        param: (pc, p.layout().offset()),
+                        grad: (gc, g.layout()),
+                        m: mc,
+                        v: vc,
+                        n: p.numel(),
+                        decay: *decay,
+                    })
+                }
+                _ => {
+                    return Err(Error::invalid(
+                        "AdamW",
+                        "parameter, gradient and moments must share a device",
+                    ))
+                }
+            }
+        }
+        cuda::adamw_multi(&slots, k)?;
+    }
+    Ok(())
 }

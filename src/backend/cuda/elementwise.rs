@@ -279,3 +279,24 @@ pub fn cast(s: &CudaStorage, layout: &Layout, dtype: DType) -> Result<CudaStorag
 pub fn copy_contiguous(s: &CudaStorage, layout: &Layout) -> Result<CudaStorage> {
     cast(s, layout, s.dtype)
 }
+
+/// Host microseconds per kernel launch with nothing around it: `iters` launches of the fill
+/// kernel on one element, the function looked up once. The floor under smith's per-op cost.
+pub fn bare_launch_us(dev: &Arc<CudaDevice>, iters: usize) -> Result<f64> {
+    use cudarc::driver::PushKernelArg;
+    let out = CudaStorage::alloc(dev, DType::F32, 1)?;
+    let f = dev.function("elementwise", "fill_f32")?;
+    let (y, n64, value) = (out.ptr(0), 1i64, 0.0f64);
+    let cfg = super::launch_config(1);
+    dev.synchronize()?;
+    let start = std::time::Instant::now();
+    for _ in 0..iters {
+        let mut builder = dev.stream.launch_builder(&f);
+        builder.arg(&y).arg(&n64).arg(&value);
+        // SAFETY: fill_f32(float* y, long long n, double value) on a one-element buffer.
+        unsafe { builder.launch(cfg) }.map_err(|e| super::cuda_err("kernel launch", e))?;
+    }
+    let us = start.elapsed().as_secs_f64() * 1e6 / iters.max(1) as f64;
+    dev.synchronize()?;
+    Ok(us)
+}

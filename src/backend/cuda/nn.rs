@@ -30,6 +30,12 @@ fn warp_rows_config(rows: usize) -> cudarc::driver::LaunchConfig {
     }
 }
 
+/// Whether a row length and the row pointers allow the 16-byte-pack row kernels.
+fn vec_rows_ok(c: usize, dtype: DType, ptrs: &[u64]) -> bool {
+    let pack = 16 / dtype.size_in_bytes();
+    c <= WARP_ROW_MAX && c.is_multiple_of(pack) && ptrs.iter().all(|p| p % 16 == 0)
+}
+
 fn half_or_f32(op: &'static str, dtype: DType) -> Result<()> {
     match dtype {
         DType::F32 | DType::F16 | DType::BF16 => Ok(()),
@@ -86,6 +92,7 @@ pub fn softmax_last_backward(
     g: &CudaStorage,
     lg: &Layout,
     log: bool,
+    causal: bool,
 ) -> Result<CudaStorage> {
     half_or_f32("softmax_backward", y.dtype)?;
     let (_ky, yp) = contiguous_ptr(y, ly)?;
@@ -93,10 +100,22 @@ pub fn softmax_last_backward(
     let n = ly.numel();
     let c = last(ly);
     let rows = n.checked_div(c).unwrap_or(0);
+    let queries = if ly.rank() >= 2 {
+        ly.shape()[ly.rank() - 2]
+    } else {
+        1
+    };
     let out = CudaStorage::alloc(&y.dev, y.dtype, n)?;
     if rows > 0 {
         let (dp, r64, c64, lgf) = (out.ptr(0), rows as i64, c as i64, log as i32);
-        launch!(@cfg y.dev, "nn", format!("softmax_bwd_{}", suffix(y.dtype)), row_config(rows), &yp, &gp, &dp, &r64, &c64, &lgf);
+        if vec_rows_ok(c, y.dtype, &[yp, gp, dp]) {
+            let (q64, ca) = (queries.max(1) as i64, causal as i32);
+            let name = format!("softmax_bwd_vec_{}", suffix(y.dtype));
+            launch!(@cfg y.dev, "nn", name, warp_rows_config(rows), &yp, &gp, &dp, &r64, &c64, &q64, &lgf, &ca);
+        } else {
+            // y is exactly 0 on masked keys, so the plain kernel needs no mask.
+            launch!(@cfg y.dev, "nn", format!("softmax_bwd_{}", suffix(y.dtype)), row_config(rows), &yp, &gp, &dp, &r64, &c64, &lgf);
+        }
     }
     Ok(out)
 }
@@ -134,7 +153,10 @@ pub fn norm(
             (kind == NormKind::Rms) as i32,
             eps as f32,
         );
-        if c <= WARP_ROW_MAX {
+        if vec_rows_ok(c, x.dtype, &[xp, wp, bp, yp]) {
+            let name = format!("norm_vec_{}", suffix(x.dtype));
+            launch!(@cfg x.dev, "nn", name, warp_rows_config(rows), &xp, &wp, &bp, &yp, &r64, &c64, &rms, &e);
+        } else if c <= WARP_ROW_MAX {
             let name = format!("norm_warp_{}", suffix(x.dtype));
             launch!(@cfg x.dev, "nn", name, warp_rows_config(rows), &xp, &wp, &bp, &yp, &r64, &c64, &rms, &e);
         } else {
@@ -175,7 +197,12 @@ pub fn norm_backward(
             (kind == NormKind::Rms) as i32,
             eps as f32,
         );
-        launch!(@cfg x.dev, "nn", format!("norm_bwd_{}", suffix(x.dtype)), row_config(rows), &xp, &wp, &gp, &dp, &sp, &r64, &c64, &rms, &e);
+        if vec_rows_ok(c, x.dtype, &[xp, wp, gp, dp]) {
+            let name = format!("norm_bwd_vec_{}", suffix(x.dtype));
+            launch!(@cfg x.dev, "nn", name, warp_rows_config(rows), &xp, &wp, &gp, &dp, &sp, &r64, &c64, &rms, &e);
+        } else {
+            launch!(@cfg x.dev, "nn", format!("norm_bwd_{}", suffix(x.dtype)), row_config(rows), &xp, &wp, &gp, &dp, &sp, &r64, &c64, &rms, &e);
+        }
         let (dwp, dbp) = (dw.ptr(0), db.ptr(0));
         // Rows split into chunks of 256 (fixed, so the sum order never changes).
         let chunks = rows.div_ceil(256);
@@ -201,7 +228,7 @@ fn xent_parts(
     t: &CudaStorage,
     lt: &Layout,
     ignore: i64,
-) -> Result<(CudaStorage, usize, usize)> {
+) -> Result<CudaStorage> {
     half_or_f32("cross_entropy", x.dtype)?;
     let v = last(lx);
     let rows = lx.numel().checked_div(v).unwrap_or(0);
@@ -216,7 +243,7 @@ fn xent_parts(
         launch!(@cfg x.dev, "nn", format!("xent_{}", suffix(x.dtype)), row_config(rows), &xp, &tp, &lp, &vp, &r64, &v64, &ignore);
     }
     launch!(@cfg x.dev, "nn", "xent_finish", row_config(1), &lp, &vp, &r64, &op);
-    Ok((out, rows, v))
+    Ok(out)
 }
 
 /// Mean cross-entropy of logits `[N, V]` against i64 targets `[N]`; a one-element buffer in
@@ -228,7 +255,7 @@ pub fn cross_entropy(
     lt: &Layout,
     ignore: i64,
 ) -> Result<CudaStorage> {
-    let (out, ..) = xent_parts(x, lx, t, lt, ignore)?;
+    let out = xent_parts(x, lx, t, lt, ignore)?;
     super::cast(&out, &Layout::new(vec![1], vec![1], 0), x.dtype)
 }
 
@@ -242,16 +269,21 @@ pub fn cross_entropy_backward(
     ignore: i64,
     g: (&CudaStorage, &Layout),
 ) -> Result<CudaStorage> {
-    let (parts, rows, v) = xent_parts(x, lx, t, lt, ignore)?;
+    half_or_f32("cross_entropy", x.dtype)?;
+    let v = last(lx);
+    let rows = lx.numel().checked_div(v).unwrap_or(0);
     let (_kx, xp) = contiguous_ptr(x, lx)?;
     let targets = super::cast(t, lt, DType::I64)?;
     let grad = super::cast(g.0, g.1, DType::F32)?;
     let dx = CudaStorage::alloc(&x.dev, x.dtype, lx.numel())?;
     if rows > 0 {
+        let count = CudaStorage::alloc(&x.dev, DType::F32, 1)?;
+        let (tp, cp, r64) = (targets.ptr(0), count.ptr(0), rows as i64);
+        launch!(@cfg x.dev, "nn", "xent_count", row_config(1), &tp, &r64, &ignore, &cp);
         let (tp, gp, cp, dp, r64, v64) = (
             targets.ptr(0),
             grad.ptr(0),
-            parts.ptr(1),
+            count.ptr(0),
             dx.ptr(0),
             rows as i64,
             v as i64,
