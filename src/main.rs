@@ -361,6 +361,13 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         "smith bench on {device}{}",
         if quick { " (quick sizes)" } else { "" }
     );
+    // PyTorch first: its process has exited, and freed the GPU, before smith allocates.
+    let theirs = if a.no_baseline || !Path::new(&a.baseline).exists() {
+        println!("(no PyTorch baseline: {} not run)", a.baseline);
+        Default::default()
+    } else {
+        smith::bench::torch_baseline(&a.baseline, quick, a.gpt2)?
+    };
     let mut ours = if a.gpt2 && a.gpt2_only {
         Vec::new()
     } else {
@@ -373,12 +380,6 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
             println!("Profile of two GPT-2 124M training steps:\n{table}");
         }
     }
-    let theirs = if a.no_baseline || !Path::new(&a.baseline).exists() {
-        println!("(no PyTorch baseline: {} not run)", a.baseline);
-        Default::default()
-    } else {
-        smith::bench::torch_baseline(&a.baseline, quick, a.gpt2)?
-    };
     println!("| workload | unit | smith | PyTorch | speed ratio | note |");
     println!("|---|---|---|---|---|---|");
     for m in &ours {

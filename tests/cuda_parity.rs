@@ -271,6 +271,8 @@ fn matmul_plain_transposed_batched() {
     let b = randn(&[2, 50, 40], &mut rng);
     let m2a = randn(&[129, 257], &mut rng);
     let m2b = randn(&[257, 65], &mut rng);
+    let qkv = randn(&[3, 7, 96], &mut rng);
+    let many = randn(&[3, 70, 5, 6], &mut rng);
     let _tf32 = tf32_lock();
     cuda::set_tf32(false);
     for dtype in [DType::F32, DType::F16, DType::BF16] {
@@ -296,6 +298,32 @@ fn matmul_plain_transposed_batched() {
             v[0].narrow(3, 5, 30)?
                 .matmul(&v[1].narrow(2, 3, 30)?.transpose(1, 2)?)
         });
+        // Attention heads of a fused projection: [B, H, T, d] views whose batch dims do
+        // not collapse (one call per B), and a batch of 70 x 3 that is copied instead.
+        check(
+            "matmul head views",
+            std::slice::from_ref(&qkv),
+            dtype,
+            t,
+            |v| {
+                let heads = |i: usize| -> smith::Result<Tensor> {
+                    v[0].narrow(2, 32 * i, 32)?
+                        .reshape(&[3, 7, 4, 8])?
+                        .transpose(1, 2)
+                };
+                heads(0)?.matmul(&heads(1)?.t()?)?.matmul(&heads(2)?)
+            },
+        );
+        check(
+            "matmul many outer batches",
+            std::slice::from_ref(&many),
+            dtype,
+            t,
+            |v| {
+                let x = v[0].transpose(0, 1)?;
+                x.matmul(&x.t()?)
+            },
+        );
     }
     cuda::set_tf32(true);
     check("matmul tf32", &[m2a, m2b], DType::F32, 3e-3, |v| {
@@ -948,5 +976,52 @@ fn cross_entropy_gradients_in_every_dtype() {
             eprintln!("cross-entropy width {v} {dtype}: loss {l_gpu:.5}, gradient error {err:.1e}");
             assert!(err < limit * 10.0, "{v} {dtype}: gradient error {err:e}");
         }
+    }
+}
+
+/// SGD with momentum and weight decay on the GPU follows the CPU.
+#[test]
+fn sgd_matches_the_cpu() {
+    let Some((dev, _gpu)) = gpu() else { return };
+    let mut rng = Rng::new(13);
+    let inits: Vec<Tensor> = [vec![40, 30], vec![30]]
+        .iter()
+        .map(|s| randn(s, &mut rng))
+        .collect();
+    let grad_values: Vec<Tensor> = inits.iter().map(|t| randn(t.shape(), &mut rng)).collect();
+    let run = |device: Device| -> Vec<Vec<f64>> {
+        let params: Vec<smith::nn::Param> = inits
+            .iter()
+            .enumerate()
+            .map(|(i, v)| smith::nn::Param {
+                name: format!("p{i}"),
+                tensor: v
+                    .copy()
+                    .unwrap()
+                    .to_device(device)
+                    .unwrap()
+                    .requires_grad()
+                    .unwrap(),
+                decay: i == 0,
+            })
+            .collect();
+        let mut opt = smith::optim::Sgd::new(params.clone(), 0.9, 0.01);
+        for step in 0..3 {
+            let mut grads = smith::GradStore::new();
+            for (p, g) in params.iter().zip(&grad_values) {
+                let g = g.affine(1.0 + step as f64, 0.0).unwrap();
+                grads.insert(&p.tensor, g.to_device(device).unwrap());
+            }
+            opt.step(&grads, 0.1).unwrap();
+        }
+        params
+            .iter()
+            .map(|p| p.tensor.to_vec_f64().unwrap())
+            .collect()
+    };
+    let (want, got) = (run(Device::Cpu), run(dev));
+    for (g, w) in got.iter().zip(&want) {
+        let err = rel_err(g, w);
+        assert!(err < 1e-6, "SGD on the GPU: relative error {err:e}");
     }
 }

@@ -1,14 +1,15 @@
 //! Stochastic gradient descent with momentum (PyTorch semantics: no dampening).
 
 use crate::nn::Param;
-use crate::{DType, GradStore, Result};
+use crate::{DType, Error, GradStore, Result, Tensor};
 
-/// SGD with momentum and optional (coupled, L2) weight decay.
+/// SGD with momentum and optional (coupled, L2) weight decay, on any device (the update
+/// is made of tensor ops, so it runs where the parameters live).
 pub struct Sgd {
     params: Vec<Param>,
     momentum: f64,
     weight_decay: f64,
-    velocity: Vec<Option<Vec<f32>>>,
+    velocity: Vec<Option<Tensor>>,
 }
 
 impl Sgd {
@@ -23,28 +24,30 @@ impl Sgd {
         }
     }
 
-    /// `v = momentum * v + g (+ wd * w)`, `w -= lr * v`.
+    /// `v = momentum * v + g (+ wd * w)` (`v = g` on the first step), `w -= lr * v`.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
-        let (mu, lr) = (self.momentum as f32, lr as f32);
+        let _guard = crate::no_grad();
         for (p, vel) in self.params.iter().zip(self.velocity.iter_mut()) {
             let Some(g) = grads.get(&p.tensor) else {
                 continue;
             };
-            let g = g.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?;
-            let wd = if p.decay {
-                self.weight_decay as f32
-            } else {
-                0.0
+            let w = &p.tensor;
+            if w.dtype() != DType::F32 || g.device() != w.device() {
+                return Err(Error::invalid(
+                    "SGD",
+                    "parameters must be f32 and on their gradients' device",
+                ));
+            }
+            let mut d = g.to_dtype(DType::F32)?;
+            if p.decay && self.weight_decay != 0.0 {
+                d = d.add(&w.mul_scalar(self.weight_decay)?)?;
+            }
+            let v = match vel.take() {
+                Some(v) => v.mul_scalar(self.momentum)?.add(&d)?,
+                None => d.contiguous()?,
             };
-            p.tensor.with_f32_mut(|w| {
-                let first = vel.is_none();
-                let v = vel.get_or_insert_with(|| vec![0.0; w.len()]);
-                for i in 0..w.len() {
-                    let gi = g[i] + wd * w[i];
-                    v[i] = if first { gi } else { mu * v[i] + gi };
-                    w[i] -= lr * v[i];
-                }
-            })?;
+            w.assign(&w.sub(&v.mul_scalar(lr)?)?)?;
+            *vel = Some(v);
         }
         Ok(())
     }

@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static TF32: AtomicBool = AtomicBool::new(true);
 
+/// At most this many strided-batched calls per matmul; beyond it operands are copied.
+const MAX_OUTER_CALLS: usize = 64;
+
 /// Whether f32 matmuls may use TF32 tensor cores (on by default, as in PyTorch's
 /// `allow_tf32` for convolutions; turn it off for full f32 products).
 pub fn set_tf32(enabled: bool) {
@@ -34,10 +37,11 @@ fn operand(rows: usize, cols: usize, s_row: usize, s_col: usize) -> Option<(bool
     }
 }
 
-/// The single stride between consecutive matrices over all batch dims, when there is one.
-fn batch_stride(layout: &Layout) -> Option<usize> {
+/// The single stride between consecutive matrices over the batch dims from `from` on,
+/// when there is one.
+fn batch_stride(layout: &Layout, from: usize) -> Option<usize> {
     let r = layout.rank();
-    let dims: Vec<(usize, usize)> = (0..r - 2)
+    let dims: Vec<(usize, usize)> = (from..r - 2)
         .map(|d| (layout.shape()[d], layout.strides()[d]))
         .filter(|(n, _)| *n != 1)
         .collect();
@@ -69,25 +73,40 @@ pub fn matmul(a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout) -> Res
     let r = la.rank();
     let (m, k, n) = (la.shape()[r - 2], la.shape()[r - 1], lb.shape()[r - 1]);
     let batches: usize = la.shape()[..r - 2].iter().product();
-    // Operands whose strides cuBLAS cannot express are made contiguous first.
-    let fit = |s: &CudaStorage,
-               l: &Layout,
-               rows: usize,
-               cols: usize|
-     -> Result<(Option<CudaStorage>, Layout)> {
-        let ok = operand(rows, cols, l.strides()[r - 2], l.strides()[r - 1]).is_some()
-            && batch_stride(l).is_some();
-        if ok {
-            Ok((None, l.clone()))
-        } else {
-            Ok((
-                Some(super::copy_contiguous(s, l)?),
-                Layout::contiguous(l.shape()),
-            ))
-        }
+    // Operands whose matrix strides cuBLAS cannot express are made contiguous first; so
+    // are those whose batch dims need more than MAX_OUTER_CALLS calls (see `split`).
+    let outer_calls = |from: usize| la.shape()[..from].iter().product::<usize>();
+    let joint = |la: &Layout, lb: &Layout| {
+        (0..=r - 2).find(|&from| {
+            outer_calls(from) <= MAX_OUTER_CALLS
+                && batch_stride(la, from).is_some()
+                && batch_stride(lb, from).is_some()
+        })
     };
-    let (a_copy, la) = fit(a, la, m, k)?;
-    let (b_copy, lb) = fit(b, lb, k, n)?;
+    let fits = |l: &Layout, rows: usize, cols: usize| {
+        operand(rows, cols, l.strides()[r - 2], l.strides()[r - 1]).is_some()
+    };
+    let (mut a_copy, mut b_copy) = (None, None);
+    let (mut la, mut lb) = (la.clone(), lb.clone());
+    let make_contiguous = |s: &CudaStorage, l: &mut Layout| -> Result<Option<CudaStorage>> {
+        let c = super::copy_contiguous(s, l)?;
+        *l = Layout::contiguous(l.shape());
+        Ok(Some(c))
+    };
+    if !fits(&la, m, k) {
+        a_copy = make_contiguous(a, &mut la)?;
+    }
+    if !fits(&lb, k, n) {
+        b_copy = make_contiguous(b, &mut lb)?;
+    }
+    if joint(&la, &lb).is_none() {
+        if batch_stride(&la, 0).is_none() {
+            a_copy = make_contiguous(a_copy.as_ref().unwrap_or(a), &mut la)?;
+        }
+        if batch_stride(&lb, 0).is_none() {
+            b_copy = make_contiguous(b_copy.as_ref().unwrap_or(b), &mut lb)?;
+        }
+    }
     let a = a_copy.as_ref().unwrap_or(a);
     let b = b_copy.as_ref().unwrap_or(b);
     let out = CudaStorage::alloc(&a.dev, a.dtype, batches * m * n)?;
@@ -107,10 +126,17 @@ pub fn matmul(a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout) -> Res
     let bad = || Error::invalid("matmul", "internal: operand layout not expressible");
     let (ta, lda) = operand(m, k, la.strides()[r - 2], la.strides()[r - 1]).ok_or_else(bad)?;
     let (tb, ldb) = operand(k, n, lb.strides()[r - 2], lb.strides()[r - 1]).ok_or_else(bad)?;
+    // Batch dims before `split` are looped over on the host (one strided-batched call
+    // each); those from `split` on collapse into one stride. A [B, H, T, d] view of a
+    // fused QKV projection needs one call per B instead of a copy.
+    let split = joint(&la, &lb).ok_or_else(bad)?;
     let (sa, sb) = (
-        batch_stride(&la).ok_or_else(bad)?,
-        batch_stride(&lb).ok_or_else(bad)?,
+        batch_stride(&la, split).ok_or_else(bad)?,
+        batch_stride(&lb, split).ok_or_else(bad)?,
     );
+    let outer_shape = &la.shape()[..split];
+    let outer: usize = outer_shape.iter().product();
+    let inner = batches / outer.max(1);
     let (dt, compute) = match a.dtype {
         DType::F32 => (
             Dt::CUDA_R_32F,
@@ -149,37 +175,48 @@ pub fn matmul(a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout) -> Res
     } else {
         None
     };
-    // Row-major C = A B is column-major C^T = B^T A^T: pass B first.
-    // SAFETY: pointers, leading dimensions and batch strides describe memory inside the
-    // buffers (checked by the layouts), and the output has batches * m * n elements.
-    unsafe {
-        cudarc::cublas::result::gemm_strided_batched_ex(
-            *a.dev.blas.handle(),
-            op(tb),
-            op(ta),
-            n as i32,
-            m as i32,
-            k as i32,
-            alpha,
-            b.ptr(lb.offset()) as *const std::ffi::c_void,
-            dt,
-            ldb as i32,
-            sb as i64,
-            a.ptr(la.offset()) as *const std::ffi::c_void,
-            dt,
-            lda as i32,
-            sa as i64,
-            beta,
-            out.ptr(0) as *mut std::ffi::c_void,
-            dt,
-            n as i32,
-            (m * n) as i64,
-            batches as i32,
-            compute,
-            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-        )
+    for o in 0..outer.max(1) {
+        // Element offsets of this outer batch in A and B, from its multi-index.
+        let (mut rest, mut off_a, mut off_b) = (o, la.offset(), lb.offset());
+        for d in (0..split).rev() {
+            let i = rest % outer_shape[d];
+            rest /= outer_shape[d];
+            off_a += i * la.strides()[d];
+            off_b += i * lb.strides()[d];
+        }
+        // Row-major C = A B is column-major C^T = B^T A^T: pass B first.
+        // SAFETY: pointers, leading dimensions and batch strides describe memory inside
+        // the buffers (checked by the layouts), and the output has batches * m * n
+        // elements, `inner` of them per outer batch.
+        unsafe {
+            cudarc::cublas::result::gemm_strided_batched_ex(
+                *a.dev.blas.handle(),
+                op(tb),
+                op(ta),
+                n as i32,
+                m as i32,
+                k as i32,
+                alpha,
+                b.ptr(off_b) as *const std::ffi::c_void,
+                dt,
+                ldb as i32,
+                sb as i64,
+                a.ptr(off_a) as *const std::ffi::c_void,
+                dt,
+                lda as i32,
+                sa as i64,
+                beta,
+                out.ptr(o * inner * m * n) as *mut std::ffi::c_void,
+                dt,
+                n as i32,
+                (m * n) as i64,
+                inner as i32,
+                compute,
+                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| cuda_err("matmul", e))?;
     }
-    .map_err(|e| cuda_err("matmul", e))?;
     if let Some(start) = timing {
         a.dev
             .timing_end(&format!("cublas_gemm_{}", a.dtype), start)?;
