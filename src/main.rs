@@ -385,13 +385,13 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
     for m in &ours {
         let (torch, ratio) = match theirs.get(&m.name) {
             Some(&t) => (
-                format!("{t:.2}"),
+                format!("{t:.3}"),
                 format!("{:.2}x", m.unit.speedup(m.value, t)),
             ),
             None => ("-".to_string(), "-".to_string()),
         };
         println!(
-            "| {} | {} | {:.2} | {torch} | {ratio} | {} |",
+            "| {} | {} | {:.3} | {torch} | {ratio} | {} |",
             m.name,
             m.unit.label(),
             m.value,
