@@ -44,6 +44,11 @@ pub(super) fn input_grads(op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> 
                 (b.clone(), a.transpose(r - 2, r - 1)?.matmul(g)?),
             ]
         }
+        Op::LinearBias(x, w, b) => vec![
+            (x.clone(), g.matmul(w)?),
+            (w.clone(), g.t()?.matmul(x)?),
+            (b.clone(), reduce_to_shape(g, b.shape())?),
+        ],
         Op::Softmax { x, y, log, causal } => {
             let dx = match (&*y.read_storage(), &*g.read_storage()) {
                 (Storage::Cuda(ys), Storage::Cuda(gs)) => Storage::Cuda(

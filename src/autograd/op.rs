@@ -16,6 +16,8 @@ pub enum Op {
     /// Max or min over dims; saves the keepdim output to find the winners.
     MaxMin(Tensor, Vec<usize>, Tensor),
     Matmul(Tensor, Tensor),
+    /// `x [rows, in] @ w[out, in]^T + b[out]` in one fused GEMM.
+    LinearBias(Tensor, Tensor, Tensor),
     /// Softmax or log-softmax over the last dim; saves the (detached) output.
     Softmax {
         x: Tensor,
@@ -98,6 +100,7 @@ impl Op {
                 v.extend(bias.iter());
                 v
             }
+            Op::LinearBias(x, w, b) => vec![x, w, b],
             Op::CrossEntropy { logits, .. } => vec![logits],
             Op::IndexSelect { src, .. } | Op::Gather { src, .. } => vec![src],
             Op::ScatterAdd { dst, src, .. } => vec![dst, src],

@@ -42,16 +42,7 @@ impl Linear {
                 rhs: self.weight.shape().to_vec(),
             });
         }
-        let lead = &x.shape()[..x.rank() - 1];
-        let rows: usize = lead.iter().product();
-        // One 2-D GEMM over all rows; the transposed weight is read through its strides.
-        let mut y = x.reshape(&[rows, inp])?.matmul(&self.weight.t()?)?;
-        if let Some(b) = &self.bias {
-            y = y.add(b)?;
-        }
-        let mut shape = lead.to_vec();
-        shape.push(self.weight.shape()[0]);
-        y.reshape(&shape)
+        x.linear(&self.weight, self.bias.as_ref())
     }
 
     /// Appends this layer's parameters.

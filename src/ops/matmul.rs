@@ -47,4 +47,76 @@ impl Tensor {
             rec,
         ))
     }
+
+    /// A linear layer: `self @ weight^T (+ bias)` for `self [.., in]`, `weight [out, in]`,
+    /// `bias [out]`, as one GEMM over all leading rows. On a GPU with a bias, cuBLASLt adds
+    /// the bias in the GEMM's epilogue (one write of the output instead of three passes).
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let mismatch = || Error::ShapeMismatch {
+            op: "linear",
+            lhs: self.shape().to_vec(),
+            rhs: weight.shape().to_vec(),
+        };
+        if weight.rank() != 2 || self.rank() == 0 || self.shape().last() != Some(&weight.shape()[1])
+        {
+            return Err(mismatch());
+        }
+        let (out_features, in_features) = (weight.shape()[0], weight.shape()[1]);
+        if let Some(b) = bias {
+            if b.shape() != [out_features] {
+                return Err(Error::ShapeMismatch {
+                    op: "linear bias",
+                    lhs: b.shape().to_vec(),
+                    rhs: vec![out_features],
+                });
+            }
+        }
+        let lead = &self.shape()[..self.rank() - 1];
+        let rows: usize = lead.iter().product();
+        let mut shape = lead.to_vec();
+        shape.push(out_features);
+        let x = self.reshape(&[rows, in_features])?;
+        if let Some(b) = bias {
+            if let Some(y) = fused_linear(&x, weight, b)? {
+                return y.reshape(&shape);
+            }
+        }
+        // The transposed weight is read through its strides.
+        let mut y = x.matmul(&weight.t()?)?;
+        if let Some(b) = bias {
+            y = y.add(b)?;
+        }
+        y.reshape(&shape)
+    }
+}
+
+/// `x @ w^T + b` through cuBLASLt's bias epilogue, when all three are on one GPU in one
+/// dtype and the operands suit it; `None` means "use the GEMM and an add".
+fn fused_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+    if x.device() != w.device() || x.device() != b.device() {
+        return Ok(None);
+    }
+    if x.dtype() != w.dtype() || x.dtype() != b.dtype() {
+        return Ok(None);
+    }
+    let out = {
+        let (xs, ws, bs) = (x.read_storage(), w.read_storage(), b.read_storage());
+        match (&*xs, &*ws, &*bs) {
+            (Storage::Cuda(xc), Storage::Cuda(wc), Storage::Cuda(bc)) => {
+                cuda::linear_bias(xc, x.layout(), wc, w.layout(), bc, b.layout())?
+            }
+            _ => None,
+        }
+    };
+    let Some(out) = out else {
+        return Ok(None);
+    };
+    let rec = record(&[x, w, b], || {
+        Op::LinearBias(x.clone(), w.clone(), b.clone())
+    });
+    Ok(Some(Tensor::from_storage(
+        Storage::Cuda(out),
+        &[x.shape()[0], w.shape()[0]],
+        rec,
+    )))
 }

@@ -4,6 +4,7 @@
 pub mod compile;
 mod elementwise;
 mod index;
+mod linear;
 mod matmul;
 mod nn;
 mod optim;
@@ -14,6 +15,7 @@ mod timing;
 
 pub use elementwise::*;
 pub use index::*;
+pub use linear::linear_bias;
 pub use matmul::{matmul, set_tf32, tf32_enabled};
 pub use nn::*;
 pub use optim::*;
@@ -42,6 +44,8 @@ pub struct CudaDevice {
     pool_cap: usize,
     in_use: std::sync::atomic::AtomicUsize,
     peak: std::sync::atomic::AtomicUsize,
+    /// cuBLASLt, started on first use (`None` inside when unavailable).
+    lt: OnceLock<Option<linear::LtState>>,
 }
 
 /// Wraps a CUDA error with the op it happened in.
@@ -133,6 +137,7 @@ pub fn device(ordinal: usize) -> Result<Arc<CudaDevice>> {
         pool_cap,
         in_use: std::sync::atomic::AtomicUsize::new(0),
         peak: std::sync::atomic::AtomicUsize::new(0),
+        lt: OnceLock::new(),
     });
     reg.insert(ordinal, dev.clone());
     Ok(dev)
