@@ -8,6 +8,7 @@ pub mod device;
 pub mod dtype;
 pub mod error;
 pub mod generate;
+pub mod inference;
 pub mod io;
 pub mod layout;
 pub mod models;
@@ -19,6 +20,7 @@ pub mod profile;
 pub mod rng;
 pub mod storage;
 mod tensor;
+pub mod tokenizer;
 pub mod train;
 
 pub use autograd::{no_grad, GradStore};

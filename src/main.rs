@@ -3,8 +3,10 @@
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use smith::data::SHAKESPEARE;
-use smith::generate::{generate, Sampling};
-use smith::train::{load_for_inference, TrainConfig, Trainer};
+use smith::generate::{generate, generate_batch, Sampling};
+use smith::inference::{load_model, perplexity};
+use smith::tokenizer::StreamDecoder;
+use smith::train::{TrainConfig, Trainer};
 use smith::{Device, Error, Result, Rng};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,8 +27,10 @@ struct Cli {
 enum Command {
     /// Train a character-level GPT on the bundled plays (or --data) and print a sample.
     Train(TrainArgs),
-    /// Stream a continuation of a prompt from a trained checkpoint.
+    /// Stream continuations of prompts from a smith checkpoint or a Hugging Face GPT-2.
     Generate(GenerateArgs),
+    /// Perplexity of a model on a text file (strided windows).
+    Perplexity(PerplexityArgs),
     /// Time the key workloads and print them beside PyTorch's on the same device.
     Bench(BenchArgs),
 }
@@ -116,14 +120,15 @@ struct TrainArgs {
 
 #[derive(Args)]
 struct GenerateArgs {
-    /// Checkpoint folder written by `smith train`.
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// Text to continue.
+    /// A folder written by `smith train`, or a Hugging Face GPT-2 folder.
+    #[arg(long, alias = "checkpoint")]
+    model: PathBuf,
+    /// Text to continue; give it several times for a batch (prompts of one token length
+    /// run together).
     #[arg(long, default_value = "\n")]
-    prompt: String,
-    /// Tokens to generate.
-    #[arg(long, default_value_t = 500)]
+    prompt: Vec<String>,
+    /// Most tokens to generate per prompt.
+    #[arg(long, default_value_t = 200)]
     max_tokens: usize,
     /// Softmax temperature (0 = greedy).
     #[arg(long, default_value_t = 0.8)]
@@ -134,8 +139,36 @@ struct GenerateArgs {
     /// Nucleus sampling threshold.
     #[arg(long)]
     top_p: Option<f64>,
+    /// Drop tokens less likely than this fraction of the most likely one.
+    #[arg(long)]
+    min_p: Option<f64>,
+    /// Penalty for tokens already in the context (1 = none).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f64,
+    /// Stop when the text produces this string (may be given several times).
+    #[arg(long)]
+    stop: Vec<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    /// A folder written by `smith train`, or a Hugging Face GPT-2 folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// The text to score.
+    #[arg(long)]
+    file: PathBuf,
+    /// Window length in tokens (at most the model's context).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// How far each window moves (defaults to the window length).
+    #[arg(long)]
+    stride: Option<usize>,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -146,6 +179,7 @@ fn main() {
     let result = match cli.command {
         Command::Train(a) => train(a),
         Command::Generate(a) => generate_cmd(a),
+        Command::Perplexity(a) => perplexity_cmd(a),
         Command::Bench(a) => bench_cmd(a),
     };
     if let Err(e) = result {
@@ -277,8 +311,8 @@ fn train(a: TrainArgs) -> Result<()> {
         println!("\n--- sample ---");
         let sampling = Sampling {
             temperature: 0.8,
-            top_k: None,
             top_p: Some(0.95),
+            ..Sampling::default()
         };
         stream(
             &trainer.model,
@@ -318,38 +352,120 @@ fn stream(
     generate(model, &ids, n, s, &mut rng, device, |t| {
         write!(stdout, "{}", tok.decode(&[t]))
             .and_then(|_| stdout.flush())
-            .map_err(|e| Error::io(Path::new("<stdout>"), e))
+            .map_err(|e| Error::io(Path::new("<stdout>"), e))?;
+        Ok(true)
     })?;
     Ok(())
 }
 
 fn generate_cmd(a: GenerateArgs) -> Result<()> {
     let device = Device::parse(&a.device)?;
-    let (model, tok) = load_for_inference(&a.checkpoint, device)?;
+    let (model, tok) = load_model(&a.model, device)?;
     let sampling = Sampling {
         temperature: a.temperature,
         top_k: a.top_k,
         top_p: a.top_p,
+        min_p: a.min_p,
+        repetition_penalty: a.repetition_penalty,
     };
     sampling.validate()?;
-    tok.encode(&a.prompt)?;
-    print!("{}", a.prompt);
-    let started = Instant::now();
-    stream(
-        &model,
-        &tok,
-        &a.prompt,
-        a.max_tokens,
-        &sampling,
-        a.seed,
-        device,
-    )?;
-    let secs = started.elapsed().as_secs_f64();
-    println!();
+    let prompts = a
+        .prompt
+        .iter()
+        .map(|p| tok.encode(p, true))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
+        return Err(Error::invalid(
+            "generate",
+            format!("prompt {} encodes to no tokens", i + 1),
+        ));
+    }
+    let stop_ids: Vec<u32> = ["<|endoftext|>", "</s>", "<eos>"]
+        .iter()
+        .filter_map(|t| tok.token_id(t))
+        .collect();
+    // Prompts of one length run as one batch; a single prompt streams as it comes.
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        match groups.iter_mut().find(|g| g.0 == p.len()) {
+            Some(g) => g.1.push(i),
+            None => groups.push((p.len(), vec![i])),
+        }
+    }
+    let streaming = prompts.len() == 1;
+    let mut rng = Rng::new(a.seed);
+    let mut texts = vec![String::new(); prompts.len()];
+    let (mut prompt_secs, mut gen_secs, mut prompt_tokens, mut gen_tokens) = (0.0, 0.0, 0, 0);
+    for (len, members) in groups {
+        let batch: Vec<Vec<u32>> = members.iter().map(|&i| prompts[i].clone()).collect();
+        let mut decoders: Vec<StreamDecoder> = members.iter().map(|_| Default::default()).collect();
+        let mut stdout = std::io::stdout();
+        if streaming {
+            print!("{}", a.prompt[0]);
+        }
+        let started = Instant::now();
+        let mut first: Option<Instant> = None;
+        let out = generate_batch(
+            &model,
+            &batch,
+            a.max_tokens,
+            &sampling,
+            &stop_ids,
+            &mut rng,
+            device,
+            |row, t| {
+                let now = Instant::now();
+                first.get_or_insert(now);
+                let piece = decoders[row].push(&tok, t)?;
+                texts[members[row]].push_str(&piece);
+                if streaming {
+                    write!(stdout, "{piece}")
+                        .and_then(|_| stdout.flush())
+                        .map_err(|e| Error::io(Path::new("<stdout>"), e))?;
+                }
+                Ok(!a
+                    .stop
+                    .iter()
+                    .any(|s| texts[members[row]].contains(s.as_str())))
+            },
+        )?;
+        let end = Instant::now();
+        let first = first.unwrap_or(end);
+        prompt_secs += (first - started).as_secs_f64();
+        gen_secs += (end - first).as_secs_f64();
+        prompt_tokens += len * members.len();
+        gen_tokens += out.iter().map(|o| o.len().saturating_sub(1)).sum::<usize>();
+    }
+    if streaming {
+        println!();
+    } else {
+        for (p, t) in a.prompt.iter().zip(&texts) {
+            println!("--- {p}{t}");
+        }
+    }
     eprintln!(
-        "{} tokens in {secs:.2}s ({:.1} tokens/s)",
-        a.max_tokens,
-        a.max_tokens as f64 / secs
+        "prompt: {prompt_tokens} tokens in {prompt_secs:.3}s ({:.1} tokens/s); generation: {gen_tokens} tokens in {gen_secs:.3}s ({:.1} tokens/s)",
+        prompt_tokens as f64 / prompt_secs.max(1e-9),
+        gen_tokens as f64 / gen_secs.max(1e-9)
+    );
+    Ok(())
+}
+
+fn perplexity_cmd(a: PerplexityArgs) -> Result<()> {
+    let device = Device::parse(&a.device)?;
+    let (model, tok) = load_model(&a.model, device)?;
+    let text = std::fs::read_to_string(&a.file).map_err(|e| Error::io(&a.file, e))?;
+    let ids = tok.encode(&text, false)?;
+    let ctx = a
+        .ctx
+        .unwrap_or(model.cfg.block_size)
+        .min(model.cfg.block_size);
+    let stride = a.stride.unwrap_or(ctx);
+    let started = Instant::now();
+    let (ppl, n) = perplexity(&model, &ids, ctx, stride, device)?;
+    println!(
+        "perplexity {ppl:.4} over {n} tokens (ctx {ctx}, stride {stride}) in {:.2}s",
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

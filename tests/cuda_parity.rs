@@ -1084,3 +1084,65 @@ fn linear_with_bias_epilogue() {
     }
     cuda::set_tf32(true);
 }
+
+fn hf_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf_gpt2")
+        .join(name)
+}
+
+fn json_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// A Hugging Face GPT-2 on the GPU against transformers' outputs (TF32 off): logits,
+/// 32 greedy tokens through the KV cache, and strided perplexity.
+#[test]
+fn hf_gpt2_on_the_gpu_matches_transformers() {
+    let _tf32 = tf32_lock();
+    let Some((dev, _gpu)) = gpu() else { return };
+    cuda::set_tf32(false);
+    let model = smith::models::load_hf_gpt2(&hf_fixture(""), dev).unwrap();
+    let refs = smith::io::load_safetensors(&hf_fixture("logits.safetensors")).unwrap();
+    let got = model
+        .forward(&refs["ids"].to_device(dev).unwrap(), None)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    let err = rel_err(&got, &refs["logits"].to_vec_f64().unwrap());
+    eprintln!("HF GPT-2 logits on the GPU: relative error {err:.1e}");
+    assert!(err < 1e-4, "{err:e}");
+    let greedy: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hf_fixture("greedy.json")).unwrap()).unwrap();
+    let want = json_ids(&greedy["tokens"]);
+    let out = smith::generate::generate_batch(
+        &model,
+        &[json_ids(&greedy["prompt"])],
+        want.len(),
+        &smith::generate::Sampling::default(),
+        &[],
+        &mut Rng::new(0),
+        dev,
+        |_, _| Ok(true),
+    )
+    .unwrap();
+    assert_eq!(out[0], want);
+    let ppl: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hf_fixture("perplexity.json")).unwrap()).unwrap();
+    let (got, _) = smith::inference::perplexity(
+        &model,
+        &json_ids(&ppl["ids"]),
+        ppl["ctx"].as_u64().unwrap() as usize,
+        ppl["stride"].as_u64().unwrap() as usize,
+        dev,
+    )
+    .unwrap();
+    let want = ppl["perplexity"].as_f64().unwrap();
+    eprintln!("HF GPT-2 perplexity on the GPU: {got} vs {want}");
+    assert!((got - want).abs() / want < 1e-3);
+    cuda::set_tf32(true);
+}

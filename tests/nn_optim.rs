@@ -1,7 +1,7 @@
 //! Layers, optimizers, schedules, clipping, data and sampling against hand computations.
 
 use smith::data::{CharTokenizer, Split, TextDataset};
-use smith::generate::{sample_next, Sampling};
+use smith::generate::{penalize_repeats, sample_next, Sampling};
 use smith::nn::{
     AttentionConfig, Block, BlockConfig, CausalSelfAttention, Mlp, MlpKind, NormKind, Param,
 };
@@ -337,17 +337,20 @@ fn sampling_respects_its_settings() {
         temperature: 0.0,
         top_k: None,
         top_p: None,
+        ..Sampling::default()
     };
     assert_eq!(sample_next(&logits, &greedy, &mut rng), 1);
     let top1 = Sampling {
         temperature: 1.0,
         top_k: Some(1),
         top_p: None,
+        ..Sampling::default()
     };
     let nucleus = Sampling {
         temperature: 1.0,
         top_k: None,
         top_p: Some(0.01),
+        ..Sampling::default()
     };
     for _ in 0..50 {
         assert_eq!(sample_next(&logits, &top1, &mut rng), 1);
@@ -358,6 +361,7 @@ fn sampling_respects_its_settings() {
         temperature: 1.0,
         top_k: None,
         top_p: None,
+        ..Sampling::default()
     };
     let mut counts = [0usize; 4];
     let n = 40_000;
@@ -376,7 +380,34 @@ fn sampling_respects_its_settings() {
     assert!(Sampling {
         temperature: f64::NAN,
         top_k: None,
-        top_p: None
+        ..Sampling::default()
+    }
+    .validate()
+    .is_err());
+    // min-p keeps tokens at least that fraction as likely as the best: here only token 1
+    // (token 2 is e^-1 = 0.37 as likely).
+    let min_p = Sampling {
+        temperature: 1.0,
+        min_p: Some(0.5),
+        ..Sampling::default()
+    };
+    for _ in 0..50 {
+        assert_eq!(sample_next(&logits, &min_p, &mut rng), 1);
+    }
+    assert!(Sampling {
+        min_p: Some(0.0),
+        ..Sampling::default()
+    }
+    .validate()
+    .is_err());
+    // The repetition penalty divides positive logits and multiplies negative ones, once
+    // per distinct token of the context.
+    let mut l = vec![2.0f32, -1.0, 3.0];
+    penalize_repeats(&mut l, &[0, 1, 0], 2.0);
+    assert_eq!(l, vec![1.0, -2.0, 3.0]);
+    assert!(Sampling {
+        repetition_penalty: 0.0,
+        ..Sampling::default()
     }
     .validate()
     .is_err());

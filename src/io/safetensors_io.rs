@@ -46,8 +46,14 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()>
 
 /// Reads every tensor of a safetensors file onto the CPU; a malformed file or an
 /// unsupported dtype is an error naming the file and tensor.
+///
+/// The file is memory-mapped, so only the tensors' bytes are copied (once, into their
+/// storages), never the whole file into a buffer first.
 pub fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the map is read-only and dropped before returning; a file truncated by
+    // another process while it is read is outside what any reader can guard against.
+    let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Checkpoint {
         path: path.to_path_buf(),
         msg: e.to_string(),

@@ -2,7 +2,7 @@
 //! layer norm and a head tied to the token embedding.
 
 use crate::nn::{
-    AttentionConfig, Block, BlockConfig, Embedding, LayerNorm, MlpKind, NormKind, Param,
+    AttentionConfig, Block, BlockConfig, Embedding, KvCache, LayerNorm, MlpKind, NormKind, Param,
 };
 use crate::{DType, Device, Error, Result, Rng, Tensor};
 use std::collections::HashMap;
@@ -138,6 +138,54 @@ impl Gpt {
         let c = self.cfg.n_embd;
         let logits = x.reshape(&[b * t, c])?.matmul(&self.wte.weight.t()?)?;
         logits.reshape(&[b, t, self.cfg.vocab_size])
+    }
+
+    /// One empty key/value cache per layer for `batch` sequences of up to `max_len`
+    /// positions (at most the context size), in the model's dtype and on its device.
+    pub fn new_caches(&self, batch: usize, max_len: usize) -> Result<Vec<KvCache>> {
+        let max_len = max_len.min(self.cfg.block_size);
+        let (dtype, device) = (self.wte.weight.dtype(), self.wte.weight.device());
+        let hd = self.cfg.n_embd / self.cfg.n_head;
+        (0..self.cfg.n_layer)
+            .map(|_| KvCache::new(max_len, batch, self.cfg.n_head, hd, dtype, device))
+            .collect()
+    }
+
+    /// Logits `[B, vocab]` of the last of the positions `idx` (`[B, T_new]`) adds after
+    /// those already in `caches` (one per layer), which it extends.
+    pub fn forward_cached(&self, idx: &Tensor, caches: &mut [KvCache]) -> Result<Tensor> {
+        if idx.rank() != 2 || !idx.dtype().is_index() || caches.len() != self.blocks.len() {
+            return Err(Error::invalid(
+                "gpt",
+                format!(
+                    "expected integer token ids [batch, time] and {} caches, got {:?} {} and {}",
+                    self.blocks.len(),
+                    idx.shape(),
+                    idx.dtype(),
+                    caches.len()
+                ),
+            ));
+        }
+        let (b, t) = (idx.shape()[0], idx.shape()[1]);
+        let start = caches[0].len();
+        if t == 0 || start + t > self.cfg.block_size {
+            return Err(Error::invalid(
+                "gpt",
+                format!(
+                    "positions {start}..{} must be within the context size {}",
+                    start + t,
+                    self.cfg.block_size
+                ),
+            ));
+        }
+        let ids: Vec<i64> = (start as i64..(start + t) as i64).collect();
+        let positions = Tensor::from_vec(ids, &[t], idx.device())?;
+        let mut x = self.wte.forward(idx)?.add(&self.wpe.forward(&positions)?)?;
+        for (block, cache) in self.blocks.iter().zip(caches.iter_mut()) {
+            x = block.forward_cached(&x, cache)?;
+        }
+        let last = x.narrow(1, t - 1, 1)?.reshape(&[b, self.cfg.n_embd])?;
+        self.ln_f.forward(&last)?.matmul(&self.wte.weight.t()?)
     }
 
     /// Mean next-token cross-entropy of `idx` against `targets` (both `[B, T]`).

@@ -1,6 +1,6 @@
 //! Causal self-attention on `[B, T, C]` with multi-head or grouped-query heads.
 
-use super::{Linear, Param};
+use super::{KvCache, Linear, Param};
 use crate::backend::RotaryStyle;
 use crate::{rotary_tables, Device, Error, Result, Rng, Tensor};
 
@@ -80,6 +80,17 @@ impl CausalSelfAttention {
 
     /// `[B, T, C]` to `[B, T, C]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.attend(x, None)
+    }
+
+    /// `[B, T_new, C]` to `[B, T_new, C]` for positions following those in `cache`, whose
+    /// keys and values it reads and extends (prefill with the whole prompt, then one
+    /// position at a time).
+    pub fn forward_cached(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        self.attend(x, Some(cache))
+    }
+
+    fn attend(&self, x: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
         if x.rank() != 3 || x.shape()[2] != self.cfg.dim {
             return Err(Error::invalid(
                 "attention",
@@ -92,6 +103,7 @@ impl CausalSelfAttention {
         }
         let (b, t) = (x.shape()[0], x.shape()[1]);
         let (h, kvh, hd) = (self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim());
+        let start = cache.as_ref().map_or(0, |c| c.len());
         let qkv = self.qkv.forward(x)?;
         let parts = qkv.split(&[h * hd, kvh * hd, kvh * hd], 2)?;
         // [B, T, heads, hd] -> [B, heads, T, hd] (views).
@@ -102,23 +114,28 @@ impl CausalSelfAttention {
             heads(&parts[2], kvh)?,
         );
         if let Some((base, style)) = self.cfg.rope {
-            let (cos, sin) = rotary_tables(0, t, hd, base, x.dtype(), x.device())?;
+            let (cos, sin) = rotary_tables(start, t, hd, base, x.dtype(), x.device())?;
             q = q.rotary(&cos, &sin, style)?;
             k = k.rotary(&cos, &sin, style)?;
         }
+        if let Some(cache) = cache {
+            (k, v) = cache.append(&k, &v)?;
+        }
+        let keys = k.shape()[2];
         if kvh != h {
             // Each key/value head serves h / kvh query heads.
             let repeat = |t_: &Tensor| -> Result<Tensor> {
                 t_.unsqueeze(2)?
-                    .broadcast_as(&[b, kvh, h / kvh, t, hd])?
-                    .reshape(&[b, h, t, hd])
+                    .broadcast_as(&[b, kvh, h / kvh, keys, hd])?
+                    .reshape(&[b, h, keys, hd])
             };
             k = repeat(&k)?;
             v = repeat(&v)?;
         }
-        // Scaling the queries (T x hd) rather than the scores (T x T) saves two passes over
-        // the score matrix, forward and backward.
+        // Scaling the queries (T x hd) rather than the scores (T x keys) saves two passes
+        // over the score matrix, forward and backward.
         let q = q.mul_scalar(1.0 / (hd as f64).sqrt())?;
+        // Query i sees keys up to start + i: the causal mask aligned to the last key.
         let y = q.matmul(&k.t()?)?.softmax_causal()?.matmul(&v)?; // [B, H, T, hd]
                                                                   // Back to [B, T, H*hd]: the transpose makes this reshape an explicit copy.
         let y = y.transpose(1, 2)?.reshape(&[b, t, h * hd])?;

@@ -1,6 +1,6 @@
 //! The pre-norm transformer block.
 
-use super::{AttentionConfig, CausalSelfAttention, Mlp, MlpKind, Norm, NormKind, Param};
+use super::{AttentionConfig, CausalSelfAttention, KvCache, Mlp, MlpKind, Norm, NormKind, Param};
 use crate::{Device, Result, Rng, Tensor};
 
 /// Everything that shapes one block.
@@ -64,6 +64,13 @@ impl Block {
         };
         let x = x.add(&drop(self.attn.forward(&self.norm1.forward(x)?)?)?)?;
         x.add(&drop(self.mlp.forward(&self.norm2.forward(&x)?)?)?)
+    }
+
+    /// Inference over positions following those in `cache` (see
+    /// [`CausalSelfAttention::forward_cached`]).
+    pub fn forward_cached(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let x = x.add(&self.attn.forward_cached(&self.norm1.forward(x)?, cache)?)?;
+        x.add(&self.mlp.forward(&self.norm2.forward(&x)?)?)
     }
 
     /// Appends this block's parameters.

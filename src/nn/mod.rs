@@ -3,11 +3,13 @@
 
 mod attention;
 mod block;
+mod kv_cache;
 mod layers;
 mod mlp;
 
 pub use attention::{AttentionConfig, CausalSelfAttention};
 pub use block::{Block, BlockConfig};
+pub use kv_cache::KvCache;
 pub use layers::{Embedding, LayerNorm, Linear, Norm, NormKind, RmsNorm};
 pub use mlp::{Mlp, MlpKind};
 
