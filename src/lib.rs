@@ -9,6 +9,7 @@ pub mod dtype;
 pub mod error;
 pub mod generate;
 pub mod inference;
+pub mod info;
 pub mod io;
 pub mod layout;
 pub mod models;

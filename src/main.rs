@@ -31,6 +31,8 @@ enum Command {
     Generate(GenerateArgs),
     /// Perplexity of a model on a text file (strided windows).
     Perplexity(PerplexityArgs),
+    /// Describe a GGUF file, a safetensors file or a model folder.
+    Info(InfoArgs),
     /// Time the key workloads and print them beside PyTorch's on the same device.
     Bench(BenchArgs),
 }
@@ -156,6 +158,15 @@ struct GenerateArgs {
 }
 
 #[derive(Args)]
+struct InfoArgs {
+    /// The file or folder.
+    path: PathBuf,
+    /// Also list every metadata entry and tensor.
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Args)]
 struct PerplexityArgs {
     /// A folder written by `smith train`, or a Hugging Face GPT-2 folder.
     #[arg(long)]
@@ -180,6 +191,7 @@ fn main() {
         Command::Train(a) => train(a),
         Command::Generate(a) => generate_cmd(a),
         Command::Perplexity(a) => perplexity_cmd(a),
+        Command::Info(a) => smith::info::describe(&a.path, a.all).map(|s| print!("{s}")),
         Command::Bench(a) => bench_cmd(a),
     };
     if let Err(e) = result {

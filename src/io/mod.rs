@@ -2,6 +2,8 @@
 
 pub mod safetensors_io;
 
+pub mod gguf;
+pub mod quant;
 pub use safetensors_io::{load_safetensors, save_safetensors};
 
 use crate::{Error, Result};
