@@ -30,7 +30,11 @@ fn main() {
     while Instant::now() < deadline {
         let (seed, is_gguf) = &inputs[rng.below(inputs.len() as u64) as usize];
         let mut bytes = seed.clone();
-        let span = if rng.below(3) == 0 { bytes.len() } else { 2048.min(bytes.len()) };
+        let span = if rng.below(3) == 0 {
+            bytes.len()
+        } else {
+            2048.min(bytes.len())
+        };
         for _ in 0..1 + rng.below(16) {
             let i = rng.below(span as u64) as usize;
             match rng.below(4) {

@@ -19,6 +19,8 @@ pub enum Unit {
     Us,
     /// Millions of tokens per second (higher is better).
     MTokens,
+    /// Tokens per second (higher is better).
+    Tokens,
 }
 
 impl Unit {
@@ -30,13 +32,14 @@ impl Unit {
             Unit::Ms => "ms",
             Unit::Us => "us",
             Unit::MTokens => "Mtok/s",
+            Unit::Tokens => "tok/s",
         }
     }
 
     /// `ours / theirs` as a speed ratio (above 1 means smith is faster).
     pub fn speedup(self, ours: f64, theirs: f64) -> f64 {
         match self {
-            Unit::Tflops | Unit::Gbps | Unit::MTokens => ours / theirs,
+            Unit::Tflops | Unit::Gbps | Unit::MTokens | Unit::Tokens => ours / theirs,
             Unit::Ms | Unit::Us => theirs / ours,
         }
     }
@@ -253,6 +256,60 @@ pub fn gpt2_step(device: Device, profile: bool) -> Result<(Measurement, Option<S
     Ok((m, table))
 }
 
+/// Greedy generation with GPT-2 124M (random weights; vocab 50257, context 1024): a
+/// 16-token prompt, then 256 new tokens with the KV cache, batch 1, weights in `dtype`.
+/// Tokens per second over the whole call (prefill included).
+pub fn gpt2_generate(device: Device, dtype: DType) -> Result<Measurement> {
+    let cfg = crate::models::GptConfig {
+        vocab_size: 50257,
+        block_size: 1024,
+        n_layer: 12,
+        n_head: 12,
+        n_embd: 768,
+        dropout: 0.0,
+    };
+    let mut rng = Rng::new(0);
+    let model = crate::models::Gpt::new(cfg, &mut rng, device)?.to_dtype(dtype)?;
+    let prompt: Vec<u32> = (0..16).map(|i| (i * 997 % 50257) as u32).collect();
+    let new = 256;
+    let run = || -> Result<()> {
+        let out = crate::generate::generate_batch(
+            &model,
+            std::slice::from_ref(&prompt),
+            new,
+            &crate::generate::Sampling::default(),
+            &[],
+            &mut Rng::new(0),
+            device,
+            |_, _| Ok(true),
+        )?;
+        if out[0].len() != new {
+            return Err(Error::invalid("bench", "generation stopped early"));
+        }
+        Ok(())
+    };
+    run()?;
+    sync(device)?;
+    let start = Instant::now();
+    let reps = 3;
+    for _ in 0..reps {
+        run()?;
+    }
+    sync(device)?;
+    let s = start.elapsed().as_secs_f64() / reps as f64;
+    let weight_bytes = model.num_params() * dtype.size_in_bytes();
+    Ok(Measurement {
+        name: format!("gpt2_generate_{dtype}"),
+        unit: Unit::Tokens,
+        value: new as f64 / s,
+        note: format!(
+            "{:.2} ms/token; {:.0} MB of weights read per token",
+            s * 1e3 / new as f64,
+            weight_bytes as f64 / 1e6
+        ),
+    })
+}
+
 /// GPT-2 124M's parameter shapes (wte, wpe, 12 blocks, final norm).
 fn gpt2_shapes() -> Vec<Vec<usize>> {
     let (c, v, t) = (768, 50304, 1024);
@@ -300,9 +357,21 @@ fn adamw_step_ms(device: Device, scale: usize, rng: &mut Rng) -> Result<(f64, us
 }
 
 /// PyTorch's figures for the same workloads, from `python3 SCRIPT` (JSON on stdout).
-pub fn torch_baseline(script: &str, quick: bool, gpt2: bool) -> Result<BTreeMap<String, f64>> {
+pub fn torch_baseline(
+    script: &str,
+    quick: bool,
+    gpt2: bool,
+    generate: bool,
+    models_only: bool,
+) -> Result<BTreeMap<String, f64>> {
     let mut cmd = std::process::Command::new("python3");
     cmd.arg(script);
+    if models_only {
+        cmd.arg("--models-only");
+    }
+    if generate {
+        cmd.arg("--generate");
+    }
     if quick {
         cmd.arg("--quick");
     }

@@ -57,9 +57,12 @@ struct BenchArgs {
     /// With --gpt2: print the profiler's kernel table for two GPT-2 steps.
     #[arg(long)]
     profile: bool,
-    /// Only the GPT-2 step (with --gpt2), not the kernel workloads.
+    /// Only the GPT-2 workloads (with --gpt2 and/or --generate), not the kernels.
     #[arg(long)]
     gpt2_only: bool,
+    /// Also time greedy GPT-2 124M generation (256 tokens, batch 1) in f32 and bf16.
+    #[arg(long)]
+    generate: bool,
 }
 
 #[derive(Args)]
@@ -494,9 +497,10 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         println!("(no PyTorch baseline: {} not run)", a.baseline);
         Default::default()
     } else {
-        smith::bench::torch_baseline(&a.baseline, quick, a.gpt2)?
+        let models_only = (a.gpt2 || a.generate) && a.gpt2_only;
+        smith::bench::torch_baseline(&a.baseline, quick, a.gpt2, a.generate, models_only)?
     };
-    let mut ours = if a.gpt2 && a.gpt2_only {
+    let mut ours = if (a.gpt2 || a.generate) && a.gpt2_only {
         Vec::new()
     } else {
         smith::bench::run(device, quick)?
@@ -506,6 +510,11 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         ours.push(m);
         if let Some(table) = table {
             println!("Profile of two GPT-2 124M training steps:\n{table}");
+        }
+    }
+    if a.generate {
+        for dtype in [smith::DType::F32, smith::DType::BF16] {
+            ours.push(smith::bench::gpt2_generate(device, dtype)?);
         }
     }
     println!("| workload | unit | smith | PyTorch | speed ratio | note |");

@@ -329,3 +329,33 @@ fn streaming_decoder_never_emits_broken_utf8() {
     assert_eq!(out, text);
     assert!(TextTokenizer::from_file(Path::new("/nonexistent/tokenizer.json")).is_err());
 }
+
+/// A model cast to bf16 or f16 for inference gives logits close to the f32 model's, and
+/// its KV cache runs in that dtype.
+#[test]
+fn half_precision_inference_follows_f32() {
+    let _g = smith::no_grad();
+    let model = load_hf_gpt2(&fixture(""), Device::Cpu).unwrap();
+    let refs = load_safetensors(&fixture("logits.safetensors")).unwrap();
+    let want = refs["logits"].to_vec_f64().unwrap();
+    for dtype in [DType::BF16, DType::F16] {
+        let half = model.to_dtype(dtype).unwrap();
+        let got = half.forward(&refs["ids"], None).unwrap();
+        assert_eq!(got.dtype(), dtype);
+        let err = common::rel_err(&got.to_vec_f64().unwrap(), &want);
+        eprintln!("{dtype} logits: relative error {err:.1e}");
+        assert!(err < 5e-2, "{dtype}: {err:e}");
+        let out = generate_batch(
+            &half,
+            &[vec![1, 2, 3]],
+            5,
+            &Sampling::default(),
+            &[],
+            &mut Rng::new(0),
+            Device::Cpu,
+            |_, _| Ok(true),
+        )
+        .unwrap();
+        assert_eq!(out[0].len(), 5);
+    }
+}

@@ -78,12 +78,32 @@ def gpt2_step():
     return b * t / s / 1e6
 
 
-def main():
-    quick = "--quick" in sys.argv
-    dev = "cuda"
-    torch.backends.cuda.matmul.allow_tf32 = True
+def gpt2_generate(dtype):
+    """Tokens/s of transformers' greedy generate with GPT-2 124M (random weights), batch 1:
+    a 16-token prompt and exactly 256 new tokens, with its KV cache."""
+    from transformers import GPT2Config, GPT2LMHeadModel
     torch.manual_seed(0)
-    out = {}
+    model = GPT2LMHeadModel(GPT2Config()).cuda().to(dtype).eval()
+    prompt = (torch.arange(16, device="cuda") * 997 % 50257).unsqueeze(0)
+    mask = torch.ones_like(prompt)
+
+    def run():
+        with torch.no_grad():
+            out = model.generate(prompt, attention_mask=mask, max_new_tokens=256, min_new_tokens=256,
+                                 do_sample=False, pad_token_id=0)
+        assert out.shape[1] == 16 + 256
+
+    run()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(3):
+        run()
+    torch.cuda.synchronize()
+    return 256 / ((time.perf_counter() - start) / 3)
+
+
+def kernel_workloads(out, quick, dev):
+    """The GEMM, memory-bound, cross-entropy, AdamW and launch workloads."""
     for dtype, label in [(torch.float32, "f32_tf32"), (torch.bfloat16, "bf16")]:
         for n in ([256, 512] if quick else [1024, 4096, 8192]):
             a = torch.randn(n, n, device=dev, dtype=dtype)
@@ -123,6 +143,19 @@ def main():
         params.append(p)
     opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
     out["adamw_124m"] = timed(opt.step, 10) * 1e3
+
+
+def main():
+    quick = "--quick" in sys.argv
+    dev = "cuda"
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.manual_seed(0)
+    out = {}
+    if "--models-only" not in sys.argv:
+        kernel_workloads(out, quick, dev)
+    if "--generate" in sys.argv:
+        out["gpt2_generate_f32"] = gpt2_generate(torch.float32)
+        out["gpt2_generate_bf16"] = gpt2_generate(torch.bfloat16)
     if "--gpt2" in sys.argv:
         out["gpt2_124m_train_step"] = gpt2_step()
     tiny = torch.zeros(1, device=dev)

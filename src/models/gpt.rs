@@ -198,6 +198,22 @@ impl Gpt {
         self.forward(idx, dropout_rng)?.cross_entropy(targets, -1)
     }
 
+    /// A copy for inference with every tensor in `dtype` (e.g. bf16), detached from
+    /// autograd.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        Ok(Gpt {
+            cfg: self.cfg,
+            wte: self.wte.to_dtype(dtype)?,
+            wpe: self.wpe.to_dtype(dtype)?,
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| b.to_dtype(dtype))
+                .collect::<Result<_>>()?,
+            ln_f: self.ln_f.to_dtype(dtype)?,
+        })
+    }
+
     /// Every parameter, named, in a fixed order.
     pub fn params(&self) -> Vec<Param> {
         let mut out = Vec::new();

@@ -142,6 +142,15 @@ impl CausalSelfAttention {
         self.proj.forward(&y)
     }
 
+    /// A copy with its tensors in `dtype`.
+    pub fn to_dtype(&self, dtype: crate::DType) -> Result<Self> {
+        Ok(CausalSelfAttention {
+            cfg: self.cfg,
+            qkv: self.qkv.to_dtype(dtype)?,
+            proj: self.proj.to_dtype(dtype)?,
+        })
+    }
+
     /// Appends this layer's parameters.
     pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
         self.qkv.params(&format!("{prefix}.qkv"), out);

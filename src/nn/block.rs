@@ -73,6 +73,17 @@ impl Block {
         x.add(&self.mlp.forward(&self.norm2.forward(&x)?)?)
     }
 
+    /// A copy with its tensors in `dtype`.
+    pub fn to_dtype(&self, dtype: crate::DType) -> Result<Self> {
+        Ok(Block {
+            cfg: self.cfg,
+            norm1: self.norm1.to_dtype(dtype)?,
+            attn: self.attn.to_dtype(dtype)?,
+            norm2: self.norm2.to_dtype(dtype)?,
+            mlp: self.mlp.to_dtype(dtype)?,
+        })
+    }
+
     /// Appends this block's parameters.
     pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
         self.norm1.params(&format!("{prefix}.norm1"), out);

@@ -186,3 +186,59 @@ impl Norm {
         }
     }
 }
+
+/// A detached copy of `t` in `dtype` (for inference in a half type).
+pub(crate) fn cast_param(t: &Tensor, dtype: crate::DType) -> Result<Tensor> {
+    t.detach().to_dtype(dtype)?.contiguous()
+}
+
+fn cast_opt(t: &Option<Tensor>, dtype: crate::DType) -> Result<Option<Tensor>> {
+    t.as_ref().map(|t| cast_param(t, dtype)).transpose()
+}
+
+impl Linear {
+    /// A copy with its tensors in `dtype`.
+    pub fn to_dtype(&self, dtype: crate::DType) -> Result<Self> {
+        Ok(Linear {
+            weight: cast_param(&self.weight, dtype)?,
+            bias: cast_opt(&self.bias, dtype)?,
+        })
+    }
+}
+
+impl Embedding {
+    /// A copy with its table in `dtype`.
+    pub fn to_dtype(&self, dtype: crate::DType) -> Result<Self> {
+        Ok(Embedding {
+            weight: cast_param(&self.weight, dtype)?,
+        })
+    }
+}
+
+impl Norm {
+    /// A copy with its tensors in `dtype`.
+    pub fn to_dtype(&self, dtype: crate::DType) -> Result<Self> {
+        Ok(match self {
+            Norm::Layer(n) => Norm::Layer(LayerNorm {
+                weight: cast_param(&n.weight, dtype)?,
+                bias: cast_opt(&n.bias, dtype)?,
+                eps: n.eps,
+            }),
+            Norm::Rms(n) => Norm::Rms(RmsNorm {
+                weight: cast_param(&n.weight, dtype)?,
+                eps: n.eps,
+            }),
+        })
+    }
+}
+
+impl LayerNorm {
+    /// A copy with its tensors in `dtype`.
+    pub fn to_dtype(&self, dtype: crate::DType) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: cast_param(&self.weight, dtype)?,
+            bias: cast_opt(&self.bias, dtype)?,
+            eps: self.eps,
+        })
+    }
+}

@@ -78,3 +78,20 @@ impl Mlp {
         }
     }
 }
+
+impl Mlp {
+    /// A copy with its tensors in `dtype`.
+    pub fn to_dtype(&self, dtype: crate::DType) -> Result<Self> {
+        Ok(match self {
+            Mlp::Gelu { fc, proj } => Mlp::Gelu {
+                fc: fc.to_dtype(dtype)?,
+                proj: proj.to_dtype(dtype)?,
+            },
+            Mlp::SwiGlu { gate, up, down } => Mlp::SwiGlu {
+                gate: gate.to_dtype(dtype)?,
+                up: up.to_dtype(dtype)?,
+                down: down.to_dtype(dtype)?,
+            },
+        })
+    }
+}

@@ -264,8 +264,13 @@ impl Tensor {
             return Err(Error::invalid("assign", "destination must be contiguous"));
         }
         if let Device::Cuda(_) = self.device() {
-            // A fresh contiguous copy on this device, so no lock is held on shared storage.
-            let src = src.to_device(self.device())?.copy()?;
+            // A source on another device, or sharing this storage, is first copied, so the
+            // kernel never reads what it writes and no lock is taken twice.
+            let src = if src.device() == self.device() && !src.shares_storage_with(self) {
+                src.clone()
+            } else {
+                src.to_device(self.device())?.copy()?
+            };
             let guard = src.read_storage();
             let (Storage::Cuda(from), Storage::Cuda(to)) = (&*guard, &*self.read_storage()) else {
                 return Err(Error::invalid("assign", "storage moved between devices"));
