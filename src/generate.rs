@@ -205,15 +205,24 @@ pub fn generate_batch(
         let t = feed[0].len();
         let ids: Vec<i64> = feed.iter().flatten().map(|&x| x as i64).collect();
         let x = Tensor::from_vec(ids, &[batch, t], device)?;
-        let logits = model
-            .forward_cached(&x, &mut caches)?
-            .to_dtype(DType::F32)?
-            .to_vec::<f32>()?;
+        let logits = model.forward_cached(&x, &mut caches)?;
+        // Greedy picks are made on the device: B ids cross to the host, not B x vocab
+        // logits.
+        let greedy = sampling.temperature == 0.0 && sampling.repetition_penalty == 1.0;
+        let (picks, logits) = if greedy {
+            (logits.argmax(1, false)?.to_vec::<i64>()?, Vec::new())
+        } else {
+            (Vec::new(), logits.to_dtype(DType::F32)?.to_vec::<f32>()?)
+        };
         for row in 0..batch {
             let next = if live[row] {
-                let mut l = logits[row * vocab..(row + 1) * vocab].to_vec();
-                penalize_repeats(&mut l, &context[row], sampling.repetition_penalty);
-                let next = sample_next(&l, sampling, rng);
+                let next = if greedy {
+                    picks[row] as u32
+                } else {
+                    let mut l = logits[row * vocab..(row + 1) * vocab].to_vec();
+                    penalize_repeats(&mut l, &context[row], sampling.repetition_penalty);
+                    sample_next(&l, sampling, rng)
+                };
                 out[row].push(next);
                 live[row] = on_token(row, next)? && !stop_ids.contains(&next);
                 next

@@ -178,9 +178,9 @@ impl Gpt {
                 ),
             ));
         }
-        let ids: Vec<i64> = (start as i64..(start + t) as i64).collect();
-        let positions = Tensor::from_vec(ids, &[t], idx.device())?;
-        let mut x = self.wte.forward(idx)?.add(&self.wpe.forward(&positions)?)?;
+        // Positions start..start + t are a slice of the table: no ids to upload.
+        let positions = self.wpe.weight.narrow(0, start, t)?;
+        let mut x = self.wte.forward(idx)?.add(&positions)?;
         for (block, cache) in self.blocks.iter().zip(caches.iter_mut()) {
             x = block.forward_cached(&x, cache)?;
         }

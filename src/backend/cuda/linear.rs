@@ -11,11 +11,23 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Bytes of cuBLASLt workspace per device (NVIDIA's recommendation for Hopper).
 const WORKSPACE_BYTES: usize = 32 << 20;
 
-/// The cuBLASLt handle of one device, its workspace, and the algorithm chosen per shape.
+/// The cuBLASLt handle of one device, its workspace, and a ready plan per shape.
 pub(crate) struct LtState {
     handle: sys::cublasLtHandle_t,
     workspace: cudarc::driver::CudaSlice<u8>,
-    algos: Mutex<HashMap<AlgoKey, sys::cublasLtMatmulAlgo_t>>,
+    /// Descriptors and chosen algorithm per shape, built once: creating them costs more
+    /// host time than a small GEMM takes on the GPU. The lock is held from setting the
+    /// bias pointer to queuing the GEMM.
+    plans: Mutex<HashMap<AlgoKey, Plan>>,
+}
+
+/// Everything one shape's GEMM needs except its pointers.
+struct Plan {
+    desc: Desc,
+    a: MatrixLayout,
+    b: MatrixLayout,
+    c: MatrixLayout,
+    algo: sys::cublasLtMatmulAlgo_t,
 }
 
 // SAFETY: the handle is used only on the device's single stream, under the caller's
@@ -70,7 +82,7 @@ impl CudaDevice {
                 Some(LtState {
                     handle,
                     workspace,
-                    algos: Mutex::new(HashMap::new()),
+                    plans: Mutex::new(HashMap::new()),
                 })
             })
             .as_ref()
@@ -123,85 +135,27 @@ pub fn linear_bias(
         _ => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
     };
     let err = |e| cuda_err("linear (cuBLASLt)", e);
-    // Column-major view: Y^T [n, rows] = W [n, k] (stored k x n, transposed) X^T (stored
-    // k x rows); the bias is a length-n column vector added to every column.
-    let desc = Desc(lt::create_matmul_desc(compute, sys::cudaDataType::CUDA_R_32F).map_err(err)?);
-    let trans_a = cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_T;
-    let trans_b = cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N;
-    let epilogue = sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS;
-    use sys::cublasLtMatmulDescAttributes_t as A;
-    // SAFETY: each attribute gets a pointer to a value of the type and size it expects.
+    let key: AlgoKey = (rows, n, k, dtype, tf32);
+    let mut plans = state.plans.lock().unwrap_or_else(|e| e.into_inner());
+    if !plans.contains_key(&key) {
+        match plan(state, key, dt, compute)? {
+            Some(p) => plans.insert(key, p),
+            None => return Ok(None),
+        };
+    }
+    let Some(plan) = plans.get(&key) else {
+        return Ok(None);
+    };
+    // SAFETY: the attribute is a device pointer (u64).
     unsafe {
-        let set =
-            |attr, p: *const c_void, size| lt::set_matmul_desc_attribute(desc.0, attr, p, size);
-        set(
-            A::CUBLASLT_MATMUL_DESC_TRANSA,
-            (&trans_a as *const cudarc::cublas::sys::cublasOperation_t).cast(),
-            std::mem::size_of_val(&trans_a),
-        )
-        .map_err(err)?;
-        set(
-            A::CUBLASLT_MATMUL_DESC_TRANSB,
-            (&trans_b as *const cudarc::cublas::sys::cublasOperation_t).cast(),
-            std::mem::size_of_val(&trans_b),
-        )
-        .map_err(err)?;
-        set(
-            A::CUBLASLT_MATMUL_DESC_EPILOGUE,
-            (&epilogue as *const sys::cublasLtEpilogue_t).cast(),
-            std::mem::size_of_val(&epilogue),
-        )
-        .map_err(err)?;
-        set(
-            A::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+        lt::set_matmul_desc_attribute(
+            plan.desc.0,
+            sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
             (&bp as *const u64).cast(),
             std::mem::size_of::<u64>(),
         )
-        .map_err(err)?;
     }
-    let layout = |r: usize, c: usize, ld: usize| -> Result<MatrixLayout> {
-        Ok(MatrixLayout(
-            lt::create_matrix_layout(dt, r as u64, c as u64, ld as i64).map_err(err)?,
-        ))
-    };
-    let (la, lbm, lc) = (layout(k, n, k)?, layout(k, rows, k)?, layout(n, rows, n)?);
-    let key: AlgoKey = (rows, n, k, dtype, tf32);
-    let cached = state
-        .algos
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&key)
-        .copied();
-    let algo = match cached {
-        Some(a) => a,
-        None => {
-            let pref = Pref(lt::create_matmul_pref().map_err(err)?);
-            let ws = WORKSPACE_BYTES;
-            // SAFETY: the attribute is a usize byte count.
-            unsafe {
-                lt::set_matmul_pref_attribute(
-                    pref.0,
-                    sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                    (&ws as *const usize).cast(),
-                    std::mem::size_of::<usize>(),
-                )
-                .map_err(err)?;
-            }
-            // SAFETY: all descriptors are alive.
-            let found = unsafe {
-                lt::get_matmul_algo_heuristic(state.handle, desc.0, la.0, lbm.0, lc.0, lc.0, pref.0)
-            };
-            let Ok(found) = found else {
-                return Ok(None);
-            };
-            state
-                .algos
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, found.algo);
-            found.algo
-        }
-    };
+    .map_err(err)?;
     let (one, zero) = (1f32, 0f32);
     let timing = if crate::profile::enabled() {
         Some(dev.timing_start()?)
@@ -218,26 +172,81 @@ pub fn linear_bias(
     unsafe {
         lt::matmul(
             state.handle,
-            desc.0,
+            plan.desc.0,
             (&one as *const f32).cast(),
             (&zero as *const f32).cast(),
             wp as *const c_void,
-            la.0,
+            plan.a.0,
             xp as *const c_void,
-            lbm.0,
+            plan.b.0,
             yp as *const c_void,
-            lc.0,
+            plan.c.0,
             yp as *mut c_void,
-            lc.0,
-            &algo,
+            plan.c.0,
+            &plan.algo,
             ws_ptr as *mut c_void,
             WORKSPACE_BYTES,
             dev.stream.cu_stream() as *mut _,
         )
     }
     .map_err(err)?;
+    drop(plans);
     if let Some(start) = timing {
         dev.timing_end(&format!("cublaslt_gemm_bias_{dtype}"), start)?;
     }
     Ok(Some(out))
 }
+
+/// Builds the descriptors of `x [rows, k] @ w[n, k]^T + bias` and asks cuBLASLt for an
+/// algorithm; `None` when it has none for this shape.
+fn plan(
+    state: &LtState,
+    (rows, n, k, _, _): AlgoKey,
+    dt: sys::cudaDataType,
+    compute: sys::cublasComputeType_t,
+) -> Result<Option<Plan>> {
+    let err = |e| cuda_err("linear (cuBLASLt)", e);
+    // Column-major view: Y^T [n, rows] = W [n, k] (stored k x n, transposed) X^T (stored
+    // k x rows); the bias is a length-n column vector added to every column.
+    let desc = Desc(lt::create_matmul_desc(compute, sys::cudaDataType::CUDA_R_32F).map_err(err)?);
+    let trans_a = cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_T;
+    let trans_b = cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N;
+    let epilogue = sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS;
+    use sys::cublasLtMatmulDescAttributes_t as A;
+    // SAFETY: each attribute gets a pointer to a value of the type and size it expects.
+    unsafe {
+        let set = |attr, p: *const c_void, size| lt::set_matmul_desc_attribute(desc.0, attr, p, size);
+        set(A::CUBLASLT_MATMUL_DESC_TRANSA, (&trans_a as *const cudarc::cublas::sys::cublasOperation_t).cast(), std::mem::size_of_val(&trans_a)).map_err(err)?;
+        set(A::CUBLASLT_MATMUL_DESC_TRANSB, (&trans_b as *const cudarc::cublas::sys::cublasOperation_t).cast(), std::mem::size_of_val(&trans_b)).map_err(err)?;
+        set(A::CUBLASLT_MATMUL_DESC_EPILOGUE, (&epilogue as *const sys::cublasLtEpilogue_t).cast(), std::mem::size_of_val(&epilogue)).map_err(err)?;
+    }
+    let layout = |r: usize, c: usize, ld: usize| -> Result<MatrixLayout> {
+        Ok(MatrixLayout(
+            lt::create_matrix_layout(dt, r as u64, c as u64, ld as i64).map_err(err)?,
+        ))
+    };
+    let (a, b, c) = (layout(k, n, k)?, layout(k, rows, k)?, layout(n, rows, n)?);
+    let pref = Pref(lt::create_matmul_pref().map_err(err)?);
+    let ws = WORKSPACE_BYTES;
+    // SAFETY: the attribute is a usize byte count.
+    unsafe {
+        lt::set_matmul_pref_attribute(
+            pref.0,
+            sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+            (&ws as *const usize).cast(),
+            std::mem::size_of::<usize>(),
+        )
+        .map_err(err)?;
+    }
+    // SAFETY: all descriptors are alive.
+    let found =
+        unsafe { lt::get_matmul_algo_heuristic(state.handle, desc.0, a.0, b.0, c.0, c.0, pref.0) };
+    Ok(found.ok().map(|f| Plan {
+        desc,
+        a,
+        b,
+        c,
+        algo: f.algo,
+    }))
+}
+
