@@ -137,14 +137,12 @@ pub fn linear_bias(
     let err = |e| cuda_err("linear (cuBLASLt)", e);
     let key: AlgoKey = (rows, n, k, dtype, tf32);
     let mut plans = state.plans.lock().unwrap_or_else(|e| e.into_inner());
-    if !plans.contains_key(&key) {
-        match plan(state, key, dt, compute)? {
-            Some(p) => plans.insert(key, p),
+    let plan = match plans.entry(key) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => match plan(state, key, dt, compute)? {
+            Some(p) => e.insert(p),
             None => return Ok(None),
-        };
-    }
-    let Some(plan) = plans.get(&key) else {
-        return Ok(None);
+        },
     };
     // SAFETY: the attribute is a device pointer (u64).
     unsafe {
@@ -215,10 +213,26 @@ fn plan(
     use sys::cublasLtMatmulDescAttributes_t as A;
     // SAFETY: each attribute gets a pointer to a value of the type and size it expects.
     unsafe {
-        let set = |attr, p: *const c_void, size| lt::set_matmul_desc_attribute(desc.0, attr, p, size);
-        set(A::CUBLASLT_MATMUL_DESC_TRANSA, (&trans_a as *const cudarc::cublas::sys::cublasOperation_t).cast(), std::mem::size_of_val(&trans_a)).map_err(err)?;
-        set(A::CUBLASLT_MATMUL_DESC_TRANSB, (&trans_b as *const cudarc::cublas::sys::cublasOperation_t).cast(), std::mem::size_of_val(&trans_b)).map_err(err)?;
-        set(A::CUBLASLT_MATMUL_DESC_EPILOGUE, (&epilogue as *const sys::cublasLtEpilogue_t).cast(), std::mem::size_of_val(&epilogue)).map_err(err)?;
+        let set =
+            |attr, p: *const c_void, size| lt::set_matmul_desc_attribute(desc.0, attr, p, size);
+        set(
+            A::CUBLASLT_MATMUL_DESC_TRANSA,
+            (&trans_a as *const cudarc::cublas::sys::cublasOperation_t).cast(),
+            std::mem::size_of_val(&trans_a),
+        )
+        .map_err(err)?;
+        set(
+            A::CUBLASLT_MATMUL_DESC_TRANSB,
+            (&trans_b as *const cudarc::cublas::sys::cublasOperation_t).cast(),
+            std::mem::size_of_val(&trans_b),
+        )
+        .map_err(err)?;
+        set(
+            A::CUBLASLT_MATMUL_DESC_EPILOGUE,
+            (&epilogue as *const sys::cublasLtEpilogue_t).cast(),
+            std::mem::size_of_val(&epilogue),
+        )
+        .map_err(err)?;
     }
     let layout = |r: usize, c: usize, ld: usize| -> Result<MatrixLayout> {
         Ok(MatrixLayout(
@@ -249,4 +263,3 @@ fn plan(
         algo: f.algo,
     }))
 }
-
