@@ -1,6 +1,6 @@
 //! Sampling the next token and autoregressive generation.
 
-use crate::models::Gpt;
+use crate::models::LanguageModel;
 use crate::{DType, Device, Error, Result, Rng, Tensor};
 
 /// How the next token is chosen from the logits.
@@ -151,7 +151,7 @@ pub fn sample_next(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
 /// up, the cache is rebuilt from the latest half of the context.
 #[allow(clippy::too_many_arguments)]
 pub fn generate_batch(
-    model: &Gpt,
+    model: &dyn LanguageModel,
     prompts: &[Vec<u32>],
     max_tokens: usize,
     sampling: &Sampling,
@@ -171,7 +171,7 @@ pub fn generate_batch(
             "every prompt of a batch needs the same, non-zero number of tokens",
         ));
     }
-    let vocab = model.cfg.vocab_size;
+    let vocab = model.vocab_size();
     if let Some(bad) = prompts.iter().flatten().find(|&&t| t as usize >= vocab) {
         return Err(Error::invalid(
             "generate",
@@ -179,7 +179,7 @@ pub fn generate_batch(
         ));
     }
     let _guard = crate::no_grad();
-    let (batch, block) = (prompts.len(), model.cfg.block_size);
+    let (batch, block) = (prompts.len(), model.context());
     let mut context: Vec<Vec<u32>> = prompts.to_vec();
     let mut out = vec![Vec::new(); batch];
     let mut live = vec![true; batch];
@@ -240,7 +240,7 @@ pub fn generate_batch(
 /// Continues one prompt by up to `max_tokens` tokens (see [`generate_batch`]), calling
 /// `on_token` with each as it comes.
 pub fn generate(
-    model: &Gpt,
+    model: &dyn LanguageModel,
     prompt: &[u32],
     max_tokens: usize,
     sampling: &Sampling,
@@ -270,7 +270,7 @@ pub fn generate(
 /// The same continuation computed without a cache (the whole context each step): the
 /// reference the cached path is tested against.
 pub fn generate_uncached(
-    model: &Gpt,
+    model: &dyn LanguageModel,
     prompt: &[u32],
     max_tokens: usize,
     device: Device,
@@ -278,12 +278,12 @@ pub fn generate_uncached(
     let _guard = crate::no_grad();
     let mut ids = prompt.to_vec();
     for _ in 0..max_tokens {
-        let start = ids.len().saturating_sub(model.cfg.block_size);
+        let start = ids.len().saturating_sub(model.context());
         let window: Vec<i64> = ids[start..].iter().map(|&t| t as i64).collect();
         let t = window.len();
         let x = Tensor::from_vec(window, &[1, t], device)?;
         let logits = model
-            .forward(&x, None)?
+            .forward(&x)?
             .narrow(1, t - 1, 1)?
             .to_dtype(DType::F32)?;
         ids.push(sample_next(

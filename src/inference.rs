@@ -1,7 +1,7 @@
 //! Loading a model to run (a smith checkpoint or a Hugging Face GPT-2 folder) and scoring
 //! text with it.
 
-use crate::models::{is_hf_gpt2, load_hf_gpt2, Gpt};
+use crate::models::{is_hf_gpt2, load_hf_gpt2, Gpt, LanguageModel};
 use crate::tokenizer::TextTokenizer;
 use crate::train::load_for_inference;
 use crate::{Device, Error, Result, Tensor};
@@ -43,13 +43,13 @@ pub fn load_model(path: &Path, device: Device) -> Result<(Gpt, TextTokenizer)> {
 /// advance by `stride` (each token is scored once, with up to `ctx - 1` tokens of context;
 /// the first token is never scored). Returns (perplexity, tokens scored).
 pub fn perplexity(
-    model: &Gpt,
+    model: &dyn LanguageModel,
     ids: &[u32],
     ctx: usize,
     stride: usize,
     device: Device,
 ) -> Result<(f64, usize)> {
-    let ctx = ctx.min(model.cfg.block_size);
+    let ctx = ctx.min(model.context());
     if ctx < 2 || stride == 0 || stride > ctx {
         return Err(Error::invalid(
             "perplexity",
@@ -78,7 +78,7 @@ pub fn perplexity(
             let t = input.len();
             let x = Tensor::from_vec(input, &[1, t], device)?;
             let y = Tensor::from_vec(targets, &[1, t], device)?;
-            let mean = model.loss(&x, &y, None)?.to_scalar()?;
+            let mean = model.forward(&x)?.cross_entropy(&y, -1)?.to_scalar()?;
             nll += mean * n_new as f64;
             count += n_new;
         }
