@@ -15,7 +15,8 @@ pub fn load_model(path: &Path, device: Device) -> Result<(Gpt, TextTokenizer)> {
             .map(|b| b.starts_with(b"GGUF"))
             .unwrap_or(false);
         let what = if is_gguf {
-            "GGUF files are not supported yet"
+            "the tokenizers GGUF files embed are not supported yet (the model itself loads \
+             through smith::models::gguf_models::load_gguf_model)"
         } else {
             "expected a model folder (a smith checkpoint or a Hugging Face GPT-2 folder)"
         };

@@ -59,7 +59,12 @@ fn hyper(f: &GgufFile, arch: &str, key: &str) -> Result<usize> {
     f.get(&format!("{arch}.{key}"))
         .and_then(|v| v.as_u64())
         .map(|v| v as usize)
-        .ok_or_else(|| bad(f, format!("metadata `{arch}.{key}` is missing or not an integer")))
+        .ok_or_else(|| {
+            bad(
+                f,
+                format!("metadata `{arch}.{key}` is missing or not an integer"),
+            )
+        })
 }
 
 fn hyper_f(f: &GgufFile, arch: &str, key: &str, default: f64) -> f64 {
@@ -86,7 +91,8 @@ fn load_params(f: &GgufFile, params: &[Param], weights: &HashMap<String, Tensor>
                 ),
             ));
         }
-        p.tensor.assign(&w.to_dtype(p.tensor.dtype())?.to_device(p.tensor.device())?)?;
+        p.tensor
+            .assign(&w.to_dtype(p.tensor.dtype())?.to_device(p.tensor.device())?)?;
     }
     Ok(())
 }
@@ -121,7 +127,10 @@ fn load_llama(f: &GgufFile, arch: &str, device: Device, dtype: DType) -> Result<
         .and_then(|v| v.as_str())
     {
         if kind != "none" {
-            return Err(bad(f, format!("rope scaling `{kind}` is not supported yet")));
+            return Err(bad(
+                f,
+                format!("rope scaling `{kind}` is not supported yet"),
+            ));
         }
     }
     let embed = f
@@ -161,10 +170,20 @@ fn load_llama(f: &GgufFile, arch: &str, device: Device, dtype: DType) -> Result<
         w.insert(p("norm1.weight"), g("attn_norm.weight")?);
         w.insert(p("norm2.weight"), g("ffn_norm.weight")?);
         // Q, K and V stacked into the fused projection.
-        let qkv = Tensor::cat(&[g("attn_q.weight")?, g("attn_k.weight")?, g("attn_v.weight")?], 0)?;
+        let qkv = Tensor::cat(
+            &[
+                g("attn_q.weight")?,
+                g("attn_k.weight")?,
+                g("attn_v.weight")?,
+            ],
+            0,
+        )?;
         w.insert(p("attn.qkv.weight"), qkv);
         if cfg.qkv_bias {
-            let b = Tensor::cat(&[g("attn_q.bias")?, g("attn_k.bias")?, g("attn_v.bias")?], 0)?;
+            let b = Tensor::cat(
+                &[g("attn_q.bias")?, g("attn_k.bias")?, g("attn_v.bias")?],
+                0,
+            )?;
             w.insert(p("attn.qkv.bias"), b);
         }
         w.insert(p("attn.proj.weight"), g("attn_output.weight")?);
@@ -182,7 +201,10 @@ fn load_gpt2(f: &GgufFile, device: Device, dtype: DType) -> Result<Gpt> {
         .ok_or_else(|| bad(f, "missing tensor `token_embd.weight`"))?;
     let eps = hyper_f(f, "gpt2", "attention.layer_norm_epsilon", 1e-5);
     if (eps - 1e-5).abs() > 1e-9 {
-        return Err(bad(f, format!("layer norm epsilon {eps} is not supported (1e-5 only)")));
+        return Err(bad(
+            f,
+            format!("layer norm epsilon {eps} is not supported (1e-5 only)"),
+        ));
     }
     let cfg = GptConfig {
         vocab_size: embed.shape[0],
@@ -224,7 +246,10 @@ fn load_gpt2(f: &GgufFile, device: Device, dtype: DType) -> Result<Gpt> {
     if f.tensor_info("output.weight").is_some() {
         let head = tensor(f, "output.weight")?.to_vec::<f32>()?;
         if head != w["wte.weight"].to_vec::<f32>()? {
-            return Err(bad(f, "an untied `output.weight` is not supported for gpt2"));
+            return Err(bad(
+                f,
+                "an untied `output.weight` is not supported for gpt2",
+            ));
         }
     }
     load_params(f, &model.params(), &w)?;

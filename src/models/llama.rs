@@ -4,8 +4,7 @@
 
 use super::LanguageModel;
 use crate::nn::{
-    AttentionConfig, Block, BlockConfig, Embedding, KvCache, Linear, MlpKind, Norm, NormKind,
-    Param,
+    AttentionConfig, Block, BlockConfig, Embedding, KvCache, Linear, MlpKind, Norm, NormKind, Param,
 };
 use crate::{Device, Error, Result, Rng, RotaryStyle, Tensor};
 
@@ -64,7 +63,10 @@ impl Llama {
     /// Random weights (N(0, 0.02²)); loaders overwrite them.
     pub fn new(cfg: LlamaConfig, rng: &mut Rng, device: Device) -> Result<Self> {
         if cfg.dim == 0 || cfg.n_head == 0 || cfg.n_layer == 0 || cfg.vocab_size == 0 {
-            return Err(Error::invalid("llama", format!("empty model shape {cfg:?}")));
+            return Err(Error::invalid(
+                "llama",
+                format!("empty model shape {cfg:?}"),
+            ));
         }
         let blocks = (0..cfg.n_layer)
             .map(|_| Block::new(cfg.block(), 0.02, 0.02, rng, device))
@@ -95,7 +97,14 @@ impl Llama {
             head: if cfg.tied {
                 None
             } else {
-                Some(Linear::new(cfg.dim, cfg.vocab_size, false, 0.02, rng, device)?)
+                Some(Linear::new(
+                    cfg.dim,
+                    cfg.vocab_size,
+                    false,
+                    0.02,
+                    rng,
+                    device,
+                )?)
             },
         })
     }
@@ -166,7 +175,10 @@ impl LanguageModel for Llama {
         if t == 0 || t > self.cfg.context {
             return Err(Error::invalid(
                 "llama",
-                format!("sequence length {t} must be between 1 and {}", self.cfg.context),
+                format!(
+                    "sequence length {t} must be between 1 and {}",
+                    self.cfg.context
+                ),
             ));
         }
         let mut x = self.embed.forward(idx)?;

@@ -124,3 +124,59 @@ pub fn positive_leaf(shape: &[usize], rng: &mut Rng) -> (Vec<f64>, Vec<usize>) {
         shape.to_vec(),
     )
 }
+
+/// Checks the GGUF model fixture `name` (tests/fixtures/gguf_models) on `device` against
+/// transformers: asserts the 32 greedy tokens, returns (logits error, perplexity error).
+pub fn check_gguf_fixture(name: &str, device: Device) -> (f64, f64) {
+    use smith::generate::{generate_batch, Sampling};
+    use smith::inference::perplexity;
+    use smith::models::gguf_models::load_gguf_model;
+    use smith::models::LanguageModel;
+    use std::path::{Path, PathBuf};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf_models");
+    let path: PathBuf = dir.join(format!("{name}.gguf"));
+    let refs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
+    let ids = |k: &str| -> Vec<u32> {
+        refs[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let (model, _) = load_gguf_model(&path, device, DType::F32).unwrap();
+    let _g = smith::no_grad();
+    let input: Vec<i64> = ids("ids").iter().map(|&t| t as i64).collect();
+    let n = input.len();
+    let x = Tensor::from_vec(input, &[1, n], device).unwrap();
+    let logits = model.forward(&x).unwrap();
+    let vocab = model.vocab_size();
+    let got = logits.narrow(1, n - 4, 4).unwrap().to_vec_f64().unwrap();
+    let want: Vec<f64> = refs["logits_last4"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(got.len(), 4 * vocab);
+    let logit_err = rel_err(&got, &want);
+    let greedy = ids("greedy");
+    let out = generate_batch(
+        &model,
+        &[ids("prompt")],
+        greedy.len(),
+        &Sampling::default(),
+        &[],
+        &mut Rng::new(0),
+        device,
+        |_, _| Ok(true),
+    )
+    .unwrap();
+    assert_eq!(out[0], greedy, "{name}: greedy tokens differ");
+    let ctx = refs["ctx"].as_u64().unwrap() as usize;
+    let stride = refs["stride"].as_u64().unwrap() as usize;
+    let (ppl, _) = perplexity(&model, &ids("text"), ctx, stride, device).unwrap();
+    let want_ppl = refs["perplexity"].as_f64().unwrap();
+    (logit_err, (ppl - want_ppl).abs() / want_ppl)
+}

@@ -1,0 +1,38 @@
+//! Models from GGUF files (a Llama with GQA and an untied head, and a GPT-2, each in F16,
+//! BF16, Q8_0 and Q4_0) against transformers run on the same dequantized weights
+//! (fixtures from tools/make_gguf_model_fixtures.py): logits, 32 greedy tokens and
+//! perplexity, on the CPU (tests/cuda_parity.rs repeats them on a GPU).
+
+mod common;
+
+use common::check_gguf_fixture;
+use smith::models::gguf_models::load_gguf_model;
+use smith::{DType, Device};
+use std::path::Path;
+
+#[test]
+fn gguf_models_match_transformers_on_the_cpu() {
+    for model in ["llama", "gpt2"] {
+        for ty in ["f16", "bf16", "q8_0", "q4_0"] {
+            let name = format!("{model}_{ty}");
+            let (logits, ppl) = check_gguf_fixture(&name, Device::Cpu);
+            eprintln!("{name}: logits error {logits:.1e}, perplexity error {ppl:.1e}");
+            assert!(logits < 1e-4, "{name}: logits error {logits:e}");
+            assert!(ppl < 1e-3, "{name}: perplexity error {ppl:e}");
+        }
+    }
+}
+
+#[test]
+fn unsupported_architectures_and_missing_tensors_are_named() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    // The quantization fixture says `llama` but holds no model tensors.
+    let err = load_gguf_model(&dir.join("gguf/quant_types.gguf"), Device::Cpu, DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("token_embd.weight") || err.contains("metadata"),
+        "{err}"
+    );
+}

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Reference outputs of transformers for GGUF models smith loads.
+
+Writes, for a small random Llama (GQA, untied head) and the GPT-2 of tests/fixtures/hf_gpt2,
+GGUF files in F16, BF16, Q8_0 and Q4_0 (matrices quantized, norms and biases in F32, as
+llama.cpp does; Llama's Q/K rows permuted to adjacent rotary pairs, as llama.cpp's
+converter does). For each file, transformers runs on the dequantized weights (un-permuted)
+and records logits (of the last 4 of 16 tokens), 32 greedy tokens and strided perplexity in NAME.json.
+Needs the `gguf` package.  Usage: python3 tools/make_gguf_model_fixtures.py OUT_DIR
+"""
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+import gguf
+from gguf import GGMLQuantizationType as T
+from gguf.quants import quantize, dequantize
+from transformers import GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+TYPES = {"f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_0": T.Q4_0}
+
+
+def permute(w, heads):
+    """Hugging Face rotate-half rows -> adjacent pairs (llama.cpp's converter)."""
+    out, dim = w.shape
+    return w.reshape(heads, 2, out // heads // 2, dim).swapaxes(1, 2).reshape(out, dim)
+
+
+def unpermute(w, heads):
+    out, dim = w.shape
+    return w.reshape(heads, out // heads // 2, 2, dim).swapaxes(1, 2).reshape(out, dim)
+
+
+def store(writer, name, array, qtype):
+    """Adds `array` (f32) in `qtype` (1-D tensors stay F32); returns what a reader gets."""
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if array.ndim == 1:
+        writer.add_tensor(name, array)
+        return array
+    if qtype == T.F16:
+        raw = array.astype(np.float16)
+        writer.add_tensor(name, raw)
+        return raw.astype(np.float32)
+    raw = quantize(array, qtype)
+    writer.add_tensor(name, raw, raw_dtype=qtype)
+    return dequantize(raw, qtype).reshape(array.shape).astype(np.float32)
+
+
+def reference(model, path, vocab, ctx):
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(0, vocab, (1, 16), generator=g)
+    with torch.no_grad():
+        logits = model(ids).logits.float()[0]
+    prompt = torch.randint(0, vocab, (1, 8), generator=g)
+    with torch.no_grad():
+        gen = model.generate(prompt, max_new_tokens=32, do_sample=False, pad_token_id=0,
+                             attention_mask=torch.ones_like(prompt))
+    text = torch.randint(0, vocab, (150,), generator=g)
+    stride, nll, count, scored_to, begin = ctx // 2, 0.0, 0, 1, 0
+    while True:
+        end = min(begin + ctx, len(text))
+        with torch.no_grad():
+            lp = model(text[begin:end - 1].unsqueeze(0)).logits.double().log_softmax(-1)[0]
+        for j in range(end - begin - 1):
+            i = begin + j + 1
+            if i >= scored_to:
+                nll -= lp[j, text[i]].item()
+                count += 1
+        scored_to = end
+        if end == len(text):
+            break
+        begin += stride
+    with open(path, "w") as f:
+        json.dump({"ids": ids[0].tolist(), "logits_last4": logits[-4:].flatten().tolist(),
+                   "prompt": prompt[0].tolist(), "greedy": gen[0, 8:].tolist(),
+                   "text": text.tolist(), "ctx": ctx, "stride": stride,
+                   "perplexity": math.exp(nll / count)}, f)
+    print(path, "mean max probability", logits.softmax(-1).max(-1).values.mean().item(),
+          "perplexity", math.exp(nll / count))
+
+
+def llama(out):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.25)
+            else:
+                p.uniform_(0.5, 1.5)
+    sd = {k: v.numpy() for k, v in model.state_dict().items()}
+    h, kv = cfg.num_attention_heads, cfg.num_key_value_heads
+    for label, qtype in TYPES.items():
+        w = gguf.GGUFWriter(os.path.join(out, f"llama_{label}.gguf"), arch="llama")
+        w.add_context_length(64)
+        w.add_embedding_length(64)
+        w.add_block_count(2)
+        w.add_feed_forward_length(128)
+        w.add_head_count(h)
+        w.add_head_count_kv(kv)
+        w.add_rope_freq_base(10000.0)
+        w.add_layer_norm_rms_eps(1e-5)
+        back = {}
+        back["model.embed_tokens.weight"] = store(w, "token_embd.weight", sd["model.embed_tokens.weight"], qtype)
+        for i in range(2):
+            p = f"model.layers.{i}."
+            names = [("input_layernorm.weight", "attn_norm.weight"),
+                     ("post_attention_layernorm.weight", "ffn_norm.weight"),
+                     ("self_attn.v_proj.weight", "attn_v.weight"),
+                     ("self_attn.o_proj.weight", "attn_output.weight"),
+                     ("mlp.gate_proj.weight", "ffn_gate.weight"),
+                     ("mlp.up_proj.weight", "ffn_up.weight"),
+                     ("mlp.down_proj.weight", "ffn_down.weight")]
+            for hf, gg in names:
+                back[p + hf] = store(w, f"blk.{i}.{gg}", sd[p + hf], qtype)
+            q = store(w, f"blk.{i}.attn_q.weight", permute(sd[p + "self_attn.q_proj.weight"], h), qtype)
+            k = store(w, f"blk.{i}.attn_k.weight", permute(sd[p + "self_attn.k_proj.weight"], kv), qtype)
+            back[p + "self_attn.q_proj.weight"] = unpermute(q, h)
+            back[p + "self_attn.k_proj.weight"] = unpermute(k, kv)
+        back["model.norm.weight"] = store(w, "output_norm.weight", sd["model.norm.weight"], qtype)
+        back["lm_head.weight"] = store(w, "output.weight", sd["lm_head.weight"], qtype)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        m = LlamaForCausalLM(cfg).eval()
+        m.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in back.items()}, strict=False)
+        reference(m, os.path.join(out, f"llama_{label}.json"), 1000, 64)
+
+
+def gpt2(out, hf_dir):
+    base = GPT2LMHeadModel.from_pretrained(hf_dir).eval()
+    sd = {k: v.numpy() for k, v in base.state_dict().items()}
+    for label, qtype in TYPES.items():
+        w = gguf.GGUFWriter(os.path.join(out, f"gpt2_{label}.gguf"), arch="gpt2")
+        w.add_context_length(64)
+        w.add_embedding_length(64)
+        w.add_block_count(2)
+        w.add_head_count(4)
+        w.add_layer_norm_eps(1e-5)
+        back = {}
+        back["transformer.wte.weight"] = store(w, "token_embd.weight", sd["transformer.wte.weight"], qtype)
+        back["transformer.wpe.weight"] = store(w, "position_embd.weight", sd["transformer.wpe.weight"], qtype)
+        for i in range(2):
+            p = f"transformer.h.{i}."
+            for hf, gg in [("ln_1", "attn_norm"), ("ln_2", "ffn_norm")]:
+                for part in ["weight", "bias"]:
+                    back[p + f"{hf}.{part}"] = store(w, f"blk.{i}.{gg}.{part}", sd[p + f"{hf}.{part}"], qtype)
+            for hf, gg in [("attn.c_attn", "attn_qkv"), ("attn.c_proj", "attn_output"),
+                           ("mlp.c_fc", "ffn_up"), ("mlp.c_proj", "ffn_down")]:
+                # Conv1D [in, out] is stored as [out, in].
+                back[p + hf + ".weight"] = store(w, f"blk.{i}.{gg}.weight", sd[p + hf + ".weight"].T, qtype).T
+                back[p + hf + ".bias"] = store(w, f"blk.{i}.{gg}.bias", sd[p + hf + ".bias"], qtype)
+        for part in ["weight", "bias"]:
+            back[f"transformer.ln_f.{part}"] = store(w, f"output_norm.{part}", sd[f"transformer.ln_f.{part}"], qtype)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        m = GPT2LMHeadModel(base.config).eval()
+        back["lm_head.weight"] = back["transformer.wte.weight"]
+        m.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in back.items()}, strict=False)
+        reference(m, os.path.join(out, f"gpt2_{label}.json"), 1000, 64)
+
+
+if __name__ == "__main__":
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    llama(out)
+    gpt2(out, os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "hf_gpt2"))
