@@ -1,29 +1,34 @@
 //! Loading a model to run (a smith checkpoint or a Hugging Face GPT-2 folder) and scoring
 //! text with it.
 
-use crate::models::{is_hf_gpt2, load_hf_gpt2, Gpt, LanguageModel};
+use crate::models::gguf_models::load_gguf_model;
+use crate::models::{is_hf_gpt2, load_hf_gpt2, LanguageModel};
 use crate::tokenizer::TextTokenizer;
 use crate::train::load_for_inference;
-use crate::{Device, Error, Result, Tensor};
+use crate::{DType, Device, Error, Result, Tensor};
 use std::path::Path;
 
-/// A model and its tokenizer, from `path`: a folder written by `smith train`, or a Hugging
-/// Face GPT-2 folder (`config.json`, `model.safetensors`, `tokenizer.json`).
-pub fn load_model(path: &Path, device: Device) -> Result<(Gpt, TextTokenizer)> {
+/// A model and its tokenizer, from `path`: a folder written by `smith train`, a Hugging
+/// Face GPT-2 folder (`config.json`, `model.safetensors`, `tokenizer.json`), or a GGUF file
+/// (weights dequantized to f32 on the CPU, bf16 on a GPU; its embedded tokenizer).
+pub fn load_model(path: &Path, device: Device) -> Result<(Box<dyn LanguageModel>, TextTokenizer)> {
     if path.is_file() {
         let is_gguf = std::fs::read(path)
             .map(|b| b.starts_with(b"GGUF"))
             .unwrap_or(false);
-        let what = if is_gguf {
-            "the tokenizers GGUF files embed are not supported yet (the model itself loads \
-             through smith::models::gguf_models::load_gguf_model)"
-        } else {
-            "expected a model folder (a smith checkpoint or a Hugging Face GPT-2 folder)"
-        };
-        return Err(Error::invalid(
-            "load model",
-            format!("{}: {what}", path.display()),
-        ));
+        if !is_gguf {
+            return Err(Error::invalid(
+                "load model",
+                format!(
+                    "{}: expected a GGUF file or a model folder (a smith checkpoint or a Hugging Face GPT-2 folder)",
+                    path.display()
+                ),
+            ));
+        }
+        let dtype = if device == Device::Cpu { DType::F32 } else { DType::BF16 };
+        let (model, file) = load_gguf_model(path, device, dtype)?;
+        let tok = TextTokenizer::from_gguf(&file)?;
+        return Ok((Box::new(model), tok));
     }
     if is_hf_gpt2(path) {
         let model = load_hf_gpt2(path, device)?;
@@ -34,10 +39,10 @@ pub fn load_model(path: &Path, device: Device) -> Result<(Gpt, TextTokenizer)> {
                 format!("{} has no tokenizer.json", path.display()),
             ));
         }
-        return Ok((model, TextTokenizer::from_file(&tok_path)?));
+        return Ok((Box::new(model), TextTokenizer::from_file(&tok_path)?));
     }
     let (model, chars) = load_for_inference(path, device)?;
-    Ok((model, TextTokenizer::Chars(chars)))
+    Ok((Box::new(model), TextTokenizer::Chars(chars)))
 }
 
 /// Perplexity of `ids` under `model`, evaluated in windows of up to `ctx` tokens that

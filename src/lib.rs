@@ -22,6 +22,7 @@ pub mod rng;
 pub mod storage;
 mod tensor;
 pub mod tokenizer;
+pub mod tokenizer_gguf;
 pub mod train;
 
 pub use autograd::{no_grad, GradStore};

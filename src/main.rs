@@ -421,7 +421,7 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
         let started = Instant::now();
         let mut first: Option<Instant> = None;
         let out = generate_batch(
-            &model,
+            model.as_ref(),
             &batch,
             a.max_tokens,
             &sampling,
@@ -471,13 +471,10 @@ fn perplexity_cmd(a: PerplexityArgs) -> Result<()> {
     let (model, tok) = load_model(&a.model, device)?;
     let text = std::fs::read_to_string(&a.file).map_err(|e| Error::io(&a.file, e))?;
     let ids = tok.encode(&text, false)?;
-    let ctx = a
-        .ctx
-        .unwrap_or(model.cfg.block_size)
-        .min(model.cfg.block_size);
+    let ctx = a.ctx.unwrap_or(model.context()).min(model.context());
     let stride = a.stride.unwrap_or(ctx);
     let started = Instant::now();
-    let (ppl, n) = perplexity(&model, &ids, ctx, stride, device)?;
+    let (ppl, n) = perplexity(model.as_ref(), &ids, ctx, stride, device)?;
     println!(
         "perplexity {ppl:.4} over {n} tokens (ctx {ctx}, stride {stride}) in {:.2}s",
         started.elapsed().as_secs_f64()

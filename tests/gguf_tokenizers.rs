@@ -1,0 +1,84 @@
+//! The tokenizers GGUF files embed, against llama.cpp's test vectors: vocab-only GGUF
+//! files with `.inp` (texts) and `.out` (token ids) pairs, fetched by
+//! tools/fetch_vocab_tests.sh into target/vocab-tests (or SMITH_VOCAB_TESTS). Without them
+//! the test says so loudly, and fails when SMITH_REQUIRE_VOCAB_TESTS is set (as in CI).
+
+use smith::io::gguf::GgufFile;
+use smith::tokenizer::TextTokenizer;
+use std::path::PathBuf;
+
+fn vocab_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("SMITH_VOCAB_TESTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/vocab-tests"));
+    if dir.join("ggml-vocab-gpt-2.gguf.out").exists() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("SMITH_REQUIRE_VOCAB_TESTS").is_none(),
+        "SMITH_REQUIRE_VOCAB_TESTS is set but {} has no test vectors",
+        dir.display()
+    );
+    eprintln!(
+        "TOKENIZER TEST VECTORS MISSING: run tools/fetch_vocab_tests.sh; the test did NOT run"
+    );
+    None
+}
+
+/// (text, expected ids) pairs of one vocabulary.
+fn vectors(dir: &std::path::Path, name: &str) -> Vec<(String, Vec<u32>)> {
+    let inp = std::fs::read_to_string(dir.join(format!("{name}.gguf.inp"))).unwrap();
+    let out = std::fs::read_to_string(dir.join(format!("{name}.gguf.out"))).unwrap();
+    // Every text is followed by the separator line, the last one too.
+    let mut texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
+    if texts.last() == Some(&"") {
+        texts.pop();
+    }
+    let ids: Vec<Vec<u32>> = out
+        .lines()
+        .map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(
+        texts.len(),
+        ids.len(),
+        "{name}: {} texts, {} id lines",
+        texts.len(),
+        ids.len()
+    );
+    texts.into_iter().map(str::to_string).zip(ids).collect()
+}
+
+#[test]
+fn gguf_bpe_tokenizers_match_llama_cpp_vectors() {
+    let Some(dir) = vocab_dir() else { return };
+    for name in [
+        "ggml-vocab-gpt-2",
+        "ggml-vocab-qwen2",
+        "ggml-vocab-llama-bpe",
+    ] {
+        let f = GgufFile::open(&dir.join(format!("{name}.gguf"))).unwrap();
+        let tok = TextTokenizer::from_gguf(&f).unwrap();
+        let cases = vectors(&dir, name);
+        let mut failed = Vec::new();
+        for (text, want) in &cases {
+            let got = tok.encode(text, false).unwrap();
+            if &got != want {
+                failed.push(format!("{text:?}: got {got:?}, want {want:?}"));
+            }
+        }
+        eprintln!(
+            "{name}: {} of {} vectors match",
+            cases.len() - failed.len(),
+            cases.len()
+        );
+        assert!(failed.is_empty(), "{name}:\n{}", failed.join("\n"));
+    }
+}
+
+#[test]
+fn unsupported_tokenizer_kinds_are_named() {
+    let Some(dir) = vocab_dir() else { return };
+    let f = GgufFile::open(&dir.join("ggml-vocab-llama-spm.gguf")).unwrap();
+    let err = TextTokenizer::from_gguf(&f).err().unwrap().to_string();
+    assert!(err.contains("llama"), "{err}");
+}
