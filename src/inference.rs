@@ -25,7 +25,11 @@ pub fn load_model(path: &Path, device: Device) -> Result<(Box<dyn LanguageModel>
                 ),
             ));
         }
-        let dtype = if device == Device::Cpu { DType::F32 } else { DType::BF16 };
+        let dtype = if device == Device::Cpu {
+            DType::F32
+        } else {
+            DType::BF16
+        };
         let (model, file) = load_gguf_model(path, device, dtype)?;
         let tok = TextTokenizer::from_gguf(&file)?;
         return Ok((Box::new(model), tok));

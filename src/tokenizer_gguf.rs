@@ -61,12 +61,14 @@ impl TextTokenizer {
             "default" | "gpt-2" | "gpt2" => (GPT2, false, false),
             "qwen2" => (QWEN2, true, false),
             "llama-bpe" | "llama3" => (LLAMA3, false, true),
-            other => return Err(bad(
-                f,
-                format!(
+            other => {
+                return Err(bad(
+                    f,
+                    format!(
                     "pre-tokenizer `{other}` is not supported yet (gpt-2, qwen2, llama-bpe are)"
                 ),
-            )),
+                ))
+            }
         };
         let tokens = strings(f, "tokenizer.ggml.tokens")?;
         let merges = strings(f, "tokenizer.ggml.merges")?;

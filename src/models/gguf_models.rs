@@ -73,28 +73,9 @@ fn hyper_f(f: &GgufFile, arch: &str, key: &str, default: f64) -> f64 {
         .unwrap_or(default)
 }
 
-/// Overwrites every parameter from `weights` (a missing, extra or mis-shaped tensor is an
-/// error naming it), casting to the parameter's dtype.
+/// Overwrites every parameter from `weights`, naming the file in any error.
 fn load_params(f: &GgufFile, params: &[Param], weights: &HashMap<String, Tensor>) -> Result<()> {
-    for p in params {
-        let w = weights
-            .get(&p.name)
-            .ok_or_else(|| bad(f, format!("missing tensor for `{}`", p.name)))?;
-        if w.shape() != p.tensor.shape() {
-            return Err(bad(
-                f,
-                format!(
-                    "tensor for `{}` has shape {:?}, the model expects {:?}",
-                    p.name,
-                    w.shape(),
-                    p.tensor.shape()
-                ),
-            ));
-        }
-        p.tensor
-            .assign(&w.to_dtype(p.tensor.dtype())?.to_device(p.tensor.device())?)?;
-    }
-    Ok(())
+    crate::nn::assign_params(params, weights).map_err(|e| bad(f, e.to_string()))
 }
 
 /// Loads the model of a GGUF file onto `device` with weights in `dtype` (dequantized).

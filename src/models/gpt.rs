@@ -235,23 +235,7 @@ impl Gpt {
     /// an error that names it.
     pub fn load_weights(&self, weights: &HashMap<String, Tensor>) -> Result<()> {
         let params = self.params();
-        for p in &params {
-            let w = weights.get(&p.name).ok_or_else(|| {
-                Error::invalid("load_weights", format!("missing tensor `{}`", p.name))
-            })?;
-            if w.shape() != p.tensor.shape() {
-                return Err(Error::invalid(
-                    "load_weights",
-                    format!(
-                        "tensor `{}` has shape {:?}, the model expects {:?}",
-                        p.name,
-                        w.shape(),
-                        p.tensor.shape()
-                    ),
-                ));
-            }
-            p.tensor.assign(&w.to_dtype(p.tensor.dtype())?)?;
-        }
+        crate::nn::assign_params(&params, weights)?;
         if let Some(extra) = weights
             .keys()
             .find(|k| !params.iter().any(|p| &p.name == *k))

@@ -40,3 +40,31 @@ pub(crate) fn push(out: &mut Vec<Param>, prefix: &str, name: &str, tensor: &Tens
         decay,
     });
 }
+
+/// Overwrites each parameter with the tensor of the same name in `weights`, cast to the
+/// parameter's dtype and moved to its device; a missing or mis-shaped tensor is an error
+/// that names it (the caller wraps it with the file's path).
+pub fn assign_params(
+    params: &[Param],
+    weights: &std::collections::HashMap<String, Tensor>,
+) -> crate::Result<()> {
+    for p in params {
+        let w = weights.get(&p.name).ok_or_else(|| {
+            crate::Error::invalid("load weights", format!("missing tensor `{}`", p.name))
+        })?;
+        if w.shape() != p.tensor.shape() {
+            return Err(crate::Error::invalid(
+                "load weights",
+                format!(
+                    "tensor `{}` has shape {:?}, the model expects {:?}",
+                    p.name,
+                    w.shape(),
+                    p.tensor.shape()
+                ),
+            ));
+        }
+        p.tensor
+            .assign(&w.to_dtype(p.tensor.dtype())?.to_device(p.tensor.device())?)?;
+    }
+    Ok(())
+}
