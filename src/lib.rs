@@ -23,6 +23,7 @@ pub mod storage;
 mod tensor;
 pub mod tokenizer;
 pub mod tokenizer_gguf;
+pub mod tokenizer_spm;
 pub mod train;
 
 pub use autograd::{no_grad, GradStore};

@@ -12,6 +12,8 @@ pub enum TextTokenizer {
     Chars(CharTokenizer),
     /// A `tokenizer.json`.
     Hf(Box<tokenizers::Tokenizer>),
+    /// Llama-style SentencePiece with scores (from a GGUF file).
+    Spm(Box<crate::tokenizer_spm::SpmTokenizer>),
 }
 
 fn tok_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -35,6 +37,7 @@ impl TextTokenizer {
                 .map_err(|e| tok_err("encode", e))?
                 .get_ids()
                 .to_vec()),
+            TextTokenizer::Spm(t) => t.encode(text, special),
         }
     }
 
@@ -43,6 +46,7 @@ impl TextTokenizer {
         match self {
             TextTokenizer::Chars(c) => Ok(c.decode(ids)),
             TextTokenizer::Hf(t) => t.decode(ids, true).map_err(|e| tok_err("decode", e)),
+            TextTokenizer::Spm(t) => Ok(t.decode(ids)),
         }
     }
 
@@ -51,6 +55,7 @@ impl TextTokenizer {
         match self {
             TextTokenizer::Chars(_) => None,
             TextTokenizer::Hf(t) => t.token_to_id(token),
+            TextTokenizer::Spm(t) => t.token_id(token),
         }
     }
 }

@@ -46,10 +46,13 @@ impl TextTokenizer {
             .get("tokenizer.ggml.model")
             .and_then(|v| v.as_str())
             .ok_or_else(|| bad(f, "metadata `tokenizer.ggml.model` is missing"))?;
+        if kind == "llama" {
+            return spm(f);
+        }
         if kind != "gpt2" {
             return Err(bad(
                 f,
-                format!("tokenizer kind `{kind}` is not supported yet (gpt2-style BPE is)"),
+                format!("tokenizer kind `{kind}` is not supported yet (gpt2 and llama are)"),
             ));
         }
         let pre = f
@@ -123,4 +126,35 @@ impl TextTokenizer {
             .map_err(|e| bad(f, format!("cannot build its tokenizer: {e}")))?;
         Ok(TextTokenizer::Hf(Box::new(tok)))
     }
+}
+
+/// A Llama-style SentencePiece tokenizer from `tokenizer.ggml.{tokens,scores,token_type}`.
+fn spm(f: &GgufFile) -> Result<TextTokenizer> {
+    let pieces = strings(f, "tokenizer.ggml.tokens")?;
+    let scores: Vec<f32> = match f.get("tokenizer.ggml.scores") {
+        Some(Value::Array(v)) => v.iter().map(|x| x.as_f64().unwrap_or(0.0) as f32).collect(),
+        _ => return Err(bad(f, "metadata `tokenizer.ggml.scores` is missing")),
+    };
+    let types: Vec<u64> = match f.get("tokenizer.ggml.token_type") {
+        Some(Value::Array(v)) => v.iter().map(|x| x.as_u64().unwrap_or(1)).collect(),
+        _ => vec![1; pieces.len()],
+    };
+    let flag = |key: &str, default: bool| match f.get(key) {
+        Some(Value::Bool(b)) => *b,
+        _ => default,
+    };
+    let bos = f
+        .get("tokenizer.ggml.bos_token_id")
+        .and_then(|v| v.as_u64())
+        .map(|v| v as u32);
+    let t = crate::tokenizer_spm::SpmTokenizer::new(
+        pieces,
+        scores,
+        types,
+        bos,
+        flag("tokenizer.ggml.add_bos_token", true),
+        flag("tokenizer.ggml.add_space_prefix", true),
+    )
+    .map_err(|e| bad(f, e.to_string()))?;
+    Ok(TextTokenizer::Spm(Box::new(t)))
 }

@@ -76,9 +76,38 @@ fn gguf_bpe_tokenizers_match_llama_cpp_vectors() {
 }
 
 #[test]
+fn gguf_sentencepiece_tokenizers_match_llama_cpp_vectors() {
+    let Some(dir) = vocab_dir() else { return };
+    for name in ["ggml-vocab-llama-spm", "ggml-vocab-phi-3"] {
+        let f = GgufFile::open(&dir.join(format!("{name}.gguf"))).unwrap();
+        let tok = TextTokenizer::from_gguf(&f).unwrap();
+        let cases = vectors(&dir, name);
+        let mut failed = Vec::new();
+        for (text, want) in &cases {
+            let got = tok.encode(text, false).unwrap();
+            if &got != want {
+                failed.push(format!("{text:?}: got {got:?}, want {want:?}"));
+            }
+            // Decoding gives the text back (after the added leading space).
+            if !text.is_empty() {
+                assert_eq!(tok.decode(&got).unwrap(), format!(" {text}"), "{name}");
+            }
+        }
+        eprintln!(
+            "{name}: {} of {} vectors match",
+            cases.len() - failed.len(),
+            cases.len()
+        );
+        assert!(failed.is_empty(), "{name}:\n{}", failed.join("\n"));
+        // With special tokens, BOS comes first.
+        assert_eq!(tok.encode("Hello", true).unwrap()[0], 1);
+    }
+}
+
+#[test]
 fn unsupported_tokenizer_kinds_are_named() {
     let Some(dir) = vocab_dir() else { return };
-    let f = GgufFile::open(&dir.join("ggml-vocab-llama-spm.gguf")).unwrap();
+    let f = GgufFile::open(&dir.join("ggml-vocab-bert-bge.gguf")).unwrap();
     let err = TextTokenizer::from_gguf(&f).err().unwrap().to_string();
-    assert!(err.contains("llama"), "{err}");
+    assert!(err.contains("bert"), "{err}");
 }
