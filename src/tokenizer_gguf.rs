@@ -9,6 +9,8 @@ use serde_json::json;
 
 /// GPT-2's split, built into the byte-level pre-tokenizer.
 const GPT2: &str = "gpt2";
+/// StarCoder's (and SmolLM's): every digit apart, then GPT-2's split.
+const DIGITS_GPT2: &str = "digits+gpt2";
 /// Qwen2's split: single digits.
 const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Llama 3's split: digits in runs of up to three.
@@ -62,6 +64,7 @@ impl TextTokenizer {
         // (split, NFC normalisation, whole words found in the vocabulary skip the merges)
         let (split, nfc, ignore_merges) = match pre {
             "default" | "gpt-2" | "gpt2" => (GPT2, false, false),
+            "starcoder" | "smollm" => (DIGITS_GPT2, false, false),
             "qwen2" => (QWEN2, true, false),
             "llama-bpe" | "llama3" => (LLAMA3, false, true),
             other => {
@@ -101,6 +104,11 @@ impl TextTokenizer {
         };
         let pre_tokenizer = if split == GPT2 {
             byte_level(true)
+        } else if split == DIGITS_GPT2 {
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true},
+                byte_level(true)
+            ]})
         } else {
             json!({"type": "Sequence", "pretokenizers": [
                 {"type": "Split", "pattern": {"Regex": split}, "behavior": "Isolated",

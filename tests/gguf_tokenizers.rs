@@ -53,6 +53,7 @@ fn gguf_bpe_tokenizers_match_llama_cpp_vectors() {
     let Some(dir) = vocab_dir() else { return };
     for name in [
         "ggml-vocab-gpt-2",
+        "ggml-vocab-starcoder",
         "ggml-vocab-qwen2",
         "ggml-vocab-llama-bpe",
     ] {
