@@ -52,3 +52,45 @@ fn smollm2_answers_greedily_on_the_cpu() {
     eprintln!("SmolLM2: The capital of France is{text}");
     assert!(text.contains("Paris"), "{text:?}");
 }
+
+/// SmolLM2 against transformers loading the same GGUF file (`from_pretrained(...,
+/// gguf_file=...)`, fixture from tools/make_smollm2_reference.py): the same prompt token
+/// ids, and the same 32 greedy tokens (or the same stop at `<|im_end|>`), on the CPU.
+#[test]
+fn smollm2_matches_transformers_token_for_token() {
+    let Some(path) = model_path("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let fixture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_greedy.json");
+    let cases: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    let (model, tok) = load_model(&path, Device::Cpu).unwrap();
+    let eos = tok.token_id("<|im_end|>").unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    for case in cases.as_array().unwrap() {
+        let prompt = case["prompt"].as_str().unwrap();
+        let encoded = tok.encode(prompt, false).unwrap();
+        assert_eq!(encoded, ids(&case["ids"]), "{prompt:?}: prompt ids");
+        let want = ids(&case["greedy"]);
+        let out = generate_batch(
+            model.as_ref(),
+            &[encoded],
+            32,
+            &Sampling::default(),
+            &[eos],
+            &mut Rng::new(0),
+            Device::Cpu,
+            |_, _| Ok(true),
+        )
+        .unwrap();
+        eprintln!("{prompt}{}", tok.decode(&out[0]).unwrap());
+        assert_eq!(out[0], want, "{prompt:?}: greedy tokens");
+    }
+}
