@@ -43,6 +43,16 @@ fn half_or_f32(op: &'static str, dtype: DType) -> Result<()> {
     }
 }
 
+/// Rows per attention matrix (the second-to-last dim, 1 for vectors): the causal mask
+/// aligns query `row % queries` to the last key.
+fn queries_of(l: &Layout) -> usize {
+    if l.rank() >= 2 {
+        l.shape()[l.rank() - 2]
+    } else {
+        1
+    }
+}
+
 fn last(l: &Layout) -> usize {
     *l.shape().last().unwrap_or(&1)
 }
@@ -59,11 +69,7 @@ pub fn softmax_last(
     let n = layout.numel();
     let c = last(layout);
     let rows = n.checked_div(c).unwrap_or(0);
-    let queries = if layout.rank() >= 2 {
-        layout.shape()[layout.rank() - 2]
-    } else {
-        1
-    };
+    let queries = queries_of(layout);
     let out = CudaStorage::alloc(&s.dev, s.dtype, n)?;
     if rows > 0 {
         let (yp, r64, c64, q64, lg, ca) = (
@@ -100,11 +106,7 @@ pub fn softmax_last_backward(
     let n = ly.numel();
     let c = last(ly);
     let rows = n.checked_div(c).unwrap_or(0);
-    let queries = if ly.rank() >= 2 {
-        ly.shape()[ly.rank() - 2]
-    } else {
-        1
-    };
+    let queries = queries_of(ly);
     let out = CudaStorage::alloc(&y.dev, y.dtype, n)?;
     if rows > 0 {
         let (dp, r64, c64, lgf) = (out.ptr(0), rows as i64, c as i64, log as i32);
