@@ -1119,17 +1119,7 @@ fn hf_gpt2_on_the_gpu_matches_transformers() {
     let greedy: serde_json::Value =
         serde_json::from_slice(&std::fs::read(hf_fixture("greedy.json")).unwrap()).unwrap();
     let want = json_ids(&greedy["tokens"]);
-    let out = smith::generate::generate_batch(
-        &model,
-        &[json_ids(&greedy["prompt"])],
-        want.len(),
-        &smith::generate::Sampling::default(),
-        &[],
-        &mut Rng::new(0),
-        dev,
-        |_, _| Ok(true),
-    )
-    .unwrap();
+    let out = common::greedy(&model, &[json_ids(&greedy["prompt"])], want.len(), &[], dev).unwrap();
     assert_eq!(out[0], want);
     let ppl: serde_json::Value =
         serde_json::from_slice(&std::fs::read(hf_fixture("perplexity.json")).unwrap()).unwrap();

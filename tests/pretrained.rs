@@ -4,7 +4,7 @@
 
 mod common;
 
-use smith::generate::{generate_batch, generate_uncached, Sampling};
+use smith::generate::generate_uncached;
 use smith::inference::{load_model, perplexity};
 use smith::io::{load_safetensors, save_safetensors};
 use smith::models::{load_hf_gpt2, save_hf_gpt2, Gpt, GptConfig};
@@ -53,17 +53,7 @@ fn hf_gpt2_greedy_tokens_match_transformers() {
     let model = load_hf_gpt2(&fixture(""), Device::Cpu).unwrap();
     let refs = read_json("greedy.json");
     let (prompt, want) = (ids_of(&refs["prompt"]), ids_of(&refs["tokens"]));
-    let got = generate_batch(
-        &model,
-        &[prompt],
-        want.len(),
-        &Sampling::default(),
-        &[],
-        &mut Rng::new(0),
-        Device::Cpu,
-        |_, _| Ok(true),
-    )
-    .unwrap();
+    let got = common::greedy(&model, &[prompt], want.len(), &[], Device::Cpu).unwrap();
     assert_eq!(got[0], want);
 }
 
@@ -144,15 +134,12 @@ fn cached_greedy_generation_equals_uncached_even_past_the_context() {
     let prompt: Vec<u32> = vec![3, 14, 15, 9, 2];
     // 30 new tokens run past the 16-position context: the cache is rebuilt from the latest
     // half, so compare only the stretch before that happens.
-    let cached = generate_batch(
+    let cached = common::greedy(
         &model,
         &[prompt.clone(), vec![1, 2, 3, 4, 5]],
         11,
-        &Sampling::default(),
         &[],
-        &mut Rng::new(0),
         Device::Cpu,
-        |_, _| Ok(true),
     )
     .unwrap();
     assert_eq!(
@@ -163,45 +150,15 @@ fn cached_greedy_generation_equals_uncached_even_past_the_context() {
         cached[1],
         generate_uncached(&model, &[1, 2, 3, 4, 5], 11, Device::Cpu).unwrap()
     );
-    let long = generate_batch(
-        &model,
-        &[prompt],
-        30,
-        &Sampling::default(),
-        &[],
-        &mut Rng::new(0),
-        Device::Cpu,
-        |_, _| Ok(true),
-    )
-    .unwrap();
+    let long = common::greedy(&model, &[prompt], 30, &[], Device::Cpu).unwrap();
     assert_eq!(long[0].len(), 30);
     // A stop id ends a row (and is kept); the callback can end it too.
     let first = cached[0][0];
-    let stopped = generate_batch(
-        &model,
-        &[vec![3, 14, 15, 9, 2]],
-        11,
-        &Sampling::default(),
-        &[first],
-        &mut Rng::new(0),
-        Device::Cpu,
-        |_, _| Ok(true),
-    )
-    .unwrap();
+    let stopped =
+        common::greedy(&model, &[vec![3, 14, 15, 9, 2]], 11, &[first], Device::Cpu).unwrap();
     assert_eq!(stopped[0], vec![first]);
     // Prompts of different lengths in one batch, or ids outside the vocabulary, are errors.
-    let run = |prompts: &[Vec<u32>]| {
-        generate_batch(
-            &model,
-            prompts,
-            3,
-            &Sampling::default(),
-            &[],
-            &mut Rng::new(0),
-            Device::Cpu,
-            |_, _| Ok(true),
-        )
-    };
+    let run = |prompts: &[Vec<u32>]| common::greedy(&model, prompts, 3, &[], Device::Cpu);
     assert!(run(&[vec![1, 2], vec![1]]).is_err());
     assert!(run(&[vec![1, 50]]).is_err());
 }
@@ -345,17 +302,7 @@ fn half_precision_inference_follows_f32() {
         let err = common::rel_err(&got.to_vec_f64().unwrap(), &want);
         eprintln!("{dtype} logits: relative error {err:.1e}");
         assert!(err < 5e-2, "{dtype}: {err:e}");
-        let out = generate_batch(
-            &half,
-            &[vec![1, 2, 3]],
-            5,
-            &Sampling::default(),
-            &[],
-            &mut Rng::new(0),
-            Device::Cpu,
-            |_, _| Ok(true),
-        )
-        .unwrap();
+        let out = common::greedy(&half, &[vec![1, 2, 3]], 5, &[], Device::Cpu).unwrap();
         assert_eq!(out[0].len(), 5);
     }
 }

@@ -2,9 +2,10 @@
 //! when present; without them the test says so loudly (and fails when SMITH_REQUIRE_MODELS
 //! is set).
 
-use smith::generate::{generate_batch, Sampling};
+mod common;
+
 use smith::inference::load_model;
-use smith::{Device, Rng};
+use smith::Device;
 use std::path::PathBuf;
 
 fn model_path(file: &str) -> Option<PathBuf> {
@@ -37,17 +38,7 @@ fn smollm2_answers_greedily_on_the_cpu() {
     let (model, tok) = load_model(&path, Device::Cpu).unwrap();
     assert_eq!(model.vocab_size(), 49152);
     let prompt = tok.encode("The capital of France is", true).unwrap();
-    let out = generate_batch(
-        model.as_ref(),
-        &[prompt],
-        6,
-        &Sampling::default(),
-        &[],
-        &mut Rng::new(0),
-        Device::Cpu,
-        |_, _| Ok(true),
-    )
-    .unwrap();
+    let out = common::greedy(model.as_ref(), &[prompt], 6, &[], Device::Cpu).unwrap();
     let text = tok.decode(&out[0]).unwrap();
     eprintln!("SmolLM2: The capital of France is{text}");
     assert!(text.contains("Paris"), "{text:?}");
@@ -79,17 +70,7 @@ fn smollm2_matches_transformers_token_for_token() {
         let encoded = tok.encode(prompt, false).unwrap();
         assert_eq!(encoded, ids(&case["ids"]), "{prompt:?}: prompt ids");
         let want = ids(&case["greedy"]);
-        let out = generate_batch(
-            model.as_ref(),
-            &[encoded],
-            32,
-            &Sampling::default(),
-            &[eos],
-            &mut Rng::new(0),
-            Device::Cpu,
-            |_, _| Ok(true),
-        )
-        .unwrap();
+        let out = common::greedy(model.as_ref(), &[encoded], 32, &[eos], Device::Cpu).unwrap();
         eprintln!("{prompt}{}", tok.decode(&out[0]).unwrap());
         assert_eq!(out[0], want, "{prompt:?}: greedy tokens");
     }

@@ -128,7 +128,6 @@ pub fn positive_leaf(shape: &[usize], rng: &mut Rng) -> (Vec<f64>, Vec<usize>) {
 /// Checks the GGUF model fixture `name` (tests/fixtures/gguf_models) on `device` against
 /// transformers: asserts the 32 greedy tokens, returns (logits error, perplexity error).
 pub fn check_gguf_fixture(name: &str, device: Device) -> (f64, f64) {
-    use smith::generate::{generate_batch, Sampling};
     use smith::inference::perplexity;
     use smith::models::gguf_models::load_gguf_model;
     use smith::models::LanguageModel;
@@ -161,22 +160,33 @@ pub fn check_gguf_fixture(name: &str, device: Device) -> (f64, f64) {
         .collect();
     assert_eq!(got.len(), 4 * vocab);
     let logit_err = rel_err(&got, &want);
-    let greedy = ids("greedy");
-    let out = generate_batch(
-        &model,
-        &[ids("prompt")],
-        greedy.len(),
-        &Sampling::default(),
-        &[],
-        &mut Rng::new(0),
-        device,
-        |_, _| Ok(true),
-    )
-    .unwrap();
-    assert_eq!(out[0], greedy, "{name}: greedy tokens differ");
+    let want_greedy = ids("greedy");
+    let out = greedy(&model, &[ids("prompt")], want_greedy.len(), &[], device).unwrap();
+    assert_eq!(out[0], want_greedy, "{name}: greedy tokens differ");
     let ctx = refs["ctx"].as_u64().unwrap() as usize;
     let stride = refs["stride"].as_u64().unwrap() as usize;
     let (ppl, _) = perplexity(&model, &ids("text"), ctx, stride, device).unwrap();
     let want_ppl = refs["perplexity"].as_f64().unwrap();
     (logit_err, (ppl - want_ppl).abs() / want_ppl)
+}
+
+/// Greedy continuations of `prompts` (one length) by up to `n` tokens, stopping a row at
+/// any of `stop`: the generation call most tests make.
+pub fn greedy(
+    model: &dyn smith::models::LanguageModel,
+    prompts: &[Vec<u32>],
+    n: usize,
+    stop: &[u32],
+    device: Device,
+) -> smith::Result<Vec<Vec<u32>>> {
+    smith::generate::generate_batch(
+        model,
+        prompts,
+        n,
+        &smith::generate::Sampling::default(),
+        stop,
+        &mut Rng::new(0),
+        device,
+        |_, _| Ok(true),
+    )
 }
