@@ -421,6 +421,11 @@ ROTARY(bf16, __nv_bfloat16)
 // shuffles only, no block barriers. Eight rows per 256-thread block.
 #define WARP_CACHED 32
 
+// Warp w of the grid takes rows w, w + (warps in the grid), ...: one warp per row.
+#define WARP_ROW_LOOP(row, rows)                                                    \
+    for (long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32; \
+         row < (rows); row += (long long)gridDim.x * blockDim.x / 32)
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int s = 16; s > 0; s >>= 1) v += __shfl_xor_sync(0xffffffffu, v, s);
     return v;
@@ -501,16 +506,12 @@ __device__ void norm_warp_row(const T* x, const T* w, const T* b, T* y, long lon
 #define WARP_ROW_KERNELS(SUFFIX, T)                                                                \
 extern "C" __global__ void softmax_warp_##SUFFIX(const T* x, T* y, long long rows, long long c,    \
                                                  long long queries, int log_out, int causal) {     \
-    const long long warps = (long long)gridDim.x * blockDim.x / 32;                                \
-    for (long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32; row < rows;      \
-         row += warps)                                                                             \
+    WARP_ROW_LOOP(row, rows)                                                                       \
         softmax_warp_row<T>(x, y, row, c, queries, log_out, causal);                               \
 }                                                                                                  \
 extern "C" __global__ void norm_warp_##SUFFIX(const T* x, const T* w, const T* b, T* y,            \
                                               long long rows, long long c, int rms, float eps) {   \
-    const long long warps = (long long)gridDim.x * blockDim.x / 32;                                \
-    for (long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32; row < rows;      \
-         row += warps)                                                                             \
+    WARP_ROW_LOOP(row, rows)                                                                       \
         norm_warp_row<T>(x, w, b, y, row, c, rms, eps);                                            \
 }
 
@@ -663,25 +664,19 @@ __device__ void softmax_bwd_vec_row(const T* y, const T* g, T* dx, long long row
 #define VEC_ROW_KERNELS(SUFFIX, T)                                                                 \
 extern "C" __global__ void norm_vec_##SUFFIX(const T* x, const T* w, const T* b, T* y,             \
                                              long long rows, long long c, int rms, float eps) {    \
-    const long long warps = (long long)gridDim.x * blockDim.x / 32;                                \
-    for (long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32; row < rows;      \
-         row += warps)                                                                             \
+    WARP_ROW_LOOP(row, rows)                                                                       \
         norm_vec_row<T>(x, w, b, y, row, c, rms, eps);                                             \
 }                                                                                                  \
 extern "C" __global__ void norm_bwd_vec_##SUFFIX(const T* x, const T* w, const T* g, T* dx,        \
                                                  float* stats, long long rows, long long c,        \
                                                  int rms, float eps) {                             \
-    const long long warps = (long long)gridDim.x * blockDim.x / 32;                                \
-    for (long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32; row < rows;      \
-         row += warps)                                                                             \
+    WARP_ROW_LOOP(row, rows)                                                                       \
         norm_bwd_vec_row<T>(x, w, g, dx, stats, row, c, rms, eps);                                 \
 }                                                                                                  \
 extern "C" __global__ void softmax_bwd_vec_##SUFFIX(const T* y, const T* g, T* dx, long long rows, \
                                                     long long c, long long queries, int log_out,   \
                                                     int causal) {                                  \
-    const long long warps = (long long)gridDim.x * blockDim.x / 32;                                \
-    for (long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32; row < rows;      \
-         row += warps)                                                                             \
+    WARP_ROW_LOOP(row, rows)                                                                       \
         softmax_bwd_vec_row<T>(y, g, dx, row, c, queries, log_out, causal);                        \
 }
 
