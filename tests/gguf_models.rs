@@ -36,3 +36,31 @@ fn unsupported_architectures_and_missing_tensors_are_named() {
         "{err}"
     );
 }
+
+#[test]
+fn quantized_matrices_stay_quantized_and_agree_with_dense_loading() {
+    use smith::models::gguf_models::{load_gguf_model_dense, GgufModel};
+    use smith::models::LanguageModel;
+    use smith::Tensor;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf_models");
+    let _g = smith::no_grad();
+    for name in ["llama_q4_0", "llama_q8_0", "gpt2_q4_0", "llama_f16"] {
+        let path = dir.join(format!("{name}.gguf"));
+        let (quant, _) = load_gguf_model(&path, Device::Cpu, DType::F32).unwrap();
+        let (dense, _) = load_gguf_model_dense(&path, Device::Cpu, DType::F32).unwrap();
+        let first_qkv = match &quant {
+            GgufModel::Llama(m) => &m.blocks[0].attn.qkv,
+            GgufModel::Gpt(m) => &m.blocks[0].attn.qkv,
+        };
+        // Only quantized files give quantized layers.
+        assert_eq!(first_qkv.quant.is_some(), !name.ends_with("f16"), "{name}");
+        let ids = Tensor::from_vec((0..24i64).collect(), &[2, 12], Device::Cpu).unwrap();
+        let a = quant.forward(&ids).unwrap().to_vec_f64().unwrap();
+        let b = dense.forward(&ids).unwrap().to_vec_f64().unwrap();
+        let err = common::rel_err(&a, &b);
+        assert!(
+            err < 1e-5,
+            "{name}: quantized vs dense logits differ by {err:e}"
+        );
+    }
+}

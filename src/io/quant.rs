@@ -156,6 +156,15 @@ pub fn dequantize(ty: GgmlType, data: &[u8]) -> Result<Vec<f32>> {
     Ok(out)
 }
 
+/// Dequantizes `data` (whole blocks of `ty`, checked by the caller) into `out`, replacing
+/// its contents: the allocation-free form for row-at-a-time kernels.
+pub fn dequantize_into(ty: GgmlType, data: &[u8], out: &mut Vec<f32>) {
+    out.clear();
+    for b in data.chunks_exact(ty.block().1) {
+        dequantize_block(ty, b, out);
+    }
+}
+
 /// Appends the `block().0` values of one block.
 fn dequantize_block(ty: GgmlType, b: &[u8], out: &mut Vec<f32>) {
     match ty {

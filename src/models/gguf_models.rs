@@ -1,11 +1,14 @@
 //! Models from GGUF files: `llama` (GQA, rope base), `qwen2` (QKV biases) and `gpt2`, with
-//! hyper-parameters from the metadata and weights dequantized to the requested dtype.
+//! hyper-parameters from the metadata. Quantized matrices stay quantized (their products
+//! and lookups dequantize in the kernel); everything else is converted to the requested
+//! dtype.
 
 use super::{Gpt, GptConfig, LanguageModel, Llama, LlamaConfig};
 use crate::io::gguf::GgufFile;
-use crate::nn::{KvCache, Param};
-use crate::{DType, Device, Error, Result, Rng, RotaryStyle, Tensor};
-use std::collections::HashMap;
+use crate::nn::{Embedding, KvCache, Linear, Param};
+use crate::qmatrix::is_quantized;
+use crate::{DType, Device, Error, QMatrix, Result, Rng, RotaryStyle, Tensor};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// A model read from a GGUF file.
@@ -78,16 +81,31 @@ fn load_params(f: &GgufFile, params: &[Param], weights: &HashMap<String, Tensor>
     crate::nn::assign_params(params, weights).map_err(|e| bad(f, e.to_string()))
 }
 
-/// Loads the model of a GGUF file onto `device` with weights in `dtype` (dequantized).
+/// Loads the model of a GGUF file onto `device`, computing in `dtype`. Quantized matrices
+/// stay quantized in memory ([`QMatrix`]); the other tensors are converted to `dtype`.
 pub fn load_gguf_model(path: &Path, device: Device, dtype: DType) -> Result<(GgufModel, GgufFile)> {
+    load(path, device, dtype, true)
+}
+
+/// Loads the model of a GGUF file with every tensor dequantized to `dtype` (trainable, and
+/// faster for long prompts, at several times the memory).
+pub fn load_gguf_model_dense(
+    path: &Path,
+    device: Device,
+    dtype: DType,
+) -> Result<(GgufModel, GgufFile)> {
+    load(path, device, dtype, false)
+}
+
+fn load(path: &Path, device: Device, dtype: DType, quant: bool) -> Result<(GgufModel, GgufFile)> {
     let f = GgufFile::open(path)?;
     let arch = f
         .architecture()
         .ok_or_else(|| bad(&f, "metadata `general.architecture` is missing"))?
         .to_string();
     let model = match arch.as_str() {
-        "llama" | "qwen2" => GgufModel::Llama(load_llama(&f, &arch, device, dtype)?),
-        "gpt2" => GgufModel::Gpt(load_gpt2(&f, device, dtype)?),
+        "llama" | "qwen2" => GgufModel::Llama(load_llama(&f, &arch, device, dtype, quant)?),
+        "gpt2" => GgufModel::Gpt(load_gpt2(&f, device, dtype, quant)?),
         other => {
             return Err(bad(
                 &f,
@@ -102,7 +120,95 @@ fn tensor(f: &GgufFile, name: &str) -> Result<Tensor> {
     f.dequantize(name)
 }
 
-fn load_llama(f: &GgufFile, arch: &str, device: Device, dtype: DType) -> Result<Llama> {
+/// The named tensors stacked into one quantized matrix on `device`, or `None` when any of
+/// them is not of a quantized type (it is then loaded dense).
+fn qmatrix(f: &GgufFile, names: &[String], device: Device) -> Result<Option<QMatrix>> {
+    let mut parts = Vec::with_capacity(names.len());
+    let mut cols = None;
+    for name in names {
+        let info = f
+            .tensor_info(name)
+            .ok_or_else(|| bad(f, format!("missing tensor `{name}`")))?;
+        if info.shape.len() != 2 || !is_quantized(info.ty) {
+            return Ok(None);
+        }
+        if *cols.get_or_insert(info.shape[1]) != info.shape[1] {
+            return Err(bad(
+                f,
+                format!("`{name}` is {:?}, unlike its siblings", info.shape),
+            ));
+        }
+        parts.push((info.ty, info.shape[0], f.tensor_bytes(info)));
+    }
+    let cols = cols.ok_or_else(|| bad(f, "no tensors to stack"))?;
+    QMatrix::from_parts(cols, &parts, device)
+        .map(Some)
+        .map_err(|e| bad(f, format!("{}: {e}", names.join("+"))))
+}
+
+/// Replaces `layer` by the quantized stack of `names` when they are all quantized; the
+/// bias, if the layer has one, is the concatenation of `biases`.
+fn quantize_linear(
+    f: &GgufFile,
+    layer: &mut Linear,
+    names: &[String],
+    biases: &[String],
+    dtype: DType,
+) -> Result<()> {
+    let Some(q) = qmatrix(f, names, layer.weight.device())? else {
+        return Ok(());
+    };
+    let bias = if layer.bias.is_some() {
+        let parts = biases
+            .iter()
+            .map(|n| tensor(f, n))
+            .collect::<Result<Vec<_>>>()?;
+        Some(Tensor::cat(&parts, 0)?)
+    } else {
+        None
+    };
+    *layer = Linear::quantized(q, bias, dtype)?;
+    Ok(())
+}
+
+/// Replaces an embedding table by its quantized form when the file stores it quantized.
+fn quantize_embedding(f: &GgufFile, e: &mut Embedding, name: &str, dtype: DType) -> Result<()> {
+    if let Some(q) = qmatrix(f, &[name.to_string()], e.weight.device())? {
+        *e = Embedding::quantized(q, dtype)?;
+    }
+    Ok(())
+}
+
+/// Dense tensors for the parameters still in `params`, from `(ours, loader)` pairs.
+struct DenseWeights {
+    wanted: HashSet<String>,
+    map: HashMap<String, Tensor>,
+}
+
+impl DenseWeights {
+    fn new(params: &[Param]) -> Self {
+        DenseWeights {
+            wanted: params.iter().map(|p| p.name.clone()).collect(),
+            map: HashMap::new(),
+        }
+    }
+
+    /// Loads `ours` with `load` when the model still has it as a dense parameter.
+    fn put(&mut self, ours: String, load: impl FnOnce() -> Result<Tensor>) -> Result<()> {
+        if self.wanted.contains(&ours) {
+            self.map.insert(ours, load()?);
+        }
+        Ok(())
+    }
+}
+
+fn load_llama(
+    f: &GgufFile,
+    arch: &str,
+    device: Device,
+    dtype: DType,
+    quant: bool,
+) -> Result<Llama> {
     if let Some(kind) = f
         .get(&format!("{arch}.rope.scaling.type"))
         .and_then(|v| v.as_str())
@@ -138,45 +244,74 @@ fn load_llama(f: &GgufFile, arch: &str, device: Device, dtype: DType) -> Result<
         qkv_bias: f.tensor_info("blk.0.attn_q.bias").is_some(),
         tied: f.tensor_info("output.weight").is_none(),
     };
-    let model = Llama::new(cfg, &mut Rng::new(0), device)?.to_dtype(dtype)?;
-    let mut w = HashMap::new();
-    w.insert("embed.weight".to_string(), tensor(f, "token_embd.weight")?);
-    w.insert("norm.weight".to_string(), tensor(f, "output_norm.weight")?);
-    if !cfg.tied {
-        w.insert("head.weight".to_string(), tensor(f, "output.weight")?);
+    let mut model = Llama::new(cfg, &mut Rng::new(0), device)?.to_dtype(dtype)?;
+    let names = |i: usize, ns: &[&str]| -> Vec<String> {
+        ns.iter().map(|n| format!("blk.{i}.{n}")).collect()
+    };
+    if quant {
+        quantize_embedding(f, &mut model.embed, "token_embd.weight", dtype)?;
+        if let Some(head) = &mut model.head {
+            quantize_linear(f, head, &["output.weight".into()], &[], dtype)?;
+        }
+        for (i, b) in model.blocks.iter_mut().enumerate() {
+            quantize_linear(
+                f,
+                &mut b.attn.qkv,
+                &names(i, &["attn_q.weight", "attn_k.weight", "attn_v.weight"]),
+                &names(i, &["attn_q.bias", "attn_k.bias", "attn_v.bias"]),
+                dtype,
+            )?;
+            quantize_linear(
+                f,
+                &mut b.attn.proj,
+                &names(i, &["attn_output.weight"]),
+                &[],
+                dtype,
+            )?;
+            if let crate::nn::Mlp::SwiGlu { gate, up, down } = &mut b.mlp {
+                quantize_linear(f, gate, &names(i, &["ffn_gate.weight"]), &[], dtype)?;
+                quantize_linear(f, up, &names(i, &["ffn_up.weight"]), &[], dtype)?;
+                quantize_linear(f, down, &names(i, &["ffn_down.weight"]), &[], dtype)?;
+            }
+        }
     }
+    let params = model.params();
+    let mut w = DenseWeights::new(&params);
+    w.put("embed.weight".into(), || tensor(f, "token_embd.weight"))?;
+    w.put("norm.weight".into(), || tensor(f, "output_norm.weight"))?;
+    w.put("head.weight".into(), || tensor(f, "output.weight"))?;
     for i in 0..cfg.n_layer {
         let g = |n: &str| tensor(f, &format!("blk.{i}.{n}"));
         let p = |n: &str| format!("h.{i}.{n}");
-        w.insert(p("norm1.weight"), g("attn_norm.weight")?);
-        w.insert(p("norm2.weight"), g("ffn_norm.weight")?);
+        w.put(p("norm1.weight"), || g("attn_norm.weight"))?;
+        w.put(p("norm2.weight"), || g("ffn_norm.weight"))?;
         // Q, K and V stacked into the fused projection.
-        let qkv = Tensor::cat(
-            &[
-                g("attn_q.weight")?,
-                g("attn_k.weight")?,
-                g("attn_v.weight")?,
-            ],
-            0,
-        )?;
-        w.insert(p("attn.qkv.weight"), qkv);
-        if cfg.qkv_bias {
-            let b = Tensor::cat(
+        w.put(p("attn.qkv.weight"), || {
+            Tensor::cat(
+                &[
+                    g("attn_q.weight")?,
+                    g("attn_k.weight")?,
+                    g("attn_v.weight")?,
+                ],
+                0,
+            )
+        })?;
+        w.put(p("attn.qkv.bias"), || {
+            Tensor::cat(
                 &[g("attn_q.bias")?, g("attn_k.bias")?, g("attn_v.bias")?],
                 0,
-            )?;
-            w.insert(p("attn.qkv.bias"), b);
-        }
-        w.insert(p("attn.proj.weight"), g("attn_output.weight")?);
-        w.insert(p("mlp.gate.weight"), g("ffn_gate.weight")?);
-        w.insert(p("mlp.up.weight"), g("ffn_up.weight")?);
-        w.insert(p("mlp.down.weight"), g("ffn_down.weight")?);
+            )
+        })?;
+        w.put(p("attn.proj.weight"), || g("attn_output.weight"))?;
+        w.put(p("mlp.gate.weight"), || g("ffn_gate.weight"))?;
+        w.put(p("mlp.up.weight"), || g("ffn_up.weight"))?;
+        w.put(p("mlp.down.weight"), || g("ffn_down.weight"))?;
     }
-    load_params(f, &model.params(), &w)?;
+    load_params(f, &params, &w.map)?;
     Ok(model)
 }
 
-fn load_gpt2(f: &GgufFile, device: Device, dtype: DType) -> Result<Gpt> {
+fn load_gpt2(f: &GgufFile, device: Device, dtype: DType, quant: bool) -> Result<Gpt> {
     let embed = f
         .tensor_info("token_embd.weight")
         .ok_or_else(|| bad(f, "missing tensor `token_embd.weight`"))?;
@@ -195,8 +330,46 @@ fn load_gpt2(f: &GgufFile, device: Device, dtype: DType) -> Result<Gpt> {
         n_embd: hyper(f, "gpt2", "embedding_length")?,
         dropout: 0.0,
     };
-    let model = Gpt::new(cfg, &mut Rng::new(0), device)?.to_dtype(dtype)?;
-    let mut w = HashMap::new();
+    if let Some(out) = f.tensor_info("output.weight") {
+        let embed = f
+            .tensor_info("token_embd.weight")
+            .ok_or_else(|| bad(f, "missing tensor `token_embd.weight`"))?;
+        if f.tensor_bytes(out) != f.tensor_bytes(embed) || out.ty != embed.ty {
+            return Err(bad(
+                f,
+                "an untied `output.weight` is not supported for gpt2",
+            ));
+        }
+    }
+    let mut model = Gpt::new(cfg, &mut Rng::new(0), device)?.to_dtype(dtype)?;
+    let layers = [
+        ("norm1", "attn_norm"),
+        ("attn.qkv", "attn_qkv"),
+        ("attn.proj", "attn_output"),
+        ("norm2", "ffn_norm"),
+        ("mlp.fc", "ffn_up"),
+        ("mlp.proj", "ffn_down"),
+    ];
+    if quant {
+        quantize_embedding(f, &mut model.wte, "token_embd.weight", dtype)?;
+        for (i, b) in model.blocks.iter_mut().enumerate() {
+            let crate::nn::Mlp::Gelu { fc, proj } = &mut b.mlp else {
+                return Err(bad(f, "gpt2 blocks have a GELU MLP"));
+            };
+            let linears = [
+                (&mut b.attn.qkv, "attn_qkv"),
+                (&mut b.attn.proj, "attn_output"),
+                (fc, "ffn_up"),
+                (proj, "ffn_down"),
+            ];
+            for (layer, theirs) in linears {
+                let name = |part: &str| vec![format!("blk.{i}.{theirs}.{part}")];
+                quantize_linear(f, layer, &name("weight"), &name("bias"), dtype)?;
+            }
+        }
+    }
+    let params = model.params();
+    let mut w = DenseWeights::new(&params);
     let names = [
         ("wte.weight", "token_embd.weight"),
         ("wpe.weight", "position_embd.weight"),
@@ -204,35 +377,17 @@ fn load_gpt2(f: &GgufFile, device: Device, dtype: DType) -> Result<Gpt> {
         ("ln_f.bias", "output_norm.bias"),
     ];
     for (ours, theirs) in names {
-        w.insert(ours.to_string(), tensor(f, theirs)?);
+        w.put(ours.to_string(), || tensor(f, theirs))?;
     }
     for i in 0..cfg.n_layer {
-        let map = [
-            ("norm1", "attn_norm"),
-            ("attn.qkv", "attn_qkv"),
-            ("attn.proj", "attn_output"),
-            ("norm2", "ffn_norm"),
-            ("mlp.fc", "ffn_up"),
-            ("mlp.proj", "ffn_down"),
-        ];
-        for (ours, theirs) in map {
+        for (ours, theirs) in layers {
             for part in ["weight", "bias"] {
-                w.insert(
-                    format!("h.{i}.{ours}.{part}"),
-                    tensor(f, &format!("blk.{i}.{theirs}.{part}"))?,
-                );
+                w.put(format!("h.{i}.{ours}.{part}"), || {
+                    tensor(f, &format!("blk.{i}.{theirs}.{part}"))
+                })?;
             }
         }
     }
-    if f.tensor_info("output.weight").is_some() {
-        let head = tensor(f, "output.weight")?.to_vec::<f32>()?;
-        if head != w["wte.weight"].to_vec::<f32>()? {
-            return Err(bad(
-                f,
-                "an untied `output.weight` is not supported for gpt2",
-            ));
-        }
-    }
-    load_params(f, &model.params(), &w)?;
+    load_params(f, &params, &w.map)?;
     Ok(model)
 }

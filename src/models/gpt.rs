@@ -136,7 +136,7 @@ impl Gpt {
         }
         let x = self.ln_f.forward(&x)?;
         let c = self.cfg.n_embd;
-        let logits = x.reshape(&[b * t, c])?.matmul(&self.wte.weight.t()?)?;
+        let logits = self.wte.tied_head(&x.reshape(&[b * t, c])?)?;
         logits.reshape(&[b, t, self.cfg.vocab_size])
     }
 
@@ -185,7 +185,7 @@ impl Gpt {
             x = block.forward_cached(&x, cache)?;
         }
         let last = x.narrow(1, t - 1, 1)?.reshape(&[b, self.cfg.n_embd])?;
-        self.ln_f.forward(&last)?.matmul(&self.wte.weight.t()?)
+        self.wte.tied_head(&self.ln_f.forward(&last)?)
     }
 
     /// Mean next-token cross-entropy of `idx` against `targets` (both `[B, T]`).

@@ -127,7 +127,7 @@ impl Llama {
         let x = self.norm.forward(x)?;
         match &self.head {
             Some(h) => h.forward(&x),
-            None => x.linear(&self.embed.weight, None),
+            None => self.embed.tied_head(&x),
         }
     }
 

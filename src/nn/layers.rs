@@ -1,15 +1,18 @@
 //! Linear, Embedding and the two norms.
 
 use super::{push, Param};
-use crate::{DType, Device, Error, Result, Rng, Tensor};
+use crate::{DType, Device, Error, QMatrix, Result, Rng, Tensor};
 
 /// `y = x W^T + b` with `W` of shape `[out, in]` (PyTorch's layout).
 #[derive(Clone, Debug)]
 pub struct Linear {
-    /// `[out, in]`.
+    /// `[out, in]`; with `quant` set, an empty `[0, in]` tensor whose dtype and device are
+    /// the layer's compute dtype and device.
     pub weight: Tensor,
     /// `[out]`, when the layer has a bias.
     pub bias: Option<Tensor>,
+    /// The weight kept quantized (inference only); it replaces `weight` when set.
+    pub quant: Option<QMatrix>,
 }
 
 impl Linear {
@@ -29,25 +32,71 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear { weight, bias })
+        Ok(Linear {
+            weight,
+            bias,
+            quant: None,
+        })
+    }
+
+    /// A layer over a quantized weight `[out, in]` computing in `dtype` on the weight's
+    /// device; the bias, when given, is cast to `dtype`.
+    pub fn quantized(weight: QMatrix, bias: Option<Tensor>, dtype: DType) -> Result<Self> {
+        let [out, inp] = weight.shape();
+        let device = weight.device();
+        let bias = match bias {
+            Some(b) if b.shape() != [out] => {
+                return Err(Error::ShapeMismatch {
+                    op: "quantized linear bias",
+                    lhs: b.shape().to_vec(),
+                    rhs: vec![out],
+                })
+            }
+            Some(b) => Some(b.detach().to_dtype(dtype)?.to_device(device)?),
+            None => None,
+        };
+        Ok(Linear {
+            weight: Tensor::zeros(&[0, inp], dtype, device)?,
+            bias,
+            quant: Some(weight),
+        })
+    }
+
+    /// `[out, in]`.
+    pub fn shape(&self) -> [usize; 2] {
+        match &self.quant {
+            Some(q) => q.shape(),
+            None => [self.weight.shape()[0], self.weight.shape()[1]],
+        }
     }
 
     /// Applies the layer to `[.., in]`, giving `[.., out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let inp = self.weight.shape()[1];
+        let [out, inp] = self.shape();
         if x.shape().last() != Some(&inp) {
             return Err(Error::ShapeMismatch {
                 op: "linear",
                 lhs: x.shape().to_vec(),
-                rhs: self.weight.shape().to_vec(),
+                rhs: vec![out, inp],
             });
         }
-        x.linear(&self.weight, self.bias.as_ref())
+        match &self.quant {
+            Some(q) => {
+                let y = q.linear(x)?;
+                match &self.bias {
+                    Some(b) => y.add(b),
+                    None => Ok(y),
+                }
+            }
+            None => x.linear(&self.weight, self.bias.as_ref()),
+        }
     }
 
-    /// Appends this layer's parameters.
+    /// Appends this layer's parameters (a quantized weight is not a parameter).
     pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
-        push(out, prefix, "weight", &self.weight, true);
+        if self.quant.is_none() {
+            push(out, prefix, "weight", &self.weight, true);
+        }
         if let Some(b) = &self.bias {
             push(out, prefix, "bias", b, false);
         }
@@ -57,8 +106,11 @@ impl Linear {
 /// A lookup table of `[num, dim]` vectors.
 #[derive(Clone, Debug)]
 pub struct Embedding {
-    /// `[num, dim]`.
+    /// `[num, dim]`; with `quant` set, an empty `[0, dim]` tensor carrying the compute
+    /// dtype and device.
     pub weight: Tensor,
+    /// The table kept quantized (inference only); it replaces `weight` when set.
+    pub quant: Option<QMatrix>,
 }
 
 impl Embedding {
@@ -67,17 +119,41 @@ impl Embedding {
         Ok(Embedding {
             weight: Tensor::randn(&[num, dim], 0.0, std, DType::F32, device, rng)?
                 .requires_grad()?,
+            quant: None,
+        })
+    }
+
+    /// A table kept quantized, looked up into `dtype` on the table's device.
+    pub fn quantized(table: QMatrix, dtype: DType) -> Result<Self> {
+        let dim = table.shape()[1];
+        Ok(Embedding {
+            weight: Tensor::zeros(&[0, dim], dtype, table.device())?,
+            quant: Some(table),
         })
     }
 
     /// Rows for integer `ids` of any shape: `ids.shape + [dim]`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        Tensor::embedding(ids, &self.weight)
+        match &self.quant {
+            Some(q) => q.embedding(ids, self.weight.dtype()),
+            None => Tensor::embedding(ids, &self.weight),
+        }
     }
 
-    /// Appends this layer's parameters (no weight decay on embeddings).
+    /// `x @ table^T`: the output head of a model that ties it to this embedding.
+    pub fn tied_head(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.quant {
+            Some(q) => q.linear(x),
+            None => x.linear(&self.weight, None),
+        }
+    }
+
+    /// Appends this layer's parameters (no weight decay on embeddings; a quantized table
+    /// is not a parameter).
     pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
-        push(out, prefix, "weight", &self.weight, false);
+        if self.quant.is_none() {
+            push(out, prefix, "weight", &self.weight, false);
+        }
     }
 }
 
@@ -202,6 +278,7 @@ impl Linear {
         Ok(Linear {
             weight: cast_param(&self.weight, dtype)?,
             bias: cast_opt(&self.bias, dtype)?,
+            quant: self.quant.clone(),
         })
     }
 }
@@ -211,6 +288,7 @@ impl Embedding {
     pub fn to_dtype(&self, dtype: crate::DType) -> Result<Self> {
         Ok(Embedding {
             weight: cast_param(&self.weight, dtype)?,
+            quant: self.quant.clone(),
         })
     }
 }

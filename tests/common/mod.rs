@@ -190,3 +190,39 @@ pub fn greedy(
         |_, _| Ok(true),
     )
 }
+
+/// Every quantized ggml type [`smith::QMatrix`] holds.
+pub const QUANT_TYPES: [smith::io::quant::GgmlType; 10] = {
+    use smith::io::quant::GgmlType::*;
+    [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K]
+};
+
+/// `rows` random rows of `cols` values of type `ty` as raw blocks: random quant bytes with
+/// every f16 scale (and min) drawn from ±0.05, so that every value is finite.
+pub fn random_quant_rows(
+    ty: smith::io::quant::GgmlType,
+    rows: usize,
+    cols: usize,
+    rng: &mut Rng,
+) -> Vec<u8> {
+    use smith::io::quant::GgmlType::*;
+    let (per, bytes) = ty.block();
+    let halves: &[usize] = match ty {
+        Q4_0 | Q5_0 | Q8_0 => &[0],
+        Q4_1 | Q5_1 | Q4K | Q5K => &[0, 2],
+        Q2K => &[80, 82],
+        Q3K => &[108],
+        Q6K => &[208],
+        _ => &[],
+    };
+    let mut out = Vec::with_capacity(rows * cols / per * bytes);
+    for _ in 0..rows * cols / per {
+        let mut block: Vec<u8> = (0..bytes).map(|_| rng.below(256) as u8).collect();
+        for &at in halves {
+            let h = half::f16::from_f64((rng.uniform() - 0.5) * 0.1).to_le_bytes();
+            block[at..at + 2].copy_from_slice(&h);
+        }
+        out.extend(block);
+    }
+    out
+}

@@ -8,6 +8,7 @@ mod elementwise;
 mod index;
 mod matmul;
 mod nn;
+mod quant;
 pub mod real;
 mod reduce;
 
@@ -15,6 +16,7 @@ pub use elementwise::*;
 pub use index::*;
 pub use matmul::*;
 pub use nn::*;
+pub use quant::*;
 pub use reduce::*;
 
 use crate::{DType, Error, Layout, Result, WithDType};

@@ -17,6 +17,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("nn", include_str!("../../../kernels/nn.cu")),
     ("index", include_str!("../../../kernels/index.cu")),
     ("optim", include_str!("../../../kernels/optim.cu")),
+    ("quant", include_str!("../../../kernels/quant.cu")),
 ];
 
 /// The complete source of a module as NVRTC sees it.

@@ -9,6 +9,7 @@ mod matmul;
 mod nn;
 mod optim;
 mod pool;
+mod quant;
 mod reduce;
 mod storage;
 mod timing;
@@ -19,6 +20,7 @@ pub use linear::linear_bias;
 pub use matmul::{matmul, set_tf32, tf32_enabled};
 pub use nn::*;
 pub use optim::*;
+pub use quant::{qgemv, qrows_into, quant_kernel_name, QShape, QGEMV_MAX_ROWS};
 pub use reduce::*;
 pub use storage::CudaStorage;
 
