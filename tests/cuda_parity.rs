@@ -1242,3 +1242,54 @@ fn quantized_kernels_match_the_cpu() {
         assert!(err < 1e-5, "stack m={m}: error {err:e}");
     }
 }
+
+#[test]
+fn decoding_attention_kernel_matches_the_cpu() {
+    use smith::models::LanguageModel;
+    let Some((dev, _gpu)) = gpu() else { return };
+    let _g = smith::no_grad();
+    let _tf = tf32_lock();
+    cuda::set_tf32(false);
+    let mut rng = Rng::new(32);
+    // A window of 5 over 20 positions; GQA; head dim 16; f32, then bf16 loosely.
+    let cpu_model = common::tiny_gemma(5, &mut rng, Device::Cpu);
+    for dtype in [DType::F32, DType::BF16] {
+        let gpu_model = move_llama(cpu_model.to_dtype(dtype).unwrap(), dev);
+        let ids: Vec<i64> = (0..3 * 20).map(|_| rng.below(97) as i64).collect();
+        let x = Tensor::from_vec(ids, &[3, 20], Device::Cpu).unwrap();
+        let xg = x.to_device(dev).unwrap();
+        let mut cc = cpu_model.new_caches(3, 20).unwrap();
+        let mut gc = gpu_model.new_caches(3, 20).unwrap();
+        let step = |m: &smith::models::Llama, c: &mut [smith::nn::KvCache], x: &Tensor, t0, n| {
+            m.forward_cached(&x.narrow(1, t0, n).unwrap(), c)
+                .unwrap()
+                .to_vec_f64()
+                .unwrap()
+        };
+        let mut worst: f64 = 0.0;
+        for (t0, n) in [(0, 2)].into_iter().chain((2..20).map(|t| (t, 1))) {
+            let want = step(&cpu_model, &mut cc, &x, t0, n);
+            let got = step(&gpu_model, &mut gc, &xg, t0, n);
+            worst = worst.max(rel_err(&got, &want));
+        }
+        let tolerance = if dtype == DType::F32 { 1e-5 } else { 3e-2 };
+        assert!(worst < tolerance, "{dtype}: decode logits error {worst:e}");
+        eprintln!("decode attention {dtype}: worst logits error {worst:.1e}");
+        assert_eq!(gc[0].len(), 20);
+    }
+    cuda::set_tf32(true);
+}
+
+/// Every tensor of a Llama moved to `dev` (through its parameter list).
+fn move_llama(m: smith::models::Llama, dev: Device) -> smith::models::Llama {
+    let mut w = std::collections::HashMap::new();
+    for p in m.params() {
+        w.insert(p.name.clone(), p.tensor.clone());
+    }
+    let on_gpu = smith::models::Llama::with_init_std(m.cfg, 0.0, &mut Rng::new(0), dev)
+        .unwrap()
+        .to_dtype(m.embed.weight.dtype())
+        .unwrap();
+    smith::nn::assign_params(&on_gpu.params(), &w).unwrap();
+    on_gpu
+}

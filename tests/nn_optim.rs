@@ -1,4 +1,5 @@
 //! Layers, optimizers, schedules, clipping, data and sampling against hand computations.
+mod common;
 
 use smith::data::{CharTokenizer, Split, TextDataset};
 use smith::generate::{penalize_repeats, sample_next, Sampling};
@@ -17,6 +18,7 @@ fn attn_cfg(n_head: usize, n_kv_head: usize, rope: bool) -> AttentionConfig {
         n_kv_head,
         bias: true,
         rope: rope.then_some((10000.0, RotaryStyle::RotateHalf)),
+        ..AttentionConfig::default()
     }
 }
 
@@ -132,6 +134,7 @@ fn llama_style_block_trains_every_parameter() {
         norm: NormKind::Rms,
         norm_eps: 1e-6,
         dropout: 0.0,
+        post_norms: false,
     };
     let block = Block::new(cfg, 0.2, 0.2, &mut rng, CPU).unwrap();
     let x = randn(&[2, 5, 16], &mut rng);
@@ -411,4 +414,70 @@ fn sampling_respects_its_settings() {
     }
     .validate()
     .is_err());
+}
+
+#[test]
+fn sliding_window_attention_sees_exactly_the_window() {
+    // Rotary scores depend only on relative positions, so a query with a window of w sees
+    // what it would see as the last of those w positions alone.
+    let mut rng = Rng::new(21);
+    let _g = smith::no_grad();
+    let w = 4;
+    let mut cfg = attn_cfg(4, 2, true);
+    cfg.window = Some(w);
+    let windowed = CausalSelfAttention::new(cfg, 0.4, 0.4, &mut rng, CPU).unwrap();
+    let mut full = windowed.clone();
+    full.cfg.window = None;
+    let x = randn(&[2, 9, 16], &mut rng);
+    let y = windowed.forward(&x).unwrap();
+    for i in 0..9usize {
+        let from = (i + 1).saturating_sub(w);
+        let alone = full
+            .forward(&x.narrow(1, from, i + 1 - from).unwrap())
+            .unwrap();
+        let want = alone.narrow(1, i - from, 1).unwrap().to_vec_f64().unwrap();
+        let got = y.narrow(1, i, 1).unwrap().to_vec_f64().unwrap();
+        for (g, e) in got.iter().zip(&want) {
+            assert!((g - e).abs() < 1e-5, "position {i}: {g} vs {e}");
+        }
+    }
+    // Without the window the later positions differ.
+    let y_full = full
+        .forward(&x)
+        .unwrap()
+        .narrow(1, 8, 1)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    let y_win = y.narrow(1, 8, 1).unwrap().to_vec_f64().unwrap();
+    assert!(y_full.iter().zip(&y_win).any(|(a, b)| (a - b).abs() > 1e-3));
+}
+
+#[test]
+fn gemma_shaped_model_decodes_with_the_cache_as_it_runs_whole() {
+    use smith::models::LanguageModel;
+    let mut rng = Rng::new(22);
+    let _g = smith::no_grad();
+    let model = common::tiny_gemma(5, &mut rng, CPU);
+    let ids: Vec<i64> = (0..2 * 14).map(|_| rng.below(97) as i64).collect();
+    let x = Tensor::from_vec(ids, &[2, 14], CPU).unwrap();
+    let whole = model.forward(&x).unwrap();
+    let mut caches = model.new_caches(2, 14).unwrap();
+    // Prefill 3 positions, then one at a time past the window.
+    let mut got = vec![model
+        .forward_cached(&x.narrow(1, 0, 3).unwrap(), &mut caches)
+        .unwrap()];
+    for t in 3..14 {
+        got.push(
+            model
+                .forward_cached(&x.narrow(1, t, 1).unwrap(), &mut caches)
+                .unwrap(),
+        );
+    }
+    for (i, logits) in got.iter().enumerate() {
+        let t = if i == 0 { 2 } else { i + 2 };
+        let want = whole.narrow(1, t, 1).unwrap().to_vec_f64().unwrap();
+        let err = common::rel_err(&logits.to_vec_f64().unwrap(), &want);
+        assert!(err < 1e-5, "position {t}: error {err:e}");
+    }
 }

@@ -1,8 +1,9 @@
-//! Models from GGUF files: `llama` (GQA, rope base), `qwen2` (QKV biases) and `gpt2`, with
+//! Models from GGUF files: `llama` (GQA, rope base), `qwen2` (QKV biases), `gemma3` and `gpt2`, with
 //! hyper-parameters from the metadata. Quantized matrices stay quantized (their products
 //! and lookups dequantize in the kernel); everything else is converted to the requested
 //! dtype.
 
+use super::llama::SlidingWindow;
 use super::{Gpt, GptConfig, LanguageModel, Llama, LlamaConfig};
 use crate::io::gguf::GgufFile;
 use crate::nn::{Embedding, KvCache, Linear, Param};
@@ -103,16 +104,19 @@ fn load(path: &Path, device: Device, dtype: DType, quant: bool) -> Result<(GgufM
         .architecture()
         .ok_or_else(|| bad(&f, "metadata `general.architecture` is missing"))?
         .to_string();
-    let model = match arch.as_str() {
-        "llama" | "qwen2" => GgufModel::Llama(load_llama(&f, &arch, device, dtype, quant)?),
-        "gpt2" => GgufModel::Gpt(load_gpt2(&f, device, dtype, quant)?),
-        other => {
-            return Err(bad(
+    let model =
+        match arch.as_str() {
+            "llama" | "qwen2" | "gemma3" => {
+                GgufModel::Llama(load_llama(&f, &arch, device, dtype, quant)?)
+            }
+            "gpt2" => GgufModel::Gpt(load_gpt2(&f, device, dtype, quant)?),
+            other => return Err(bad(
                 &f,
-                format!("architecture `{other}` is not supported (llama, qwen2 and gpt2 are)"),
-            ))
-        }
-    };
+                format!(
+                    "architecture `{other}` is not supported (llama, qwen2, gemma3 and gpt2 are)"
+                ),
+            )),
+        };
     Ok((model, f))
 }
 
@@ -224,27 +228,45 @@ fn load_llama(
         .tensor_info("token_embd.weight")
         .ok_or_else(|| bad(f, "missing tensor `token_embd.weight`"))?;
     let n_head = hyper(f, arch, "attention.head_count")?;
-    let cfg = LlamaConfig {
-        vocab_size: embed.shape[0],
-        context: hyper(f, arch, "context_length")?,
-        n_layer: hyper(f, arch, "block_count")?,
+    let dim = hyper(f, arch, "embedding_length")?;
+    let mut cfg = LlamaConfig::llama(
+        embed.shape[0],
+        hyper(f, arch, "context_length")?,
+        hyper(f, arch, "block_count")?,
         n_head,
-        n_kv_head: hyper(f, arch, "attention.head_count_kv").unwrap_or(n_head),
-        dim: hyper(f, arch, "embedding_length")?,
-        hidden: hyper(f, arch, "feed_forward_length")?,
-        rope_base: hyper_f(f, arch, "rope.freq_base", 10000.0),
-        // llama.cpp's converter permutes Llama's Q/K rows to adjacent rotary pairs; Qwen2
-        // keeps Hugging Face's rotate-half layout.
-        rope_style: if arch == "llama" {
-            RotaryStyle::Interleaved
-        } else {
-            RotaryStyle::RotateHalf
-        },
-        norm_eps: hyper_f(f, arch, "attention.layer_norm_rms_epsilon", 1e-5),
-        qkv_bias: f.tensor_info("blk.0.attn_q.bias").is_some(),
-        tied: f.tensor_info("output.weight").is_none(),
-    };
-    let mut model = Llama::new(cfg, &mut Rng::new(0), device)?.to_dtype(dtype)?;
+        hyper(f, arch, "attention.head_count_kv").unwrap_or(n_head),
+        dim,
+        hyper(f, arch, "feed_forward_length")?,
+        hyper_f(f, arch, "rope.freq_base", 10000.0),
+    );
+    // llama.cpp's converter permutes Llama's Q/K rows to adjacent rotary pairs; Qwen2 and
+    // Gemma keep Hugging Face's rotate-half layout.
+    if arch == "llama" {
+        cfg.rope_style = RotaryStyle::Interleaved;
+    }
+    cfg.norm_eps = hyper_f(f, arch, "attention.layer_norm_rms_epsilon", 1e-5);
+    cfg.qkv_bias = f.tensor_info("blk.0.attn_q.bias").is_some();
+    cfg.tied = f.tensor_info("output.weight").is_none();
+    if let Ok(kl) = hyper(f, arch, "attention.key_length") {
+        if kl != dim / n_head {
+            cfg.head_dim = Some(kl);
+        }
+    }
+    if arch == "gemma3" {
+        // Norm weights in Gemma GGUF files already include Gemma's `1 +`.
+        cfg.mlp = crate::nn::MlpKind::GeGlu;
+        cfg.qk_norm = true;
+        cfg.post_norms = true;
+        cfg.embed_scale = true;
+        cfg.sliding = Some(SlidingWindow {
+            size: hyper(f, arch, "attention.sliding_window")?,
+            // Five local layers to one global one, and a local rotary base of 10000
+            // (Gemma 3's fixed choices, which the metadata may override).
+            global_every: hyper(f, arch, "attention.sliding_window_pattern").unwrap_or(6),
+            rope_base: hyper_f(f, arch, "rope.freq_base_swa", 10000.0),
+        });
+    }
+    let mut model = Llama::with_init_std(cfg, 0.0, &mut Rng::new(0), device)?.to_dtype(dtype)?;
     let names = |i: usize, ns: &[&str]| -> Vec<String> {
         ns.iter().map(|n| format!("blk.{i}.{n}")).collect()
     };
@@ -268,10 +290,10 @@ fn load_llama(
                 &[],
                 dtype,
             )?;
-            if let crate::nn::Mlp::SwiGlu { gate, up, down } = &mut b.mlp {
-                quantize_linear(f, gate, &names(i, &["ffn_gate.weight"]), &[], dtype)?;
-                quantize_linear(f, up, &names(i, &["ffn_up.weight"]), &[], dtype)?;
-                quantize_linear(f, down, &names(i, &["ffn_down.weight"]), &[], dtype)?;
+            let gated = b.mlp.gated_mut().into_iter().flatten();
+            for (layer, theirs) in gated.zip(["ffn_gate", "ffn_up", "ffn_down"]) {
+                let w = names(i, &[&format!("{theirs}.weight")]);
+                quantize_linear(f, layer, &w, &[], dtype)?;
             }
         }
     }
@@ -285,6 +307,12 @@ fn load_llama(
         let p = |n: &str| format!("h.{i}.{n}");
         w.put(p("norm1.weight"), || g("attn_norm.weight"))?;
         w.put(p("norm2.weight"), || g("ffn_norm.weight"))?;
+        w.put(p("attn.q_norm.weight"), || g("attn_q_norm.weight"))?;
+        w.put(p("attn.k_norm.weight"), || g("attn_k_norm.weight"))?;
+        w.put(p("post_attn_norm.weight"), || {
+            g("post_attention_norm.weight")
+        })?;
+        w.put(p("post_mlp_norm.weight"), || g("post_ffw_norm.weight"))?;
         // Q, K and V stacked into the fused projection.
         w.put(p("attn.qkv.weight"), || {
             Tensor::cat(

@@ -65,12 +65,14 @@ impl GptConfig {
                 n_kv_head: self.n_head,
                 bias: true,
                 rope: None,
+                ..AttentionConfig::default()
             },
             mlp: MlpKind::Gelu,
             mlp_hidden: 4 * self.n_embd,
             norm: NormKind::Layer,
             norm_eps: 1e-5,
             dropout: self.dropout,
+            post_norms: false,
         }
     }
 }

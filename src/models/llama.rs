@@ -1,6 +1,8 @@
 //! A Llama-style decoder: token embedding, pre-norm blocks with RMS norm, rotary
 //! positions, grouped-query attention and a SwiGLU MLP, a final RMS norm and an output head
-//! (tied to the embedding or not). Also serves Qwen2-style models (QKV biases).
+//! (tied to the embedding or not). Also serves Qwen2-style models (QKV biases) and Gemma 3
+//! (scaled embeddings, per-head QK norms, post norms, GeGLU, sliding-window layers with
+//! their own rotary base).
 
 use super::LanguageModel;
 use crate::nn::{
@@ -27,24 +29,95 @@ pub struct LlamaConfig {
     pub qkv_bias: bool,
     /// The head reuses the token embedding.
     pub tied: bool,
+    /// Features per head when not `dim / n_head`.
+    pub head_dim: Option<usize>,
+    /// SwiGLU (Llama) or GeGLU (Gemma).
+    pub mlp: MlpKind,
+    /// RMS norms over each query and key head.
+    pub qk_norm: bool,
+    /// Norms on the attention and MLP outputs before the residual adds.
+    pub post_norms: bool,
+    /// Embeddings multiplied by `sqrt(dim)`.
+    pub embed_scale: bool,
+    /// Sliding-window layers, when the model has them.
+    pub sliding: Option<SlidingWindow>,
+}
+
+/// Local attention layers interleaved with global ones (Gemma 3).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SlidingWindow {
+    /// Keys each query sees, itself included.
+    pub size: usize,
+    /// Every `global_every`-th layer (layer i with (i + 1) % global_every == 0) is global.
+    pub global_every: usize,
+    /// Rotary base of the local layers.
+    pub rope_base: f64,
 }
 
 impl LlamaConfig {
-    fn block(&self) -> BlockConfig {
+    /// The plain Llama shape: SwiGLU, no QK or post norms, no window.
+    #[allow(clippy::too_many_arguments)]
+    pub fn llama(
+        vocab_size: usize,
+        context: usize,
+        n_layer: usize,
+        n_head: usize,
+        n_kv_head: usize,
+        dim: usize,
+        hidden: usize,
+        rope_base: f64,
+    ) -> Self {
+        LlamaConfig {
+            vocab_size,
+            context,
+            n_layer,
+            n_head,
+            n_kv_head,
+            dim,
+            hidden,
+            rope_base,
+            rope_style: RotaryStyle::RotateHalf,
+            norm_eps: 1e-5,
+            qkv_bias: false,
+            tied: true,
+            head_dim: None,
+            mlp: MlpKind::SwiGlu,
+            qk_norm: false,
+            post_norms: false,
+            embed_scale: false,
+            sliding: None,
+        }
+    }
+
+    fn block(&self, layer: usize) -> BlockConfig {
+        let local = self
+            .sliding
+            .filter(|s| s.global_every == 0 || !(layer + 1).is_multiple_of(s.global_every));
         BlockConfig {
             attn: AttentionConfig {
                 dim: self.dim,
                 n_head: self.n_head,
                 n_kv_head: self.n_kv_head,
                 bias: self.qkv_bias,
-                rope: Some((self.rope_base, self.rope_style)),
+                rope: Some((
+                    local.map_or(self.rope_base, |s| s.rope_base),
+                    self.rope_style,
+                )),
+                head_size: self.head_dim,
+                qk_norm: self.qk_norm.then_some(self.norm_eps),
+                window: local.map(|s| s.size),
             },
-            mlp: MlpKind::SwiGlu,
+            mlp: self.mlp,
             mlp_hidden: self.hidden,
             norm: NormKind::Rms,
             norm_eps: self.norm_eps,
             dropout: 0.0,
+            post_norms: self.post_norms,
         }
+    }
+
+    fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.dim / self.n_head.max(1))
     }
 }
 
@@ -60,8 +133,18 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// Random weights (N(0, 0.02²)); loaders overwrite them.
+    /// Random weights (N(0, 0.02²)).
     pub fn new(cfg: LlamaConfig, rng: &mut Rng, device: Device) -> Result<Self> {
+        Self::with_init_std(cfg, 0.02, rng, device)
+    }
+
+    /// Weights from N(0, std²); loaders pass 0 (zeros, quick to make) and overwrite them.
+    pub fn with_init_std(
+        cfg: LlamaConfig,
+        std: f64,
+        rng: &mut Rng,
+        device: Device,
+    ) -> Result<Self> {
         if cfg.dim == 0 || cfg.n_head == 0 || cfg.n_layer == 0 || cfg.vocab_size == 0 {
             return Err(Error::invalid(
                 "llama",
@@ -69,7 +152,7 @@ impl Llama {
             ));
         }
         let blocks = (0..cfg.n_layer)
-            .map(|_| Block::new(cfg.block(), 0.02, 0.02, rng, device))
+            .map(|i| Block::new(cfg.block(i), std, std, rng, device))
             .collect::<Result<Vec<_>>>()?;
         // Without QKV biases the block's output projections and MLP have none either; with
         // them (Qwen2) only Q, K, V do.
@@ -78,10 +161,8 @@ impl Llama {
                 .into_iter()
                 .map(|mut b| {
                     b.attn.proj.bias = None;
-                    if let crate::nn::Mlp::SwiGlu { gate, up, down } = &mut b.mlp {
-                        gate.bias = None;
-                        up.bias = None;
-                        down.bias = None;
+                    for l in b.mlp.gated_mut().into_iter().flatten() {
+                        l.bias = None;
                     }
                     b
                 })
@@ -91,7 +172,7 @@ impl Llama {
         };
         Ok(Llama {
             cfg,
-            embed: Embedding::new(cfg.vocab_size, cfg.dim, 0.02, rng, device)?,
+            embed: Embedding::new(cfg.vocab_size, cfg.dim, std, rng, device)?,
             blocks,
             norm: Norm::new(NormKind::Rms, cfg.dim, cfg.norm_eps, device)?,
             head: if cfg.tied {
@@ -101,7 +182,7 @@ impl Llama {
                     cfg.dim,
                     cfg.vocab_size,
                     false,
-                    0.02,
+                    std,
                     rng,
                     device,
                 )?)
@@ -128,6 +209,16 @@ impl Llama {
         match &self.head {
             Some(h) => h.forward(&x),
             None => self.embed.tied_head(&x),
+        }
+    }
+
+    /// Token embeddings, scaled by `sqrt(dim)` where the model asks for it.
+    fn embed(&self, idx: &Tensor) -> Result<Tensor> {
+        let x = self.embed.forward(idx)?;
+        if self.cfg.embed_scale {
+            x.mul_scalar((self.cfg.dim as f64).sqrt())
+        } else {
+            Ok(x)
         }
     }
 
@@ -181,7 +272,7 @@ impl LanguageModel for Llama {
                 ),
             ));
         }
-        let mut x = self.embed.forward(idx)?;
+        let mut x = self.embed(idx)?;
         for b in &self.blocks {
             x = b.forward(&x, None)?;
         }
@@ -190,7 +281,7 @@ impl LanguageModel for Llama {
 
     fn new_caches(&self, batch: usize, max_len: usize) -> Result<Vec<KvCache>> {
         let (dtype, device) = (self.embed.weight.dtype(), self.embed.weight.device());
-        let hd = self.cfg.dim / self.cfg.n_head;
+        let hd = self.cfg.head_dim();
         (0..self.cfg.n_layer)
             .map(|_| {
                 KvCache::new(
@@ -220,7 +311,7 @@ impl LanguageModel for Llama {
                 ),
             ));
         }
-        let mut x = self.embed.forward(idx)?;
+        let mut x = self.embed(idx)?;
         for (block, cache) in self.blocks.iter().zip(caches.iter_mut()) {
             x = block.forward_cached(&x, cache)?;
         }

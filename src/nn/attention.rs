@@ -1,11 +1,11 @@
 //! Causal self-attention on `[B, T, C]` with multi-head or grouped-query heads.
 
-use super::{KvCache, Linear, Param};
+use super::{KvCache, Linear, Param, RmsNorm};
 use crate::backend::RotaryStyle;
 use crate::{rotary_tables, Device, Error, Result, Rng, Tensor};
 
 /// Shape of an attention layer.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AttentionConfig {
     /// Model width C.
     pub dim: usize,
@@ -17,19 +17,30 @@ pub struct AttentionConfig {
     pub bias: bool,
     /// Rotary embeddings (base and pair layout); `None` when positions are learned.
     pub rope: Option<(f64, RotaryStyle)>,
+    /// Features per head when not `dim / n_head` (Gemma 3).
+    #[serde(default)]
+    pub head_size: Option<usize>,
+    /// RMS norm (with this epsilon) over each query and key head before the rotation
+    /// (Gemma 3).
+    #[serde(default)]
+    pub qk_norm: Option<f64>,
+    /// Sliding-window attention: query i sees keys i - window + 1 ..= i.
+    #[serde(default)]
+    pub window: Option<usize>,
 }
 
 impl AttentionConfig {
     /// Features per head.
     pub fn head_dim(&self) -> usize {
-        self.dim / self.n_head
+        self.head_size.unwrap_or(self.dim / self.n_head.max(1))
     }
 
     fn validate(&self) -> Result<()> {
         let ok = self.n_head > 0
             && self.n_kv_head > 0
-            && self.dim.is_multiple_of(self.n_head)
-            && self.n_head.is_multiple_of(self.n_kv_head);
+            && (self.head_size.is_some_and(|d| d > 0) || self.dim.is_multiple_of(self.n_head))
+            && self.n_head.is_multiple_of(self.n_kv_head)
+            && self.window != Some(0);
         if ok {
             Ok(())
         } else {
@@ -53,6 +64,9 @@ pub struct CausalSelfAttention {
     pub qkv: Linear,
     /// `[dim, n_head * head_dim]`.
     pub proj: Linear,
+    /// Per-head query and key norms `[head_dim]` (with `cfg.qk_norm`).
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
 }
 
 impl CausalSelfAttention {
@@ -75,7 +89,14 @@ impl CausalSelfAttention {
             device,
         )?;
         let proj = Linear::new(cfg.n_head * hd, cfg.dim, cfg.bias, proj_std, rng, device)?;
-        Ok(CausalSelfAttention { cfg, qkv, proj })
+        let norm = |eps: f64| RmsNorm::new(hd, eps, device);
+        Ok(CausalSelfAttention {
+            cfg,
+            qkv,
+            proj,
+            q_norm: cfg.qk_norm.map(norm).transpose()?,
+            k_norm: cfg.qk_norm.map(norm).transpose()?,
+        })
     }
 
     /// `[B, T, C]` to `[B, T, C]`.
@@ -106,19 +127,31 @@ impl CausalSelfAttention {
         let start = cache.as_ref().map_or(0, |c| c.len());
         let qkv = self.qkv.forward(x)?;
         let parts = qkv.split(&[h * hd, kvh * hd, kvh * hd], 2)?;
-        // [B, T, heads, hd] -> [B, heads, T, hd] (views).
-        let heads = |t_: &Tensor, n: usize| t_.reshape(&[b, t, n, hd])?.transpose(1, 2);
+        // [B, T, heads, hd] -> [B, heads, T, hd] (views), normalized per head if asked.
+        let heads = |t_: &Tensor, n: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
+            let t_ = t_.reshape(&[b, t, n, hd])?;
+            match norm {
+                Some(norm) => norm.forward(&t_)?.transpose(1, 2),
+                None => t_.transpose(1, 2),
+            }
+        };
         let (mut q, mut k, mut v) = (
-            heads(&parts[0], h)?,
-            heads(&parts[1], kvh)?,
-            heads(&parts[2], kvh)?,
+            heads(&parts[0], h, self.q_norm.as_ref())?,
+            heads(&parts[1], kvh, self.k_norm.as_ref())?,
+            heads(&parts[2], kvh, None)?,
         );
         if let Some((base, style)) = self.cfg.rope {
             let (cos, sin) = rotary_tables(start, t, hd, base, x.dtype(), x.device())?;
             q = q.rotary(&cos, &sin, style)?;
             k = k.rotary(&cos, &sin, style)?;
         }
+        let scale = 1.0 / (hd as f64).sqrt();
         if let Some(cache) = cache {
+            if t == 1 {
+                if let Some(y) = cache.attend_one(&q, &k, &v, self.cfg.window, scale)? {
+                    return self.proj.forward(&y);
+                }
+            }
             (k, v) = cache.append(&k, &v)?;
         }
         let keys = k.shape()[2];
@@ -134,20 +167,31 @@ impl CausalSelfAttention {
         }
         // Scaling the queries (T x hd) rather than the scores (T x keys) saves two passes
         // over the score matrix, forward and backward.
-        let q = q.mul_scalar(1.0 / (hd as f64).sqrt())?;
+        let q = q.mul_scalar(scale)?;
         // Query i sees keys up to start + i: the causal mask aligned to the last key.
-        let y = q.matmul(&k.t()?)?.softmax_causal()?.matmul(&v)?; // [B, H, T, hd]
-                                                                  // Back to [B, T, H*hd]: the transpose makes this reshape an explicit copy.
+        let scores = q.matmul(&k.t()?)?;
+        let probs = match self.cfg.window {
+            // Some query has a key outside its window: mask explicitly.
+            Some(w) if start + t > w => scores
+                .add(&window_mask(start, t, keys, w, &scores)?)?
+                .softmax(3)?,
+            _ => scores.softmax_causal()?,
+        };
+        let y = probs.matmul(&v)?; // [B, H, T, hd]
+                                   // Back to [B, T, H*hd]: the transpose makes this reshape an explicit copy.
         let y = y.transpose(1, 2)?.reshape(&[b, t, h * hd])?;
         self.proj.forward(&y)
     }
 
     /// A copy with its tensors in `dtype`.
     pub fn to_dtype(&self, dtype: crate::DType) -> Result<Self> {
+        let norm = |n: &Option<RmsNorm>| n.as_ref().map(|n| n.to_dtype(dtype)).transpose();
         Ok(CausalSelfAttention {
             cfg: self.cfg,
             qkv: self.qkv.to_dtype(dtype)?,
             proj: self.proj.to_dtype(dtype)?,
+            q_norm: norm(&self.q_norm)?,
+            k_norm: norm(&self.k_norm)?,
         })
     }
 
@@ -155,5 +199,32 @@ impl CausalSelfAttention {
     pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
         self.qkv.params(&format!("{prefix}.qkv"), out);
         self.proj.params(&format!("{prefix}.proj"), out);
+        if let Some(n) = &self.q_norm {
+            n.params(&format!("{prefix}.q_norm"), out);
+        }
+        if let Some(n) = &self.k_norm {
+            n.params(&format!("{prefix}.k_norm"), out);
+        }
     }
+}
+
+/// An additive `[t, keys]` mask (0 or -inf, like `scores`) letting query i, at position
+/// `start + i`, see key j when `start + i - window < j <= start + i`.
+fn window_mask(
+    start: usize,
+    t: usize,
+    keys: usize,
+    window: usize,
+    scores: &Tensor,
+) -> Result<Tensor> {
+    let mut mask = vec![f32::NEG_INFINITY; t * keys];
+    for i in 0..t {
+        let pos = start + i;
+        for j in (pos + 1).saturating_sub(window)..=pos.min(keys - 1) {
+            mask[i * keys + j] = 0.0;
+        }
+    }
+    Tensor::from_vec(mask, &[t, keys], Device::Cpu)?
+        .to_dtype(scores.dtype())?
+        .to_device(scores.device())
 }

@@ -14,16 +14,22 @@ pub struct BlockConfig {
     pub norm_eps: f64,
     /// Dropout on the attention and MLP outputs while training (0 disables it).
     pub dropout: f64,
+    /// Norms on the attention and MLP outputs too, before the residual adds (Gemma).
+    #[serde(default)]
+    pub post_norms: bool,
 }
 
-/// `x + attn(norm1(x))`, then `x + mlp(norm2(x))`.
+/// `x + attn(norm1(x))`, then `x + mlp(norm2(x))` (with post norms:
+/// `x + post_attn_norm(attn(norm1(x)))` and likewise for the MLP).
 #[derive(Clone, Debug)]
 pub struct Block {
     pub cfg: BlockConfig,
     pub norm1: Norm,
     pub attn: CausalSelfAttention,
+    pub post_attn_norm: Option<Norm>,
     pub norm2: Norm,
     pub mlp: Mlp,
+    pub post_mlp_norm: Option<Norm>,
 }
 
 impl Block {
@@ -36,11 +42,18 @@ impl Block {
         device: Device,
     ) -> Result<Self> {
         let dim = cfg.attn.dim;
+        let post = || -> Result<Option<Norm>> {
+            cfg.post_norms
+                .then(|| Norm::new(cfg.norm, dim, cfg.norm_eps, device))
+                .transpose()
+        };
         Ok(Block {
             cfg,
             norm1: Norm::new(cfg.norm, dim, cfg.norm_eps, device)?,
             attn: CausalSelfAttention::new(cfg.attn, std, proj_std, rng, device)?,
+            post_attn_norm: post()?,
             norm2: Norm::new(cfg.norm, dim, cfg.norm_eps, device)?,
+            post_mlp_norm: post()?,
             mlp: Mlp::new(
                 cfg.mlp,
                 dim,
@@ -62,25 +75,40 @@ impl Block {
                 _ => Ok(t),
             }
         };
-        let x = x.add(&drop(self.attn.forward(&self.norm1.forward(x)?)?)?)?;
-        x.add(&drop(self.mlp.forward(&self.norm2.forward(&x)?)?)?)
+        let a = post(
+            &self.post_attn_norm,
+            self.attn.forward(&self.norm1.forward(x)?)?,
+        )?;
+        let x = x.add(&drop(a)?)?;
+        let m = post(
+            &self.post_mlp_norm,
+            self.mlp.forward(&self.norm2.forward(&x)?)?,
+        )?;
+        x.add(&drop(m)?)
     }
 
     /// Inference over positions following those in `cache` (see
     /// [`CausalSelfAttention::forward_cached`]).
     pub fn forward_cached(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        let x = x.add(&self.attn.forward_cached(&self.norm1.forward(x)?, cache)?)?;
-        x.add(&self.mlp.forward(&self.norm2.forward(&x)?)?)
+        let a = self.attn.forward_cached(&self.norm1.forward(x)?, cache)?;
+        let x = x.add(&post(&self.post_attn_norm, a)?)?;
+        x.add(&post(
+            &self.post_mlp_norm,
+            self.mlp.forward(&self.norm2.forward(&x)?)?,
+        )?)
     }
 
     /// A copy with its tensors in `dtype`.
     pub fn to_dtype(&self, dtype: crate::DType) -> Result<Self> {
+        let post = |n: &Option<Norm>| n.as_ref().map(|n| n.to_dtype(dtype)).transpose();
         Ok(Block {
             cfg: self.cfg,
             norm1: self.norm1.to_dtype(dtype)?,
             attn: self.attn.to_dtype(dtype)?,
+            post_attn_norm: post(&self.post_attn_norm)?,
             norm2: self.norm2.to_dtype(dtype)?,
             mlp: self.mlp.to_dtype(dtype)?,
+            post_mlp_norm: post(&self.post_mlp_norm)?,
         })
     }
 
@@ -88,7 +116,21 @@ impl Block {
     pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
         self.norm1.params(&format!("{prefix}.norm1"), out);
         self.attn.params(&format!("{prefix}.attn"), out);
+        if let Some(n) = &self.post_attn_norm {
+            n.params(&format!("{prefix}.post_attn_norm"), out);
+        }
         self.norm2.params(&format!("{prefix}.norm2"), out);
         self.mlp.params(&format!("{prefix}.mlp"), out);
+        if let Some(n) = &self.post_mlp_norm {
+            n.params(&format!("{prefix}.post_mlp_norm"), out);
+        }
+    }
+}
+
+/// `t` through the post norm when there is one.
+fn post(norm: &Option<Norm>, t: Tensor) -> Result<Tensor> {
+    match norm {
+        Some(n) => n.forward(&t),
+        None => Ok(t),
     }
 }

@@ -1,5 +1,7 @@
 //! The key/value cache of one attention layer, allocated once for the longest sequence.
 
+use crate::backend::cuda;
+use crate::storage::Storage;
 use crate::{DType, Device, Error, Result, Tensor};
 
 /// Keys and values of the positions seen so far, stored `[max_len, batch, kv_heads,
@@ -72,5 +74,72 @@ impl KvCache {
         self.len += t_new;
         let view = |c: &Tensor| c.narrow(0, 0, self.len)?.permute(&[1, 2, 0, 3]);
         Ok((view(&self.k)?, view(&self.v)?))
+    }
+
+    /// One decoding step in a single GPU kernel: queries `[B, H, 1, d]` attend over the
+    /// cached positions and the new key/value `[B, KVH, 1, d]`, which are appended in the
+    /// same launch; returns `[B, 1, H * d]`. `None` (nothing appended) when the step does
+    /// not suit the kernel (CPU, several new positions, gradients, an odd layout), so the
+    /// caller takes the general path.
+    pub fn attend_one(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        window: Option<usize>,
+        scale: f64,
+    ) -> Result<Option<Tensor>> {
+        let on_gpu = matches!(self.k.device(), Device::Cuda(_));
+        let tracked = q.tracks_grad() || k.tracks_grad() || v.tracks_grad();
+        if !on_gpu || tracked || q.rank() != 4 || q.shape()[2] != 1 {
+            return Ok(None);
+        }
+        if self.len >= self.capacity() {
+            return Ok(None);
+        }
+        let (b, h, d) = (q.shape()[0], q.shape()[1], q.shape()[3]);
+        let shape = cuda::DecodeShape {
+            batch: b,
+            heads: h,
+            kv_heads: self.k.shape()[2],
+            head_dim: d,
+            len: self.len + 1,
+            window: window.unwrap_or(0),
+            scale: scale as f32,
+        };
+        let out = {
+            let (qs, ks, vs) = (q.read_storage(), k.read_storage(), v.read_storage());
+            let (kc, vc) = (self.k.write_storage(), self.v.write_storage());
+            match (&*qs, &*ks, &*vs, &*kc, &*vc) {
+                (
+                    Storage::Cuda(qs),
+                    Storage::Cuda(ks),
+                    Storage::Cuda(vs),
+                    Storage::Cuda(kc),
+                    Storage::Cuda(vc),
+                ) => cuda::decode_attention(
+                    qs,
+                    q.layout(),
+                    ks,
+                    k.layout(),
+                    vs,
+                    v.layout(),
+                    kc,
+                    vc,
+                    self.k.layout(),
+                    shape,
+                )?,
+                _ => None,
+            }
+        };
+        let Some(out) = out else {
+            return Ok(None);
+        };
+        self.len += 1;
+        Ok(Some(Tensor::from_storage(
+            Storage::Cuda(out),
+            &[b, 1, h * d],
+            None,
+        )))
     }
 }

@@ -310,6 +310,16 @@ impl Norm {
     }
 }
 
+impl RmsNorm {
+    /// A copy with its tensors in `dtype`.
+    pub fn to_dtype(&self, dtype: crate::DType) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: cast_param(&self.weight, dtype)?,
+            eps: self.eps,
+        })
+    }
+}
+
 impl LayerNorm {
     /// A copy with its tensors in `dtype`.
     pub fn to_dtype(&self, dtype: crate::DType) -> Result<Self> {

@@ -11,6 +11,8 @@ pub enum MlpKind {
     Gelu,
     /// `down(silu(gate(x)) * up(x))` (Llama).
     SwiGlu,
+    /// `down(gelu_tanh(gate(x)) * up(x))` (Gemma).
+    GeGlu,
 }
 
 /// A feed-forward block.
@@ -21,6 +23,11 @@ pub enum Mlp {
         proj: Linear,
     },
     SwiGlu {
+        gate: Linear,
+        up: Linear,
+        down: Linear,
+    },
+    GeGlu {
         gate: Linear,
         up: Linear,
         down: Linear,
@@ -45,11 +52,16 @@ impl Mlp {
                 fc: Linear::new(dim, hidden, bias, std, rng, device)?,
                 proj: Linear::new(hidden, dim, bias, proj_std, rng, device)?,
             },
-            MlpKind::SwiGlu => Mlp::SwiGlu {
-                gate: Linear::new(dim, hidden, bias, std, rng, device)?,
-                up: Linear::new(dim, hidden, bias, std, rng, device)?,
-                down: Linear::new(hidden, dim, bias, proj_std, rng, device)?,
-            },
+            MlpKind::SwiGlu | MlpKind::GeGlu => {
+                let gate = Linear::new(dim, hidden, bias, std, rng, device)?;
+                let up = Linear::new(dim, hidden, bias, std, rng, device)?;
+                let down = Linear::new(hidden, dim, bias, proj_std, rng, device)?;
+                if kind == MlpKind::SwiGlu {
+                    Mlp::SwiGlu { gate, up, down }
+                } else {
+                    Mlp::GeGlu { gate, up, down }
+                }
+            }
         })
     }
 
@@ -59,6 +71,19 @@ impl Mlp {
             Mlp::Gelu { fc, proj } => proj.forward(&fc.forward(x)?.gelu()?),
             Mlp::SwiGlu { gate, up, down } => {
                 down.forward(&gate.forward(x)?.silu()?.mul(&up.forward(x)?)?)
+            }
+            Mlp::GeGlu { gate, up, down } => {
+                down.forward(&gate.forward(x)?.gelu()?.mul(&up.forward(x)?)?)
+            }
+        }
+    }
+
+    /// The three projections of a gated MLP (SwiGLU or GeGLU), mutably.
+    pub fn gated_mut(&mut self) -> Option<[&mut Linear; 3]> {
+        match self {
+            Mlp::Gelu { .. } => None,
+            Mlp::SwiGlu { gate, up, down } | Mlp::GeGlu { gate, up, down } => {
+                Some([gate, up, down])
             }
         }
     }
@@ -70,7 +95,7 @@ impl Mlp {
                 fc.params(&format!("{prefix}.fc"), out);
                 proj.params(&format!("{prefix}.proj"), out);
             }
-            Mlp::SwiGlu { gate, up, down } => {
+            Mlp::SwiGlu { gate, up, down } | Mlp::GeGlu { gate, up, down } => {
                 gate.params(&format!("{prefix}.gate"), out);
                 up.params(&format!("{prefix}.up"), out);
                 down.params(&format!("{prefix}.down"), out);
@@ -88,6 +113,11 @@ impl Mlp {
                 proj: proj.to_dtype(dtype)?,
             },
             Mlp::SwiGlu { gate, up, down } => Mlp::SwiGlu {
+                gate: gate.to_dtype(dtype)?,
+                up: up.to_dtype(dtype)?,
+                down: down.to_dtype(dtype)?,
+            },
+            Mlp::GeGlu { gate, up, down } => Mlp::GeGlu {
                 gate: gate.to_dtype(dtype)?,
                 up: up.to_dtype(dtype)?,
                 down: down.to_dtype(dtype)?,

@@ -141,7 +141,8 @@ impl Tensor {
         sampled(shape, dtype, device, || lo + (hi - lo) * rng.uniform())
     }
 
-    /// Normal samples with the given mean and standard deviation from a seeded generator.
+    /// Normal samples with the given mean and standard deviation from a seeded generator
+    /// (with `std` 0, every element is `mean` and the generator is left untouched).
     pub fn randn(
         shape: &[usize],
         mean: f64,
@@ -150,6 +151,9 @@ impl Tensor {
         device: Device,
         rng: &mut Rng,
     ) -> Result<Tensor> {
+        if std == 0.0 {
+            return Tensor::full(mean, shape, dtype, device);
+        }
         sampled(shape, dtype, device, || mean + std * rng.normal())
     }
 }

@@ -226,3 +226,35 @@ pub fn random_quant_rows(
     }
     out
 }
+
+/// A small random Gemma-3-shaped model: GQA (4 query heads, 2 key/value heads), a head dim
+/// wider than dim / heads, per-head QK norms, post norms, GeGLU, scaled embeddings, and
+/// sliding-window layers of `window` keys (every third layer global).
+pub fn tiny_gemma(window: usize, rng: &mut Rng, device: Device) -> smith::models::Llama {
+    use smith::models::llama::{Llama, LlamaConfig, SlidingWindow};
+    let mut cfg = LlamaConfig::llama(97, 64, 3, 4, 2, 24, 40, 10000.0);
+    cfg.head_dim = Some(16);
+    cfg.mlp = smith::nn::MlpKind::GeGlu;
+    cfg.qk_norm = true;
+    cfg.post_norms = true;
+    cfg.embed_scale = true;
+    cfg.norm_eps = 1e-6;
+    cfg.sliding = Some(SlidingWindow {
+        size: window,
+        global_every: 3,
+        rope_base: 100.0,
+    });
+    let model = Llama::with_init_std(cfg, 0.3, rng, Device::Cpu).unwrap();
+    // Norm gains away from 1, so that a missing norm shows.
+    for p in model.params() {
+        if p.tensor.rank() == 1 {
+            let n = p.tensor.numel();
+            let g: Vec<f32> = (0..n).map(|_| 0.5 + rng.uniform() as f32).collect();
+            p.tensor
+                .assign(&Tensor::from_vec(g, &[n], Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let _ = device;
+    model.to_dtype(DType::F32).unwrap()
+}

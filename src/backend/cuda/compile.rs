@@ -18,6 +18,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("index", include_str!("../../../kernels/index.cu")),
     ("optim", include_str!("../../../kernels/optim.cu")),
     ("quant", include_str!("../../../kernels/quant.cu")),
+    ("attention", include_str!("../../../kernels/attention.cu")),
 ];
 
 /// The complete source of a module as NVRTC sees it.

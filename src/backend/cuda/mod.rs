@@ -1,6 +1,7 @@
 //! The CUDA backend: the driver, NVRTC and cuBLAS loaded at run time (nothing CUDA is needed
 //! to build), one stream per device, kernels compiled on first use and cached on disk.
 
+mod attention;
 pub mod compile;
 mod elementwise;
 mod index;
@@ -14,6 +15,7 @@ mod reduce;
 mod storage;
 mod timing;
 
+pub use attention::{decode_attention, DecodeShape, DECODE_MAX_HEAD_DIM};
 pub use elementwise::*;
 pub use index::*;
 pub use linear::linear_bias;
