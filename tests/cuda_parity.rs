@@ -1293,3 +1293,29 @@ fn move_llama(m: smith::models::Llama, dev: Device) -> smith::models::Llama {
     smith::nn::assign_params(&on_gpu.params(), &w).unwrap();
     on_gpu
 }
+
+#[test]
+fn fused_gelu_and_residual_epilogues_match_the_cpu() {
+    let mut rng = Rng::new(33);
+    let _g = smith::no_grad();
+    let _tf = tf32_lock();
+    cuda::set_tf32(false);
+    for dtype in FLOATS {
+        let tolerance = if dtype == DType::F32 { 1e-5 } else { 2e-2 };
+        for (gelu, residual) in [(true, false), (false, true), (true, true)] {
+            // 5 rows (a decode-like batch) and 64 rows; 3 leading dims for the residual.
+            for rows in [5, 64] {
+                let inputs = [
+                    randn(&[1, rows, 96], &mut rng),
+                    randn(&[80, 96], &mut rng),
+                    randn(&[80], &mut rng),
+                    randn(&[1, rows, 80], &mut rng),
+                ];
+                check("linear_fused", &inputs, dtype, tolerance, |t| {
+                    t[0].linear_fused(&t[1], Some(&t[2]), gelu, residual.then_some(&t[3]))
+                });
+            }
+        }
+    }
+    cuda::set_tf32(true);
+}

@@ -104,19 +104,20 @@ fn load(path: &Path, device: Device, dtype: DType, quant: bool) -> Result<(GgufM
         .architecture()
         .ok_or_else(|| bad(&f, "metadata `general.architecture` is missing"))?
         .to_string();
-    let model =
-        match arch.as_str() {
-            "llama" | "qwen2" | "gemma3" => {
-                GgufModel::Llama(load_llama(&f, &arch, device, dtype, quant)?)
-            }
-            "gpt2" => GgufModel::Gpt(load_gpt2(&f, device, dtype, quant)?),
-            other => return Err(bad(
+    let model = match arch.as_str() {
+        "llama" | "qwen2" | "gemma3" => {
+            GgufModel::Llama(load_llama(&f, &arch, device, dtype, quant)?)
+        }
+        "gpt2" => GgufModel::Gpt(load_gpt2(&f, device, dtype, quant)?),
+        other => {
+            return Err(bad(
                 &f,
                 format!(
                     "architecture `{other}` is not supported (llama, qwen2, gemma3 and gpt2 are)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     Ok((model, f))
 }
 

@@ -101,17 +101,33 @@ impl CausalSelfAttention {
 
     /// `[B, T, C]` to `[B, T, C]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.attend(x, None)
+        self.attend(x, None, None)
     }
 
     /// `[B, T_new, C]` to `[B, T_new, C]` for positions following those in `cache`, whose
     /// keys and values it reads and extends (prefill with the whole prompt, then one
     /// position at a time).
     pub fn forward_cached(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        self.attend(x, Some(cache))
+        self.attend(x, Some(cache), None)
     }
 
-    fn attend(&self, x: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+    /// `residual + forward_cached(x)`, the add fused into the output projection where the
+    /// backend can.
+    pub fn forward_cached_residual(
+        &self,
+        x: &Tensor,
+        cache: &mut KvCache,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        self.attend(x, Some(cache), Some(residual))
+    }
+
+    fn attend(
+        &self,
+        x: &Tensor,
+        cache: Option<&mut KvCache>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         if x.rank() != 3 || x.shape()[2] != self.cfg.dim {
             return Err(Error::invalid(
                 "attention",
@@ -149,7 +165,7 @@ impl CausalSelfAttention {
         if let Some(cache) = cache {
             if t == 1 {
                 if let Some(y) = cache.attend_one(&q, &k, &v, self.cfg.window, scale)? {
-                    return self.proj.forward(&y);
+                    return self.proj.forward_fused(&y, false, residual);
                 }
             }
             (k, v) = cache.append(&k, &v)?;
@@ -180,7 +196,10 @@ impl CausalSelfAttention {
         let y = probs.matmul(&v)?; // [B, H, T, hd]
                                    // Back to [B, T, H*hd]: the transpose makes this reshape an explicit copy.
         let y = y.transpose(1, 2)?.reshape(&[b, t, h * hd])?;
-        self.proj.forward(&y)
+        match residual {
+            Some(r) => self.proj.forward_fused(&y, false, Some(r)),
+            None => self.proj.forward(&y),
+        }
     }
 
     /// A copy with its tensors in `dtype`.

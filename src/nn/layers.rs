@@ -92,6 +92,35 @@ impl Linear {
         }
     }
 
+    /// `gelu_tanh?(layer(x)) (+ residual)`, fused into the GEMM where the backend can
+    /// (inference on a GPU; see [`Tensor::linear_fused`]).
+    pub fn forward_fused(
+        &self,
+        x: &Tensor,
+        gelu: bool,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        if self.quant.is_some() {
+            let mut y = self.forward(x)?;
+            if gelu {
+                y = y.gelu()?;
+            }
+            return match residual {
+                Some(r) => y.add(r),
+                None => Ok(y),
+            };
+        }
+        let [out, inp] = self.shape();
+        if x.shape().last() != Some(&inp) {
+            return Err(Error::ShapeMismatch {
+                op: "linear",
+                lhs: x.shape().to_vec(),
+                rhs: vec![out, inp],
+            });
+        }
+        x.linear_fused(&self.weight, self.bias.as_ref(), gelu, residual)
+    }
+
     /// Appends this layer's parameters (a quantized weight is not a parameter).
     pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
         if self.quant.is_none() {

@@ -69,12 +69,27 @@ impl Mlp {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Mlp::Gelu { fc, proj } => proj.forward(&fc.forward(x)?.gelu()?),
-            Mlp::SwiGlu { gate, up, down } => {
-                down.forward(&gate.forward(x)?.silu()?.mul(&up.forward(x)?)?)
+            _ => self.forward_residual(x, None),
+        }
+    }
+
+    /// `residual + mlp(x)` with the activation and the add fused into the GEMMs where the
+    /// backend can (inference).
+    pub fn forward_residual(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        match self {
+            Mlp::Gelu { fc, proj } => {
+                proj.forward_fused(&fc.forward_fused(x, true, None)?, false, residual)
             }
-            Mlp::GeGlu { gate, up, down } => {
-                down.forward(&gate.forward(x)?.gelu()?.mul(&up.forward(x)?)?)
-            }
+            Mlp::SwiGlu { gate, up, down } => down.forward_fused(
+                &gate.forward(x)?.silu()?.mul(&up.forward(x)?)?,
+                false,
+                residual,
+            ),
+            Mlp::GeGlu { gate, up, down } => down.forward_fused(
+                &gate.forward(x)?.gelu()?.mul(&up.forward(x)?)?,
+                false,
+                residual,
+            ),
         }
     }
 

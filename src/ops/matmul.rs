@@ -90,6 +90,99 @@ impl Tensor {
     }
 }
 
+impl Tensor {
+    /// `gelu_tanh?(self @ weight^T + bias) (+ residual)`: a linear layer with its
+    /// activation and residual add. When no gradient is being recorded and everything sits
+    /// on one GPU, cuBLASLt does it in one GEMM (activation and residual in the epilogue);
+    /// otherwise it is the same ops one after another.
+    pub fn linear_fused(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        gelu: bool,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let recording = crate::autograd::is_grad_enabled()
+            && [Some(self), Some(weight), bias, residual]
+                .into_iter()
+                .flatten()
+                .any(Tensor::tracks_grad);
+        if let (false, Some(b)) = (recording, bias) {
+            if let Some(y) = fused_epilogue(self, weight, b, gelu, residual)? {
+                return Ok(y);
+            }
+        }
+        let mut y = self.linear(weight, bias)?;
+        if gelu {
+            y = y.gelu()?;
+        }
+        match residual {
+            Some(r) => y.add(r),
+            None => Ok(y),
+        }
+    }
+}
+
+/// The one-GEMM form of [`Tensor::linear_fused`] on a GPU; `None` when it does not apply.
+fn fused_epilogue(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    gelu: bool,
+    residual: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    let devices = [Some(x), Some(w), Some(b), residual];
+    let on_one_gpu = devices
+        .iter()
+        .flatten()
+        .all(|t| t.device() == x.device() && t.dtype() == x.dtype())
+        && matches!(x.device(), crate::Device::Cuda(_));
+    if !on_one_gpu || w.rank() != 2 || x.rank() == 0 {
+        return Ok(None);
+    }
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    if x.shape().last() != Some(&k) || b.shape() != [n] {
+        return Ok(None);
+    }
+    let lead = &x.shape()[..x.rank() - 1];
+    let rows: usize = lead.iter().product();
+    let mut shape = lead.to_vec();
+    shape.push(n);
+    if residual.is_some_and(|r| r.shape() != shape.as_slice()) {
+        return Ok(None);
+    }
+    let x2 = x.reshape(&[rows, k])?;
+    let r2 = residual.map(|r| r.reshape(&[rows, n])).transpose()?;
+    let epilogue = if gelu {
+        cuda::Epilogue::GeluBias
+    } else {
+        cuda::Epilogue::Bias
+    };
+    let out = {
+        let (xs, ws, bs) = (x2.read_storage(), w.read_storage(), b.read_storage());
+        let rs = r2.as_ref().map(|r| r.read_storage());
+        let res = match (&r2, rs.as_deref()) {
+            (Some(r), Some(Storage::Cuda(rc))) => Some((rc, r.layout())),
+            (None, _) => None,
+            _ => return Ok(None),
+        };
+        match (&*xs, &*ws, &*bs) {
+            (Storage::Cuda(xc), Storage::Cuda(wc), Storage::Cuda(bc)) => cuda::linear_epilogue(
+                xc,
+                x2.layout(),
+                wc,
+                w.layout(),
+                bc,
+                b.layout(),
+                epilogue,
+                res,
+            )?,
+            _ => None,
+        }
+    };
+    Ok(out.map(|o| Tensor::from_storage(Storage::Cuda(o), &shape, None)))
+}
+
 /// `x @ w^T + b` through cuBLASLt's bias epilogue, when all three are on one GPU in one
 /// dtype and the operands suit it; `None` means "use the GEMM and an add".
 fn fused_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {

@@ -255,7 +255,8 @@ impl Tensor {
 }
 
 /// cos and sin tables `[t, dim/2]` for rotary embeddings with frequency base `base`,
-/// for positions `start..start + t`.
+/// for positions `start..start + t`: views into tables made once per (base, dim, dtype,
+/// device) and grown by doubling, so decoding uploads nothing per step.
 pub fn rotary_tables(
     start: usize,
     t: usize,
@@ -264,16 +265,41 @@ pub fn rotary_tables(
     dtype: DType,
     device: Device,
 ) -> Result<(Tensor, Tensor)> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    type Key = (u64, usize, DType, Device);
+    static TABLES: Mutex<Option<HashMap<Key, (Tensor, Tensor)>>> = Mutex::new(None);
     if !dim.is_multiple_of(2) {
         return Err(Error::invalid(
             "rotary_tables",
             format!("head dim {dim} must be even"),
         ));
     }
+    let end = start + t;
+    let key = (base.to_bits(), dim, dtype, device);
+    let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
+    let map = tables.get_or_insert_with(HashMap::new);
+    let have = map.get(&key).map_or(0, |(c, _)| c.shape()[0]);
+    if have < end {
+        let n = end.next_power_of_two().max(256);
+        map.insert(key, build_rotary_tables(n, dim, base, dtype, device)?);
+    }
+    let (c, s) = &map[&key];
+    Ok((c.narrow(0, start, t)?, s.narrow(0, start, t)?))
+}
+
+/// cos and sin `[n, dim/2]` for positions `0..n`, computed in f64.
+fn build_rotary_tables(
+    n: usize,
+    dim: usize,
+    base: f64,
+    dtype: DType,
+    device: Device,
+) -> Result<(Tensor, Tensor)> {
     let half = dim / 2;
-    let mut cos = Vec::with_capacity(t * half);
-    let mut sin = Vec::with_capacity(t * half);
-    for p in start..start + t {
+    let mut cos = Vec::with_capacity(n * half);
+    let mut sin = Vec::with_capacity(n * half);
+    for p in 0..n {
         for i in 0..half {
             let freq = base.powf(-((2 * i) as f64) / dim as f64);
             let angle = p as f64 * freq;
@@ -281,8 +307,8 @@ pub fn rotary_tables(
             sin.push(angle.sin());
         }
     }
-    let c = Tensor::from_vec(cos, &[t, half], device)?.to_dtype(dtype)?;
-    let s = Tensor::from_vec(sin, &[t, half], device)?.to_dtype(dtype)?;
+    let c = Tensor::from_vec(cos, &[n, half], device)?.to_dtype(dtype)?;
+    let s = Tensor::from_vec(sin, &[n, half], device)?.to_dtype(dtype)?;
     Ok((c, s))
 }
 

@@ -1,5 +1,6 @@
 //! `x @ w^T + b` in one cuBLASLt call: the bias is added in the GEMM's epilogue, so the
 //! output is written once instead of written, read and written again by a separate add.
+//! For inference the epilogue can also apply GELU (tanh) and add a residual.
 
 use super::{cuda_err, CudaDevice, CudaStorage};
 use crate::{DType, Layout, Result};
@@ -35,8 +36,17 @@ struct Plan {
 unsafe impl Send for LtState {}
 unsafe impl Sync for LtState {}
 
-/// (rows, out features, in features, dtype, TF32).
-type AlgoKey = (usize, usize, usize, DType, bool);
+/// (rows, out features, in features, dtype, TF32, epilogue, residual added).
+type AlgoKey = (usize, usize, usize, DType, bool, Epilogue, bool);
+
+/// What the GEMM's epilogue applies after the product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Epilogue {
+    /// `+ bias`.
+    Bias,
+    /// `gelu_tanh(. + bias)`.
+    GeluBias,
+}
 
 /// A descriptor destroyed when dropped.
 struct Desc(sys::cublasLtMatmulDesc_t);
@@ -100,6 +110,22 @@ pub fn linear_bias(
     b: &CudaStorage,
     lb: &Layout,
 ) -> Result<Option<CudaStorage>> {
+    linear_epilogue(x, lx, w, lw, b, lb, Epilogue::Bias, None)
+}
+
+/// `epilogue(x @ w^T + b) (+ residual)` in one cuBLASLt call (same conditions as
+/// [`linear_bias`]; the residual must be a contiguous `[rows, n]` too).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_epilogue(
+    x: &CudaStorage,
+    lx: &Layout,
+    w: &CudaStorage,
+    lw: &Layout,
+    b: &CudaStorage,
+    lb: &Layout,
+    epilogue: Epilogue,
+    residual: Option<(&CudaStorage, &Layout)>,
+) -> Result<Option<CudaStorage>> {
     let dev: &Arc<CudaDevice> = &x.dev;
     let Some(state) = dev.lt() else {
         return Ok(None);
@@ -122,10 +148,22 @@ pub fn linear_bias(
     if [rows, n, k].iter().any(|&v| v > i32::MAX as usize) {
         return Ok(None);
     }
+    let rp = match residual {
+        Some((r, lr)) => {
+            if r.dtype != dtype || !lr.is_contiguous() || lr.shape() != [rows, n] {
+                return Ok(None);
+            }
+            Some(r.ptr(lr.offset()))
+        }
+        None => None,
+    };
     let (xp, wp, bp) = (x.ptr(lx.offset()), w.ptr(lw.offset()), b.ptr(lb.offset()));
     let out = CudaStorage::alloc(dev, dtype, rows * n)?;
     let yp = out.ptr(0);
-    if [xp, wp, bp, yp].iter().any(|p| p % 256 != 0) {
+    if [xp, wp, bp, yp, rp.unwrap_or(0)]
+        .iter()
+        .any(|p| p % 256 != 0)
+    {
         return Ok(None);
     }
     let tf32 = dtype == DType::F32 && super::tf32_enabled();
@@ -135,7 +173,7 @@ pub fn linear_bias(
         _ => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
     };
     let err = |e| cuda_err("linear (cuBLASLt)", e);
-    let key: AlgoKey = (rows, n, k, dtype, tf32);
+    let key: AlgoKey = (rows, n, k, dtype, tf32, epilogue, rp.is_some());
     let mut plans = state.plans.lock().unwrap_or_else(|e| e.into_inner());
     let plan = match plans.entry(key) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -154,7 +192,12 @@ pub fn linear_bias(
         )
     }
     .map_err(err)?;
-    let (one, zero) = (1f32, 0f32);
+    let one = 1f32;
+    // With a residual, C is the residual and beta 1: D = epilogue(A B + bias) + C.
+    let (beta, cp) = match rp {
+        Some(r) => (1f32, r),
+        None => (0f32, yp),
+    };
     let timing = if crate::profile::enabled() {
         Some(dev.timing_start()?)
     } else {
@@ -172,12 +215,12 @@ pub fn linear_bias(
             state.handle,
             plan.desc.0,
             (&one as *const f32).cast(),
-            (&zero as *const f32).cast(),
+            (&beta as *const f32).cast(),
             wp as *const c_void,
             plan.a.0,
             xp as *const c_void,
             plan.b.0,
-            yp as *const c_void,
+            cp as *const c_void,
             plan.c.0,
             yp as *mut c_void,
             plan.c.0,
@@ -190,7 +233,13 @@ pub fn linear_bias(
     .map_err(err)?;
     drop(plans);
     if let Some(start) = timing {
-        dev.timing_end(&format!("cublaslt_gemm_bias_{dtype}"), start)?;
+        let kind = match (epilogue, rp.is_some()) {
+            (Epilogue::Bias, false) => "bias",
+            (Epilogue::Bias, true) => "bias_residual",
+            (Epilogue::GeluBias, false) => "gelu_bias",
+            (Epilogue::GeluBias, true) => "gelu_bias_residual",
+        };
+        dev.timing_end(&format!("cublaslt_gemm_{kind}_{dtype}"), start)?;
     }
     Ok(Some(out))
 }
@@ -199,7 +248,7 @@ pub fn linear_bias(
 /// algorithm; `None` when it has none for this shape.
 fn plan(
     state: &LtState,
-    (rows, n, k, _, _): AlgoKey,
+    (rows, n, k, _, _, epilogue, _): AlgoKey,
     dt: sys::cudaDataType,
     compute: sys::cublasComputeType_t,
 ) -> Result<Option<Plan>> {
@@ -209,7 +258,10 @@ fn plan(
     let desc = Desc(lt::create_matmul_desc(compute, sys::cudaDataType::CUDA_R_32F).map_err(err)?);
     let trans_a = cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_T;
     let trans_b = cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N;
-    let epilogue = sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS;
+    let epilogue = match epilogue {
+        Epilogue::Bias => sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS,
+        Epilogue::GeluBias => sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_GELU_BIAS,
+    };
     use sys::cublasLtMatmulDescAttributes_t as A;
     // SAFETY: each attribute gets a pointer to a value of the type and size it expects.
     unsafe {

@@ -18,7 +18,7 @@ mod timing;
 pub use attention::{decode_attention, DecodeShape, DECODE_MAX_HEAD_DIM};
 pub use elementwise::*;
 pub use index::*;
-pub use linear::linear_bias;
+pub use linear::{linear_bias, linear_epilogue, Epilogue};
 pub use matmul::{matmul, set_tf32, tf32_enabled};
 pub use nn::*;
 pub use optim::*;
