@@ -310,6 +310,68 @@ pub fn gpt2_generate(device: Device, dtype: DType) -> Result<Measurement> {
     })
 }
 
+/// Greedy decoding of a GGUF model with its weights kept quantized (a 16-token prompt, then
+/// 256 new tokens, batch 1, activations in bf16 on a GPU and f32 on the CPU), beside the
+/// weight bytes one token reads (every matrix once; the embedding table once when it is the
+/// tied output head) and the bandwidth that implies.
+pub fn gguf_decode(path: &std::path::Path, device: Device) -> Result<Measurement> {
+    let dtype = if device == Device::Cpu {
+        DType::F32
+    } else {
+        DType::BF16
+    };
+    let (model, file) = crate::models::gguf_models::load_gguf_model(path, device, dtype)?;
+    let vocab = crate::models::LanguageModel::vocab_size(&model) as u32;
+    let prompt: Vec<u32> = (0..16u32).map(|i| (i * 997 + 13) % vocab).collect();
+    let new = 256;
+    let run = || -> Result<usize> {
+        let out = crate::generate::generate_batch(
+            &model,
+            std::slice::from_ref(&prompt),
+            new,
+            &crate::generate::Sampling::default(),
+            &[],
+            &mut Rng::new(0),
+            device,
+            |_, _| Ok(true),
+        )?;
+        Ok(out[0].len())
+    };
+    run()?;
+    sync(device)?;
+    let reps = 3;
+    let start = Instant::now();
+    let mut tokens = 0;
+    for _ in 0..reps {
+        tokens += run()?;
+    }
+    sync(device)?;
+    let s = start.elapsed().as_secs_f64();
+    let per_token_s = s / tokens.max(1) as f64;
+    let untied = file.tensor_info("output.weight").is_some();
+    let bytes: usize = file
+        .tensors
+        .iter()
+        .filter(|t| !(untied && t.name == "token_embd.weight"))
+        .map(|t| t.len)
+        .sum();
+    let name = path
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Measurement {
+        name: format!("decode_{name}"),
+        unit: Unit::Tokens,
+        value: 1.0 / per_token_s,
+        note: format!(
+            "{:.2} ms/token; {:.1} MB of weights read per token = {:.0} GB/s",
+            per_token_s * 1e3,
+            bytes as f64 / 1e6,
+            bytes as f64 / per_token_s / 1e9
+        ),
+    })
+}
+
 /// GPT-2 124M's parameter shapes (wte, wpe, 12 blocks, final norm).
 fn gpt2_shapes() -> Vec<Vec<usize>> {
     let (c, v, t) = (768, 50304, 1024);

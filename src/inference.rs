@@ -10,11 +10,23 @@ use std::path::Path;
 
 /// A model and its tokenizer, from `path`: a folder written by `smith train`, a Hugging
 /// Face GPT-2 folder (`config.json`, `model.safetensors`, `tokenizer.json`), or a GGUF file
-/// (weights dequantized to f32 on the CPU, bf16 on a GPU; its embedded tokenizer).
+/// (quantized matrices kept quantized, everything else and the activations in f32 on the
+/// CPU and bf16 on a GPU; its embedded tokenizer).
 pub fn load_model(path: &Path, device: Device) -> Result<(Box<dyn LanguageModel>, TextTokenizer)> {
+    load_model_as(path, device, None)
+}
+
+/// [`load_model`] computing in `dtype` when given (GGUF files; other formats load in f32).
+pub fn load_model_as(
+    path: &Path,
+    device: Device,
+    dtype: Option<DType>,
+) -> Result<(Box<dyn LanguageModel>, TextTokenizer)> {
     if path.is_file() {
-        let is_gguf = std::fs::read(path)
-            .map(|b| b.starts_with(b"GGUF"))
+        let mut magic = [0u8; 4];
+        let is_gguf = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .map(|_| &magic == b"GGUF")
             .unwrap_or(false);
         if !is_gguf {
             return Err(Error::invalid(
@@ -25,11 +37,11 @@ pub fn load_model(path: &Path, device: Device) -> Result<(Box<dyn LanguageModel>
                 ),
             ));
         }
-        let dtype = if device == Device::Cpu {
+        let dtype = dtype.unwrap_or(if device == Device::Cpu {
             DType::F32
         } else {
             DType::BF16
-        };
+        });
         let (model, file) = load_gguf_model(path, device, dtype)?;
         let tok = TextTokenizer::from_gguf(&file)?;
         return Ok((Box::new(model), tok));

@@ -57,7 +57,11 @@ struct BenchArgs {
     /// With --gpt2: print the profiler's kernel table for two GPT-2 steps.
     #[arg(long)]
     profile: bool,
-    /// Only the GPT-2 workloads (with --gpt2 and/or --generate), not the kernels.
+    /// Also time greedy decoding of this GGUF file with quantized weights (may be given
+    /// several times); prints tokens/s, weight bytes per token and the bandwidth.
+    #[arg(long)]
+    gguf: Vec<PathBuf>,
+    /// Only the model workloads (--gpt2, --generate, --gguf), not the kernels.
     #[arg(long)]
     gpt2_only: bool,
     /// Also time greedy GPT-2 124M generation (256 tokens, batch 1) in f32 and bf16.
@@ -494,10 +498,10 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         println!("(no PyTorch baseline: {} not run)", a.baseline);
         Default::default()
     } else {
-        let models_only = (a.gpt2 || a.generate) && a.gpt2_only;
+        let models_only = a.gpt2_only && (a.gpt2 || a.generate || !a.gguf.is_empty());
         smith::bench::torch_baseline(&a.baseline, quick, a.gpt2, a.generate, models_only)?
     };
-    let mut ours = if (a.gpt2 || a.generate) && a.gpt2_only {
+    let mut ours = if a.gpt2_only && (a.gpt2 || a.generate || !a.gguf.is_empty()) {
         Vec::new()
     } else {
         smith::bench::run(device, quick)?
@@ -513,6 +517,9 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         for dtype in [smith::DType::F32, smith::DType::BF16] {
             ours.push(smith::bench::gpt2_generate(device, dtype)?);
         }
+    }
+    for path in &a.gguf {
+        ours.push(smith::bench::gguf_decode(path, device)?);
     }
     println!("| workload | unit | smith | PyTorch | speed ratio | note |");
     println!("|---|---|---|---|---|---|");

@@ -4,8 +4,8 @@
 
 mod common;
 
-use smith::inference::load_model;
-use smith::Device;
+use smith::inference::{load_model, load_model_as};
+use smith::{DType, Device};
 use std::path::PathBuf;
 
 fn model_path(file: &str) -> Option<PathBuf> {
@@ -44,20 +44,34 @@ fn smollm2_answers_greedily_on_the_cpu() {
     assert!(text.contains("Paris"), "{text:?}");
 }
 
-/// SmolLM2 against transformers loading the same GGUF file (`from_pretrained(...,
-/// gguf_file=...)`, fixture from tools/make_smollm2_reference.py): the same prompt token
-/// ids, and the same 32 greedy tokens (or the same stop at `<|im_end|>`), on the CPU.
-#[test]
-fn smollm2_matches_transformers_token_for_token() {
-    let Some(path) = model_path("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+/// The first GPU, or `None` (said loudly; a failure under SMITH_REQUIRE_CUDA).
+fn gpu() -> Option<Device> {
+    if smith::device::cuda_available() {
+        return Some(Device::Cuda(0));
+    }
+    assert!(
+        std::env::var_os("SMITH_REQUIRE_CUDA").is_none(),
+        "SMITH_REQUIRE_CUDA is set but no usable GPU"
+    );
+    eprintln!("NO CUDA DEVICE: the GPU half of this test did NOT run");
+    None
+}
+
+/// A real model against transformers loading the same GGUF file (`from_pretrained(...,
+/// gguf_file=...)`, fixture from tools/make_real_model_reference.py): the same prompt
+/// token ids, and the same 32 greedy tokens (or the same stop at `stop`), with the
+/// weights kept quantized and f32 activations, on `device`.
+fn matches_transformers(file: &str, fixture: &str, stop: &str, device: Device) {
+    let Some(path) = model_path(file) else {
         return;
     };
-    let fixture =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_greedy.json");
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture);
     let cases: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
-    let (model, tok) = load_model(&path, Device::Cpu).unwrap();
-    let eos = tok.token_id("<|im_end|>").unwrap();
+    let (model, tok) = load_model_as(&path, device, Some(DType::F32)).unwrap();
+    let eos = tok.token_id(stop).unwrap();
     let ids = |v: &serde_json::Value| -> Vec<u32> {
         v.as_array()
             .unwrap()
@@ -67,11 +81,36 @@ fn smollm2_matches_transformers_token_for_token() {
     };
     for case in cases.as_array().unwrap() {
         let prompt = case["prompt"].as_str().unwrap();
-        let encoded = tok.encode(prompt, false).unwrap();
+        let bos = case["bos"].as_bool().unwrap_or(false);
+        let encoded = tok.encode(prompt, bos).unwrap();
         assert_eq!(encoded, ids(&case["ids"]), "{prompt:?}: prompt ids");
         let want = ids(&case["greedy"]);
-        let out = common::greedy(model.as_ref(), &[encoded], 32, &[eos], Device::Cpu).unwrap();
-        eprintln!("{prompt}{}", tok.decode(&out[0]).unwrap());
-        assert_eq!(out[0], want, "{prompt:?}: greedy tokens");
+        let out = common::greedy(model.as_ref(), &[encoded], 32, &[eos], device).unwrap();
+        eprintln!(
+            "{file} on {device}: {prompt}{}",
+            tok.decode(&out[0]).unwrap()
+        );
+        assert_eq!(out[0], want, "{prompt:?}: greedy tokens on {device}");
+    }
+}
+
+/// SmolLM2-135M-Instruct Q4_1 (llama architecture, `smollm` BPE tokenizer).
+#[test]
+fn smollm2_matches_transformers_token_for_token() {
+    let (file, fixture) = ("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2_greedy.json");
+    matches_transformers(file, fixture, "<|im_end|>", Device::Cpu);
+    if let Some(dev) = gpu() {
+        matches_transformers(file, fixture, "<|im_end|>", dev);
+    }
+}
+
+/// Gemma 3 270M Q4_K_M (gemma3 architecture: sliding-window layers, QK norms, post norms;
+/// SentencePiece tokenizer without a space prefix; Q4_K, Q5_0, Q6_K and Q8_0 matrices).
+#[test]
+fn gemma3_matches_transformers_token_for_token() {
+    let (file, fixture) = ("gemma-3-270m-q4_k_m.gguf", "gemma3_greedy.json");
+    matches_transformers(file, fixture, "<eos>", Device::Cpu);
+    if let Some(dev) = gpu() {
+        matches_transformers(file, fixture, "<eos>", dev);
     }
 }
