@@ -107,7 +107,8 @@ impl Tensor {
                 .into_iter()
                 .flatten()
                 .any(Tensor::tracks_grad);
-        if let (false, Some(b)) = (recording, bias) {
+        // cuBLASLt applies its GELU after adding C, so GELU with a residual is two steps.
+        if let (false, Some(b), false) = (recording, bias, gelu && residual.is_some()) {
             if let Some(y) = fused_epilogue(self, weight, b, gelu, residual)? {
                 return Ok(y);
             }
