@@ -258,8 +258,9 @@ pub fn gpt2_step(device: Device, profile: bool) -> Result<(Measurement, Option<S
 
 /// Greedy generation with GPT-2 124M (random weights; vocab 50257, context 1024): a
 /// 16-token prompt, then 256 new tokens with the KV cache, batch 1, weights in `dtype`.
-/// Tokens per second over the whole call (prefill included).
-pub fn gpt2_generate(device: Device, dtype: DType) -> Result<Measurement> {
+/// Tokens per second over the whole call (prefill included). With `profile`, prints the
+/// kernels of one run and the launches per token first.
+pub fn gpt2_generate(device: Device, dtype: DType, profile: bool) -> Result<Measurement> {
     let cfg = crate::models::GptConfig {
         vocab_size: 50257,
         block_size: 1024,
@@ -290,6 +291,18 @@ pub fn gpt2_generate(device: Device, dtype: DType) -> Result<Measurement> {
     };
     run()?;
     sync(device)?;
+    if profile && device != Device::Cpu {
+        let _scope = crate::profile::scope();
+        let _ = crate::profile::take_report()?;
+        run()?;
+        let report = crate::profile::take_report()?;
+        let launches: u64 = report.kernels.iter().map(|k| k.calls).sum();
+        println!(
+            "Profile of one GPT-2 {dtype} generation ({new} tokens, {:.1} launches per token):\n{}",
+            launches as f64 / new as f64,
+            report.table(12)
+        );
+    }
     let start = Instant::now();
     let reps = 3;
     for _ in 0..reps {

@@ -54,7 +54,8 @@ struct BenchArgs {
     /// Also time a GPT-2 124M training step (B=16, T=1024; needs a large GPU).
     #[arg(long)]
     gpt2: bool,
-    /// With --gpt2: print the profiler's kernel table for two GPT-2 steps.
+    /// Print the profiler's kernel tables (two GPT-2 training steps with --gpt2, one
+    /// generation with --generate).
     #[arg(long)]
     profile: bool,
     /// Also time greedy decoding of this GGUF file with quantized weights (may be given
@@ -515,7 +516,7 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
     }
     if a.generate {
         for dtype in [smith::DType::F32, smith::DType::BF16] {
-            ours.push(smith::bench::gpt2_generate(device, dtype)?);
+            ours.push(smith::bench::gpt2_generate(device, dtype, a.profile)?);
         }
     }
     for path in &a.gguf {

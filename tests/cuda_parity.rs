@@ -1273,7 +1273,12 @@ fn decoding_attention_kernel_matches_the_cpu() {
         let mut worst: f64 = 0.0;
         for (t0, n) in [(0, 2)].into_iter().chain((2..20).map(|t| (t, 1))) {
             let want = step(&cpu_model, &mut cc, &x, t0, n);
-            let got = step(&gpu_model, &mut gc, &xg, t0, n);
+            let mut got = Vec::new();
+            let names = kernels_run(|| got = step(&gpu_model, &mut gc, &xg, t0, n));
+            // Single positions take the decoding kernel, one launch per layer.
+            let decode = format!("decode_attention_{}", dtype.as_str());
+            let launches = names.iter().filter(|k| **k == decode).count();
+            assert!(n > 1 || launches == 1, "{names:?}");
             worst = worst.max(rel_err(&got, &want));
         }
         let tolerance = if dtype == DType::F32 { 1e-5 } else { 3e-2 };
@@ -1318,6 +1323,64 @@ fn fused_gelu_and_residual_epilogues_match_the_cpu() {
                 check("linear_fused", &inputs, dtype, tolerance, |t| {
                     t[0].linear_fused(&t[1], Some(&t[2]), gelu, residual.then_some(&t[3]))
                 });
+            }
+        }
+    }
+    cuda::set_tf32(true);
+}
+
+/// Names of the kernels `f` launches on the GPU (through the profiler).
+fn kernels_run(f: impl FnOnce()) -> Vec<String> {
+    let _profile = smith::profile::scope();
+    let _ = smith::profile::take_report().unwrap();
+    f();
+    let report = smith::profile::take_report().unwrap();
+    report.kernels.iter().map(|k| k.name.clone()).collect()
+}
+
+#[test]
+fn decoding_matrix_vector_products_match_the_cpu() {
+    let _tf = tf32_lock();
+    let Some((dev, _gpu)) = gpu() else { return };
+    cuda::set_tf32(false);
+    let _g = smith::no_grad();
+    let mut rng = Rng::new(34);
+    for dtype in FLOATS {
+        let tolerance = if dtype == DType::F32 { 1e-5 } else { 2e-2 };
+        for rows in [1, 3, 8] {
+            let x = randn(&[rows, 1, 128], &mut rng).to_dtype(dtype).unwrap();
+            let w = randn(&[72, 128], &mut rng).to_dtype(dtype).unwrap();
+            let b = randn(&[72], &mut rng).to_dtype(dtype).unwrap();
+            let r = randn(&[rows, 1, 72], &mut rng).to_dtype(dtype).unwrap();
+            let on = |t: &Tensor| t.to_device(dev).unwrap();
+            for (bias, gelu, residual) in [
+                (false, false, false),
+                (true, false, false),
+                (true, true, false),
+                (true, false, true),
+                (false, true, true),
+            ] {
+                let run = |x: &Tensor, w: &Tensor, b: &Tensor, r: &Tensor| {
+                    let bias = bias.then_some(b);
+                    if !gelu && !residual {
+                        x.linear(w, bias).unwrap()
+                    } else {
+                        x.linear_fused(w, bias, gelu, residual.then_some(r))
+                            .unwrap()
+                    }
+                };
+                let want = run(&x, &w, &b, &r).to_vec_f64().unwrap();
+                let mut got = None;
+                let names = kernels_run(|| got = Some(run(&on(&x), &on(&w), &on(&b), &on(&r))));
+                let got = got.unwrap();
+                assert_eq!(got.device(), dev);
+                let name = format!("gemv_{}", dtype.as_str());
+                assert_eq!(names, vec![name], "one launch for {bias} {gelu} {residual}");
+                let err = rel_err(&got.to_vec_f64().unwrap(), &want);
+                assert!(
+                    err < tolerance,
+                    "{dtype} rows={rows} {bias} {gelu} {residual}: {err:e}"
+                );
             }
         }
     }

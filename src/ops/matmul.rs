@@ -76,6 +76,11 @@ impl Tensor {
         let mut shape = lead.to_vec();
         shape.push(out_features);
         let x = self.reshape(&[rows, in_features])?;
+        if !recording(&[Some(self), Some(weight), bias]) {
+            if let Some(y) = small_gemv(&x, weight, bias, None, false)? {
+                return y.reshape(&shape);
+            }
+        }
         if let Some(b) = bias {
             if let Some(y) = fused_linear(&x, weight, b)? {
                 return y.reshape(&shape);
@@ -102,11 +107,25 @@ impl Tensor {
         gelu: bool,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let recording = crate::autograd::is_grad_enabled()
-            && [Some(self), Some(weight), bias, residual]
-                .into_iter()
-                .flatten()
-                .any(Tensor::tracks_grad);
+        let recording = recording(&[Some(self), Some(weight), bias, residual]);
+        if !recording && self.rank() > 0 && weight.rank() == 2 {
+            let k = weight.shape()[1];
+            let lead = &self.shape()[..self.rank() - 1];
+            let rows: usize = lead.iter().product();
+            let mut shape = lead.to_vec();
+            shape.push(weight.shape()[0]);
+            let shapes_fit = self.shape().last() == Some(&k)
+                && residual.is_none_or(|r| r.shape() == shape.as_slice());
+            if shapes_fit {
+                let x2 = self.reshape(&[rows, k])?;
+                let r2 = residual
+                    .map(|r| r.reshape(&[rows, weight.shape()[0]]))
+                    .transpose()?;
+                if let Some(y) = small_gemv(&x2, weight, bias, r2.as_ref(), gelu)? {
+                    return y.reshape(&shape);
+                }
+            }
+        }
         // cuBLASLt applies its GELU after adding C, so GELU with a residual is two steps.
         if let (false, Some(b), false) = (recording, bias, gelu && residual.is_some()) {
             if let Some(y) = fused_epilogue(self, weight, b, gelu, residual)? {
@@ -121,6 +140,57 @@ impl Tensor {
             Some(r) => y.add(r),
             None => Ok(y),
         }
+    }
+}
+
+/// True when autograd would record an op on these inputs.
+fn recording(inputs: &[Option<&Tensor>]) -> bool {
+    crate::autograd::is_grad_enabled() && inputs.iter().flatten().any(|t| t.tracks_grad())
+}
+
+/// `gelu?(x @ w^T + b) + residual` for at most 8 rows of `x [rows, k]` on a GPU in one
+/// matrix-vector launch (decoding); `None` when it does not apply.
+fn small_gemv(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    gelu: bool,
+) -> Result<Option<Tensor>> {
+    if !matches!(x.device(), crate::Device::Cuda(_)) || x.shape()[0] > cuda::GEMV_MAX_ROWS {
+        return Ok(None);
+    }
+    let all = [Some(x), Some(w), b, residual];
+    if all.iter().flatten().any(|t| t.device() != x.device()) {
+        return Ok(None);
+    }
+    let out = {
+        let (xs, ws) = (x.read_storage(), w.read_storage());
+        let bs = b.map(|t| t.read_storage());
+        let rs = residual.map(|t| t.read_storage());
+        let bias = cuda_pair(bs.as_deref(), b);
+        let res = cuda_pair(rs.as_deref(), residual);
+        if bias.is_some() != b.is_some() || res.is_some() != residual.is_some() {
+            return Ok(None);
+        }
+        match (&*xs, &*ws) {
+            (Storage::Cuda(xc), Storage::Cuda(wc)) => {
+                cuda::gemv(xc, x.layout(), wc, w.layout(), bias, res, gelu)?
+            }
+            _ => None,
+        }
+    };
+    Ok(out.map(|o| Tensor::from_storage(Storage::Cuda(o), &[x.shape()[0], w.shape()[0]], None)))
+}
+
+/// A GPU buffer with its tensor's layout, when both are there and the buffer is on a GPU.
+fn cuda_pair<'a>(
+    g: Option<&'a Storage>,
+    t: Option<&'a Tensor>,
+) -> Option<(&'a cuda::CudaStorage, &'a crate::Layout)> {
+    match (g, t) {
+        (Some(Storage::Cuda(s)), Some(t)) => Some((s, t.layout())),
+        _ => None,
     }
 }
 

@@ -19,6 +19,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("optim", include_str!("../../../kernels/optim.cu")),
     ("quant", include_str!("../../../kernels/quant.cu")),
     ("attention", include_str!("../../../kernels/attention.cu")),
+    ("gemv", include_str!("../../../kernels/gemv.cu")),
 ];
 
 /// The complete source of a module as NVRTC sees it.

@@ -4,6 +4,7 @@
 mod attention;
 pub mod compile;
 mod elementwise;
+mod gemv;
 mod index;
 mod linear;
 mod matmul;
@@ -17,6 +18,7 @@ mod timing;
 
 pub use attention::{decode_attention, DecodeShape, DECODE_MAX_HEAD_DIM};
 pub use elementwise::*;
+pub use gemv::{gemv, GEMV_MAX_ROWS};
 pub use index::*;
 pub use linear::{linear_bias, linear_epilogue, Epilogue};
 pub use matmul::{matmul, set_tf32, tf32_enabled};

@@ -1,0 +1,99 @@
+// y[m, n] = act(sum_k x[m, k] W[n, k] + bias[n]) + residual[m, n] for a few rows m (at most
+// GEMV_MAX_M): the dense linear layer of decoding, where a GEMM library's host cost per
+// call exceeds the microseconds the product takes. One warp per output column n, 16-byte
+// loads of W's row and of each x row, f32 sums; bias, tanh-GELU and the residual are
+// applied in the same pass. Rows of x, y and the residual are ldx/ldy/ldr elements apart;
+// k is a multiple of the elements per 16 bytes and every row starts 16-byte aligned.
+
+#define GEMV_MAX_M 8
+
+template <typename T> struct Pack;
+template <> struct Pack<float> {
+    static constexpr int N = 4;
+    __device__ static void load(const float* p, float* v) {
+        float4 q = *reinterpret_cast<const float4*>(p);
+        v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+    }
+};
+template <> struct Pack<__half> {
+    static constexpr int N = 8;
+    __device__ static void load(const __half* p, float* v) {
+        uint4 q = *reinterpret_cast<const uint4*>(p);
+        const __half2* h = reinterpret_cast<const __half2*>(&q);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            float2 f = __half22float2(h[i]);
+            v[2 * i] = f.x; v[2 * i + 1] = f.y;
+        }
+    }
+};
+template <> struct Pack<__nv_bfloat16> {
+    static constexpr int N = 8;
+    __device__ static void load(const __nv_bfloat16* p, float* v) {
+        uint4 q = *reinterpret_cast<const uint4*>(p);
+        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&q);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            float2 f = __bfloat1622float2(h[i]);
+            v[2 * i] = f.x; v[2 * i + 1] = f.y;
+        }
+    }
+};
+
+__device__ __forceinline__ float gelu_tanh_f(float v) {
+    const float c = 0.7978845608028654f;
+    return 0.5f * v * (1.0f + tanhf(c * (v + 0.044715f * v * v * v)));
+}
+
+template <typename T>
+__device__ void gemv(const T* w, const T* x, long long ldx, const T* bias, const T* residual,
+                     long long ldr, T* y, long long ldy, long long n, int k, int mrows,
+                     int gelu) {
+    constexpr int V = Pack<T>::N;
+    const long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= n) return;
+    const T* wr = w + row * k;
+    float acc[GEMV_MAX_M];
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; ++m) acc[m] = 0.0f;
+    for (int c = lane * V; c < k; c += 32 * V) {
+        float wv[V];
+        Pack<T>::load(wr + c, wv);
+#pragma unroll
+        for (int m = 0; m < GEMV_MAX_M; ++m) {
+            if (m < mrows) {
+                float xv[V];
+                Pack<T>::load(x + m * ldx + c, xv);
+                float s = 0.0f;
+#pragma unroll
+                for (int i = 0; i < V; ++i) s += wv[i] * xv[i];
+                acc[m] += s;
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; ++m) {
+        if (m < mrows) {
+            float s = acc[m];
+            for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffff, s, off);
+            if (lane == 0) {
+                if (bias) s += to_compute(bias[row]);
+                if (gelu) s = gelu_tanh_f(s);
+                if (residual) s += to_compute(residual[m * ldr + row]);
+                y[m * ldy + row] = from_compute<T>(s);
+            }
+        }
+    }
+}
+
+#define GEMV(SUFFIX, T)                                                                       \
+extern "C" __global__ void gemv_##SUFFIX(const T* w, const T* x, long long ldx, const T* bias, \
+        const T* residual, long long ldr, T* y, long long ldy, long long n, int k, int mrows,   \
+        int gelu) {                                                                             \
+    gemv<T>(w, x, ldx, bias, residual, ldr, y, ldy, n, k, mrows, gelu);                        \
+}
+
+GEMV(f32, float)
+GEMV(f16, __half)
+GEMV(bf16, __nv_bfloat16)

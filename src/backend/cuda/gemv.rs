@@ -1,0 +1,66 @@
+//! Dense matrix-vector products for decoding (kernel in `kernels/gemv.cu`): `x [m, k]
+//! @ w[n, k]^T` for m <= 8 with bias, tanh-GELU and a residual applied in the same pass,
+//! in one launch whose host cost is a plain kernel launch.
+
+use super::storage::suffix;
+use super::{launch, CudaStorage};
+use crate::{DType, Layout, Result};
+use cudarc::driver::LaunchConfig;
+
+/// Most activation rows one launch takes (`GEMV_MAX_M`).
+pub const GEMV_MAX_ROWS: usize = 8;
+
+/// `gelu?(x @ w^T + bias) + residual` into a new `[m, n]`, or `None` when the operands do
+/// not suit the kernel (more than 8 rows, non-contiguous rows, misaligned, other dtypes).
+pub fn gemv(
+    x: &CudaStorage,
+    lx: &Layout,
+    w: &CudaStorage,
+    lw: &Layout,
+    bias: Option<(&CudaStorage, &Layout)>,
+    residual: Option<(&CudaStorage, &Layout)>,
+    gelu: bool,
+) -> Result<Option<CudaStorage>> {
+    let dtype = x.dtype;
+    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) || w.dtype != dtype {
+        return Ok(None);
+    }
+    if lx.rank() != 2 || lw.rank() != 2 || !lx.is_contiguous() || !lw.is_contiguous() {
+        return Ok(None);
+    }
+    let (m, k, n) = (lx.shape()[0], lx.shape()[1], lw.shape()[0]);
+    let per16 = 16 / dtype.size_in_bytes();
+    if m == 0 || m > GEMV_MAX_ROWS || lw.shape()[1] != k || k == 0 || !k.is_multiple_of(per16) {
+        return Ok(None);
+    }
+    if n == 0 || k > i32::MAX as usize {
+        return Ok(None);
+    }
+    let ok = |s: &CudaStorage, l: &Layout, shape: &[usize]| {
+        s.dtype == dtype && l.is_contiguous() && l.shape() == shape
+    };
+    if bias.is_some_and(|(b, lb)| !ok(b, lb, &[n]))
+        || residual.is_some_and(|(r, lr)| !ok(r, lr, &[m, n]))
+    {
+        return Ok(None);
+    }
+    let (xp, wp) = (x.ptr(lx.offset()), w.ptr(lw.offset()));
+    if xp % 16 != 0 || wp % 16 != 0 {
+        return Ok(None);
+    }
+    let bp = bias.map_or(0u64, |(b, lb)| b.ptr(lb.offset()));
+    let rp = residual.map_or(0u64, |(r, lr)| r.ptr(lr.offset()));
+    let out = CudaStorage::alloc(&x.dev, dtype, m * n)?;
+    let yp = out.ptr(0);
+    let warps = 8usize;
+    let cfg = LaunchConfig {
+        grid_dim: (n.div_ceil(warps) as u32, 1, 1),
+        block_dim: (32 * warps as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (ldx, ldr, ldy, n64) = (k as i64, n as i64, n as i64, n as i64);
+    let (k32, m32, g32) = (k as i32, m as i32, gelu as i32);
+    launch!(@cfg x.dev, "gemv", format!("gemv_{}", suffix(dtype)), cfg,
+        &wp, &xp, &ldx, &bp, &rp, &ldr, &yp, &ldy, &n64, &k32, &m32, &g32);
+    Ok(Some(out))
+}
