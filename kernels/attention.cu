@@ -1,60 +1,114 @@
 // Attention of one new query position per sequence against a key/value cache (decoding):
-// one block per (head, batch row), its warps splitting the keys, each warp keeping an online
-// softmax (running max, running sum, weighted values), combined at the end. The new key and
-// value are read from the projection output and written into the cache slot by the first
-// query head of each key/value group, so the append costs no launch of its own.
+// one block per (head, batch row); each warp takes tiles of 32 keys, a lane per key for
+// the scores (16-byte loads along its key row), then lanes over features to add the 32
+// weighted value rows; an online softmax (running max and sum) per warp, and the warps
+// combined at the end. The new key and value are read from the projection output and
+// written into the cache slot by the first query head of each key/value group, so the
+// append costs no launch of its own.
 //
 // Cache layout [max_len, batch, kv_heads, head_dim]; `len` counts positions including the
-// new one. Head dims up to DECODE_MAX_D (a multiple of 32 per lane slot).
+// new one. Head dims up to DECODE_MAX_D, a multiple of the elements in 16 bytes.
 
-#define DECODE_WARPS 4
+#define DECODE_WARPS 8
 #define DECODE_MAX_D 256
+
+template <typename T> struct Vec16;
+template <> struct Vec16<float> {
+    static constexpr int N = 4;
+    __device__ static void load(const float* p, float* v) {
+        float4 q = *reinterpret_cast<const float4*>(p);
+        v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+    }
+};
+template <> struct Vec16<__half> {
+    static constexpr int N = 8;
+    __device__ static void load(const __half* p, float* v) {
+        uint4 q = *reinterpret_cast<const uint4*>(p);
+        const __half2* h = reinterpret_cast<const __half2*>(&q);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            float2 f = __half22float2(h[i]);
+            v[2 * i] = f.x; v[2 * i + 1] = f.y;
+        }
+    }
+};
+template <> struct Vec16<__nv_bfloat16> {
+    static constexpr int N = 8;
+    __device__ static void load(const __nv_bfloat16* p, float* v) {
+        uint4 q = *reinterpret_cast<const uint4*>(p);
+        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&q);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            float2 f = __bfloat1622float2(h[i]);
+            v[2 * i] = f.x; v[2 * i + 1] = f.y;
+        }
+    }
+};
 
 template <typename T>
 __device__ void decode_attention(const T* q, long long q_stride, const T* k_new,
                                  long long k_stride, const T* v_new, long long v_stride,
-                                 T* kc, T* vc, long long c_tstride,
-                                 long long c_bstride, T* y, int heads, int kv_heads, int d,
-                                 int len, int window, float scale) {
+                                 T* kc, T* vc, long long c_tstride, long long c_bstride, T* y,
+                                 int heads, int kv_heads, int d, int len, int window,
+                                 float scale) {
+    constexpr int V = Vec16<T>::N, SLOTS = DECODE_MAX_D / 32;
     const int h = blockIdx.x, b = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = h / (heads / kv_heads);
-    const T* qh = q + b * q_stride + (long long)h * d;
     const T* kn = k_new + b * k_stride + (long long)g * d;
     const T* vn = v_new + b * v_stride + (long long)g * d;
-    const long long slot = (long long)(len - 1) * c_tstride + b * c_bstride + (long long)g * d;
-    constexpr int SLOTS = DECODE_MAX_D / 32;
-    float qv[SLOTS], acc[SLOTS];
+    const long long base = b * c_bstride + (long long)g * d;
+    __shared__ float qs[DECODE_MAX_D];
+    for (int e = threadIdx.x; e < d; e += blockDim.x)
+        qs[e] = to_compute(q[b * q_stride + (long long)h * d + e]) * scale;
+    __syncthreads();
+    float acc[SLOTS];
 #pragma unroll
-    for (int i = 0; i < SLOTS; ++i) {
-        const int e = lane + 32 * i;
-        qv[i] = e < d ? to_compute(qh[e]) * scale : 0.0f;
-        acc[i] = 0.0f;
-    }
+    for (int i = 0; i < SLOTS; ++i) acc[i] = 0.0f;
     float m = -INFINITY, s = 0.0f;
     const int first = window > 0 && len > window ? len - window : 0;
-    for (int j = first + warp; j < len; j += DECODE_WARPS) {
-        const bool fresh = j == len - 1;
-        const T* kj = fresh ? kn : kc + (long long)j * c_tstride + b * c_bstride + (long long)g * d;
-        const T* vj = fresh ? vn : vc + (long long)j * c_tstride + b * c_bstride + (long long)g * d;
-        float dot = 0.0f;
+    for (int t0 = first + 32 * warp; t0 < len; t0 += 32 * DECODE_WARPS) {
+        // Scores: lane l takes key t0 + l.
+        const int j = t0 + lane;
+        float dot = -INFINITY;
+        if (j < len) {
+            const T* kj = j == len - 1 ? kn : kc + (long long)j * c_tstride + base;
+            dot = 0.0f;
+            for (int e = 0; e < d; e += V) {
+                float kv[V];
+                Vec16<T>::load(kj + e, kv);
 #pragma unroll
-        for (int i = 0; i < SLOTS; ++i) {
-            const int e = lane + 32 * i;
-            if (e < d) dot += qv[i] * to_compute(kj[e]);
+                for (int i = 0; i < V; ++i) dot += qs[e + i] * kv[i];
+            }
         }
-        for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffff, dot, off);
-        const float m_new = fmaxf(m, dot);
-        const float corr = __expf(m - m_new), p = __expf(dot - m_new);
-        s = s * corr + p;
+        float tile_max = dot;
+        for (int off = 16; off > 0; off >>= 1)
+            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffff, tile_max, off));
+        const float m_new = fmaxf(m, tile_max);
+        const float corr = m == -INFINITY ? 0.0f : __expf(m - m_new);
+        const float p = j < len ? __expf(dot - m_new) : 0.0f;
+        float psum = p;
+        for (int off = 16; off > 0; off >>= 1) psum += __shfl_xor_sync(0xffffffff, psum, off);
+        s = s * corr + psum;
 #pragma unroll
-        for (int i = 0; i < SLOTS; ++i) {
-            const int e = lane + 32 * i;
-            if (e < d) acc[i] = acc[i] * corr + p * to_compute(vj[e]);
-        }
+        for (int i = 0; i < SLOTS; ++i) acc[i] *= corr;
         m = m_new;
+        // Values: lanes over features, the 32 keys of the tile in turn.
+        const int count = min(32, len - t0);
+#pragma unroll 4
+        for (int kk = 0; kk < count; ++kk) {
+            const float pk = __shfl_sync(0xffffffff, p, kk);
+            const int jk = t0 + kk;
+            const T* vj = jk == len - 1 ? vn : vc + (long long)jk * c_tstride + base;
+#pragma unroll
+            for (int i = 0; i < SLOTS; ++i) {
+                const int e = lane + 32 * i;
+                if (e < d) acc[i] += pk * to_compute(vj[e]);
+            }
+        }
     }
     // The first query head of the group stores the new key and value in the cache.
     if (h % (heads / kv_heads) == 0 && warp == 0) {
+        const long long slot = (long long)(len - 1) * c_tstride + base;
         for (int e = lane; e < d; e += 32) {
             kc[slot + e] = kn[e];
             vc[slot + e] = vn[e];

@@ -6,6 +6,7 @@
 // k is a multiple of the elements per 16 bytes and every row starts 16-byte aligned.
 
 #define GEMV_MAX_M 8
+#define GEMV_UNROLL 4
 
 template <typename T> struct Pack;
 template <> struct Pack<float> {
@@ -57,18 +58,29 @@ __device__ void gemv(const T* w, const T* x, long long ldx, const T* bias, const
     float acc[GEMV_MAX_M];
 #pragma unroll
     for (int m = 0; m < GEMV_MAX_M; ++m) acc[m] = 0.0f;
-    for (int c = lane * V; c < k; c += 32 * V) {
-        float wv[V];
-        Pack<T>::load(wr + c, wv);
+    // GEMV_UNROLL packs of W in flight per lane before any is used.
+    constexpr int U = GEMV_UNROLL;
+    for (int c0 = lane * V; c0 < k; c0 += 32 * V * U) {
+        float wv[U][V];
 #pragma unroll
-        for (int m = 0; m < GEMV_MAX_M; ++m) {
-            if (m < mrows) {
-                float xv[V];
-                Pack<T>::load(x + m * ldx + c, xv);
-                float s = 0.0f;
+        for (int u = 0; u < U; ++u) {
+            const int c = c0 + u * 32 * V;
+            if (c < k) Pack<T>::load(wr + c, wv[u]);
+        }
 #pragma unroll
-                for (int i = 0; i < V; ++i) s += wv[i] * xv[i];
-                acc[m] += s;
+        for (int u = 0; u < U; ++u) {
+            const int c = c0 + u * 32 * V;
+            if (c >= k) break;
+#pragma unroll
+            for (int m = 0; m < GEMV_MAX_M; ++m) {
+                if (m < mrows) {
+                    float xv[V];
+                    Pack<T>::load(x + m * ldx + c, xv);
+                    float s = 0.0f;
+#pragma unroll
+                    for (int i = 0; i < V; ++i) s += wv[u][i] * xv[i];
+                    acc[m] += s;
+                }
             }
         }
     }

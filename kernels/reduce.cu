@@ -53,7 +53,64 @@ __device__ void arg_impl(int is_max, const T* x, Strided v, long long* y, long l
     }
 }
 
+// The same two reductions with a whole block per output, for a few long rows (an argmax
+// over a vocabulary): threads stride over r, then warps, then the block's warps combine.
+template <typename T, typename C>
+__device__ void reduce_block_impl(int op, const T* x, Strided v, T* y, long long r) {
+    __shared__ C part[32];
+    const long long o = blockIdx.x;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    const C init = op == 0 ? C(0) : (op == 1 ? C(-INFINITY) : C(INFINITY));
+    C acc = init;
+    for (long long j = threadIdx.x; j < r; j += blockDim.x)
+        acc = combine<C>(op, acc, to_compute(x[strided_index(v, o * r + j)]));
+    for (int s = 16; s > 0; s >>= 1) acc = combine<C>(op, acc, __shfl_down_sync(0xffffffffu, acc, s));
+    if (lane == 0) part[warp] = acc;
+    __syncthreads();
+    if (warp == 0) {
+        acc = lane < warps ? part[lane] : init;
+        for (int s = 16; s > 0; s >>= 1) acc = combine<C>(op, acc, __shfl_down_sync(0xffffffffu, acc, s));
+        if (lane == 0) y[o] = from_compute<T>(acc);
+    }
+}
+
+template <typename T, typename C>
+__device__ void arg_block_impl(int is_max, const T* x, Strided v, long long* y, long long r) {
+    __shared__ C pbest[32];
+    __shared__ long long pidx[32];
+    const long long o = blockIdx.x;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    C best = is_max ? C(-INFINITY) : C(INFINITY);
+    long long bi = r;  // sentinel: larger than any real index
+    for (long long j = threadIdx.x; j < r; j += blockDim.x) {
+        C val = to_compute(x[strided_index(v, o * r + j)]);
+        if (bi == r || better<C>(is_max, val, j, best, bi)) { best = val; bi = j; }
+    }
+    for (int round = 0; round < 2; ++round) {
+        for (int s = 16; s > 0; s >>= 1) {
+            C ob = __shfl_down_sync(0xffffffffu, best, s);
+            long long oi = __shfl_down_sync(0xffffffffu, bi, s);
+            if (oi != r && (bi == r || better<C>(is_max, ob, oi, best, bi))) { best = ob; bi = oi; }
+        }
+        if (round == 1) break;
+        if (lane == 0) { pbest[warp] = best; pidx[warp] = bi; }
+        __syncthreads();
+        if (warp != 0) return;
+        best = lane < warps ? pbest[lane] : best;
+        bi = lane < warps ? pidx[lane] : r;
+    }
+    if (lane == 0) y[o] = bi;
+}
+
 #define REDUCE_KERNELS(SUFFIX, T, C)                                                          \
+extern "C" __global__ void reduce_block_##SUFFIX(int op, const T* x, Strided v, T* y,         \
+                                                 long long outs, long long r) {               \
+    reduce_block_impl<T, C>(op, x, v, y, r);                                                  \
+}                                                                                             \
+extern "C" __global__ void argreduce_block_##SUFFIX(int is_max, const T* x, Strided v,        \
+                                                    long long* y, long long outs, long long r) { \
+    arg_block_impl<T, C>(is_max, x, v, y, r);                                                 \
+}                                                                                             \
 extern "C" __global__ void reduce_##SUFFIX(int op, const T* x, Strided v, T* y,               \
                                            long long outs, long long r) {                     \
     reduce_impl<T, C>(op, x, v, y, outs, r);                                                  \

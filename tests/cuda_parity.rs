@@ -1386,3 +1386,41 @@ fn decoding_matrix_vector_products_match_the_cpu() {
     }
     cuda::set_tf32(true);
 }
+
+#[test]
+fn long_row_reductions_match_the_cpu() {
+    let mut rng = Rng::new(35);
+    // A vocabulary-long row takes the block-per-output kernels; a transposed view too.
+    let rows = randn(&[3, 50257], &mut rng);
+    let cols = randn(&[9000, 2], &mut rng);
+    for dtype in FLOATS {
+        check(
+            "argmax long rows",
+            std::slice::from_ref(&rows),
+            dtype,
+            0.0,
+            |t| t[0].argmax(1, false)?.to_dtype(DType::F64),
+        );
+        check(
+            "argmax transposed",
+            std::slice::from_ref(&cols),
+            dtype,
+            0.0,
+            |t| t[0].t()?.argmax(1, false)?.to_dtype(DType::F64),
+        );
+        check(
+            "max long rows",
+            std::slice::from_ref(&rows),
+            dtype,
+            0.0,
+            |t| t[0].max(1, false),
+        );
+        check(
+            "sum long rows",
+            std::slice::from_ref(&rows),
+            dtype,
+            tol(dtype) * 10.0,
+            |t| t[0].sum(&[1]),
+        );
+    }
+}

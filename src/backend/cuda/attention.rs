@@ -74,7 +74,15 @@ pub fn decode_attention(
     let (Some(qs), Some(ks), Some(vs)) = strides else {
         return Ok(None);
     };
+    // 16-byte loads along key rows: head dims in whole 16-byte packs, rows aligned.
+    let per16 = 16 / dtype.size_in_bytes();
+    let aligned = [(k.ptr(lk.offset()), ks), (kc.ptr(0), s.batch * kvh * d)]
+        .iter()
+        .all(|&(p, stride)| p % 16 == 0 && (stride * dtype.size_in_bytes()).is_multiple_of(16));
     if !cache_ok || d > DECODE_MAX_HEAD_DIM || !s.heads.is_multiple_of(kvh) {
+        return Ok(None);
+    }
+    if !d.is_multiple_of(per16) || !aligned {
         return Ok(None);
     }
     if s.batch > 65535 || s.heads > i32::MAX as usize || s.len > i32::MAX as usize {
@@ -86,7 +94,7 @@ pub fn decode_attention(
     let out = CudaStorage::alloc(&q.dev, dtype, s.batch * s.heads * d)?;
     let cfg = LaunchConfig {
         grid_dim: (s.heads as u32, s.batch as u32, 1),
-        block_dim: (32 * 4, 1, 1),
+        block_dim: (32 * 8, 1, 1),
         shared_mem_bytes: 0,
     };
     let (qp, kp, vp) = (q.ptr(lq.offset()), k.ptr(lk.offset()), v.ptr(lv.offset()));

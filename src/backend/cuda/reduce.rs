@@ -132,6 +132,17 @@ fn launch_over_view(
             outs as i64,
             r as i64,
         );
+        // A few long rows: a block of 1024 threads per output instead of one warp.
+        if r >= 4096 && outs <= 1024 {
+            let cfg = cudarc::driver::LaunchConfig {
+                grid_dim: (outs as u32, 1, 1),
+                block_dim: (1024, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let name = format!("{prefix}_block_{}", suffix(s.dtype));
+            launch!(@cfg s.dev, "reduce", name, cfg, &code, &x, &v, &y, &o64, &r64);
+            return Ok(out);
+        }
         launch!(
             s.dev,
             "reduce",
