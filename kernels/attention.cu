@@ -7,10 +7,10 @@
 // append costs no launch of its own.
 //
 // Cache layout [max_len, batch, kv_heads, head_dim]; `len` counts positions including the
-// new one. Head dims up to DECODE_MAX_D, a multiple of the elements in 16 bytes.
+// new one. The head dim D is a compile-time constant (16 to 256, as listed below), so every
+// load of a key row is issued before the first is used.
 
 #define DECODE_WARPS 8
-#define DECODE_MAX_D 256
 
 template <typename T> struct Vec16;
 template <> struct Vec16<float> {
@@ -45,19 +45,18 @@ template <> struct Vec16<__nv_bfloat16> {
     }
 };
 
-template <typename T>
+template <typename T, int D>
 __device__ void decode_attention(const T* q, long long q_stride, const T* k_new,
                                  long long k_stride, const T* v_new, long long v_stride,
                                  T* kc, T* vc, long long c_tstride, long long c_bstride, T* y,
-                                 int heads, int kv_heads, int d, int len, int window,
-                                 float scale) {
-    constexpr int V = Vec16<T>::N, SLOTS = DECODE_MAX_D / 32;
+                                 int heads, int kv_heads, int len, int window, float scale) {
+    constexpr int V = Vec16<T>::N, SLOTS = (D + 31) / 32, d = D;
     const int h = blockIdx.x, b = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = h / (heads / kv_heads);
     const T* kn = k_new + b * k_stride + (long long)g * d;
     const T* vn = v_new + b * v_stride + (long long)g * d;
     const long long base = b * c_bstride + (long long)g * d;
-    __shared__ float qs[DECODE_MAX_D];
+    __shared__ float qs[D];
     for (int e = threadIdx.x; e < d; e += blockDim.x)
         qs[e] = to_compute(q[b * q_stride + (long long)h * d + e]) * scale;
     __syncthreads();
@@ -73,6 +72,7 @@ __device__ void decode_attention(const T* q, long long q_stride, const T* k_new,
         if (j < len) {
             const T* kj = j == len - 1 ? kn : kc + (long long)j * c_tstride + base;
             dot = 0.0f;
+#pragma unroll
             for (int e = 0; e < d; e += V) {
                 float kv[V];
                 Vec16<T>::load(kj + e, kv);
@@ -115,7 +115,7 @@ __device__ void decode_attention(const T* q, long long q_stride, const T* k_new,
         }
     }
     __shared__ float wm[DECODE_WARPS], ws[DECODE_WARPS];
-    __shared__ float wacc[DECODE_WARPS][DECODE_MAX_D];
+    __shared__ float wacc[DECODE_WARPS][D];
     if (lane == 0) {
         wm[warp] = m;
         ws[warp] = s;
@@ -141,15 +141,23 @@ __device__ void decode_attention(const T* q, long long q_stride, const T* k_new,
     }
 }
 
-#define DECODE_ATTENTION(SUFFIX, T)                                                           \
-extern "C" __global__ void decode_attention_##SUFFIX(const T* q, long long q_stride,          \
+#define DECODE_ATTENTION(SUFFIX, T, D)                                                        \
+extern "C" __global__ void decode_attention_d##D##_##SUFFIX(const T* q, long long q_stride,   \
         const T* k_new, long long k_stride, const T* v_new, long long v_stride, T* kc, T* vc,   \
-        long long c_tstride, long long c_bstride, T* y, int heads, int kv_heads, int d,         \
-        int len, int window, float scale) {                                                     \
-    decode_attention<T>(q, q_stride, k_new, k_stride, v_new, v_stride, kc, vc, c_tstride,     \
-                        c_bstride, y, heads, kv_heads, d, len, window, scale);                 \
+        long long c_tstride, long long c_bstride, T* y, int heads, int kv_heads, int len,       \
+        int window, float scale) {                                                              \
+    decode_attention<T, D>(q, q_stride, k_new, k_stride, v_new, v_stride, kc, vc, c_tstride,  \
+                           c_bstride, y, heads, kv_heads, len, window, scale);                 \
 }
+#define DECODE_ATTENTION_DIMS(SUFFIX, T) \
+    DECODE_ATTENTION(SUFFIX, T, 16)      \
+    DECODE_ATTENTION(SUFFIX, T, 32)      \
+    DECODE_ATTENTION(SUFFIX, T, 64)      \
+    DECODE_ATTENTION(SUFFIX, T, 80)      \
+    DECODE_ATTENTION(SUFFIX, T, 96)      \
+    DECODE_ATTENTION(SUFFIX, T, 128)     \
+    DECODE_ATTENTION(SUFFIX, T, 256)
 
-DECODE_ATTENTION(f32, float)
-DECODE_ATTENTION(f16, __half)
-DECODE_ATTENTION(bf16, __nv_bfloat16)
+DECODE_ATTENTION_DIMS(f32, float)
+DECODE_ATTENTION_DIMS(f16, __half)
+DECODE_ATTENTION_DIMS(bf16, __nv_bfloat16)

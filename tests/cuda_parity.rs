@@ -1276,7 +1276,7 @@ fn decoding_attention_kernel_matches_the_cpu() {
             let mut got = Vec::new();
             let names = kernels_run(|| got = step(&gpu_model, &mut gc, &xg, t0, n));
             // Single positions take the decoding kernel, one launch per layer.
-            let decode = format!("decode_attention_{}", dtype.as_str());
+            let decode = format!("decode_attention_d16_{}", dtype.as_str());
             let launches = names.iter().filter(|k| **k == decode).count();
             assert!(n > 1 || launches == 1, "{names:?}");
             worst = worst.max(rel_err(&got, &want));

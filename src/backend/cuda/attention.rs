@@ -6,8 +6,8 @@ use super::{launch, CudaStorage};
 use crate::{Error, Layout, Result};
 use cudarc::driver::LaunchConfig;
 
-/// Largest head dim the decoding kernel takes (`DECODE_MAX_D`).
-pub const DECODE_MAX_HEAD_DIM: usize = 256;
+/// Head dims the decoding kernel is compiled for.
+pub const DECODE_HEAD_DIMS: [usize; 7] = [16, 32, 64, 80, 96, 128, 256];
 
 /// Shape of one decoding step.
 #[derive(Clone, Copy, Debug)]
@@ -79,7 +79,7 @@ pub fn decode_attention(
     let aligned = [(k.ptr(lk.offset()), ks), (kc.ptr(0), s.batch * kvh * d)]
         .iter()
         .all(|&(p, stride)| p % 16 == 0 && (stride * dtype.size_in_bytes()).is_multiple_of(16));
-    if !cache_ok || d > DECODE_MAX_HEAD_DIM || !s.heads.is_multiple_of(kvh) {
+    if !cache_ok || !DECODE_HEAD_DIMS.contains(&d) || !s.heads.is_multiple_of(kvh) {
         return Ok(None);
     }
     if !d.is_multiple_of(per16) || !aligned {
@@ -101,15 +101,15 @@ pub fn decode_attention(
     let (kcp, vcp, yp) = (kc.ptr(0), vc.ptr(0), out.ptr(0));
     let (qs, ks, vs) = (qs as i64, ks as i64, vs as i64);
     let (ct, cb) = ((s.batch * kvh * d) as i64, (kvh * d) as i64);
-    let (h32, kvh32, d32, len32, win32) = (
+    let (h32, kvh32, len32, win32) = (
         s.heads as i32,
         kvh as i32,
-        d as i32,
         s.len as i32,
         s.window.min(i32::MAX as usize) as i32,
     );
-    launch!(@cfg q.dev, "attention", format!("decode_attention_{}", suffix(dtype)), cfg,
-        &qp, &qs, &kp, &ks, &vp, &vs, &kcp, &vcp, &ct, &cb, &yp, &h32, &kvh32, &d32, &len32,
+    let name = format!("decode_attention_d{d}_{}", suffix(dtype));
+    launch!(@cfg q.dev, "attention", name, cfg,
+        &qp, &qs, &kp, &ks, &vp, &vs, &kcp, &vcp, &ct, &cb, &yp, &h32, &kvh32, &len32,
         &win32, &s.scale);
     Ok(Some(out))
 }

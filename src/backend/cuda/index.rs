@@ -24,14 +24,23 @@ pub fn index_select(
 ) -> Result<CudaStorage> {
     let (outer, size, inner) = split_at_dim(layout.shape(), dim);
     let k = ids_layout.numel();
-    let ids = cast(ids, ids_layout, DType::I64)?;
+    // Contiguous i64 ids are read in place; anything else is converted first.
+    let converted = if ids.dtype == DType::I64 && ids_layout.is_contiguous() {
+        None
+    } else {
+        Some(cast(ids, ids_layout, DType::I64)?)
+    };
+    let ids_ptr = match &converted {
+        Some(c) => c.ptr(0),
+        None => ids.ptr(ids_layout.offset()),
+    };
     let n = outer * k * inner;
     let out = CudaStorage::alloc(&s.dev, s.dtype, n)?;
     if n > 0 {
         let (sp, ls, ip, op) = (
             s.ptr(layout.offset()),
             Strided::of(layout)?,
-            ids.ptr(0),
+            ids_ptr,
             out.ptr(0),
         );
         let (o64, s64, k64, i64_) = (outer as i64, size as i64, k as i64, inner as i64);

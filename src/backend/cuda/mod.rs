@@ -16,7 +16,7 @@ mod reduce;
 mod storage;
 mod timing;
 
-pub use attention::{decode_attention, DecodeShape, DECODE_MAX_HEAD_DIM};
+pub use attention::{decode_attention, DecodeShape, DECODE_HEAD_DIMS};
 pub use elementwise::*;
 pub use gemv::{gemv, GEMV_MAX_ROWS};
 pub use index::*;
