@@ -93,9 +93,12 @@ __device__ void decode_attention(const T* q, long long q_stride, const T* k_new,
         for (int i = 0; i < SLOTS; ++i) acc[i] *= corr;
         m = m_new;
         // Values: lanes over features, the 32 keys of the tile in turn.
+        // Fully unrolled (the guard is uniform across the warp), so the loads of the 32
+        // value rows are all in flight together.
         const int count = min(32, len - t0);
-#pragma unroll 4
-        for (int kk = 0; kk < count; ++kk) {
+#pragma unroll
+        for (int kk = 0; kk < 32; ++kk) {
+            if (kk >= count) break;
             const float pk = __shfl_sync(0xffffffff, p, kk);
             const int jk = t0 + kk;
             const T* vj = jk == len - 1 ? vn : vc + (long long)jk * c_tstride + base;

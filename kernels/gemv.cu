@@ -1,6 +1,8 @@
 // y[m, n] = act(sum_k x[m, k] W[n, k] + bias[n]) + residual[m, n] for a few rows m (at most
 // GEMV_MAX_M): the dense linear layer of decoding, where a GEMM library's host cost per
-// call exceeds the microseconds the product takes. One warp per output column n, 16-byte
+// call exceeds the microseconds the product takes. Optionally x is first normalized (layer
+// norm with gamma and beta, or RMS norm with gamma), each block computing the statistics
+// of the few x rows itself, so the norm before a projection costs no launch. One warp per output column n, 16-byte
 // loads of W's row and of each x row, f32 sums; bias, tanh-GELU and the residual are
 // applied in the same pass. Rows of x, y and the residual are ldx/ldy/ldr elements apart;
 // k is a multiple of the elements per 16 bytes and every row starts 16-byte aligned.
@@ -46,13 +48,48 @@ __device__ __forceinline__ float gelu_tanh_f(float v) {
     return 0.5f * v * (1.0f + tanhf(c * (v + 0.044715f * v * v * v)));
 }
 
+// Sum over the block of one value per thread (every thread gets the total).
+__device__ float block_sum(float v, float* scratch) {
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffff, v, off);
+    __syncthreads();
+    if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;
+    __syncthreads();
+    float t = 0.0f;
+    for (int w = 0; w < (int)blockDim.x / 32; ++w) t += scratch[w];
+    return t;
+}
+
+// norm: 0 none, 1 layer norm (gamma, beta), 2 RMS norm (gamma).
 template <typename T>
 __device__ void gemv(const T* w, const T* x, long long ldx, const T* bias, const T* residual,
                      long long ldr, T* y, long long ldy, long long n, int k, int mrows,
-                     int gelu) {
+                     int gelu, int norm, const T* gamma, const T* beta, float eps) {
     constexpr int V = Pack<T>::N;
     const long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x % 32;
+    __shared__ float shift[GEMV_MAX_M], scale[GEMV_MAX_M], scratch[32];
+    if (norm != 0) {
+        for (int m = 0; m < mrows; ++m) {
+            const T* xm = x + m * ldx;
+            float mean = 0.0f;
+            if (norm == 1) {
+                float s = 0.0f;
+                for (int c = threadIdx.x; c < k; c += blockDim.x) s += to_compute(xm[c]);
+                mean = block_sum(s, scratch) / k;
+            }
+            float q = 0.0f;
+            for (int c = threadIdx.x; c < k; c += blockDim.x) {
+                const float d = to_compute(xm[c]) - mean;
+                q += d * d;
+            }
+            const float var = block_sum(q, scratch) / k;
+            if (threadIdx.x == 0) {
+                shift[m] = mean;
+                scale[m] = rsqrtf(var + eps);
+            }
+        }
+        __syncthreads();
+    }
     if (row >= n) return;
     const T* wr = w + row * k;
     float acc[GEMV_MAX_M];
@@ -76,6 +113,14 @@ __device__ void gemv(const T* w, const T* x, long long ldx, const T* bias, const
                 if (m < mrows) {
                     float xv[V];
                     Pack<T>::load(x + m * ldx + c, xv);
+                    if (norm != 0) {
+                        float gv[V], bv[V];
+                        Pack<T>::load(gamma + c, gv);
+                        if (norm == 1) Pack<T>::load(beta + c, bv);
+#pragma unroll
+                        for (int i = 0; i < V; ++i)
+                            xv[i] = (xv[i] - shift[m]) * scale[m] * gv[i] + (norm == 1 ? bv[i] : 0.0f);
+                    }
                     float s = 0.0f;
 #pragma unroll
                     for (int i = 0; i < V; ++i) s += wv[u][i] * xv[i];
@@ -102,8 +147,8 @@ __device__ void gemv(const T* w, const T* x, long long ldx, const T* bias, const
 #define GEMV(SUFFIX, T)                                                                       \
 extern "C" __global__ void gemv_##SUFFIX(const T* w, const T* x, long long ldx, const T* bias, \
         const T* residual, long long ldr, T* y, long long ldy, long long n, int k, int mrows,   \
-        int gelu) {                                                                             \
-    gemv<T>(w, x, ldx, bias, residual, ldr, y, ldy, n, k, mrows, gelu);                        \
+        int gelu, int norm, const T* gamma, const T* beta, float eps) {                         \
+    gemv<T>(w, x, ldx, bias, residual, ldr, y, ldy, n, k, mrows, gelu, norm, gamma, beta, eps); \
 }
 
 GEMV(f32, float)

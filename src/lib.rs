@@ -33,7 +33,7 @@ pub use device::Device;
 pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};
 pub use layout::Layout;
-pub use ops::{causal_mask, rotary_tables};
+pub use ops::{causal_mask, rotary_tables, FoldedNorm};
 pub use qmatrix::QMatrix;
 pub use rng::Rng;
 pub use tensor::{Tensor, TensorId};

@@ -1424,3 +1424,66 @@ fn long_row_reductions_match_the_cpu() {
         );
     }
 }
+
+#[test]
+fn norms_folded_into_decoding_products_match_the_cpu() {
+    use smith::nn::{LayerNorm, Linear, Norm, RmsNorm};
+    let _tf = tf32_lock();
+    let Some((dev, _gpu)) = gpu() else { return };
+    cuda::set_tf32(false);
+    let _g = smith::no_grad();
+    let mut rng = Rng::new(36);
+    for dtype in FLOATS {
+        let tolerance = if dtype == DType::F32 { 1e-5 } else { 3e-2 };
+        let on = |t: &Tensor, d: Device| t.to_dtype(dtype).unwrap().to_device(d).unwrap();
+        let (g, b) = (randn(&[96], &mut rng), randn(&[96], &mut rng));
+        let (w, bias) = (randn(&[40, 96], &mut rng), randn(&[40], &mut rng));
+        for rows in [1, 5] {
+            // Rows with a large mean: the two-pass variance matters.
+            let x = randn(&[rows, 1, 96], &mut rng).add_scalar(3.0).unwrap();
+            for rms in [false, true] {
+                for gelu in [false, true] {
+                    let layers = |d: Device| {
+                        let norm = if rms {
+                            Norm::Rms(RmsNorm {
+                                weight: on(&g, d),
+                                eps: 1e-6,
+                            })
+                        } else {
+                            Norm::Layer(LayerNorm {
+                                weight: on(&g, d),
+                                bias: Some(on(&b, d)),
+                                eps: 1e-5,
+                            })
+                        };
+                        let lin = Linear {
+                            weight: on(&w, d),
+                            bias: Some(on(&bias, d)),
+                            quant: None,
+                        };
+                        (norm, lin)
+                    };
+                    let (norm, lin) = layers(Device::Cpu);
+                    let want = lin
+                        .forward_normed(&on(&x, Device::Cpu), &norm, gelu)
+                        .unwrap();
+                    let (norm, lin) = layers(dev);
+                    let mut got = None;
+                    let names = kernels_run(|| {
+                        got = Some(lin.forward_normed(&on(&x, dev), &norm, gelu).unwrap())
+                    });
+                    assert_eq!(names, vec![format!("gemv_{}", dtype.as_str())], "{names:?}");
+                    let err = rel_err(
+                        &got.unwrap().to_vec_f64().unwrap(),
+                        &want.to_vec_f64().unwrap(),
+                    );
+                    assert!(
+                        err < tolerance,
+                        "{dtype} rows={rows} rms={rms} gelu={gelu}: {err:e}"
+                    );
+                }
+            }
+        }
+    }
+    cuda::set_tf32(true);
+}

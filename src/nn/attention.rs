@@ -1,6 +1,6 @@
 //! Causal self-attention on `[B, T, C]` with multi-head or grouped-query heads.
 
-use super::{KvCache, Linear, Param, RmsNorm};
+use super::{KvCache, Linear, Norm, Param, RmsNorm};
 use crate::backend::RotaryStyle;
 use crate::{rotary_tables, Device, Error, Result, Rng, Tensor};
 
@@ -101,30 +101,32 @@ impl CausalSelfAttention {
 
     /// `[B, T, C]` to `[B, T, C]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.attend(x, None, None)
+        self.attend(x, None, None, None)
     }
 
     /// `[B, T_new, C]` to `[B, T_new, C]` for positions following those in `cache`, whose
     /// keys and values it reads and extends (prefill with the whole prompt, then one
     /// position at a time).
     pub fn forward_cached(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        self.attend(x, Some(cache), None)
+        self.attend(x, None, Some(cache), None)
     }
 
-    /// `residual + forward_cached(x)`, the add fused into the output projection where the
-    /// backend can.
+    /// `residual + forward_cached(norm(x))`: the norm folded into the QKV projection and
+    /// the add into the output projection where the backend can.
     pub fn forward_cached_residual(
         &self,
         x: &Tensor,
+        norm: &Norm,
         cache: &mut KvCache,
         residual: &Tensor,
     ) -> Result<Tensor> {
-        self.attend(x, Some(cache), Some(residual))
+        self.attend(x, Some(norm), Some(cache), Some(residual))
     }
 
     fn attend(
         &self,
         x: &Tensor,
+        norm: Option<&Norm>,
         cache: Option<&mut KvCache>,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
@@ -141,7 +143,10 @@ impl CausalSelfAttention {
         let (b, t) = (x.shape()[0], x.shape()[1]);
         let (h, kvh, hd) = (self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim());
         let start = cache.as_ref().map_or(0, |c| c.len());
-        let qkv = self.qkv.forward(x)?;
+        let qkv = match norm {
+            Some(n) => self.qkv.forward_normed(x, n, false)?,
+            None => self.qkv.forward(x)?,
+        };
         let parts = qkv.split(&[h * hd, kvh * hd, kvh * hd], 2)?;
         // [B, T, heads, hd] -> [B, heads, T, hd] (views), normalized per head if asked.
         let heads = |t_: &Tensor, n: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {

@@ -91,13 +91,12 @@ impl Block {
     /// [`CausalSelfAttention::forward_cached`]).
     pub fn forward_cached(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         if self.post_attn_norm.is_none() && self.post_mlp_norm.is_none() {
-            // Residual adds fused into the output projections where the backend can.
+            // Norms folded into the projections after them, residual adds into the output
+            // projections, where the backend can.
             let x = self
                 .attn
-                .forward_cached_residual(&self.norm1.forward(x)?, cache, x)?;
-            return self
-                .mlp
-                .forward_residual(&self.norm2.forward(&x)?, Some(&x));
+                .forward_cached_residual(x, &self.norm1, cache, x)?;
+            return self.mlp.forward_residual_normed(&x, &self.norm2, Some(&x));
         }
         let a = self.attn.forward_cached(&self.norm1.forward(x)?, cache)?;
         let x = x.add(&post(&self.post_attn_norm, a)?)?;

@@ -121,6 +121,32 @@ impl Linear {
         x.linear_fused(&self.weight, self.bias.as_ref(), gelu, residual)
     }
 
+    /// `gelu?(layer(norm(x)))`, the norm folded into the decoding matrix-vector kernel
+    /// where it applies (dense weights, a few rows on a GPU, inference), otherwise the two
+    /// layers in turn.
+    pub fn forward_normed(&self, x: &Tensor, norm: &Norm, gelu: bool) -> Result<Tensor> {
+        if self.quant.is_none() {
+            let folded = match norm {
+                Norm::Layer(n) => n.bias.as_ref().map(|b| crate::ops::FoldedNorm {
+                    gamma: &n.weight,
+                    beta: Some(b),
+                    eps: n.eps,
+                }),
+                Norm::Rms(n) => Some(crate::ops::FoldedNorm {
+                    gamma: &n.weight,
+                    beta: None,
+                    eps: n.eps,
+                }),
+            };
+            if let Some(f) = folded {
+                if let Some(y) = x.normed_linear(&f, &self.weight, self.bias.as_ref(), gelu)? {
+                    return Ok(y);
+                }
+            }
+        }
+        self.forward_fused(&norm.forward(x)?, gelu, None)
+    }
+
     /// Appends this layer's parameters (a quantized weight is not a parameter).
     pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
         if self.quant.is_none() {

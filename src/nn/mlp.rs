@@ -73,6 +73,22 @@ impl Mlp {
         }
     }
 
+    /// `residual + mlp(norm(x))`: the norm folded into the first projection of a GELU MLP
+    /// where the backend can (inference), the rest as [`Mlp::forward_residual`].
+    pub fn forward_residual_normed(
+        &self,
+        x: &Tensor,
+        norm: &super::Norm,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        match self {
+            Mlp::Gelu { fc, proj } => {
+                proj.forward_fused(&fc.forward_normed(x, norm, true)?, false, residual)
+            }
+            _ => self.forward_residual(&norm.forward(x)?, residual),
+        }
+    }
+
     /// `residual + mlp(x)` with the activation and the add fused into the GEMMs where the
     /// backend can (inference).
     pub fn forward_residual(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {

@@ -143,6 +143,81 @@ impl Tensor {
     }
 }
 
+/// A norm folded into [`Tensor::normed_linear`]: layer norm (gamma and beta) or RMS norm
+/// (gamma alone) over the last dim.
+pub struct FoldedNorm<'a> {
+    pub gamma: &'a Tensor,
+    pub beta: Option<&'a Tensor>,
+    pub eps: f64,
+}
+
+impl Tensor {
+    /// `gelu?(norm(self) @ weight^T + bias)` in one decoding launch on a GPU (at most 8
+    /// rows, nothing recorded); `None` when that does not apply, and the caller runs the
+    /// norm and the linear layer as usual.
+    pub fn normed_linear(
+        &self,
+        norm: &FoldedNorm<'_>,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        gelu: bool,
+    ) -> Result<Option<Tensor>> {
+        let inputs = [Some(self), Some(weight), bias, Some(norm.gamma), norm.beta];
+        if recording(&inputs) || !matches!(self.device(), crate::Device::Cuda(_)) {
+            return Ok(None);
+        }
+        if inputs.iter().flatten().any(|t| t.device() != self.device()) {
+            return Ok(None);
+        }
+        if self.rank() == 0 || weight.rank() != 2 {
+            return Ok(None);
+        }
+        let (n, k) = (weight.shape()[0], weight.shape()[1]);
+        let lead = &self.shape()[..self.rank() - 1];
+        let rows: usize = lead.iter().product();
+        if self.shape().last() != Some(&k) || rows > cuda::GEMV_MAX_ROWS {
+            return Ok(None);
+        }
+        let x = self.reshape(&[rows, k])?;
+        let out = {
+            let (xs, ws, gs) = (
+                x.read_storage(),
+                weight.read_storage(),
+                norm.gamma.read_storage(),
+            );
+            let bs = bias.map(|t| t.read_storage());
+            let betas = norm.beta.map(|t| t.read_storage());
+            let b = cuda_pair(bs.as_deref(), bias);
+            let beta = cuda_pair(betas.as_deref(), norm.beta);
+            let gamma = cuda_pair(Some(&*gs), Some(norm.gamma));
+            match (&*xs, &*ws, gamma) {
+                (Storage::Cuda(xc), Storage::Cuda(wc), Some(gamma)) => {
+                    let folded = cuda::GemvNorm {
+                        gamma,
+                        beta,
+                        rms: norm.beta.is_none(),
+                        eps: norm.eps as f32,
+                    };
+                    cuda::gemv(
+                        xc,
+                        x.layout(),
+                        wc,
+                        weight.layout(),
+                        b,
+                        None,
+                        gelu,
+                        Some(folded),
+                    )?
+                }
+                _ => None,
+            }
+        };
+        let mut shape = lead.to_vec();
+        shape.push(n);
+        Ok(out.map(|o| Tensor::from_storage(Storage::Cuda(o), &shape, None)))
+    }
+}
+
 /// True when autograd would record an op on these inputs.
 fn recording(inputs: &[Option<&Tensor>]) -> bool {
     crate::autograd::is_grad_enabled() && inputs.iter().flatten().any(|t| t.tracks_grad())
@@ -175,7 +250,7 @@ fn small_gemv(
         }
         match (&*xs, &*ws) {
             (Storage::Cuda(xc), Storage::Cuda(wc)) => {
-                cuda::gemv(xc, x.layout(), wc, w.layout(), bias, res, gelu)?
+                cuda::gemv(xc, x.layout(), wc, w.layout(), bias, res, gelu, None)?
             }
             _ => None,
         }

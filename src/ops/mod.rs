@@ -8,6 +8,7 @@ mod nn;
 mod reduce;
 mod shape;
 
+pub use matmul::FoldedNorm;
 pub(crate) use nn::cuda_param;
 pub use nn::{causal_mask, rotary_tables};
 

@@ -10,8 +10,19 @@ use cudarc::driver::LaunchConfig;
 /// Most activation rows one launch takes (`GEMV_MAX_M`).
 pub const GEMV_MAX_ROWS: usize = 8;
 
-/// `gelu?(x @ w^T + bias) + residual` into a new `[m, n]`, or `None` when the operands do
-/// not suit the kernel (more than 8 rows, non-contiguous rows, misaligned, other dtypes).
+/// A norm applied to x's rows inside the product: layer norm (gamma and beta) or RMS norm
+/// (gamma only), each `[k]`.
+pub struct GemvNorm<'a> {
+    pub gamma: (&'a CudaStorage, &'a Layout),
+    pub beta: Option<(&'a CudaStorage, &'a Layout)>,
+    pub rms: bool,
+    pub eps: f32,
+}
+
+/// `gelu?(norm?(x) @ w^T + bias) + residual` into a new `[m, n]`, or `None` when the
+/// operands do not suit the kernel (more than 8 rows, non-contiguous rows, misaligned,
+/// other dtypes).
+#[allow(clippy::too_many_arguments)]
 pub fn gemv(
     x: &CudaStorage,
     lx: &Layout,
@@ -20,6 +31,7 @@ pub fn gemv(
     bias: Option<(&CudaStorage, &Layout)>,
     residual: Option<(&CudaStorage, &Layout)>,
     gelu: bool,
+    norm: Option<GemvNorm<'_>>,
 ) -> Result<Option<CudaStorage>> {
     let dtype = x.dtype;
     if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) || w.dtype != dtype {
@@ -48,6 +60,24 @@ pub fn gemv(
     if xp % 16 != 0 || wp % 16 != 0 {
         return Ok(None);
     }
+    let (norm_code, gp, betap, eps) = match &norm {
+        None => (0i32, 0u64, 0u64, 0f32),
+        Some(nm) => {
+            let (g, lg) = nm.gamma;
+            if !ok(g, lg, &[k]) || nm.beta.is_some_and(|(b, lb)| !ok(b, lb, &[k])) {
+                return Ok(None);
+            }
+            if nm.rms == nm.beta.is_some() {
+                return Ok(None);
+            }
+            let gp = g.ptr(lg.offset());
+            let bp = nm.beta.map_or(0u64, |(b, lb)| b.ptr(lb.offset()));
+            if gp % 16 != 0 || bp % 16 != 0 {
+                return Ok(None);
+            }
+            (if nm.rms { 2 } else { 1 }, gp, bp, nm.eps)
+        }
+    };
     let bp = bias.map_or(0u64, |(b, lb)| b.ptr(lb.offset()));
     let rp = residual.map_or(0u64, |(r, lr)| r.ptr(lr.offset()));
     let out = CudaStorage::alloc(&x.dev, dtype, m * n)?;
@@ -61,6 +91,7 @@ pub fn gemv(
     let (ldx, ldr, ldy, n64) = (k as i64, n as i64, n as i64, n as i64);
     let (k32, m32, g32) = (k as i32, m as i32, gelu as i32);
     launch!(@cfg x.dev, "gemv", format!("gemv_{}", suffix(dtype)), cfg,
-        &wp, &xp, &ldx, &bp, &rp, &ldr, &yp, &ldy, &n64, &k32, &m32, &g32);
+        &wp, &xp, &ldx, &bp, &rp, &ldr, &yp, &ldy, &n64, &k32, &m32, &g32, &norm_code, &gp,
+        &betap, &eps);
     Ok(Some(out))
 }

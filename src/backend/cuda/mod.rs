@@ -18,7 +18,7 @@ mod timing;
 
 pub use attention::{decode_attention, DecodeShape, DECODE_HEAD_DIMS};
 pub use elementwise::*;
-pub use gemv::{gemv, GEMV_MAX_ROWS};
+pub use gemv::{gemv, GemvNorm, GEMV_MAX_ROWS};
 pub use index::*;
 pub use linear::{linear_bias, linear_epilogue, Epilogue};
 pub use matmul::{matmul, set_tf32, tf32_enabled};
