@@ -1,6 +1,7 @@
 // y[m, n] = act(sum_k x[m, k] W[n, k] + bias[n]) + residual[m, n] for a few rows m (at most
 // GEMV_MAX_M): the dense linear layer of decoding, where a GEMM library's host cost per
-// call exceeds the microseconds the product takes. Optionally x is first normalized (layer
+// call exceeds the microseconds the product takes. Each block stages the x rows in shared
+// memory (as f32) once. Optionally x is first normalized (layer
 // norm with gamma and beta, or RMS norm with gamma), each block computing the statistics
 // of the few x rows itself, so the norm before a projection costs no launch. One warp per output column n, 16-byte
 // loads of W's row and of each x row, f32 sums; bias, tanh-GELU and the residual are
@@ -67,6 +68,8 @@ __device__ void gemv(const T* w, const T* x, long long ldx, const T* bias, const
     constexpr int V = Pack<T>::N;
     const long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x % 32;
+    // The x rows, normalized if asked, staged once per block in shared memory as f32.
+    extern __shared__ float xs[];
     __shared__ float shift[GEMV_MAX_M], scale[GEMV_MAX_M], scratch[32];
     if (norm != 0) {
         for (int m = 0; m < mrows; ++m) {
@@ -90,6 +93,17 @@ __device__ void gemv(const T* w, const T* x, long long ldx, const T* bias, const
         }
         __syncthreads();
     }
+    for (int m = 0; m < mrows; ++m) {
+        for (int c = threadIdx.x; c < k; c += blockDim.x) {
+            float v = to_compute(x[m * ldx + c]);
+            if (norm != 0) {
+                v = (v - shift[m]) * scale[m] * to_compute(gamma[c]);
+                if (norm == 1) v += to_compute(beta[c]);
+            }
+            xs[m * k + c] = v;
+        }
+    }
+    __syncthreads();
     if (row >= n) return;
     const T* wr = w + row * k;
     float acc[GEMV_MAX_M];
@@ -111,16 +125,7 @@ __device__ void gemv(const T* w, const T* x, long long ldx, const T* bias, const
 #pragma unroll
             for (int m = 0; m < GEMV_MAX_M; ++m) {
                 if (m < mrows) {
-                    float xv[V];
-                    Pack<T>::load(x + m * ldx + c, xv);
-                    if (norm != 0) {
-                        float gv[V], bv[V];
-                        Pack<T>::load(gamma + c, gv);
-                        if (norm == 1) Pack<T>::load(beta + c, bv);
-#pragma unroll
-                        for (int i = 0; i < V; ++i)
-                            xv[i] = (xv[i] - shift[m]) * scale[m] * gv[i] + (norm == 1 ? bv[i] : 0.0f);
-                    }
+                    const float* xv = xs + m * k + c;
                     float s = 0.0f;
 #pragma unroll
                     for (int i = 0; i < V; ++i) s += wv[u][i] * xv[i];

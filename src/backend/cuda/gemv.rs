@@ -83,10 +83,15 @@ pub fn gemv(
     let out = CudaStorage::alloc(&x.dev, dtype, m * n)?;
     let yp = out.ptr(0);
     let warps = 8usize;
+    // x is staged in shared memory as f32: at most 48 KiB without opting in.
+    let staged = m * k * 4;
+    if staged > 48 * 1024 {
+        return Ok(None);
+    }
     let cfg = LaunchConfig {
         grid_dim: (n.div_ceil(warps) as u32, 1, 1),
         block_dim: (32 * warps as u32, 1, 1),
-        shared_mem_bytes: 0,
+        shared_mem_bytes: staged as u32,
     };
     let (ldx, ldr, ldy, n64) = (k as i64, n as i64, n as i64, n as i64);
     let (k32, m32, g32) = (k as i32, m as i32, gelu as i32);
