@@ -22,6 +22,17 @@ pub fn load_model_as(
     device: Device,
     dtype: Option<DType>,
 ) -> Result<(Box<dyn LanguageModel>, TextTokenizer)> {
+    load_model_with(path, device, dtype, false)
+}
+
+/// [`load_model_as`], with `dense` dequantizing every GGUF matrix at load time instead of
+/// keeping it quantized (more memory; faster for long prompts).
+pub fn load_model_with(
+    path: &Path,
+    device: Device,
+    dtype: Option<DType>,
+    dense: bool,
+) -> Result<(Box<dyn LanguageModel>, TextTokenizer)> {
     if path.is_file() {
         let mut magic = [0u8; 4];
         let is_gguf = std::fs::File::open(path)
@@ -42,7 +53,11 @@ pub fn load_model_as(
         } else {
             DType::BF16
         });
-        let (model, file) = load_gguf_model(path, device, dtype)?;
+        let (model, file) = if dense {
+            crate::models::gguf_models::load_gguf_model_dense(path, device, dtype)?
+        } else {
+            load_gguf_model(path, device, dtype)?
+        };
         let tok = TextTokenizer::from_gguf(&file)?;
         return Ok((Box::new(model), tok));
     }

@@ -130,7 +130,7 @@ struct TrainArgs {
 
 #[derive(Args)]
 struct GenerateArgs {
-    /// A folder written by `smith train`, or a Hugging Face GPT-2 folder.
+    /// A folder written by `smith train`, a Hugging Face GPT-2 folder, or a GGUF file.
     #[arg(long, alias = "checkpoint")]
     model: PathBuf,
     /// Text to continue; give it several times for a batch (prompts of one token length
@@ -163,6 +163,9 @@ struct GenerateArgs {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// GGUF files: dequantize every matrix at load time instead of keeping it quantized.
+    #[arg(long)]
+    dequantize: bool,
 }
 
 #[derive(Args)]
@@ -380,7 +383,7 @@ fn stream(
 
 fn generate_cmd(a: GenerateArgs) -> Result<()> {
     let device = Device::parse(&a.device)?;
-    let (model, tok) = load_model(&a.model, device)?;
+    let (model, tok) = smith::inference::load_model_with(&a.model, device, None, a.dequantize)?;
     let sampling = Sampling {
         temperature: a.temperature,
         top_k: a.top_k,
