@@ -76,6 +76,20 @@ pub fn load_model_with(
     Ok((Box::new(model), TextTokenizer::Chars(chars)))
 }
 
+/// The chat layout of the model at `path`: from a GGUF file's `tokenizer.chat_template`,
+/// or its architecture when it has none; `None` for other formats or unknown templates.
+pub fn chat_template(path: &Path) -> Result<Option<crate::chat::ChatTemplate>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let f = crate::io::gguf::GgufFile::open(path)?;
+    let template = f.get("tokenizer.chat_template").and_then(|v| v.as_str());
+    Ok(crate::chat::ChatTemplate::detect(
+        template,
+        f.architecture(),
+    ))
+}
+
 /// Perplexity of `ids` under `model`, evaluated in windows of up to `ctx` tokens that
 /// advance by `stride` (each token is scored once, with up to `ctx - 1` tokens of context;
 /// the first token is never scored). Returns (perplexity, tokens scored).

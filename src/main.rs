@@ -166,6 +166,12 @@ struct GenerateArgs {
     /// GGUF files: dequantize every matrix at load time instead of keeping it quantized.
     #[arg(long)]
     dequantize: bool,
+    /// Treat each prompt as a user message and lay it out with the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// With --chat: a system message before the user's.
+    #[arg(long)]
+    system: Option<String>,
 }
 
 #[derive(Args)]
@@ -392,8 +398,35 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
         repetition_penalty: a.repetition_penalty,
     };
     sampling.validate()?;
-    let prompts = a
+    let template = if a.chat {
+        Some(smith::inference::chat_template(&a.model)?.ok_or_else(|| {
+            Error::invalid(
+                "generate",
+                format!(
+                    "--chat: {} has no chat template smith recognises (ChatML, Gemma, Llama 3, Phi 3, Llama 2)",
+                    a.model.display()
+                ),
+            )
+        })?)
+    } else {
+        None
+    };
+    let texts_in = a
         .prompt
+        .iter()
+        .map(|p| match &template {
+            Some(t) => {
+                let mut messages = Vec::new();
+                if let Some(sys) = &a.system {
+                    messages.push(smith::chat::Message::new("system", sys));
+                }
+                messages.push(smith::chat::Message::new("user", p));
+                t.render(&messages)
+            }
+            None => Ok(p.clone()),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let prompts = texts_in
         .iter()
         .map(|p| tok.encode(p, true))
         .collect::<Result<Vec<_>>>()?;
@@ -403,8 +436,10 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
             format!("prompt {} encodes to no tokens", i + 1),
         ));
     }
+    let chat_stops = template.as_ref().map_or(&[][..], |t| t.stop_tokens());
     let stop_ids: Vec<u32> = ["<|endoftext|>", "</s>", "<eos>"]
         .iter()
+        .chain(chat_stops)
         .filter_map(|t| tok.token_id(t))
         .collect();
     // Prompts of one length run as one batch; a single prompt streams as it comes.

@@ -18,6 +18,9 @@ pub struct SpmTokenizer {
     pub bos: Option<u32>,
     add_bos: bool,
     add_space_prefix: bool,
+    /// Control and user-defined pieces (`<start_of_turn>`, ...) by first character,
+    /// longest first: with `special`, text that spells one becomes that token.
+    specials: HashMap<char, Vec<(String, u32)>>,
 }
 
 /// A candidate merge: joined score, its left and right symbols, joined byte length.
@@ -76,7 +79,17 @@ impl SpmTokenizer {
         for (b, slot) in byte_ids.iter_mut().enumerate() {
             *slot = ids.get(&format!("<0x{b:02X}>")).copied();
         }
+        let mut specials: HashMap<char, Vec<(String, u32)>> = HashMap::new();
+        for (i, (p, &t)) in pieces.iter().zip(&types).enumerate() {
+            if let (3 | 4, Some(c)) = (t, p.chars().next()) {
+                specials.entry(c).or_default().push((p.clone(), i as u32));
+            }
+        }
+        for v in specials.values_mut() {
+            v.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        }
         Ok(SpmTokenizer {
+            specials,
             pieces,
             scores,
             types,
@@ -88,17 +101,51 @@ impl SpmTokenizer {
         })
     }
 
-    /// Token ids of `text`; `special` puts BOS first when the model asks for it.
+    /// Token ids of `text`; `special` puts BOS first when the model asks for it and turns
+    /// control and user-defined pieces spelled in the text (`<start_of_turn>`) into their
+    /// tokens.
     pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
         let mut out = Vec::new();
         if special && self.add_bos {
             out.extend(self.bos);
         }
-        if text.is_empty() {
+        if !special {
+            self.encode_plain(text, true, &mut out)?;
             return Ok(out);
         }
+        let mut start = 0;
+        let mut first = true;
+        let mut i = 0;
+        while i < text.len() {
+            let c = text[i..].chars().next().unwrap_or(' ');
+            let hit = self.specials.get(&c).and_then(|cands| {
+                cands
+                    .iter()
+                    .find(|(p, _)| text[i..].starts_with(p.as_str()))
+            });
+            match hit {
+                Some((p, id)) => {
+                    self.encode_plain(&text[start..i], first, &mut out)?;
+                    out.push(*id);
+                    first = false;
+                    i += p.len();
+                    start = i;
+                }
+                None => i += c.len_utf8(),
+            }
+        }
+        self.encode_plain(&text[start..], first, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the ids of text holding no special pieces (`first`: it starts the input, so
+    /// it takes the space prefix when the model uses one).
+    fn encode_plain(&self, text: &str, first: bool, out: &mut Vec<u32>) -> Result<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
         let mut s = String::with_capacity(text.len() + 3);
-        if self.add_space_prefix {
+        if self.add_space_prefix && first {
             s.push(' ');
         }
         s.push_str(text);
@@ -167,7 +214,7 @@ impl SpmTokenizer {
             }
             k = next[i];
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The text of `ids`: `▁` back to spaces, byte tokens back to bytes, control and

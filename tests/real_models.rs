@@ -114,3 +114,29 @@ fn gemma3_matches_transformers_token_for_token() {
         matches_transformers(file, fixture, "<eos>", dev);
     }
 }
+
+/// SmolLM2-135M-Instruct answers a question laid out with its own chat template (ChatML
+/// with its default system prompt) and stops at the end of its turn.
+#[test]
+fn smollm2_answers_in_its_chat_template() {
+    let Some(path) = model_path("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let template = smith::inference::chat_template(&path).unwrap().unwrap();
+    let text = template
+        .render(&[smith::chat::Message::new(
+            "user",
+            "What is the capital of France?",
+        )])
+        .unwrap();
+    let (model, tok) = load_model(&path, Device::Cpu).unwrap();
+    let ids = tok.encode(&text, true).unwrap();
+    let im_start = tok.token_id("<|im_start|>").unwrap();
+    assert_eq!(ids.iter().filter(|&&t| t == im_start).count(), 3, "{ids:?}");
+    let end = tok.token_id(template.stop_tokens()[0]).unwrap();
+    let out = common::greedy(model.as_ref(), &[ids], 24, &[end], Device::Cpu).unwrap();
+    let answer = tok.decode(&out[0]).unwrap();
+    eprintln!("SmolLM2 chat: {answer}");
+    assert!(answer.contains("Paris"), "{answer:?}");
+    assert_eq!(out[0].last(), Some(&end), "the turn ends with <|im_end|>");
+}
