@@ -481,3 +481,20 @@ fn gemma_shaped_model_decodes_with_the_cache_as_it_runs_whole() {
         assert!(err < 1e-5, "position {t}: error {err:e}");
     }
 }
+
+#[test]
+fn linear_rope_scaling_divides_positions() {
+    // Position 2q under a scale of 2 turns exactly like position q without scaling.
+    let (c2, s2) = smith::rotary_tables_scaled(0, 16, 8, 10000.0, 2.0, DType::F64, CPU).unwrap();
+    let (c1, s1) = smith::rotary_tables(0, 8, 8, 10000.0, DType::F64, CPU).unwrap();
+    for q in 0..8 {
+        let row = |t: &Tensor, p: usize| t.narrow(0, p, 1).unwrap().to_vec_f64().unwrap();
+        assert_eq!(row(&c2, 2 * q), row(&c1, q));
+        assert_eq!(row(&s2, 2 * q), row(&s1, q));
+    }
+    assert_ne!(
+        c2.narrow(0, 1, 1).unwrap().to_vec_f64().unwrap(),
+        c1.narrow(0, 1, 1).unwrap().to_vec_f64().unwrap()
+    );
+    assert!(smith::rotary_tables_scaled(0, 4, 8, 10000.0, 0.0, DType::F32, CPU).is_err());
+}

@@ -214,16 +214,36 @@ fn load_llama(
     dtype: DType,
     quant: bool,
 ) -> Result<Llama> {
+    let mut rope_scale = None;
     if let Some(kind) = f
         .get(&format!("{arch}.rope.scaling.type"))
         .and_then(|v| v.as_str())
     {
-        if kind != "none" {
-            return Err(bad(
-                f,
-                format!("rope scaling `{kind}` is not supported yet"),
-            ));
+        match kind {
+            "none" => {}
+            "linear" => {
+                let factor = hyper_f(f, arch, "rope.scaling.factor", 1.0);
+                if !(factor > 0.0 && factor.is_finite()) {
+                    return Err(bad(
+                        f,
+                        format!("rope scaling factor {factor} is not positive"),
+                    ));
+                }
+                rope_scale = (factor != 1.0).then_some(factor);
+            }
+            other => {
+                return Err(bad(
+                    f,
+                    format!("rope scaling `{other}` is not supported (none and linear are)"),
+                ))
+            }
         }
+    }
+    if f.tensor_info("rope_freqs.weight").is_some() {
+        return Err(bad(
+            f,
+            "per-frequency rope factors (`rope_freqs.weight`, Llama 3.1 style) are not supported",
+        ));
     }
     let embed = f
         .tensor_info("token_embd.weight")
@@ -246,6 +266,7 @@ fn load_llama(
         cfg.rope_style = RotaryStyle::Interleaved;
     }
     cfg.norm_eps = hyper_f(f, arch, "attention.layer_norm_rms_epsilon", 1e-5);
+    cfg.rope_scale = rope_scale;
     cfg.qkv_bias = f.tensor_info("blk.0.attn_q.bias").is_some();
     cfg.tied = f.tensor_info("output.weight").is_none();
     if let Ok(kl) = hyper(f, arch, "attention.key_length") {

@@ -41,6 +41,8 @@ pub struct LlamaConfig {
     pub embed_scale: bool,
     /// Sliding-window layers, when the model has them.
     pub sliding: Option<SlidingWindow>,
+    /// Linear rope scaling factor (positions divided by it).
+    pub rope_scale: Option<f64>,
 }
 
 /// Local attention layers interleaved with global ones (Gemma 3).
@@ -86,6 +88,7 @@ impl LlamaConfig {
             post_norms: false,
             embed_scale: false,
             sliding: None,
+            rope_scale: None,
         }
     }
 
@@ -106,6 +109,7 @@ impl LlamaConfig {
                 head_size: self.head_dim,
                 qk_norm: self.qk_norm.then_some(self.norm_eps),
                 window: local.map(|s| s.size),
+                rope_scale: self.rope_scale,
             },
             mlp: self.mlp,
             mlp_hidden: self.hidden,

@@ -2,7 +2,7 @@
 
 use super::{KvCache, Linear, Norm, Param, RmsNorm};
 use crate::backend::RotaryStyle;
-use crate::{rotary_tables, Device, Error, Result, Rng, Tensor};
+use crate::{rotary_tables_scaled, Device, Error, Result, Rng, Tensor};
 
 /// Shape of an attention layer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -27,6 +27,9 @@ pub struct AttentionConfig {
     /// Sliding-window attention: query i sees keys i - window + 1 ..= i.
     #[serde(default)]
     pub window: Option<usize>,
+    /// Linear rope scaling: positions are divided by this factor.
+    #[serde(default)]
+    pub rope_scale: Option<f64>,
 }
 
 impl AttentionConfig {
@@ -162,7 +165,9 @@ impl CausalSelfAttention {
             heads(&parts[2], kvh, None)?,
         );
         if let Some((base, style)) = self.cfg.rope {
-            let (cos, sin) = rotary_tables(start, t, hd, base, x.dtype(), x.device())?;
+            let scale = self.cfg.rope_scale.unwrap_or(1.0);
+            let (cos, sin) =
+                rotary_tables_scaled(start, t, hd, base, scale, x.dtype(), x.device())?;
             q = q.rotary(&cos, &sin, style)?;
             k = k.rotary(&cos, &sin, style)?;
         }

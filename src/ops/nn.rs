@@ -265,9 +265,23 @@ pub fn rotary_tables(
     dtype: DType,
     device: Device,
 ) -> Result<(Tensor, Tensor)> {
+    rotary_tables_scaled(start, t, dim, base, 1.0, dtype, device)
+}
+
+/// [`rotary_tables`] with linear position scaling: position p turns by the angles of
+/// p / `scale` (rope scaling type "linear", which stretches a model's context).
+pub fn rotary_tables_scaled(
+    start: usize,
+    t: usize,
+    dim: usize,
+    base: f64,
+    scale: f64,
+    dtype: DType,
+    device: Device,
+) -> Result<(Tensor, Tensor)> {
     use std::collections::HashMap;
     use std::sync::Mutex;
-    type Key = (u64, usize, DType, Device);
+    type Key = (u64, u64, usize, DType, Device);
     static TABLES: Mutex<Option<HashMap<Key, (Tensor, Tensor)>>> = Mutex::new(None);
     if !dim.is_multiple_of(2) {
         return Err(Error::invalid(
@@ -276,23 +290,33 @@ pub fn rotary_tables(
         ));
     }
     let end = start + t;
-    let key = (base.to_bits(), dim, dtype, device);
+    if !(scale > 0.0 && scale.is_finite()) {
+        return Err(Error::invalid(
+            "rotary_tables",
+            format!("rope scale {scale} must be positive"),
+        ));
+    }
+    let key = (base.to_bits(), scale.to_bits(), dim, dtype, device);
     let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
     let map = tables.get_or_insert_with(HashMap::new);
     let have = map.get(&key).map_or(0, |(c, _)| c.shape()[0]);
     if have < end {
         let n = end.next_power_of_two().max(256);
-        map.insert(key, build_rotary_tables(n, dim, base, dtype, device)?);
+        map.insert(
+            key,
+            build_rotary_tables(n, dim, base, scale, dtype, device)?,
+        );
     }
     let (c, s) = &map[&key];
     Ok((c.narrow(0, start, t)?, s.narrow(0, start, t)?))
 }
 
-/// cos and sin `[n, dim/2]` for positions `0..n`, computed in f64.
+/// cos and sin `[n, dim/2]` for positions `0..n` (divided by `scale`), computed in f64.
 fn build_rotary_tables(
     n: usize,
     dim: usize,
     base: f64,
+    scale: f64,
     dtype: DType,
     device: Device,
 ) -> Result<(Tensor, Tensor)> {
@@ -302,7 +326,11 @@ fn build_rotary_tables(
     for p in 0..n {
         for i in 0..half {
             let freq = base.powf(-((2 * i) as f64) / dim as f64);
-            let angle = p as f64 * freq;
+            let angle = if scale == 1.0 {
+                p as f64 * freq
+            } else {
+                p as f64 / scale * freq
+            };
             cos.push(angle.cos());
             sin.push(angle.sin());
         }
