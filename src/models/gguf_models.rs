@@ -105,7 +105,7 @@ fn load(path: &Path, device: Device, dtype: DType, quant: bool) -> Result<(GgufM
         .ok_or_else(|| bad(&f, "metadata `general.architecture` is missing"))?
         .to_string();
     let model = match arch.as_str() {
-        "llama" | "qwen2" | "gemma3" => {
+        "llama" | "qwen2" | "gemma3" | "phi3" => {
             GgufModel::Llama(load_llama(&f, &arch, device, dtype, quant)?)
         }
         "gpt2" => GgufModel::Gpt(load_gpt2(&f, device, dtype, quant)?),
@@ -149,6 +149,34 @@ fn qmatrix(f: &GgufFile, names: &[String], device: Device) -> Result<Option<QMat
     QMatrix::from_parts(cols, &parts, device)
         .map(Some)
         .map_err(|e| bad(f, format!("{}: {e}", names.join("+"))))
+}
+
+/// Rows `start..start + rows` of a quantized 2-D tensor as a matrix on `device`, or `None`
+/// when the tensor is not quantized.
+fn qmatrix_rows(
+    f: &GgufFile,
+    name: &str,
+    start: usize,
+    rows: usize,
+    device: Device,
+) -> Result<Option<QMatrix>> {
+    let info = f
+        .tensor_info(name)
+        .ok_or_else(|| bad(f, format!("missing tensor `{name}`")))?;
+    if info.shape.len() != 2 || !is_quantized(info.ty) {
+        return Ok(None);
+    }
+    if start + rows > info.shape[0] {
+        return Err(bad(
+            f,
+            format!("`{name}` has {} rows, not {}", info.shape[0], start + rows),
+        ));
+    }
+    let row_bytes = f.tensor_bytes(info).len() / info.shape[0];
+    let bytes = &f.tensor_bytes(info)[start * row_bytes..(start + rows) * row_bytes];
+    QMatrix::from_bytes(info.ty, rows, info.shape[1], bytes, device)
+        .map(Some)
+        .map_err(|e| bad(f, format!("{name}: {e}")))
 }
 
 /// Replaces `layer` by the quantized stack of `names` when they are all quantized; the
@@ -239,6 +267,13 @@ fn load_llama(
             }
         }
     }
+    let long_rope = ["rope_factors_long.weight", "rope_factors_short.weight"];
+    if long_rope.iter().any(|n| f.tensor_info(n).is_some()) {
+        return Err(bad(
+            f,
+            "LongRoPE factors (`rope_factors_long/short`, Phi-3 128k style) are not supported",
+        ));
+    }
     if f.tensor_info("rope_freqs.weight").is_some() {
         return Err(bad(
             f,
@@ -274,6 +309,23 @@ fn load_llama(
             cfg.head_dim = Some(kl);
         }
     }
+    if arch == "phi3" {
+        if let Ok(rot) = hyper(f, arch, "rope.dimension_count") {
+            if rot != cfg.head_dim.unwrap_or(dim / n_head) {
+                return Err(bad(
+                    f,
+                    format!("partial rotary ({rot} dims) is not supported"),
+                ));
+            }
+        }
+        if let Ok(size) = hyper(f, arch, "attention.sliding_window") {
+            cfg.sliding = Some(SlidingWindow {
+                size,
+                global_every: 0,
+                rope_base: cfg.rope_base,
+            });
+        }
+    }
     if arch == "gemma3" {
         // Norm weights in Gemma GGUF files already include Gemma's `1 +`.
         cfg.mlp = crate::nn::MlpKind::GeGlu;
@@ -289,6 +341,8 @@ fn load_llama(
         });
     }
     let mut model = Llama::with_init_std(cfg, 0.0, &mut Rng::new(0), device)?.to_dtype(dtype)?;
+    // Phi-3 keeps Q/K/V in one tensor and gate/up in another.
+    let fused = arch == "phi3";
     let names = |i: usize, ns: &[&str]| -> Vec<String> {
         ns.iter().map(|n| format!("blk.{i}.{n}")).collect()
     };
@@ -298,10 +352,15 @@ fn load_llama(
             quantize_linear(f, head, &["output.weight".into()], &[], dtype)?;
         }
         for (i, b) in model.blocks.iter_mut().enumerate() {
+            let qkv: &[&str] = if fused {
+                &["attn_qkv.weight"]
+            } else {
+                &["attn_q.weight", "attn_k.weight", "attn_v.weight"]
+            };
             quantize_linear(
                 f,
                 &mut b.attn.qkv,
-                &names(i, &["attn_q.weight", "attn_k.weight", "attn_v.weight"]),
+                &names(i, qkv),
                 &names(i, &["attn_q.bias", "attn_k.bias", "attn_v.bias"]),
                 dtype,
             )?;
@@ -312,11 +371,23 @@ fn load_llama(
                 &[],
                 dtype,
             )?;
-            let gated = b.mlp.gated_mut().into_iter().flatten();
-            for (layer, theirs) in gated.zip(["ffn_gate", "ffn_up", "ffn_down"]) {
-                let w = names(i, &[&format!("{theirs}.weight")]);
-                quantize_linear(f, layer, &w, &[], dtype)?;
+            let Some([gate, up, down]) = b.mlp.gated_mut() else {
+                return Err(bad(f, "llama-style blocks have a gated MLP"));
+            };
+            if fused {
+                // Phi-3 stores gate and up as one matrix, gate rows first.
+                let name = format!("blk.{i}.ffn_up.weight");
+                for (layer, half) in [(gate, 0), (up, 1)] {
+                    let dev = layer.weight.device();
+                    if let Some(q) = qmatrix_rows(f, &name, half * cfg.hidden, cfg.hidden, dev)? {
+                        *layer = Linear::quantized(q, None, dtype)?;
+                    }
+                }
+            } else {
+                quantize_linear(f, gate, &names(i, &["ffn_gate.weight"]), &[], dtype)?;
+                quantize_linear(f, up, &names(i, &["ffn_up.weight"]), &[], dtype)?;
             }
+            quantize_linear(f, down, &names(i, &["ffn_down.weight"]), &[], dtype)?;
         }
     }
     let params = model.params();
@@ -335,8 +406,11 @@ fn load_llama(
             g("post_attention_norm.weight")
         })?;
         w.put(p("post_mlp_norm.weight"), || g("post_ffw_norm.weight"))?;
-        // Q, K and V stacked into the fused projection.
+        // Q, K and V stacked into the fused projection (Phi-3 stores them fused).
         w.put(p("attn.qkv.weight"), || {
+            if fused {
+                return g("attn_qkv.weight");
+            }
             Tensor::cat(
                 &[
                     g("attn_q.weight")?,
@@ -353,8 +427,15 @@ fn load_llama(
             )
         })?;
         w.put(p("attn.proj.weight"), || g("attn_output.weight"))?;
-        w.put(p("mlp.gate.weight"), || g("ffn_gate.weight"))?;
-        w.put(p("mlp.up.weight"), || g("ffn_up.weight"))?;
+        let h = cfg.hidden;
+        w.put(p("mlp.gate.weight"), || match fused {
+            true => g("ffn_up.weight")?.narrow(0, 0, h)?.contiguous(),
+            false => g("ffn_gate.weight"),
+        })?;
+        w.put(p("mlp.up.weight"), || match fused {
+            true => g("ffn_up.weight")?.narrow(0, h, h)?.contiguous(),
+            false => g("ffn_up.weight"),
+        })?;
         w.put(p("mlp.down.weight"), || g("ffn_down.weight"))?;
     }
     load_params(f, &params, &w.map)?;
