@@ -274,17 +274,7 @@ pub fn gpt2_generate(device: Device, dtype: DType, profile: bool) -> Result<Meas
     let prompt: Vec<u32> = (0..16).map(|i| (i * 997 % 50257) as u32).collect();
     let new = 256;
     let run = || -> Result<()> {
-        let out = crate::generate::generate_batch(
-            &model,
-            std::slice::from_ref(&prompt),
-            new,
-            &crate::generate::Sampling::default(),
-            &[],
-            &mut Rng::new(0),
-            device,
-            |_, _| Ok(true),
-        )?;
-        if out[0].len() != new {
+        if greedy_tokens(&model, &prompt, new, device)? != new {
             return Err(Error::invalid("bench", "generation stopped early"));
         }
         Ok(())
@@ -337,19 +327,7 @@ pub fn gguf_decode(path: &std::path::Path, device: Device) -> Result<Measurement
     let vocab = crate::models::LanguageModel::vocab_size(&model) as u32;
     let prompt: Vec<u32> = (0..16u32).map(|i| (i * 997 + 13) % vocab).collect();
     let new = 256;
-    let run = || -> Result<usize> {
-        let out = crate::generate::generate_batch(
-            &model,
-            std::slice::from_ref(&prompt),
-            new,
-            &crate::generate::Sampling::default(),
-            &[],
-            &mut Rng::new(0),
-            device,
-            |_, _| Ok(true),
-        )?;
-        Ok(out[0].len())
-    };
+    let run = || greedy_tokens(&model, &prompt, new, device);
     run()?;
     sync(device)?;
     let reps = 3;
@@ -383,6 +361,27 @@ pub fn gguf_decode(path: &std::path::Path, device: Device) -> Result<Measurement
             bytes as f64 / per_token_s / 1e9
         ),
     })
+}
+
+/// Greedy continuation of `prompt` by up to `new` tokens (batch 1, no stop tokens): the
+/// generated count.
+fn greedy_tokens(
+    model: &dyn crate::models::LanguageModel,
+    prompt: &[u32],
+    new: usize,
+    device: Device,
+) -> Result<usize> {
+    let out = crate::generate::generate_batch(
+        model,
+        &[prompt.to_vec()],
+        new,
+        &crate::generate::Sampling::default(),
+        &[],
+        &mut Rng::new(0),
+        device,
+        |_, _| Ok(true),
+    )?;
+    Ok(out[0].len())
 }
 
 /// GPT-2 124M's parameter shapes (wte, wpe, 12 blocks, final norm).
