@@ -70,16 +70,22 @@ impl Linear {
         }
     }
 
+    /// An error unless `x` is `[.., in]`.
+    fn check_input(&self, x: &Tensor) -> Result<()> {
+        let [out, inp] = self.shape();
+        if x.shape().last() == Some(&inp) {
+            return Ok(());
+        }
+        Err(Error::ShapeMismatch {
+            op: "linear",
+            lhs: x.shape().to_vec(),
+            rhs: vec![out, inp],
+        })
+    }
+
     /// Applies the layer to `[.., in]`, giving `[.., out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let [out, inp] = self.shape();
-        if x.shape().last() != Some(&inp) {
-            return Err(Error::ShapeMismatch {
-                op: "linear",
-                lhs: x.shape().to_vec(),
-                rhs: vec![out, inp],
-            });
-        }
+        self.check_input(x)?;
         match &self.quant {
             Some(q) => {
                 let y = q.linear(x)?;
@@ -110,14 +116,7 @@ impl Linear {
                 None => Ok(y),
             };
         }
-        let [out, inp] = self.shape();
-        if x.shape().last() != Some(&inp) {
-            return Err(Error::ShapeMismatch {
-                op: "linear",
-                lhs: x.shape().to_vec(),
-                rhs: vec![out, inp],
-            });
-        }
+        self.check_input(x)?;
         x.linear_fused(&self.weight, self.bias.as_ref(), gelu, residual)
     }
 
