@@ -34,7 +34,9 @@ pub use device::Device;
 pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};
 pub use layout::Layout;
-pub use ops::{causal_mask, rotary_tables, rotary_tables_scaled, FoldedNorm};
+pub use ops::{
+    causal_mask, rotary_tables, rotary_tables_factored, rotary_tables_scaled, FoldedNorm,
+};
 pub use qmatrix::QMatrix;
 pub use rng::Rng;
 pub use tensor::{Tensor, TensorId};

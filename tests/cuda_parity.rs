@@ -1137,21 +1137,18 @@ fn hf_gpt2_on_the_gpu_matches_transformers() {
     cuda::set_tf32(true);
 }
 
-/// The GGUF model fixtures (Llama with GQA and an untied head, GPT-2; F16, BF16, Q8_0,
-/// Q4_0) on the GPU against transformers, TF32 off.
+/// The GGUF model fixtures (`common::GGUF_MODEL_FIXTURES`) on the GPU against
+/// transformers, TF32 off.
 #[test]
 fn gguf_models_on_the_gpu_match_transformers() {
     let _tf32 = tf32_lock();
     let Some((dev, _gpu)) = gpu() else { return };
     cuda::set_tf32(false);
-    for model in ["llama", "gpt2"] {
-        for ty in ["f16", "bf16", "q8_0", "q4_0"] {
-            let name = format!("{model}_{ty}");
-            let (logits, ppl) = common::check_gguf_fixture(&name, dev);
-            eprintln!("{name} on the GPU: logits error {logits:.1e}, perplexity error {ppl:.1e}");
-            assert!(logits < 1e-4, "{name}: logits error {logits:e}");
-            assert!(ppl < 1e-3, "{name}: perplexity error {ppl:e}");
-        }
+    for name in common::GGUF_MODEL_FIXTURES {
+        let (logits, ppl) = common::check_gguf_fixture(name, dev);
+        eprintln!("{name} on the GPU: logits error {logits:.1e}, perplexity error {ppl:.1e}");
+        assert!(logits < 1e-4, "{name}: logits error {logits:e}");
+        assert!(ppl < 1e-3, "{name}: perplexity error {ppl:e}");
     }
     cuda::set_tf32(true);
 }

@@ -1,7 +1,7 @@
-//! Models from GGUF files (a Llama with GQA and an untied head, and a GPT-2, each in F16,
-//! BF16, Q8_0 and Q4_0) against transformers run on the same dequantized weights
-//! (fixtures from tools/make_gguf_model_fixtures.py): logits, 32 greedy tokens and
-//! perplexity, on the CPU (tests/cuda_parity.rs repeats them on a GPU).
+//! Models from GGUF files (`common::GGUF_MODEL_FIXTURES`: Llama, GPT-2, Phi-2 and a Llama
+//! with Llama 3.1 rope scaling, in several types) against transformers run on the same
+//! dequantized weights (fixtures from tools/make_gguf_model_fixtures.py): logits, 32 greedy
+//! tokens and perplexity, on the CPU (tests/cuda_parity.rs repeats them on a GPU).
 
 mod common;
 
@@ -12,14 +12,11 @@ use std::path::Path;
 
 #[test]
 fn gguf_models_match_transformers_on_the_cpu() {
-    for model in ["llama", "gpt2"] {
-        for ty in ["f16", "bf16", "q8_0", "q4_0"] {
-            let name = format!("{model}_{ty}");
-            let (logits, ppl) = check_gguf_fixture(&name, Device::Cpu);
-            eprintln!("{name}: logits error {logits:.1e}, perplexity error {ppl:.1e}");
-            assert!(logits < 1e-4, "{name}: logits error {logits:e}");
-            assert!(ppl < 1e-3, "{name}: perplexity error {ppl:e}");
-        }
+    for name in common::GGUF_MODEL_FIXTURES {
+        let (logits, ppl) = check_gguf_fixture(name, Device::Cpu);
+        eprintln!("{name}: logits error {logits:.1e}, perplexity error {ppl:.1e}");
+        assert!(logits < 1e-4, "{name}: logits error {logits:e}");
+        assert!(ppl < 1e-3, "{name}: perplexity error {ppl:e}");
     }
 }
 

@@ -124,6 +124,74 @@ fn swiglu_matches_hand_computation() {
     }
 }
 
+/// A Phi-2 block: `x + attn(ln(x)) + mlp(ln(x))` with rotary on half of each head; the
+/// cached path agrees with the full one, and every parameter gets a gradient.
+#[test]
+fn parallel_block_with_partial_rotary_matches_its_formula_and_trains() {
+    let mut rng = Rng::new(9);
+    let mut attn = attn_cfg(4, 2, true);
+    attn.rope_dims = Some(2);
+    let cfg = BlockConfig {
+        attn,
+        mlp: MlpKind::Gelu,
+        mlp_hidden: 32,
+        norm: NormKind::Layer,
+        norm_eps: 1e-5,
+        dropout: 0.0,
+        post_norms: false,
+        parallel: true,
+    };
+    let block = Block::new(cfg, 0.3, 0.3, &mut rng, CPU).unwrap();
+    assert!(block.norm2.is_none());
+    let x = randn(&[2, 5, 16], &mut rng);
+    let h = block.norm1.forward(&x).unwrap();
+    let want = x
+        .add(&block.attn.forward(&h).unwrap())
+        .unwrap()
+        .add(&block.mlp.forward(&h).unwrap())
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    let y = block.forward(&x, None).unwrap();
+    common::assert_close(&y.to_vec_f64().unwrap(), &want, 1e-6, "parallel block");
+    // Rotating only 2 of 4 features per head differs from rotating them all.
+    let mut full = block.clone();
+    full.attn.cfg.rope_dims = None;
+    let other = full.forward(&x, None).unwrap().to_vec_f64().unwrap();
+    assert!(common::rel_err(&other, &want) > 1e-3);
+    // Prefill of 3 positions, then 2 one at a time, equals the full forward.
+    {
+        let _g = smith::no_grad();
+        let mut cache = smith::nn::KvCache::new(8, 2, 2, 4, DType::F32, CPU).unwrap();
+        let mut parts = vec![block
+            .forward_cached(&x.narrow(1, 0, 3).unwrap(), &mut cache)
+            .unwrap()];
+        for t in 3..5 {
+            parts.push(
+                block
+                    .forward_cached(&x.narrow(1, t, 1).unwrap(), &mut cache)
+                    .unwrap(),
+            );
+        }
+        let cached = Tensor::cat(&parts, 1).unwrap().to_vec_f64().unwrap();
+        common::assert_close(&cached, &want, 1e-5, "cached parallel block");
+    }
+    let grads = y.sqr().unwrap().mean_all().unwrap().backward().unwrap();
+    let mut params = Vec::new();
+    block.params("b", &mut params);
+    assert_eq!(params.len(), 2 + 4 + 4); // one norm, qkv and proj, fc and proj, all biased
+    for p in &params {
+        let g = grads
+            .get(&p.tensor)
+            .unwrap_or_else(|| panic!("no gradient for {}", p.name));
+        assert!(
+            g.to_vec_f64().unwrap().iter().any(|v| *v != 0.0),
+            "{} has a zero gradient",
+            p.name
+        );
+    }
+}
+
 #[test]
 fn llama_style_block_trains_every_parameter() {
     let mut rng = Rng::new(4);
@@ -135,6 +203,7 @@ fn llama_style_block_trains_every_parameter() {
         norm_eps: 1e-6,
         dropout: 0.0,
         post_norms: false,
+        parallel: false,
     };
     let block = Block::new(cfg, 0.2, 0.2, &mut rng, CPU).unwrap();
     let x = randn(&[2, 5, 16], &mut rng);

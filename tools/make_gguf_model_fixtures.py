@@ -2,11 +2,14 @@
 """Reference outputs of transformers for GGUF models smith loads.
 
 Writes, for a small random Llama (GQA, untied head) and the GPT-2 of tests/fixtures/hf_gpt2,
-GGUF files in F16, BF16, Q8_0 and Q4_0 (matrices quantized, norms and biases in F32, as
+GGUF files in F16, BF16, Q8_0 and Q4_0; for a random Phi-2 (parallel block, partial rotary,
+GQA, biases everywhere) F16 with separate Q/K/V and Q8_0 with them fused; for a Llama with
+Llama 3.1 rope scaling (`rope_freqs.weight`) F16 (matrices quantized, norms and biases in F32, as
 llama.cpp does; Llama's Q/K rows permuted to adjacent rotary pairs, as llama.cpp's
 converter does). For each file, transformers runs on the dequantized weights (un-permuted)
 and records logits (of the last 4 of 16 tokens), 32 greedy tokens and strided perplexity in NAME.json.
-Needs the `gguf` package.  Usage: python3 tools/make_gguf_model_fixtures.py OUT_DIR
+Needs the `gguf` package.
+Usage: python3 tools/make_gguf_model_fixtures.py OUT_DIR [llama gpt2 phi2 llama31]
 """
 import json
 import math
@@ -16,10 +19,12 @@ import sys
 import numpy as np
 import torch
 import gguf
+import transformers
 from gguf import GGMLQuantizationType as T
 from gguf.quants import quantize, dequantize
-from transformers import GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PhiConfig, PhiForCausalLM
 
+V5 = int(transformers.__version__.split(".")[0]) >= 5
 TYPES = {"f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_0": T.Q4_0}
 
 
@@ -82,12 +87,47 @@ def reference(model, path, vocab, ctx):
           "perplexity", math.exp(nll / count))
 
 
-def llama(out):
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+
+
+def llama3_rope_freqs(head_dim):
+    """llama.cpp's `rope_freqs` for LLAMA3_ROPE: the divisor of each rotary frequency."""
+    r = LLAMA3_ROPE
+    low_wavelen = r["original_max_position_embeddings"] / r["low_freq_factor"]
+    high_wavelen = r["original_max_position_embeddings"] / r["high_freq_factor"]
+    out = []
+    for i in range(0, head_dim, 2):
+        wavelen = 2 * math.pi * r["rope_theta"] ** (i / head_dim)
+        if wavelen < high_wavelen:
+            out.append(1.0)
+        elif wavelen > low_wavelen:
+            out.append(r["factor"])
+        else:
+            smooth = (r["original_max_position_embeddings"] / wavelen - r["low_freq_factor"]) / (
+                r["high_freq_factor"] - r["low_freq_factor"])
+            out.append(1 / ((1 - smooth) / r["factor"] + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def llama(out, prefix="llama", types=TYPES, llama3_rope=False):
     torch.manual_seed(0)
+    rope = {"rope_theta": 10000.0}
+    if llama3_rope and V5:
+        rope = {"rope_parameters": dict(LLAMA3_ROPE)}
+    elif llama3_rope:
+        rope["rope_scaling"] = {k: v for k, v in LLAMA3_ROPE.items() if k != "rope_theta"}
     cfg = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False)
+                      rms_norm_eps=1e-5, tie_word_embeddings=False, **rope)
     model = LlamaForCausalLM(cfg).eval()
+    if llama3_rope:
+        # transformers must really be scaling: its frequencies are the plain ones divided
+        # by the factors the GGUF file carries.
+        plain = 1.0 / (10000.0 ** (np.arange(0, 16, 2) / 16))
+        got = model.model.rotary_emb.inv_freq.double().numpy()
+        assert np.allclose(got, plain / llama3_rope_freqs(16), rtol=1e-5), (got, plain)
+        assert not np.allclose(got, plain), "llama3 rope scaling had no effect"
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.dim() == 2:
@@ -96,8 +136,8 @@ def llama(out):
                 p.uniform_(0.5, 1.5)
     sd = {k: v.numpy() for k, v in model.state_dict().items()}
     h, kv = cfg.num_attention_heads, cfg.num_key_value_heads
-    for label, qtype in TYPES.items():
-        w = gguf.GGUFWriter(os.path.join(out, f"llama_{label}.gguf"), arch="llama")
+    for label, qtype in types.items():
+        w = gguf.GGUFWriter(os.path.join(out, f"{prefix}_{label}.gguf"), arch="llama")
         w.add_context_length(64)
         w.add_embedding_length(64)
         w.add_block_count(2)
@@ -106,6 +146,8 @@ def llama(out):
         w.add_head_count_kv(kv)
         w.add_rope_freq_base(10000.0)
         w.add_layer_norm_rms_eps(1e-5)
+        if llama3_rope:
+            w.add_tensor("rope_freqs.weight", llama3_rope_freqs(16))
         back = {}
         back["model.embed_tokens.weight"] = store(w, "token_embd.weight", sd["model.embed_tokens.weight"], qtype)
         for i in range(2):
@@ -131,7 +173,7 @@ def llama(out):
         w.close()
         m = LlamaForCausalLM(cfg).eval()
         m.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in back.items()}, strict=False)
-        reference(m, os.path.join(out, f"llama_{label}.json"), 1000, 64)
+        reference(m, os.path.join(out, f"{prefix}_{label}.json"), 1000, 64)
 
 
 def gpt2(out, hf_dir):
@@ -169,8 +211,82 @@ def gpt2(out, hf_dir):
         reference(m, os.path.join(out, f"gpt2_{label}.json"), 1000, 64)
 
 
+def phi2(out):
+    """Phi-2: one layer norm feeding attention and MLP side by side, rotary on half of each
+    head, GQA, gelu_new, biases on every layer and on the head."""
+    torch.manual_seed(1)
+    kw = dict(vocab_size=1000, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+              layer_norm_eps=1e-5, hidden_act="gelu_new", tie_word_embeddings=False,
+              resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0, qk_layernorm=False)
+    if V5:
+        cfg = PhiConfig(rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                         "partial_rotary_factor": 0.5}, **kw)
+    else:
+        cfg = PhiConfig(rope_theta=10000.0, partial_rotary_factor=0.5, **kw)
+    model = PhiForCausalLM(cfg).eval()
+    rot, hd, h, kv = 8, 16, 4, 2
+    assert model.model.rotary_emb.inv_freq.shape[0] == rot // 2, model.model.rotary_emb.inv_freq.shape
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.25)
+            elif "layernorm.weight" in name:
+                p.uniform_(0.5, 1.5)
+            else:
+                p.normal_(0.0, 0.2)
+    sd = {k: v.numpy() for k, v in model.state_dict().items()}
+    for label, qtype, fused in [("f16", T.F16, False), ("q8_0", T.Q8_0, True)]:
+        w = gguf.GGUFWriter(os.path.join(out, f"phi2_{label}.gguf"), arch="phi2")
+        w.add_context_length(64)
+        w.add_embedding_length(64)
+        w.add_block_count(2)
+        w.add_feed_forward_length(256)
+        w.add_head_count(h)
+        w.add_head_count_kv(kv)
+        w.add_layer_norm_eps(1e-5)
+        w.add_rope_dimension_count(rot)
+        back = {}
+        back["model.embed_tokens.weight"] = store(w, "token_embd.weight", sd["model.embed_tokens.weight"], qtype)
+        for i in range(2):
+            p = f"model.layers.{i}."
+            names = [("input_layernorm", "attn_norm"), ("self_attn.dense", "attn_output"),
+                     ("mlp.fc1", "ffn_up"), ("mlp.fc2", "ffn_down")]
+            if not fused:
+                names += [("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"),
+                          ("self_attn.v_proj", "attn_v")]
+            for hf, gg in names:
+                for part in ["weight", "bias"]:
+                    back[p + f"{hf}.{part}"] = store(w, f"blk.{i}.{gg}.{part}", sd[p + f"{hf}.{part}"], qtype)
+            if fused:
+                sizes = [h * hd, kv * hd, kv * hd]
+                for part in ["weight", "bias"]:
+                    qkv = np.concatenate([sd[p + f"self_attn.{n}.{part}"] for n in ["q_proj", "k_proj", "v_proj"]])
+                    got = store(w, f"blk.{i}.attn_qkv.{part}", qkv, qtype)
+                    for n, piece in zip(["q_proj", "k_proj", "v_proj"], np.split(got, np.cumsum(sizes)[:-1])):
+                        back[p + f"self_attn.{n}.{part}"] = piece
+        for part in ["weight", "bias"]:
+            back[f"model.final_layernorm.{part}"] = store(w, f"output_norm.{part}", sd[f"model.final_layernorm.{part}"], qtype)
+            back[f"lm_head.{part}"] = store(w, f"output.{part}", sd[f"lm_head.{part}"], qtype)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        m = PhiForCausalLM(cfg).eval()
+        missing = m.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in back.items()}, strict=False)
+        assert not missing.missing_keys, missing.missing_keys
+        reference(m, os.path.join(out, f"phi2_{label}.json"), 1000, 64)
+
+
 if __name__ == "__main__":
     out = sys.argv[1]
+    which = sys.argv[2:] or ["llama", "gpt2", "phi2", "llama31"]
     os.makedirs(out, exist_ok=True)
-    llama(out)
-    gpt2(out, os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "hf_gpt2"))
+    if "llama" in which:
+        llama(out)
+    if "gpt2" in which:
+        gpt2(out, os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "hf_gpt2"))
+    if "phi2" in which:
+        phi2(out)
+    if "llama31" in which:
+        llama(out, "llama31", {"f16": T.F16}, llama3_rope=True)

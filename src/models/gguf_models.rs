@@ -1,4 +1,5 @@
-//! Models from GGUF files: `llama` (GQA, rope base), `qwen2` (QKV biases), `gemma3` and `gpt2`, with
+//! Models from GGUF files: `llama` (GQA, rope base and scaling), `qwen2` (QKV biases),
+//! `gemma3`, `phi2`, `phi3` and `gpt2`, with
 //! hyper-parameters from the metadata. Quantized matrices stay quantized (their products
 //! and lookups dequantize in the kernel); everything else is converted to the requested
 //! dtype.
@@ -105,7 +106,7 @@ fn load(path: &Path, device: Device, dtype: DType, quant: bool) -> Result<(GgufM
         .ok_or_else(|| bad(&f, "metadata `general.architecture` is missing"))?
         .to_string();
     let model = match arch.as_str() {
-        "llama" | "qwen2" | "gemma3" | "phi3" => {
+        "llama" | "qwen2" | "gemma3" | "phi2" | "phi3" => {
             GgufModel::Llama(load_llama(&f, &arch, device, dtype, quant)?)
         }
         "gpt2" => GgufModel::Gpt(load_gpt2(&f, device, dtype, quant)?),
@@ -113,7 +114,8 @@ fn load(path: &Path, device: Device, dtype: DType, quant: bool) -> Result<(GgufM
             return Err(bad(
                 &f,
                 format!(
-                    "architecture `{other}` is not supported (llama, qwen2, gemma3 and gpt2 are)"
+                    "architecture `{other}` is not supported \
+                     (llama, qwen2, gemma3, phi2, phi3 and gpt2 are)"
                 ),
             ))
         }
@@ -274,12 +276,6 @@ fn load_llama(
             "LongRoPE factors (`rope_factors_long/short`, Phi-3 128k style) are not supported",
         ));
     }
-    if f.tensor_info("rope_freqs.weight").is_some() {
-        return Err(bad(
-            f,
-            "per-frequency rope factors (`rope_freqs.weight`, Llama 3.1 style) are not supported",
-        ));
-    }
     let embed = f
         .tensor_info("token_embd.weight")
         .ok_or_else(|| bad(f, "missing tensor `token_embd.weight`"))?;
@@ -302,22 +298,38 @@ fn load_llama(
     }
     cfg.norm_eps = hyper_f(f, arch, "attention.layer_norm_rms_epsilon", 1e-5);
     cfg.rope_scale = rope_scale;
-    cfg.qkv_bias = f.tensor_info("blk.0.attn_q.bias").is_some();
+    // Q, K and V in one tensor (Phi-3, and Phi-2 as some converters write it).
+    let fused_qkv = f.tensor_info("blk.0.attn_qkv.weight").is_some();
+    cfg.qkv_bias = f.tensor_info("blk.0.attn_q.bias").is_some()
+        || f.tensor_info("blk.0.attn_qkv.bias").is_some();
     cfg.tied = f.tensor_info("output.weight").is_none();
     if let Ok(kl) = hyper(f, arch, "attention.key_length") {
         if kl != dim / n_head {
             cfg.head_dim = Some(kl);
         }
     }
-    if arch == "phi3" {
-        if let Ok(rot) = hyper(f, arch, "rope.dimension_count") {
-            if rot != cfg.head_dim.unwrap_or(dim / n_head) {
-                return Err(bad(
-                    f,
-                    format!("partial rotary ({rot} dims) is not supported"),
-                ));
-            }
+    let head_dim = cfg.head_dim.unwrap_or(dim / n_head);
+    if let Ok(rot) = hyper(f, arch, "rope.dimension_count") {
+        if rot == 0 || rot > head_dim || rot % 2 != 0 {
+            return Err(bad(
+                f,
+                format!("{rot} rotary dims do not fit heads of {head_dim}"),
+            ));
         }
+        cfg.rope_dims = (rot != head_dim).then_some(rot);
+    }
+    let rope_factors = rope_freqs(f, cfg.rope_dims.unwrap_or(head_dim))?;
+    if arch == "phi2" {
+        cfg.norm = crate::nn::NormKind::Layer;
+        cfg.norm_eps = hyper_f(f, arch, "attention.layer_norm_epsilon", 1e-5);
+        cfg.parallel = true;
+        cfg.dense_bias = true;
+        cfg.mlp = crate::nn::MlpKind::Gelu;
+        if cfg.tied {
+            return Err(bad(f, "phi2 needs its biased `output.weight` head"));
+        }
+    }
+    if arch == "phi3" {
         if let Ok(size) = hyper(f, arch, "attention.sliding_window") {
             cfg.sliding = Some(SlidingWindow {
                 size,
@@ -341,40 +353,62 @@ fn load_llama(
         });
     }
     let mut model = Llama::with_init_std(cfg, 0.0, &mut Rng::new(0), device)?.to_dtype(dtype)?;
-    // Phi-3 keeps Q/K/V in one tensor and gate/up in another.
-    let fused = arch == "phi3";
+    for b in &mut model.blocks {
+        b.attn.rope_factors = rope_factors.clone();
+    }
+    // Phi-3 keeps gate and up in one tensor.
+    let fused_up = arch == "phi3";
+    let qkv_names: &[&str] = if fused_qkv {
+        &["attn_qkv"]
+    } else {
+        &["attn_q", "attn_k", "attn_v"]
+    };
+    let part_names = |i: usize, part: &str| -> Vec<String> {
+        qkv_names
+            .iter()
+            .map(|n| format!("blk.{i}.{n}.{part}"))
+            .collect()
+    };
     let names = |i: usize, ns: &[&str]| -> Vec<String> {
         ns.iter().map(|n| format!("blk.{i}.{n}")).collect()
     };
     if quant {
         quantize_embedding(f, &mut model.embed, "token_embd.weight", dtype)?;
         if let Some(head) = &mut model.head {
-            quantize_linear(f, head, &["output.weight".into()], &[], dtype)?;
+            quantize_linear(
+                f,
+                head,
+                &["output.weight".into()],
+                &["output.bias".into()],
+                dtype,
+            )?;
         }
         for (i, b) in model.blocks.iter_mut().enumerate() {
-            let qkv: &[&str] = if fused {
-                &["attn_qkv.weight"]
-            } else {
-                &["attn_q.weight", "attn_k.weight", "attn_v.weight"]
-            };
             quantize_linear(
                 f,
                 &mut b.attn.qkv,
-                &names(i, qkv),
-                &names(i, &["attn_q.bias", "attn_k.bias", "attn_v.bias"]),
+                &part_names(i, "weight"),
+                &part_names(i, "bias"),
                 dtype,
             )?;
             quantize_linear(
                 f,
                 &mut b.attn.proj,
                 &names(i, &["attn_output.weight"]),
-                &[],
+                &names(i, &["attn_output.bias"]),
                 dtype,
             )?;
+            if let crate::nn::Mlp::Gelu { fc, proj } = &mut b.mlp {
+                for (layer, theirs) in [(fc, "ffn_up"), (proj, "ffn_down")] {
+                    let name = |part: &str| vec![format!("blk.{i}.{theirs}.{part}")];
+                    quantize_linear(f, layer, &name("weight"), &name("bias"), dtype)?;
+                }
+                continue;
+            }
             let Some([gate, up, down]) = b.mlp.gated_mut() else {
                 return Err(bad(f, "llama-style blocks have a gated MLP"));
             };
-            if fused {
+            if fused_up {
                 // Phi-3 stores gate and up as one matrix, gate rows first.
                 let name = format!("blk.{i}.ffn_up.weight");
                 for (layer, half) in [(gate, 0), (up, 1)] {
@@ -394,11 +428,14 @@ fn load_llama(
     let mut w = DenseWeights::new(&params);
     w.put("embed.weight".into(), || tensor(f, "token_embd.weight"))?;
     w.put("norm.weight".into(), || tensor(f, "output_norm.weight"))?;
+    w.put("norm.bias".into(), || tensor(f, "output_norm.bias"))?;
     w.put("head.weight".into(), || tensor(f, "output.weight"))?;
+    w.put("head.bias".into(), || tensor(f, "output.bias"))?;
     for i in 0..cfg.n_layer {
         let g = |n: &str| tensor(f, &format!("blk.{i}.{n}"));
         let p = |n: &str| format!("h.{i}.{n}");
         w.put(p("norm1.weight"), || g("attn_norm.weight"))?;
+        w.put(p("norm1.bias"), || g("attn_norm.bias"))?;
         w.put(p("norm2.weight"), || g("ffn_norm.weight"))?;
         w.put(p("attn.q_norm.weight"), || g("attn_q_norm.weight"))?;
         w.put(p("attn.k_norm.weight"), || g("attn_k_norm.weight"))?;
@@ -406,33 +443,31 @@ fn load_llama(
             g("post_attention_norm.weight")
         })?;
         w.put(p("post_mlp_norm.weight"), || g("post_ffw_norm.weight"))?;
-        // Q, K and V stacked into the fused projection (Phi-3 stores them fused).
-        w.put(p("attn.qkv.weight"), || {
-            if fused {
-                return g("attn_qkv.weight");
-            }
-            Tensor::cat(
-                &[
-                    g("attn_q.weight")?,
-                    g("attn_k.weight")?,
-                    g("attn_v.weight")?,
-                ],
-                0,
-            )
-        })?;
-        w.put(p("attn.qkv.bias"), || {
-            Tensor::cat(
-                &[g("attn_q.bias")?, g("attn_k.bias")?, g("attn_v.bias")?],
-                0,
-            )
-        })?;
-        w.put(p("attn.proj.weight"), || g("attn_output.weight"))?;
+        // Q, K and V stacked into the fused projection (unless the file has them fused).
+        for part in ["weight", "bias"] {
+            w.put(p(&format!("attn.qkv.{part}")), || {
+                let parts = part_names(i, part)
+                    .iter()
+                    .map(|n| tensor(f, n))
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&parts, 0)
+            })?;
+            w.put(p(&format!("attn.proj.{part}")), || {
+                g(&format!("attn_output.{part}"))
+            })?;
+            w.put(p(&format!("mlp.fc.{part}")), || {
+                g(&format!("ffn_up.{part}"))
+            })?;
+            w.put(p(&format!("mlp.proj.{part}")), || {
+                g(&format!("ffn_down.{part}"))
+            })?;
+        }
         let h = cfg.hidden;
-        w.put(p("mlp.gate.weight"), || match fused {
+        w.put(p("mlp.gate.weight"), || match fused_up {
             true => g("ffn_up.weight")?.narrow(0, 0, h)?.contiguous(),
             false => g("ffn_gate.weight"),
         })?;
-        w.put(p("mlp.up.weight"), || match fused {
+        w.put(p("mlp.up.weight"), || match fused_up {
             true => g("ffn_up.weight")?.narrow(0, h, h)?.contiguous(),
             false => g("ffn_up.weight"),
         })?;
@@ -440,6 +475,26 @@ fn load_llama(
     }
     load_params(f, &params, &w.map)?;
     Ok(model)
+}
+
+/// Llama 3.1's per-frequency rope divisors (`rope_freqs.weight`, one per rotated pair of
+/// `rot_dims`), when the file has them.
+fn rope_freqs(f: &GgufFile, rot_dims: usize) -> Result<Option<std::sync::Arc<[f64]>>> {
+    if f.tensor_info("rope_freqs.weight").is_none() {
+        return Ok(None);
+    }
+    let factors = tensor(f, "rope_freqs.weight")?.to_vec_f64()?;
+    if factors.len() != rot_dims / 2 || factors.iter().any(|v| !(*v > 0.0 && v.is_finite())) {
+        return Err(bad(
+            f,
+            format!(
+                "`rope_freqs.weight` has {} entries; {} positive ones are needed",
+                factors.len(),
+                rot_dims / 2
+            ),
+        ));
+    }
+    Ok(Some(factors.into()))
 }
 
 fn load_gpt2(f: &GgufFile, device: Device, dtype: DType, quant: bool) -> Result<Gpt> {

@@ -73,6 +73,7 @@ impl GptConfig {
             norm_eps: 1e-5,
             dropout: self.dropout,
             post_norms: false,
+            parallel: false,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! positions, grouped-query attention and a SwiGLU MLP, a final RMS norm and an output head
 //! (tied to the embedding or not). Also serves Qwen2-style models (QKV biases) and Gemma 3
 //! (scaled embeddings, per-head QK norms, post norms, GeGLU, sliding-window layers with
-//! their own rotary base).
+//! their own rotary base) and Phi-2 (layer norms, parallel attention and GELU MLP, partial
+//! rotary, biases everywhere).
 
 use super::LanguageModel;
 use crate::nn::{
@@ -43,6 +44,14 @@ pub struct LlamaConfig {
     pub sliding: Option<SlidingWindow>,
     /// Linear rope scaling factor (positions divided by it).
     pub rope_scale: Option<f64>,
+    /// Rotary embeddings on the first this-many features of each head only (Phi-2).
+    pub rope_dims: Option<usize>,
+    /// RMS norms (Llama) or layer norms with biases (Phi-2).
+    pub norm: NormKind,
+    /// Attention and MLP side by side on one norm (Phi-2).
+    pub parallel: bool,
+    /// Biases on every linear layer, the head included (Phi-2).
+    pub dense_bias: bool,
 }
 
 /// Local attention layers interleaved with global ones (Gemma 3).
@@ -89,6 +98,10 @@ impl LlamaConfig {
             embed_scale: false,
             sliding: None,
             rope_scale: None,
+            rope_dims: None,
+            norm: NormKind::Rms,
+            parallel: false,
+            dense_bias: false,
         }
     }
 
@@ -101,7 +114,7 @@ impl LlamaConfig {
                 dim: self.dim,
                 n_head: self.n_head,
                 n_kv_head: self.n_kv_head,
-                bias: self.qkv_bias,
+                bias: self.qkv_bias || self.dense_bias,
                 rope: Some((
                     local.map_or(self.rope_base, |s| s.rope_base),
                     self.rope_style,
@@ -110,13 +123,15 @@ impl LlamaConfig {
                 qk_norm: self.qk_norm.then_some(self.norm_eps),
                 window: local.map(|s| s.size),
                 rope_scale: self.rope_scale,
+                rope_dims: self.rope_dims,
             },
             mlp: self.mlp,
             mlp_hidden: self.hidden,
-            norm: NormKind::Rms,
+            norm: self.norm,
             norm_eps: self.norm_eps,
             dropout: 0.0,
             post_norms: self.post_norms,
+            parallel: self.parallel,
         }
     }
 
@@ -159,8 +174,8 @@ impl Llama {
             .map(|i| Block::new(cfg.block(i), std, std, rng, device))
             .collect::<Result<Vec<_>>>()?;
         // Without QKV biases the block's output projections and MLP have none either; with
-        // them (Qwen2) only Q, K, V do.
-        let blocks = if cfg.qkv_bias {
+        // them (Qwen2) only Q, K, V do, unless every layer has one (Phi-2).
+        let blocks = if cfg.qkv_bias && !cfg.dense_bias {
             blocks
                 .into_iter()
                 .map(|mut b| {
@@ -178,14 +193,14 @@ impl Llama {
             cfg,
             embed: Embedding::new(cfg.vocab_size, cfg.dim, std, rng, device)?,
             blocks,
-            norm: Norm::new(NormKind::Rms, cfg.dim, cfg.norm_eps, device)?,
+            norm: Norm::new(cfg.norm, cfg.dim, cfg.norm_eps, device)?,
             head: if cfg.tied {
                 None
             } else {
                 Some(Linear::new(
                     cfg.dim,
                     cfg.vocab_size,
-                    false,
+                    cfg.dense_bias,
                     std,
                     rng,
                     device,

@@ -2,7 +2,8 @@
 
 use super::{KvCache, Linear, Norm, Param, RmsNorm};
 use crate::backend::RotaryStyle;
-use crate::{rotary_tables_scaled, Device, Error, Result, Rng, Tensor};
+use crate::{rotary_tables_factored, Device, Error, Result, Rng, Tensor};
+use std::sync::Arc;
 
 /// Shape of an attention layer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -30,6 +31,10 @@ pub struct AttentionConfig {
     /// Linear rope scaling: positions are divided by this factor.
     #[serde(default)]
     pub rope_scale: Option<f64>,
+    /// Rotary embeddings on only the first this-many features of each head, the rest
+    /// passing through (Phi-2's partial rotary); `None` rotates them all.
+    #[serde(default)]
+    pub rope_dims: Option<usize>,
 }
 
 impl AttentionConfig {
@@ -43,15 +48,19 @@ impl AttentionConfig {
             && self.n_kv_head > 0
             && (self.head_size.is_some_and(|d| d > 0) || self.dim.is_multiple_of(self.n_head))
             && self.n_head.is_multiple_of(self.n_kv_head)
-            && self.window != Some(0);
+            && self.window != Some(0)
+            && self
+                .rope_dims
+                .is_none_or(|r| r > 0 && r.is_multiple_of(2) && r <= self.head_dim());
         if ok {
             Ok(())
         } else {
             Err(Error::invalid(
                 "attention",
                 format!(
-                    "dim {} must split into {} heads, and {} query heads into {} key/value heads",
-                    self.dim, self.n_head, self.n_head, self.n_kv_head
+                    "dim {} must split into {} heads, {} query heads into {} key/value heads, \
+                     and rotary dims {:?} must be even and at most the head dim",
+                    self.dim, self.n_head, self.n_head, self.n_kv_head, self.rope_dims
                 ),
             ))
         }
@@ -70,6 +79,9 @@ pub struct CausalSelfAttention {
     /// Per-head query and key norms `[head_dim]` (with `cfg.qk_norm`).
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
+    /// Per-frequency divisors of the rotary angles (Llama 3.1's `rope_freqs`), one per
+    /// rotated pair; read from model files, not a trained parameter.
+    pub rope_factors: Option<Arc<[f64]>>,
 }
 
 impl CausalSelfAttention {
@@ -99,6 +111,7 @@ impl CausalSelfAttention {
             proj,
             q_norm: cfg.qk_norm.map(norm).transpose()?,
             k_norm: cfg.qk_norm.map(norm).transpose()?,
+            rope_factors: None,
         })
     }
 
@@ -166,10 +179,19 @@ impl CausalSelfAttention {
         );
         if let Some((base, style)) = self.cfg.rope {
             let scale = self.cfg.rope_scale.unwrap_or(1.0);
+            let rot = self.cfg.rope_dims.unwrap_or(hd);
+            let factors = self.rope_factors.as_deref().unwrap_or(&[]);
             let (cos, sin) =
-                rotary_tables_scaled(start, t, hd, base, scale, x.dtype(), x.device())?;
-            q = q.rotary(&cos, &sin, style)?;
-            k = k.rotary(&cos, &sin, style)?;
+                rotary_tables_factored(start, t, rot, base, scale, factors, x.dtype(), x.device())?;
+            let turn = |t_: &Tensor| -> Result<Tensor> {
+                if rot == hd {
+                    return t_.rotary(&cos, &sin, style);
+                }
+                let turned = t_.narrow(3, 0, rot)?.rotary(&cos, &sin, style)?;
+                Tensor::cat(&[turned, t_.narrow(3, rot, hd - rot)?], 3)
+            };
+            q = turn(&q)?;
+            k = turn(&k)?;
         }
         let scale = 1.0 / (hd as f64).sqrt();
         if let Some(cache) = cache {
@@ -221,6 +243,7 @@ impl CausalSelfAttention {
             proj: self.proj.to_dtype(dtype)?,
             q_norm: norm(&self.q_norm)?,
             k_norm: norm(&self.k_norm)?,
+            rope_factors: self.rope_factors.clone(),
         })
     }
 

@@ -17,17 +17,23 @@ pub struct BlockConfig {
     /// Norms on the attention and MLP outputs too, before the residual adds (Gemma).
     #[serde(default)]
     pub post_norms: bool,
+    /// Attention and MLP side by side on one norm of the input:
+    /// `x + attn(norm1(x)) + mlp(norm1(x))` (Phi-2). Such a block has no `norm2`.
+    #[serde(default)]
+    pub parallel: bool,
 }
 
 /// `x + attn(norm1(x))`, then `x + mlp(norm2(x))` (with post norms:
-/// `x + post_attn_norm(attn(norm1(x)))` and likewise for the MLP).
+/// `x + post_attn_norm(attn(norm1(x)))` and likewise for the MLP; parallel blocks add
+/// both branches of `norm1(x)` at once).
 #[derive(Clone, Debug)]
 pub struct Block {
     pub cfg: BlockConfig,
     pub norm1: Norm,
     pub attn: CausalSelfAttention,
     pub post_attn_norm: Option<Norm>,
-    pub norm2: Norm,
+    /// The MLP's own norm (`None` in parallel blocks, whose MLP reads `norm1(x)`).
+    pub norm2: Option<Norm>,
     pub mlp: Mlp,
     pub post_mlp_norm: Option<Norm>,
 }
@@ -52,7 +58,9 @@ impl Block {
             norm1: Norm::new(cfg.norm, dim, cfg.norm_eps, device)?,
             attn: CausalSelfAttention::new(cfg.attn, std, proj_std, rng, device)?,
             post_attn_norm: post()?,
-            norm2: Norm::new(cfg.norm, dim, cfg.norm_eps, device)?,
+            norm2: (!cfg.parallel)
+                .then(|| Norm::new(cfg.norm, dim, cfg.norm_eps, device))
+                .transpose()?,
             post_mlp_norm: post()?,
             mlp: Mlp::new(
                 cfg.mlp,
@@ -75,15 +83,14 @@ impl Block {
                 _ => Ok(t),
             }
         };
-        let a = post(
-            &self.post_attn_norm,
-            self.attn.forward(&self.norm1.forward(x)?)?,
-        )?;
-        let x = x.add(&drop(a)?)?;
-        let m = post(
-            &self.post_mlp_norm,
-            self.mlp.forward(&self.norm2.forward(&x)?)?,
-        )?;
+        let h = self.norm1.forward(x)?;
+        let a = drop(post(&self.post_attn_norm, self.attn.forward(&h)?)?)?;
+        let Some(norm2) = &self.norm2 else {
+            let m = post(&self.post_mlp_norm, self.mlp.forward(&h)?)?;
+            return x.add(&a)?.add(&drop(m)?);
+        };
+        let x = x.add(&a)?;
+        let m = post(&self.post_mlp_norm, self.mlp.forward(&norm2.forward(&x)?)?)?;
         x.add(&drop(m)?)
     }
 
@@ -93,16 +100,30 @@ impl Block {
         if self.post_attn_norm.is_none() && self.post_mlp_norm.is_none() {
             // Norms folded into the projections after them, residual adds into the output
             // projections, where the backend can.
-            let x = self
+            let with_attn = self
                 .attn
                 .forward_cached_residual(x, &self.norm1, cache, x)?;
-            return self.mlp.forward_residual_normed(&x, &self.norm2, Some(&x));
+            return match &self.norm2 {
+                Some(norm2) => {
+                    self.mlp
+                        .forward_residual_normed(&with_attn, norm2, Some(&with_attn))
+                }
+                // Parallel: the MLP reads norm1(x) too and adds onto x + attn.
+                None => self
+                    .mlp
+                    .forward_residual_normed(x, &self.norm1, Some(&with_attn)),
+            };
         }
-        let a = self.attn.forward_cached(&self.norm1.forward(x)?, cache)?;
-        let x = x.add(&post(&self.post_attn_norm, a)?)?;
+        let h = self.norm1.forward(x)?;
+        let a = post(&self.post_attn_norm, self.attn.forward_cached(&h, cache)?)?;
+        let Some(norm2) = &self.norm2 else {
+            let m = post(&self.post_mlp_norm, self.mlp.forward(&h)?)?;
+            return x.add(&a)?.add(&m);
+        };
+        let x = x.add(&a)?;
         x.add(&post(
             &self.post_mlp_norm,
-            self.mlp.forward(&self.norm2.forward(&x)?)?,
+            self.mlp.forward(&norm2.forward(&x)?)?,
         )?)
     }
 
@@ -114,7 +135,7 @@ impl Block {
             norm1: self.norm1.to_dtype(dtype)?,
             attn: self.attn.to_dtype(dtype)?,
             post_attn_norm: post(&self.post_attn_norm)?,
-            norm2: self.norm2.to_dtype(dtype)?,
+            norm2: post(&self.norm2)?,
             mlp: self.mlp.to_dtype(dtype)?,
             post_mlp_norm: post(&self.post_mlp_norm)?,
         })
@@ -127,7 +148,9 @@ impl Block {
         if let Some(n) = &self.post_attn_norm {
             n.params(&format!("{prefix}.post_attn_norm"), out);
         }
-        self.norm2.params(&format!("{prefix}.norm2"), out);
+        if let Some(n) = &self.norm2 {
+            n.params(&format!("{prefix}.norm2"), out);
+        }
         self.mlp.params(&format!("{prefix}.mlp"), out);
         if let Some(n) = &self.post_mlp_norm {
             n.params(&format!("{prefix}.post_mlp_norm"), out);

@@ -10,7 +10,7 @@ mod shape;
 
 pub use matmul::FoldedNorm;
 pub(crate) use nn::cuda_param;
-pub use nn::{causal_mask, rotary_tables, rotary_tables_scaled};
+pub use nn::{causal_mask, rotary_tables, rotary_tables_factored, rotary_tables_scaled};
 
 use crate::{Error, Result, Tensor};
 

@@ -279,9 +279,27 @@ pub fn rotary_tables_scaled(
     dtype: DType,
     device: Device,
 ) -> Result<(Tensor, Tensor)> {
+    rotary_tables_factored(start, t, dim, base, scale, &[], dtype, device)
+}
+
+/// [`rotary_tables_scaled`] with frequency `i` also divided by `factors[i]` (Llama 3.1's
+/// `rope_freqs`, which slows the low frequencies to stretch the context); `factors` is
+/// empty or has `dim / 2` entries.
+#[allow(clippy::too_many_arguments)]
+pub fn rotary_tables_factored(
+    start: usize,
+    t: usize,
+    dim: usize,
+    base: f64,
+    scale: f64,
+    factors: &[f64],
+    dtype: DType,
+    device: Device,
+) -> Result<(Tensor, Tensor)> {
     use std::collections::HashMap;
+    use std::hash::{Hash, Hasher};
     use std::sync::Mutex;
-    type Key = (u64, u64, usize, DType, Device);
+    type Key = (u64, u64, u64, usize, DType, Device);
     static TABLES: Mutex<Option<HashMap<Key, (Tensor, Tensor)>>> = Mutex::new(None);
     if !dim.is_multiple_of(2) {
         return Err(Error::invalid(
@@ -289,14 +307,37 @@ pub fn rotary_tables_scaled(
             format!("head dim {dim} must be even"),
         ));
     }
-    let end = start + t;
     if !(scale > 0.0 && scale.is_finite()) {
         return Err(Error::invalid(
             "rotary_tables",
             format!("rope scale {scale} must be positive"),
         ));
     }
-    let key = (base.to_bits(), scale.to_bits(), dim, dtype, device);
+    if !factors.is_empty()
+        && (factors.len() != dim / 2 || factors.iter().any(|f| !(*f > 0.0 && f.is_finite())))
+    {
+        return Err(Error::invalid(
+            "rotary_tables",
+            format!(
+                "{} frequency factors for head dim {dim}: expected {} positive ones",
+                factors.len(),
+                dim / 2
+            ),
+        ));
+    }
+    let end = start + t;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for f in factors {
+        f.to_bits().hash(&mut hasher);
+    }
+    let key = (
+        base.to_bits(),
+        scale.to_bits(),
+        hasher.finish(),
+        dim,
+        dtype,
+        device,
+    );
     let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
     let map = tables.get_or_insert_with(HashMap::new);
     let have = map.get(&key).map_or(0, |(c, _)| c.shape()[0]);
@@ -304,28 +345,35 @@ pub fn rotary_tables_scaled(
         let n = end.next_power_of_two().max(256);
         map.insert(
             key,
-            build_rotary_tables(n, dim, base, scale, dtype, device)?,
+            build_rotary_tables(n, dim, base, scale, factors, dtype, device)?,
         );
     }
     let (c, s) = &map[&key];
     Ok((c.narrow(0, start, t)?, s.narrow(0, start, t)?))
 }
 
-/// cos and sin `[n, dim/2]` for positions `0..n` (divided by `scale`), computed in f64.
+/// cos and sin `[n, dim/2]` for positions `0..n` (divided by `scale`, frequency i divided
+/// by `factors[i]` when given), computed in f64.
 fn build_rotary_tables(
     n: usize,
     dim: usize,
     base: f64,
     scale: f64,
+    factors: &[f64],
     dtype: DType,
     device: Device,
 ) -> Result<(Tensor, Tensor)> {
     let half = dim / 2;
+    let freqs: Vec<f64> = (0..half)
+        .map(|i| {
+            let freq = base.powf(-((2 * i) as f64) / dim as f64);
+            factors.get(i).map_or(freq, |f| freq / f)
+        })
+        .collect();
     let mut cos = Vec::with_capacity(n * half);
     let mut sin = Vec::with_capacity(n * half);
     for p in 0..n {
-        for i in 0..half {
-            let freq = base.powf(-((2 * i) as f64) / dim as f64);
+        for freq in &freqs {
             let angle = if scale == 1.0 {
                 p as f64 * freq
             } else {
