@@ -1,7 +1,7 @@
-//! Models from GGUF files (`common::GGUF_MODEL_FIXTURES`: Llama, GPT-2, Phi-2 and a Llama
-//! with Llama 3.1 rope scaling, in several types) against transformers run on the same
-//! dequantized weights (fixtures from tools/make_gguf_model_fixtures.py): logits, 32 greedy
-//! tokens and perplexity, on the CPU (tests/cuda_parity.rs repeats them on a GPU).
+//! Models from GGUF files (`common::GGUF_MODEL_FIXTURES`: Llama, GPT-2, Phi-2, and Llamas
+//! with Llama 3.1 and YaRN rope scaling, in several types) against transformers run on the
+//! same dequantized weights (fixtures from tools/make_gguf_model_fixtures.py): logits, 32
+//! greedy tokens and perplexity, on the CPU (tests/cuda_parity.rs repeats them on a GPU).
 
 mod common;
 

@@ -567,3 +567,34 @@ fn linear_rope_scaling_divides_positions() {
     );
     assert!(smith::rotary_tables_scaled(0, 4, 8, 10000.0, 0.0, DType::F32, CPU).is_err());
 }
+
+#[test]
+fn rope_frequency_factors_divide_each_frequency_and_yarn_ramps_between_kinds() {
+    // Dividing frequency i by f_i at position p equals the plain angle at p / f_i, checked
+    // on the angles themselves (atan2 of sin and cos, magnitude taken out).
+    let factors = [1.0, 2.0, 4.0, 8.0];
+    let (c, s) =
+        smith::rotary_tables_factored(0, 5, 8, 10000.0, 1.0, &factors, 1.5, DType::F64, CPU)
+            .unwrap();
+    let (c, s) = (c.to_vec_f64().unwrap(), s.to_vec_f64().unwrap());
+    for p in 0..5 {
+        for (i, f) in factors.iter().enumerate() {
+            let freq = 10000f64.powf(-(2.0 * i as f64) / 8.0);
+            let (cv, sv) = (c[p * 4 + i], s[p * 4 + i]);
+            assert!(((cv * cv + sv * sv).sqrt() - 1.5).abs() < 1e-12);
+            assert!((cv - 1.5 * (p as f64 * freq / f).cos()).abs() < 1e-12);
+        }
+    }
+    assert!(
+        smith::rotary_tables_factored(0, 2, 8, 1e4, 1.0, &[1.0], 1.0, DType::F32, CPU).is_err()
+    );
+    assert!(smith::rotary_tables_factored(0, 2, 8, 1e4, 1.0, &[], 0.0, DType::F32, CPU).is_err());
+    // YaRN keeps the fastest frequencies, divides the slowest by the factor, and blends
+    // monotonically between.
+    let y = smith::models::gguf_rope::yarn_factors(64, 10000.0, 4.0, 256.0, 32.0, 1.0);
+    assert_eq!(y.len(), 32);
+    assert_eq!(y[0], 1.0);
+    assert!((y[31] - 4.0).abs() < 1e-12);
+    assert!(y.windows(2).all(|w| w[0] <= w[1]));
+    assert!(y.iter().any(|v| *v > 1.0 && *v < 4.0));
+}

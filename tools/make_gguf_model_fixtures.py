@@ -4,12 +4,12 @@
 Writes, for a small random Llama (GQA, untied head) and the GPT-2 of tests/fixtures/hf_gpt2,
 GGUF files in F16, BF16, Q8_0 and Q4_0; for a random Phi-2 (parallel block, partial rotary,
 GQA, biases everywhere) F16 with separate Q/K/V and Q8_0 with them fused; for a Llama with
-Llama 3.1 rope scaling (`rope_freqs.weight`) F16 (matrices quantized, norms and biases in F32, as
+Llama 3.1 rope scaling (`rope_freqs.weight`) F16, and for one with YaRN F16 (matrices quantized, norms and biases in F32, as
 llama.cpp does; Llama's Q/K rows permuted to adjacent rotary pairs, as llama.cpp's
 converter does). For each file, transformers runs on the dequantized weights (un-permuted)
 and records logits (of the last 4 of 16 tokens), 32 greedy tokens and strided perplexity in NAME.json.
 Needs the `gguf` package.
-Usage: python3 tools/make_gguf_model_fixtures.py OUT_DIR [llama gpt2 phi2 llama31]
+Usage: python3 tools/make_gguf_model_fixtures.py OUT_DIR [llama gpt2 phi2 llama31 yarn]
 """
 import json
 import math
@@ -110,24 +110,48 @@ def llama3_rope_freqs(head_dim):
     return np.array(out, dtype=np.float32)
 
 
-def llama(out, prefix="llama", types=TYPES, llama3_rope=False):
+YARN_ROPE = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+             "original_max_position_embeddings": 16}
+
+
+def yarn_divisors(head_dim):
+    """llama.cpp's YaRN (beta_fast 32, beta_slow 1) as a divisor of each frequency, and
+    its cos/sin magnitude."""
+    r = YARN_ROPE
+    pair = lambda turns: head_dim * math.log(r["original_max_position_embeddings"] / (turns * 2 * math.pi)) / (
+        2 * math.log(r["rope_theta"]))
+    low, high = max(0.0, math.floor(pair(32))), min(head_dim - 1.0, math.ceil(pair(1)))
+    if high == low:
+        high += 0.001
+    out = []
+    for i in range(head_dim // 2):
+        keep = 1 - min(1.0, max(0.0, (i - low) / (high - low)))
+        out.append(1 / ((1 - keep) / r["factor"] + keep))
+    return np.array(out), 0.1 * math.log(r["factor"]) + 1
+
+
+def llama(out, prefix="llama", types=TYPES, scaling=None):
+    """scaling: None, "llama3" (rope_freqs.weight in the file) or "yarn" (metadata)."""
     torch.manual_seed(0)
     rope = {"rope_theta": 10000.0}
-    if llama3_rope and V5:
-        rope = {"rope_parameters": dict(LLAMA3_ROPE)}
-    elif llama3_rope:
-        rope["rope_scaling"] = {k: v for k, v in LLAMA3_ROPE.items() if k != "rope_theta"}
+    params = {"llama3": LLAMA3_ROPE, "yarn": YARN_ROPE}.get(scaling)
+    if params and V5:
+        rope = {"rope_parameters": dict(params)}
+    elif params:
+        rope["rope_scaling"] = {k: v for k, v in params.items() if k != "rope_theta"}
     cfg = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                       rms_norm_eps=1e-5, tie_word_embeddings=False, **rope)
     model = LlamaForCausalLM(cfg).eval()
-    if llama3_rope:
+    if scaling:
         # transformers must really be scaling: its frequencies are the plain ones divided
-        # by the factors the GGUF file carries.
+        # by the factors smith derives, and its cos/sin magnitude is smith's.
         plain = 1.0 / (10000.0 ** (np.arange(0, 16, 2) / 16))
+        div, mag = (llama3_rope_freqs(16), 1.0) if scaling == "llama3" else yarn_divisors(16)
         got = model.model.rotary_emb.inv_freq.double().numpy()
-        assert np.allclose(got, plain / llama3_rope_freqs(16), rtol=1e-5), (got, plain)
-        assert not np.allclose(got, plain), "llama3 rope scaling had no effect"
+        assert np.allclose(got, plain / div, rtol=1e-5), (got, plain / div)
+        assert not np.allclose(got, plain), "rope scaling had no effect"
+        assert abs(model.model.rotary_emb.attention_scaling - mag) < 1e-6, model.model.rotary_emb.attention_scaling
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.dim() == 2:
@@ -146,8 +170,12 @@ def llama(out, prefix="llama", types=TYPES, llama3_rope=False):
         w.add_head_count_kv(kv)
         w.add_rope_freq_base(10000.0)
         w.add_layer_norm_rms_eps(1e-5)
-        if llama3_rope:
+        if scaling == "llama3":
             w.add_tensor("rope_freqs.weight", llama3_rope_freqs(16))
+        if scaling == "yarn":
+            w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+            w.add_rope_scaling_factor(YARN_ROPE["factor"])
+            w.add_rope_scaling_orig_ctx_len(YARN_ROPE["original_max_position_embeddings"])
         back = {}
         back["model.embed_tokens.weight"] = store(w, "token_embd.weight", sd["model.embed_tokens.weight"], qtype)
         for i in range(2):
@@ -280,7 +308,7 @@ def phi2(out):
 
 if __name__ == "__main__":
     out = sys.argv[1]
-    which = sys.argv[2:] or ["llama", "gpt2", "phi2", "llama31"]
+    which = sys.argv[2:] or ["llama", "gpt2", "phi2", "llama31", "yarn"]
     os.makedirs(out, exist_ok=True)
     if "llama" in which:
         llama(out)
@@ -289,4 +317,6 @@ if __name__ == "__main__":
     if "phi2" in which:
         phi2(out)
     if "llama31" in which:
-        llama(out, "llama31", {"f16": T.F16}, llama3_rope=True)
+        llama(out, "llama31", {"f16": T.F16}, scaling="llama3")
+    if "yarn" in which:
+        llama(out, "llama_yarn", {"f16": T.F16}, scaling="yarn")

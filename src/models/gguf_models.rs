@@ -52,7 +52,7 @@ impl LanguageModel for GgufModel {
     }
 }
 
-fn bad(f: &GgufFile, msg: impl Into<String>) -> Error {
+pub(super) fn bad(f: &GgufFile, msg: impl Into<String>) -> Error {
     Error::Checkpoint {
         path: f.path.clone(),
         msg: msg.into(),
@@ -72,7 +72,7 @@ fn hyper(f: &GgufFile, arch: &str, key: &str) -> Result<usize> {
         })
 }
 
-fn hyper_f(f: &GgufFile, arch: &str, key: &str, default: f64) -> f64 {
+pub(super) fn hyper_f(f: &GgufFile, arch: &str, key: &str, default: f64) -> f64 {
     f.get(&format!("{arch}.{key}"))
         .and_then(|v| v.as_f64())
         .unwrap_or(default)
@@ -244,38 +244,6 @@ fn load_llama(
     dtype: DType,
     quant: bool,
 ) -> Result<Llama> {
-    let mut rope_scale = None;
-    if let Some(kind) = f
-        .get(&format!("{arch}.rope.scaling.type"))
-        .and_then(|v| v.as_str())
-    {
-        match kind {
-            "none" => {}
-            "linear" => {
-                let factor = hyper_f(f, arch, "rope.scaling.factor", 1.0);
-                if !(factor > 0.0 && factor.is_finite()) {
-                    return Err(bad(
-                        f,
-                        format!("rope scaling factor {factor} is not positive"),
-                    ));
-                }
-                rope_scale = (factor != 1.0).then_some(factor);
-            }
-            other => {
-                return Err(bad(
-                    f,
-                    format!("rope scaling `{other}` is not supported (none and linear are)"),
-                ))
-            }
-        }
-    }
-    let long_rope = ["rope_factors_long.weight", "rope_factors_short.weight"];
-    if long_rope.iter().any(|n| f.tensor_info(n).is_some()) {
-        return Err(bad(
-            f,
-            "LongRoPE factors (`rope_factors_long/short`, Phi-3 128k style) are not supported",
-        ));
-    }
     let embed = f
         .tensor_info("token_embd.weight")
         .ok_or_else(|| bad(f, "missing tensor `token_embd.weight`"))?;
@@ -297,7 +265,6 @@ fn load_llama(
         cfg.rope_style = RotaryStyle::Interleaved;
     }
     cfg.norm_eps = hyper_f(f, arch, "attention.layer_norm_rms_epsilon", 1e-5);
-    cfg.rope_scale = rope_scale;
     // Q, K and V in one tensor (Phi-3, and Phi-2 as some converters write it).
     let fused_qkv = f.tensor_info("blk.0.attn_qkv.weight").is_some();
     cfg.qkv_bias = f.tensor_info("blk.0.attn_q.bias").is_some()
@@ -318,7 +285,9 @@ fn load_llama(
         }
         cfg.rope_dims = (rot != head_dim).then_some(rot);
     }
-    let rope_factors = rope_freqs(f, cfg.rope_dims.unwrap_or(head_dim))?;
+    let rope =
+        super::gguf_rope::rope_settings(f, arch, cfg.rope_dims.unwrap_or(head_dim), cfg.rope_base)?;
+    cfg.rope_scale = rope.scale;
     if arch == "phi2" {
         cfg.norm = crate::nn::NormKind::Layer;
         cfg.norm_eps = hyper_f(f, arch, "attention.layer_norm_epsilon", 1e-5);
@@ -353,8 +322,12 @@ fn load_llama(
         });
     }
     let mut model = Llama::with_init_std(cfg, 0.0, &mut Rng::new(0), device)?.to_dtype(dtype)?;
+    // Scaling belongs to the full-attention layers; Gemma's local ones keep plain tables.
+    let interleaved = cfg.sliding.is_some_and(|s| s.global_every > 0);
     for b in &mut model.blocks {
-        b.attn.rope_factors = rope_factors.clone();
+        if !(interleaved && b.cfg.attn.window.is_some()) {
+            b.attn.rope_adjust = rope.adjust.clone();
+        }
     }
     // Phi-3 keeps gate and up in one tensor.
     let fused_up = arch == "phi3";
@@ -475,26 +448,6 @@ fn load_llama(
     }
     load_params(f, &params, &w.map)?;
     Ok(model)
-}
-
-/// Llama 3.1's per-frequency rope divisors (`rope_freqs.weight`, one per rotated pair of
-/// `rot_dims`), when the file has them.
-fn rope_freqs(f: &GgufFile, rot_dims: usize) -> Result<Option<std::sync::Arc<[f64]>>> {
-    if f.tensor_info("rope_freqs.weight").is_none() {
-        return Ok(None);
-    }
-    let factors = tensor(f, "rope_freqs.weight")?.to_vec_f64()?;
-    if factors.len() != rot_dims / 2 || factors.iter().any(|v| !(*v > 0.0 && v.is_finite())) {
-        return Err(bad(
-            f,
-            format!(
-                "`rope_freqs.weight` has {} entries; {} positive ones are needed",
-                factors.len(),
-                rot_dims / 2
-            ),
-        ));
-    }
-    Ok(Some(factors.into()))
 }
 
 fn load_gpt2(f: &GgufFile, device: Device, dtype: DType, quant: bool) -> Result<Gpt> {

@@ -122,7 +122,11 @@ impl LlamaConfig {
                 head_size: self.head_dim,
                 qk_norm: self.qk_norm.then_some(self.norm_eps),
                 window: local.map(|s| s.size),
-                rope_scale: self.rope_scale,
+                // Interleaved local layers (Gemma) keep unscaled rotary tables.
+                rope_scale: match local {
+                    Some(s) if s.global_every > 0 => None,
+                    _ => self.rope_scale,
+                },
                 rope_dims: self.rope_dims,
             },
             mlp: self.mlp,

@@ -1,6 +1,7 @@
 //! Model builders.
 
 pub mod gguf_models;
+pub mod gguf_rope;
 pub mod gpt;
 pub mod hf_gpt2;
 pub mod llama;

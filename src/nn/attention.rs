@@ -79,9 +79,18 @@ pub struct CausalSelfAttention {
     /// Per-head query and key norms `[head_dim]` (with `cfg.qk_norm`).
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
-    /// Per-frequency divisors of the rotary angles (Llama 3.1's `rope_freqs`), one per
-    /// rotated pair; read from model files, not a trained parameter.
-    pub rope_factors: Option<Arc<[f64]>>,
+    /// Per-frequency divisors of the rotary angles and a magnitude for cos and sin
+    /// (Llama 3.1's `rope_freqs`, YaRN); read from model files, not trained.
+    pub rope_adjust: Option<RopeAdjust>,
+}
+
+/// Changes to the plain rotary tables that a model file asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RopeAdjust {
+    /// Divisor of each rotary frequency, one per rotated pair.
+    pub factors: Arc<[f64]>,
+    /// Multiplies cos and sin (YaRN's attention factor; 1 otherwise).
+    pub magnitude: f64,
 }
 
 impl CausalSelfAttention {
@@ -111,7 +120,7 @@ impl CausalSelfAttention {
             proj,
             q_norm: cfg.qk_norm.map(norm).transpose()?,
             k_norm: cfg.qk_norm.map(norm).transpose()?,
-            rope_factors: None,
+            rope_adjust: None,
         })
     }
 
@@ -180,9 +189,21 @@ impl CausalSelfAttention {
         if let Some((base, style)) = self.cfg.rope {
             let scale = self.cfg.rope_scale.unwrap_or(1.0);
             let rot = self.cfg.rope_dims.unwrap_or(hd);
-            let factors = self.rope_factors.as_deref().unwrap_or(&[]);
-            let (cos, sin) =
-                rotary_tables_factored(start, t, rot, base, scale, factors, x.dtype(), x.device())?;
+            let (factors, magnitude) = match &self.rope_adjust {
+                Some(a) => (&a.factors[..], a.magnitude),
+                None => (&[][..], 1.0),
+            };
+            let (cos, sin) = rotary_tables_factored(
+                start,
+                t,
+                rot,
+                base,
+                scale,
+                factors,
+                magnitude,
+                x.dtype(),
+                x.device(),
+            )?;
             let turn = |t_: &Tensor| -> Result<Tensor> {
                 if rot == hd {
                     return t_.rotary(&cos, &sin, style);
@@ -243,7 +264,7 @@ impl CausalSelfAttention {
             proj: self.proj.to_dtype(dtype)?,
             q_norm: norm(&self.q_norm)?,
             k_norm: norm(&self.k_norm)?,
-            rope_factors: self.rope_factors.clone(),
+            rope_adjust: self.rope_adjust.clone(),
         })
     }
 

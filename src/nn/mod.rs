@@ -7,7 +7,7 @@ mod kv_cache;
 mod layers;
 mod mlp;
 
-pub use attention::{AttentionConfig, CausalSelfAttention};
+pub use attention::{AttentionConfig, CausalSelfAttention, RopeAdjust};
 pub use block::{Block, BlockConfig};
 pub use kv_cache::KvCache;
 pub use layers::{Embedding, LayerNorm, Linear, Norm, NormKind, RmsNorm};

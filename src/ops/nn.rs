@@ -279,12 +279,13 @@ pub fn rotary_tables_scaled(
     dtype: DType,
     device: Device,
 ) -> Result<(Tensor, Tensor)> {
-    rotary_tables_factored(start, t, dim, base, scale, &[], dtype, device)
+    rotary_tables_factored(start, t, dim, base, scale, &[], 1.0, dtype, device)
 }
 
 /// [`rotary_tables_scaled`] with frequency `i` also divided by `factors[i]` (Llama 3.1's
-/// `rope_freqs`, which slows the low frequencies to stretch the context); `factors` is
-/// empty or has `dim / 2` entries.
+/// `rope_freqs` and YaRN, which slow the low frequencies to stretch the context) and cos
+/// and sin multiplied by `magnitude` (YaRN's attention factor); `factors` is empty or has
+/// `dim / 2` entries.
 #[allow(clippy::too_many_arguments)]
 pub fn rotary_tables_factored(
     start: usize,
@@ -293,6 +294,7 @@ pub fn rotary_tables_factored(
     base: f64,
     scale: f64,
     factors: &[f64],
+    magnitude: f64,
     dtype: DType,
     device: Device,
 ) -> Result<(Tensor, Tensor)> {
@@ -313,6 +315,12 @@ pub fn rotary_tables_factored(
             format!("rope scale {scale} must be positive"),
         ));
     }
+    if !(magnitude > 0.0 && magnitude.is_finite()) {
+        return Err(Error::invalid(
+            "rotary_tables",
+            format!("rope magnitude {magnitude} must be positive"),
+        ));
+    }
     if !factors.is_empty()
         && (factors.len() != dim / 2 || factors.iter().any(|f| !(*f > 0.0 && f.is_finite())))
     {
@@ -330,6 +338,7 @@ pub fn rotary_tables_factored(
     for f in factors {
         f.to_bits().hash(&mut hasher);
     }
+    magnitude.to_bits().hash(&mut hasher);
     let key = (
         base.to_bits(),
         scale.to_bits(),
@@ -345,7 +354,7 @@ pub fn rotary_tables_factored(
         let n = end.next_power_of_two().max(256);
         map.insert(
             key,
-            build_rotary_tables(n, dim, base, scale, factors, dtype, device)?,
+            build_rotary_tables(n, dim, base, scale, factors, magnitude, dtype, device)?,
         );
     }
     let (c, s) = &map[&key];
@@ -353,13 +362,15 @@ pub fn rotary_tables_factored(
 }
 
 /// cos and sin `[n, dim/2]` for positions `0..n` (divided by `scale`, frequency i divided
-/// by `factors[i]` when given), computed in f64.
+/// by `factors[i]` when given, scaled by `magnitude`), computed in f64.
+#[allow(clippy::too_many_arguments)]
 fn build_rotary_tables(
     n: usize,
     dim: usize,
     base: f64,
     scale: f64,
     factors: &[f64],
+    magnitude: f64,
     dtype: DType,
     device: Device,
 ) -> Result<(Tensor, Tensor)> {
@@ -379,8 +390,8 @@ fn build_rotary_tables(
             } else {
                 p as f64 / scale * freq
             };
-            cos.push(angle.cos());
-            sin.push(angle.sin());
+            cos.push(magnitude * angle.cos());
+            sin.push(magnitude * angle.sin());
         }
     }
     let c = Tensor::from_vec(cos, &[n, half], device)?.to_dtype(dtype)?;

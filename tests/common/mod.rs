@@ -128,8 +128,8 @@ pub fn positive_leaf(shape: &[usize], rng: &mut Rng) -> (Vec<f64>, Vec<usize>) {
 /// The GGUF model fixtures of tools/make_gguf_model_fixtures.py: a Llama (GQA, untied
 /// head) and a GPT-2 in F16, BF16, Q8_0 and Q4_0, a Phi-2 (parallel block, partial rotary,
 /// biases) with separate Q/K/V in F16 and fused in Q8_0, and a Llama with Llama 3.1 rope
-/// scaling (`rope_freqs`).
-pub const GGUF_MODEL_FIXTURES: [&str; 11] = [
+/// scaling (`rope_freqs`) and one with YaRN.
+pub const GGUF_MODEL_FIXTURES: [&str; 12] = [
     "llama_f16",
     "llama_bf16",
     "llama_q8_0",
@@ -141,6 +141,7 @@ pub const GGUF_MODEL_FIXTURES: [&str; 11] = [
     "phi2_f16",
     "phi2_q8_0",
     "llama31_f16",
+    "llama_yarn_f16",
 ];
 
 /// Checks the GGUF model fixture `name` (tests/fixtures/gguf_models) on `device` against
