@@ -144,6 +144,9 @@ pub fn sample_next(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
     order[probs.len() - 1] as u32
 }
 
+/// Greedy decoding steps queued on the device before their tokens are read back.
+const RUN_AHEAD: usize = 16;
+
 /// Continues each prompt of a batch (all of one length) with a key/value cache: the
 /// prompts are prefilled in one pass, then one position at a time. `on_token(row, id)` is
 /// called with each new token as it comes and returns whether that row goes on; a row
@@ -189,10 +192,9 @@ pub fn generate_batch(
         .iter()
         .map(|c| c[c.len().saturating_sub(block)..].to_vec())
         .collect();
-    for _ in 0..max_tokens {
-        if !live.iter().any(|&l| l) {
-            break;
-        }
+    let greedy = sampling.temperature == 0.0 && sampling.repetition_penalty == 1.0;
+    let mut produced = 0;
+    while produced < max_tokens && live.iter().any(|&l| l) {
         if caches[0].len() + feed[0].len() > block {
             // Full: start again from the latest half of each context.
             caches.iter_mut().for_each(|c| c.clear());
@@ -204,34 +206,60 @@ pub fn generate_batch(
         }
         let t = feed[0].len();
         let ids: Vec<i64> = feed.iter().flatten().map(|&x| x as i64).collect();
-        let x = Tensor::from_vec(ids, &[batch, t], device)?;
-        let logits = model.forward_cached(&x, &mut caches)?;
-        // Greedy picks are made on the device: B ids cross to the host, not B x vocab
-        // logits.
-        let greedy = sampling.temperature == 0.0 && sampling.repetition_penalty == 1.0;
-        let (picks, logits) = if greedy {
-            (logits.argmax(1, false)?.to_vec::<i64>()?, Vec::new())
+        let mut x = Tensor::from_vec(ids, &[batch, t], device)?;
+        // Greedy decoding runs ahead: each step's picks, still on the device, are the next
+        // step's input, and the picks of up to RUN_AHEAD steps cross to the host in one
+        // read, so the host queues kernels while the device computes instead of waiting
+        // for every token. Steps past a stop are discarded.
+        let room = block - caches[0].len() - t + 1;
+        let steps = if greedy {
+            (max_tokens - produced).min(RUN_AHEAD).min(room)
         } else {
-            (Vec::new(), logits.to_dtype(DType::F32)?.to_vec::<f32>()?)
+            1
         };
-        for row in 0..batch {
-            let next = if live[row] {
-                let next = if greedy {
-                    picks[row] as u32
-                } else {
-                    let mut l = logits[row * vocab..(row + 1) * vocab].to_vec();
-                    penalize_repeats(&mut l, &context[row], sampling.repetition_penalty);
-                    sample_next(&l, sampling, rng)
-                };
-                out[row].push(next);
-                live[row] = on_token(row, next)? && !stop_ids.contains(&next);
-                next
+        let mut picks = Vec::with_capacity(steps);
+        let mut logits = Vec::new();
+        for _ in 0..steps {
+            let out = model.forward_cached(&x, &mut caches)?;
+            if greedy {
+                // Greedy picks are made on the device: B ids cross to the host, not B x
+                // vocab logits.
+                x = out.argmax(1, true)?;
+                picks.push(x.clone());
             } else {
-                // A finished row keeps a place in the batch until every row is done.
-                *context[row].last().unwrap_or(&0)
-            };
-            context[row].push(next);
-            feed[row] = vec![next];
+                logits = out.to_dtype(DType::F32)?.to_vec::<f32>()?;
+            }
+        }
+        // [batch, steps] picks, row-major.
+        let picks = if greedy {
+            Tensor::cat(&picks, 1)?.to_vec::<i64>()?
+        } else {
+            Vec::new()
+        };
+        for step in 0..steps {
+            for row in 0..batch {
+                let next = if live[row] {
+                    let next = if greedy {
+                        picks[row * steps + step] as u32
+                    } else {
+                        let mut l = logits[row * vocab..(row + 1) * vocab].to_vec();
+                        penalize_repeats(&mut l, &context[row], sampling.repetition_penalty);
+                        sample_next(&l, sampling, rng)
+                    };
+                    out[row].push(next);
+                    live[row] = on_token(row, next)? && !stop_ids.contains(&next);
+                    next
+                } else {
+                    // A finished row keeps a place in the batch until every row is done.
+                    *context[row].last().unwrap_or(&0)
+                };
+                context[row].push(next);
+                feed[row] = vec![next];
+            }
+            produced += 1;
+            if !live.iter().any(|&l| l) {
+                break;
+            }
         }
     }
     Ok(out)

@@ -157,6 +157,16 @@ fn cached_greedy_generation_equals_uncached_even_past_the_context() {
     let stopped =
         common::greedy(&model, &[vec![3, 14, 15, 9, 2]], 11, &[first], Device::Cpu).unwrap();
     assert_eq!(stopped[0], vec![first]);
+    // Stops inside a run of device-side greedy steps, one row at a time, past a cache
+    // rebuild: each row is the unstopped continuation cut after its first stop id.
+    let prompts = [vec![3, 14, 15, 9, 2], vec![1, 2, 3, 4, 5]];
+    let free = common::greedy(&model, &prompts, 23, &[], Device::Cpu).unwrap();
+    let stop = free[0][6];
+    let cut = common::greedy(&model, &prompts, 23, &[stop], Device::Cpu).unwrap();
+    for (row, (f, c)) in free.iter().zip(&cut).enumerate() {
+        let end = f.iter().position(|&t| t == stop).map_or(f.len(), |i| i + 1);
+        assert_eq!(c[..], f[..end], "row {row}");
+    }
     // Prompts of different lengths in one batch, or ids outside the vocabulary, are errors.
     let run = |prompts: &[Vec<u32>]| common::greedy(&model, prompts, 3, &[], Device::Cpu);
     assert!(run(&[vec![1, 2], vec![1]]).is_err());
