@@ -9,7 +9,7 @@
 // k is a multiple of the elements per 16 bytes and every row starts 16-byte aligned.
 
 #define GEMV_MAX_M 8
-#define GEMV_UNROLL 4
+#define GEMV_UNROLL 8
 
 template <typename T> struct Pack;
 template <> struct Pack<float> {

@@ -1252,38 +1252,135 @@ fn decoding_attention_kernel_matches_the_cpu() {
     let _g = smith::no_grad();
     cuda::set_tf32(false);
     let mut rng = Rng::new(32);
-    // A window of 5 over 20 positions; GQA; head dim 16; f32, then bf16 loosely.
-    let cpu_model = common::tiny_gemma(5, &mut rng, Device::Cpu);
-    for dtype in [DType::F32, DType::BF16] {
-        let gpu_model = move_llama(cpu_model.to_dtype(dtype).unwrap(), dev);
-        let ids: Vec<i64> = (0..3 * 20).map(|_| rng.below(97) as i64).collect();
-        let x = Tensor::from_vec(ids, &[3, 20], Device::Cpu).unwrap();
-        let xg = x.to_device(dev).unwrap();
-        let mut cc = cpu_model.new_caches(3, 20).unwrap();
-        let mut gc = gpu_model.new_caches(3, 20).unwrap();
-        let step = |m: &smith::models::Llama, c: &mut [smith::nn::KvCache], x: &Tensor, t0, n| {
-            m.forward_cached(&x.narrow(1, t0, n).unwrap(), c)
-                .unwrap()
-                .to_vec_f64()
-                .unwrap()
-        };
-        let mut worst: f64 = 0.0;
-        for (t0, n) in [(0, 2)].into_iter().chain((2..20).map(|t| (t, 1))) {
-            let want = step(&cpu_model, &mut cc, &x, t0, n);
-            let mut got = Vec::new();
-            let names = kernels_run(|| got = step(&gpu_model, &mut gc, &xg, t0, n));
-            // Single positions take the decoding kernel, one launch per layer.
-            let decode = format!("decode_attention_d16_{}", dtype.as_str());
-            let launches = names.iter().filter(|k| **k == decode).count();
-            assert!(n > 1 || launches == 1, "{names:?}");
-            worst = worst.max(rel_err(&got, &want));
+    // A window of 5 over 20 positions (one key split), then a window of 40 over 64
+    // positions (the keys split in two, the window start moving across tiles); GQA; head
+    // dim 16; f32, then bf16 loosely.
+    for (window, len) in [(5, 20), (40, 64)] {
+        let cpu_model = common::tiny_gemma(window, &mut rng, Device::Cpu);
+        for dtype in [DType::F32, DType::BF16] {
+            let gpu_model = move_llama(cpu_model.to_dtype(dtype).unwrap(), dev);
+            let ids: Vec<i64> = (0..3 * len).map(|_| rng.below(97) as i64).collect();
+            let x = Tensor::from_vec(ids, &[3, len], Device::Cpu).unwrap();
+            let xg = x.to_device(dev).unwrap();
+            let mut cc = cpu_model.new_caches(3, len).unwrap();
+            let mut gc = gpu_model.new_caches(3, len).unwrap();
+            let step =
+                |m: &smith::models::Llama, c: &mut [smith::nn::KvCache], x: &Tensor, t0, n| {
+                    m.forward_cached(&x.narrow(1, t0, n).unwrap(), c)
+                        .unwrap()
+                        .to_vec_f64()
+                        .unwrap()
+                };
+            let mut worst: f64 = 0.0;
+            for (t0, n) in [(0, 2)].into_iter().chain((2..len).map(|t| (t, 1))) {
+                let want = step(&cpu_model, &mut cc, &x, t0, n);
+                let mut got = Vec::new();
+                let names = kernels_run(|| got = step(&gpu_model, &mut gc, &xg, t0, n));
+                // Single positions take the decoding kernel, one launch per layer.
+                let decode = format!("decode_attention_d16_{}", dtype.as_str());
+                let launches = names.iter().filter(|k| **k == decode).count();
+                assert!(n > 1 || launches == 1, "{names:?}");
+                worst = worst.max(rel_err(&got, &want));
+            }
+            let tolerance = if dtype == DType::F32 { 1e-5 } else { 3e-2 };
+            assert!(worst < tolerance, "{dtype}: decode logits error {worst:e}");
+            eprintln!("decode attention {dtype}, window {window} of {len}: worst logits error {worst:.1e}");
+            assert_eq!(gc[0].len(), len);
         }
-        let tolerance = if dtype == DType::F32 { 1e-5 } else { 3e-2 };
-        assert!(worst < tolerance, "{dtype}: decode logits error {worst:e}");
-        eprintln!("decode attention {dtype}: worst logits error {worst:.1e}");
-        assert_eq!(gc[0].len(), 20);
     }
     cuda::set_tf32(true);
+}
+
+/// The decoding kernel on long caches, where the keys are split over many blocks and the
+/// last block combines them: against attention computed in f64 on the host, for MHA, GQA,
+/// MQA-like groups, a window, head dims 64/80/128, f32 and bf16; two runs agree bit for bit.
+#[test]
+fn split_decoding_attention_matches_naive_attention_on_long_caches() {
+    let _tf = tf32_lock();
+    let Some((dev, _gpu)) = gpu() else { return };
+    let _g = smith::no_grad();
+    let mut rng = Rng::new(33);
+    let cases = [
+        (1, 12, 12, 64, 272, 0),
+        (1, 4, 2, 64, 700, 0),
+        (2, 8, 8, 128, 1500, 300),
+        (3, 2, 1, 80, 4000, 0),
+    ];
+    for (b, h, kvh, d, len, window) in cases {
+        for dtype in [DType::F32, DType::BF16] {
+            // Inputs rounded through `dtype`, so the reference sees what the kernel sees.
+            let mut host = |shape: &[usize]| {
+                randn(shape, &mut rng)
+                    .to_dtype(dtype)
+                    .unwrap()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+            };
+            let (kp, vp) = (host(&[b, kvh, len - 1, d]), host(&[b, kvh, len - 1, d]));
+            let (q, kn, vn) = (
+                host(&[b, h, 1, d]),
+                host(&[b, kvh, 1, d]),
+                host(&[b, kvh, 1, d]),
+            );
+            let on = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(dev).unwrap();
+            let scale = 1.0 / (d as f64).sqrt();
+            let run = || {
+                let mut cache = smith::nn::KvCache::new(len, b, kvh, d, dtype, dev).unwrap();
+                cache.append(&on(&kp), &on(&vp)).unwrap();
+                let w = (window > 0).then_some(window);
+                let y = cache
+                    .attend_one(&on(&q), &on(&kn), &on(&vn), w, scale)
+                    .unwrap()
+                    .expect("the decoding kernel takes this step");
+                assert_eq!(cache.len(), len);
+                y.to_vec_f64().unwrap()
+            };
+            let got = run();
+            assert_eq!(got, run(), "{dtype}: two runs differ");
+            let keys = Tensor::cat(&[kp.clone(), kn.clone()], 2)
+                .unwrap()
+                .to_vec_f64()
+                .unwrap();
+            let vals = Tensor::cat(&[vp.clone(), vn.clone()], 2)
+                .unwrap()
+                .to_vec_f64()
+                .unwrap();
+            let qv = q.to_vec_f64().unwrap();
+            let first = if window > 0 && len > window {
+                len - window
+            } else {
+                0
+            };
+            let mut want = vec![0.0; b * h * d];
+            for bi in 0..b {
+                for hi in 0..h {
+                    let g = hi / (h / kvh);
+                    let at = |j: usize| ((bi * kvh + g) * len + j) * d;
+                    let qr = &qv[(bi * h + hi) * d..(bi * h + hi + 1) * d];
+                    let scores: Vec<f64> = (first..len)
+                        .map(|j| scale * (0..d).map(|e| qr[e] * keys[at(j) + e]).sum::<f64>())
+                        .collect();
+                    let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let total: f64 = scores.iter().map(|s| (s - mx).exp()).sum();
+                    for (j, sc) in (first..len).zip(&scores) {
+                        let p = (sc - mx).exp() / total;
+                        for e in 0..d {
+                            want[(bi * h + hi) * d + e] += p * vals[at(j) + e];
+                        }
+                    }
+                }
+            }
+            let err = rel_err(&got, &want);
+            let tolerance = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
+            eprintln!(
+                "split decode b{b} h{h}/{kvh} d{d} len{len} window{window} {dtype}: {err:.1e}"
+            );
+            assert!(
+                err < tolerance,
+                "{dtype} b{b} h{h} d{d} len{len}: error {err:e}"
+            );
+        }
+    }
 }
 
 /// Every tensor of a Llama moved to `dev` (through its parameter list).

@@ -1,10 +1,11 @@
 //! Decoding attention on CUDA (kernel in `kernels/attention.cu`): one new query position
-//! per sequence against the key/value cache, with the cache append folded in.
+//! per sequence against the key/value cache, with the cache append folded in, the keys
+//! split over enough blocks to fill the GPU and the splits combined by the last block.
 
 use super::storage::suffix;
 use super::{launch, CudaStorage};
 use crate::{Error, Layout, Result};
-use cudarc::driver::LaunchConfig;
+use cudarc::driver::{DevicePtr, LaunchConfig};
 
 /// Head dims the decoding kernel is compiled for.
 pub const DECODE_HEAD_DIMS: [usize; 7] = [16, 32, 64, 80, 96, 128, 256];
@@ -92,9 +93,19 @@ pub fn decode_attention(
         ));
     }
     let out = CudaStorage::alloc(&q.dev, dtype, s.batch * s.heads * d)?;
+    let plan = split_plan(&s);
+    let rows = s.batch * s.heads;
+    // Partials [rows, splits, d + 2] and one ticket per row (kept zero between launches);
+    // the ticket guard is held until the launch is queued.
+    let partial = CudaStorage::alloc(&q.dev, crate::DType::F32, rows * plan.splits * (d + 2))?;
+    let tickets = q.dev.decode_tickets(rows)?;
+    let tickets_ptr = tickets
+        .as_ref()
+        .map(|t| t.device_ptr(&q.dev.stream).0)
+        .ok_or_else(|| Error::invalid("decode attention", "no ticket buffer"))?;
     let cfg = LaunchConfig {
-        grid_dim: (s.heads as u32, s.batch as u32, 1),
-        block_dim: (32 * 8, 1, 1),
+        grid_dim: (s.heads as u32, s.batch as u32, plan.splits as u32),
+        block_dim: (32 * plan.warps as u32, 1, 1),
         shared_mem_bytes: 0,
     };
     let (qp, kp, vp) = (q.ptr(lq.offset()), k.ptr(lk.offset()), v.ptr(lv.offset()));
@@ -108,8 +119,91 @@ pub fn decode_attention(
         s.window.min(i32::MAX as usize) as i32,
     );
     let name = format!("decode_attention_d{d}_{}", suffix(dtype));
+    let (splits32, pp) = (plan.splits as i32, partial.ptr(0));
     launch!(@cfg q.dev, "attention", name, cfg,
         &qp, &qs, &kp, &ks, &vp, &vs, &kcp, &vcp, &ct, &cb, &yp, &h32, &kvh32, &len32,
-        &win32, &s.scale);
+        &win32, &s.scale, &splits32, &pp, &tickets_ptr);
+    drop(tickets);
     Ok(Some(out))
+}
+
+/// How one decoding step is spread: key splits per (row, head) and warps per block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitPlan {
+    pub splits: usize,
+    pub warps: usize,
+}
+
+/// Blocks the splits aim for: two per SM of an H100-class GPU.
+const TARGET_BLOCKS: usize = 264;
+/// Most splits of one row's keys (beyond this a split takes more tiles instead).
+const MAX_SPLITS: usize = 64;
+
+/// Splits of whole 32-key tiles so that about [`TARGET_BLOCKS`] blocks run, none empty,
+/// and a warp per tile of each split (at most 8).
+pub fn split_plan(s: &DecodeShape) -> SplitPlan {
+    let first = if s.window > 0 && s.len > s.window {
+        s.len - s.window
+    } else {
+        0
+    };
+    let tiles = (s.len - first).div_ceil(32).max(1);
+    let base = (s.batch * s.heads).max(1);
+    let want = TARGET_BLOCKS.div_ceil(base).clamp(1, MAX_SPLITS).min(tiles);
+    let per = tiles.div_ceil(want);
+    SplitPlan {
+        splits: tiles.div_ceil(per),
+        warps: per.min(8),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(batch: usize, heads: usize, len: usize, window: usize) -> SplitPlan {
+        split_plan(&DecodeShape {
+            batch,
+            heads,
+            kv_heads: heads,
+            head_dim: 64,
+            len,
+            window,
+            scale: 1.0,
+        })
+    }
+
+    #[test]
+    fn splits_cover_every_tile_and_none_is_empty() {
+        for (b, h, len, w) in [
+            (1, 12, 1, 0),
+            (1, 12, 272, 0),
+            (1, 12, 1024, 0),
+            (4, 32, 4096, 0),
+            (1, 8, 5000, 512),
+            (64, 32, 100, 0),
+        ] {
+            let p = plan(b, h, len, w);
+            let active = if w > 0 && len > w { w } else { len };
+            let tiles = active.div_ceil(32);
+            let per = tiles.div_ceil(p.splits);
+            assert!(p.splits <= MAX_SPLITS && p.splits <= tiles, "{p:?}");
+            // Every split starts inside the keys, and together they reach the last tile.
+            assert!(
+                (p.splits - 1) * per < tiles && p.splits * per >= tiles,
+                "{p:?}"
+            );
+            assert!((1..=8).contains(&p.warps));
+        }
+        // GPT-2 at 272 keys: one tile per block, 108 blocks instead of 12.
+        assert_eq!(
+            plan(1, 12, 272, 0),
+            SplitPlan {
+                splits: 9,
+                warps: 1
+            }
+        );
+        // Many rows already fill the GPU: no split.
+        assert_eq!(plan(64, 32, 100, 0).splits, 1);
+    }
 }

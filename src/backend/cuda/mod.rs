@@ -52,6 +52,8 @@ pub struct CudaDevice {
     peak: std::sync::atomic::AtomicUsize,
     /// cuBLASLt, started on first use (`None` inside when unavailable).
     lt: OnceLock<Option<linear::LtState>>,
+    /// Zeroed per-row tickets of split decoding attention (each launch leaves them zero).
+    decode_tickets: Mutex<Option<cudarc::driver::CudaSlice<u32>>>,
 }
 
 /// Wraps a CUDA error with the op it happened in.
@@ -144,6 +146,7 @@ pub fn device(ordinal: usize) -> Result<Arc<CudaDevice>> {
         in_use: std::sync::atomic::AtomicUsize::new(0),
         peak: std::sync::atomic::AtomicUsize::new(0),
         lt: OnceLock::new(),
+        decode_tickets: Mutex::new(None),
     });
     reg.insert(ordinal, dev.clone());
     Ok(dev)
@@ -187,6 +190,25 @@ impl CudaDevice {
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, f.clone());
         Ok(f)
+    }
+
+    /// The decoding tickets, at least `n` of them, locked while the caller launches.
+    pub(crate) fn decode_tickets(
+        &self,
+        n: usize,
+    ) -> Result<std::sync::MutexGuard<'_, Option<cudarc::driver::CudaSlice<u32>>>> {
+        let mut guard = self
+            .decode_tickets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if guard.as_ref().is_none_or(|t| t.len() < n) {
+            let fresh = self
+                .stream
+                .alloc_zeros::<u32>(n.next_power_of_two().max(256))
+                .map_err(|e| cuda_err("decode tickets", e))?;
+            *guard = Some(fresh);
+        }
+        Ok(guard)
     }
 
     /// Waits for all queued work (only needed before reading results on the host).
