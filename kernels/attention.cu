@@ -100,15 +100,13 @@ __device__ void decode_attention(const T* q, long long q_stride, const T* k_new,
 #pragma unroll
         for (int i = 0; i < SLOTS; ++i) acc[i] *= corr;
         m = m_new;
-        // Values: lanes over features, the 32 keys of the tile in turn.
-        // Fully unrolled (the guard is uniform across the warp), so the loads of the 32
-        // value rows are all in flight together.
-        const int count = min(32, hi - t0);
+        // Values: lanes over features, the 32 keys of the tile in turn. No branch between
+        // the loads: keys past the end read the last valid row with weight 0, so all 32
+        // value rows are in flight together rather than one round trip after another.
 #pragma unroll
         for (int kk = 0; kk < 32; ++kk) {
-            if (kk >= count) break;
             const float pk = __shfl_sync(0xffffffff, p, kk);
-            const int jk = t0 + kk;
+            const int jk = min(t0 + kk, hi - 1);
             const T* vj = jk == len - 1 ? vn : vc + (long long)jk * c_tstride + base;
 #pragma unroll
             for (int i = 0; i < SLOTS; ++i) {

@@ -1,12 +1,13 @@
 // y[m, n] = act(sum_k x[m, k] W[n, k] + bias[n]) + residual[m, n] for a few rows m (at most
 // GEMV_MAX_M): the dense linear layer of decoding, where a GEMM library's host cost per
 // call exceeds the microseconds the product takes. Each block stages the x rows in shared
-// memory (as f32) once. Optionally x is first normalized (layer
-// norm with gamma and beta, or RMS norm with gamma), each block computing the statistics
-// of the few x rows itself, so the norm before a projection costs no launch. One warp per output column n, 16-byte
-// loads of W's row and of each x row, f32 sums; bias, tanh-GELU and the residual are
-// applied in the same pass. Rows of x, y and the residual are ldx/ldy/ldr elements apart;
-// k is a multiple of the elements per 16 bytes and every row starts 16-byte aligned.
+// memory (as f32) once. Optionally x is first normalized (layer norm with gamma and beta,
+// or RMS norm with gamma), each block computing the statistics of the few x rows itself,
+// so the norm before a projection costs no launch. One warp (or 2 or 4 for long rows) per
+// output column n, with the first loads of W issued before that prologue; 16-byte loads
+// of W's row and of each x row, f32 sums; bias, tanh-GELU and the residual are applied in
+// the same pass. Rows of x, y and the residual are ldx/ldy/ldr elements apart; k is a
+// multiple of the elements per 16 bytes and every row starts 16-byte aligned.
 
 #define GEMV_MAX_M 8
 #define GEMV_UNROLL 8
@@ -60,17 +61,33 @@ __device__ float block_sum(float v, float* scratch) {
     return t;
 }
 
-// norm: 0 none, 1 layer norm (gamma, beta), 2 RMS norm (gamma).
+// norm: 0 none, 1 layer norm (gamma, beta), 2 RMS norm (gamma). `split` warps (1, 2 or 4)
+// share one output row, each taking every split-th run of 32 packs, so long rows keep as
+// many loads in flight as short ones; their sums meet in shared memory.
 template <typename T>
 __device__ void gemv(const T* w, const T* x, long long ldx, const T* bias, const T* residual,
                      long long ldr, T* y, long long ldy, long long n, int k, int mrows,
-                     int gelu, int norm, const T* gamma, const T* beta, float eps) {
-    constexpr int V = Pack<T>::N;
-    const long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-    const int lane = threadIdx.x % 32;
+                     int gelu, int norm, const T* gamma, const T* beta, float eps, int split) {
+    constexpr int V = Pack<T>::N, U = GEMV_UNROLL;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    const long long row = (long long)blockIdx.x * (warps / split) + warp / split;
+    const int part = warp % split;
+    const bool live = row < n;
+    const T* wr = w + (live ? row : 0) * (long long)k;
+    // Columns between one lane's successive packs.
+    const int stride = 32 * V * split;
+    int c0 = (part * 32 + lane) * V;
+    // The first packs of W are requested before the x prologue, which they do not need.
+    float wv[U][V];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+        const int c = c0 + u * stride;
+        if (live && c < k) Pack<T>::load(wr + c, wv[u]);
+    }
     // The x rows, normalized if asked, staged once per block in shared memory as f32.
     extern __shared__ float xs[];
     __shared__ float shift[GEMV_MAX_M], scale[GEMV_MAX_M], scratch[32];
+    __shared__ float partial[8][GEMV_MAX_M];
     if (norm != 0) {
         for (int m = 0; m < mrows; ++m) {
             const T* xm = x + m * ldx;
@@ -104,23 +121,13 @@ __device__ void gemv(const T* w, const T* x, long long ldx, const T* bias, const
         }
     }
     __syncthreads();
-    if (row >= n) return;
-    const T* wr = w + row * k;
     float acc[GEMV_MAX_M];
 #pragma unroll
     for (int m = 0; m < GEMV_MAX_M; ++m) acc[m] = 0.0f;
-    // GEMV_UNROLL packs of W in flight per lane before any is used.
-    constexpr int U = GEMV_UNROLL;
-    for (int c0 = lane * V; c0 < k; c0 += 32 * V * U) {
-        float wv[U][V];
+    while (live && c0 < k) {
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-            const int c = c0 + u * 32 * V;
-            if (c < k) Pack<T>::load(wr + c, wv[u]);
-        }
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-            const int c = c0 + u * 32 * V;
+            const int c = c0 + u * stride;
             if (c >= k) break;
 #pragma unroll
             for (int m = 0; m < GEMV_MAX_M; ++m) {
@@ -133,27 +140,48 @@ __device__ void gemv(const T* w, const T* x, long long ldx, const T* bias, const
                 }
             }
         }
+        c0 += U * stride;
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int c = c0 + u * stride;
+            if (c < k) Pack<T>::load(wr + c, wv[u]);
+        }
     }
 #pragma unroll
     for (int m = 0; m < GEMV_MAX_M; ++m) {
         if (m < mrows) {
             float s = acc[m];
             for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffff, s, off);
-            if (lane == 0) {
-                if (bias) s += to_compute(bias[row]);
-                if (gelu) s = gelu_tanh_f(s);
-                if (residual) s += to_compute(residual[m * ldr + row]);
-                y[m * ldy + row] = from_compute<T>(s);
+            acc[m] = s;
+            if (split > 1 && lane == 0) partial[warp][m] = s;
+        }
+    }
+    if (split > 1) {
+        __syncthreads();
+        if (part == 0 && lane == 0) {
+            for (int m = 0; m < mrows; ++m) {
+                float s = 0.0f;
+                for (int p = 0; p < split; ++p) s += partial[warp + p][m];
+                acc[m] = s;
             }
         }
+    }
+    if (!live || part != 0 || lane != 0) return;
+    for (int m = 0; m < mrows; ++m) {
+        float s = acc[m];
+        if (bias) s += to_compute(bias[row]);
+        if (gelu) s = gelu_tanh_f(s);
+        if (residual) s += to_compute(residual[m * ldr + row]);
+        y[m * ldy + row] = from_compute<T>(s);
     }
 }
 
 #define GEMV(SUFFIX, T)                                                                       \
 extern "C" __global__ void gemv_##SUFFIX(const T* w, const T* x, long long ldx, const T* bias, \
         const T* residual, long long ldr, T* y, long long ldy, long long n, int k, int mrows,   \
-        int gelu, int norm, const T* gamma, const T* beta, float eps) {                         \
-    gemv<T>(w, x, ldx, bias, residual, ldr, y, ldy, n, k, mrows, gelu, norm, gamma, beta, eps); \
+        int gelu, int norm, const T* gamma, const T* beta, float eps, int split) {              \
+    gemv<T>(w, x, ldx, bias, residual, ldr, y, ldy, n, k, mrows, gelu, norm, gamma, beta, eps,  \
+            split);                                                                             \
 }
 
 GEMV(f32, float)

@@ -1441,11 +1441,22 @@ fn decoding_matrix_vector_products_match_the_cpu() {
     let mut rng = Rng::new(34);
     for dtype in FLOATS {
         let tolerance = if dtype == DType::F32 { 1e-5 } else { 2e-2 };
-        for rows in [1, 3, 8] {
-            let x = randn(&[rows, 1, 128], &mut rng).to_dtype(dtype).unwrap();
-            let w = randn(&[72, 128], &mut rng).to_dtype(dtype).unwrap();
-            let b = randn(&[72], &mut rng).to_dtype(dtype).unwrap();
-            let r = randn(&[rows, 1, 72], &mut rng).to_dtype(dtype).unwrap();
+        // Short rows (one warp per output), and long ones shared by 2 or 4 warps, with an
+        // output count that leaves the last block part empty.
+        let shapes = [
+            (128, 72, 1),
+            (128, 72, 3),
+            (128, 72, 8),
+            (1600, 75, 3),
+            (3200, 75, 1),
+            (3200, 75, 3),
+            (6400, 75, 1),
+        ];
+        for (k, n, rows) in shapes {
+            let x = randn(&[rows, 1, k], &mut rng).to_dtype(dtype).unwrap();
+            let w = randn(&[n, k], &mut rng).to_dtype(dtype).unwrap();
+            let b = randn(&[n], &mut rng).to_dtype(dtype).unwrap();
+            let r = randn(&[rows, 1, n], &mut rng).to_dtype(dtype).unwrap();
             let on = |t: &Tensor| t.to_device(dev).unwrap();
             for (bias, gelu, residual) in [
                 (false, false, false),
@@ -1473,7 +1484,7 @@ fn decoding_matrix_vector_products_match_the_cpu() {
                 let err = rel_err(&got.to_vec_f64().unwrap(), &want);
                 assert!(
                     err < tolerance,
-                    "{dtype} rows={rows} {bias} {gelu} {residual}: {err:e}"
+                    "{dtype} k={k} rows={rows} {bias} {gelu} {residual}: {err:e}"
                 );
             }
         }

@@ -88,8 +88,10 @@ pub fn gemv(
     if staged > 48 * 1024 {
         return Ok(None);
     }
+    let split = row_split(k, 16 / dtype.size_in_bytes());
+    let split32 = split as i32;
     let cfg = LaunchConfig {
-        grid_dim: (n.div_ceil(warps) as u32, 1, 1),
+        grid_dim: (n.div_ceil(warps / split) as u32, 1, 1),
         block_dim: (32 * warps as u32, 1, 1),
         shared_mem_bytes: staged as u32,
     };
@@ -97,6 +99,18 @@ pub fn gemv(
     let (k32, m32, g32) = (k as i32, m as i32, gelu as i32);
     launch!(@cfg x.dev, "gemv", format!("gemv_{}", suffix(dtype)), cfg,
         &wp, &xp, &ldx, &bp, &rp, &ldr, &yp, &ldy, &n64, &k32, &m32, &g32, &norm_code, &gp,
-        &betap, &eps);
+        &betap, &eps, &split32);
     Ok(Some(out))
+}
+
+/// Warps sharing one output row: enough that no lane needs more than about six 16-byte
+/// packs of a row of `k` (1, 2 or 4 warps), so long rows are read with as many loads in
+/// flight as short ones.
+fn row_split(k: usize, per_pack: usize) -> usize {
+    let packs = k.div_ceil(32 * per_pack);
+    match packs / 6 {
+        0 | 1 => 1,
+        2 | 3 => 2,
+        _ => 4,
+    }
 }
