@@ -177,6 +177,19 @@ pub(super) fn input_grads(op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> 
         Op::Rotary { x, cos, sin, style } => {
             vec![(x.clone(), g.rotary_inner(cos, sin, *style, true)?)]
         }
+        Op::FlashAttention {
+            q,
+            k,
+            v,
+            out,
+            lse,
+            mask,
+            scale,
+        } => {
+            let (dq, dk, dv) =
+                crate::ops::flash_attention_grads(q, k, v, out, lse, g, *mask, *scale)?;
+            vec![(q.clone(), dq), (k.clone(), dk), (v.clone(), dv)]
+        }
     })
 }
 

@@ -72,6 +72,16 @@ pub enum Op {
         sin: Tensor,
         style: RotaryStyle,
     },
+    /// Fused attention; saves the (detached) output and each query row's log-sum-exp.
+    FlashAttention {
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        out: Tensor,
+        lse: Tensor,
+        mask: crate::AttnMask,
+        scale: f64,
+    },
 }
 
 impl Op {
@@ -101,6 +111,7 @@ impl Op {
                 v
             }
             Op::LinearBias(x, w, b) => vec![x, w, b],
+            Op::FlashAttention { q, k, v, .. } => vec![q, k, v],
             Op::CrossEntropy { logits, .. } => vec![logits],
             Op::IndexSelect { src, .. } | Op::Gather { src, .. } => vec![src],
             Op::ScatterAdd { dst, src, .. } => vec![dst, src],

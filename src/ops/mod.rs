@@ -1,6 +1,7 @@
 //! Public tensor ops: argument and shape checks, dispatch to the backend, and autograd
 //! recording. Each submodule holds one family of ops.
 
+mod attention;
 mod elementwise;
 mod index;
 mod matmul;
@@ -8,6 +9,8 @@ mod nn;
 mod reduce;
 mod shape;
 
+pub(crate) use attention::flash_attention_grads;
+pub use attention::AttnMask;
 pub use matmul::FoldedNorm;
 pub(crate) use nn::cuda_param;
 pub use nn::{causal_mask, rotary_tables, rotary_tables_factored, rotary_tables_scaled};

@@ -4,6 +4,7 @@
 //! widened to f32 for the arithmetic and rounded back, so every sum accumulates in f32 or
 //! better.
 
+mod attention;
 mod elementwise;
 mod index;
 mod matmul;
@@ -12,6 +13,7 @@ mod quant;
 pub mod real;
 mod reduce;
 
+pub use attention::{flash_backward, flash_forward, AttnShape};
 pub use elementwise::*;
 pub use index::*;
 pub use matmul::*;

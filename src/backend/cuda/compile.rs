@@ -20,6 +20,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("quant", include_str!("../../../kernels/quant.cu")),
     ("attention", include_str!("../../../kernels/attention.cu")),
     ("gemv", include_str!("../../../kernels/gemv.cu")),
+    ("flash", include_str!("../../../kernels/flash.cu")),
 ];
 
 /// The complete source of a module as NVRTC sees it.

@@ -4,6 +4,7 @@
 mod attention;
 pub mod compile;
 mod elementwise;
+mod flash;
 mod gemv;
 mod index;
 mod linear;
@@ -18,6 +19,7 @@ mod timing;
 
 pub use attention::{decode_attention, DecodeShape, DECODE_HEAD_DIMS};
 pub use elementwise::*;
+pub use flash::{flash_attention_backward, flash_attention_forward, FLASH_HEAD_DIMS};
 pub use gemv::{gemv, GemvNorm, GEMV_MAX_ROWS};
 pub use index::*;
 pub use linear::{linear_bias, linear_epilogue, Epilogue};
