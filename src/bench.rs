@@ -338,6 +338,60 @@ fn host_queue_ms(
     Ok(host * 1e3 / steps as f64)
 }
 
+/// The attention shapes of the flash-attention benchmark: (batch, heads, seq, head dim,
+/// causal).
+pub const ATTENTION_SHAPES: [(usize, usize, usize, usize, bool); 3] = [
+    (8, 12, 1024, 64, true),
+    (2, 16, 4096, 128, true),
+    (4, 16, 2048, 128, false),
+];
+
+/// Fused attention in bf16, forward and forward+backward, in TFLOP/s by FlashAttention's
+/// count (4·B·H·S²·D forward, halved when causal; backward 2.5× the forward).
+pub fn attention(device: Device) -> Result<Vec<Measurement>> {
+    let mut out = Vec::new();
+    let mut rng = Rng::new(9);
+    for (b, h, s, d, causal) in ATTENTION_SHAPES {
+        let shape = [b, h, s, d];
+        let leaf = |rng: &mut Rng| -> Result<Tensor> {
+            randn(&shape, DType::BF16, device, rng)?.requires_grad()
+        };
+        let (q, k, v) = (leaf(&mut rng)?, leaf(&mut rng)?, leaf(&mut rng)?);
+        let probe = randn(&shape, DType::BF16, device, &mut rng)?;
+        let mask = crate::AttnMask {
+            causal,
+            window: None,
+        };
+        let scale = 1.0 / (d as f64).sqrt();
+        let flops = 4.0 * (b * h * s * s * d) as f64 / if causal { 2.0 } else { 1.0 };
+        let fwd = time(device, 10, || {
+            let _g = crate::no_grad();
+            q.flash_attention(&k, &v, mask, scale).map(|_| ())
+        })?;
+        let both = time(device, 5, || {
+            let y = q.flash_attention(&k, &v, mask, scale)?;
+            y.mul(&probe)?.sum_all()?.backward().map(|_| ())
+        })?;
+        let name = format!(
+            "attention_b{b}_h{h}_s{s}_d{d}{}",
+            if causal { "_causal" } else { "" }
+        );
+        out.push(Measurement {
+            name: format!("{name}_fwd"),
+            unit: Unit::Tflops,
+            value: flops / fwd / 1e12,
+            note: format!("{:.2} ms; {:.1} GFLOP", fwd * 1e3, flops / 1e9),
+        });
+        out.push(Measurement {
+            name: format!("{name}_fwd_bwd"),
+            unit: Unit::Tflops,
+            value: 3.5 * flops / both / 1e12,
+            note: format!("{:.2} ms; {:.1} GFLOP", both * 1e3, 3.5 * flops / 1e9),
+        });
+    }
+    Ok(out)
+}
+
 /// Greedy decoding of a GGUF model with its weights kept quantized (a 16-token prompt, then
 /// 256 new tokens, batch 1, activations in bf16 on a GPU and f32 on the CPU), beside the
 /// weight bytes one token reads (every matrix once; the embedding table once when it is the
@@ -456,27 +510,9 @@ fn adamw_step_ms(device: Device, scale: usize, rng: &mut Rng) -> Result<(f64, us
 }
 
 /// PyTorch's figures for the same workloads, from `python3 SCRIPT` (JSON on stdout).
-pub fn torch_baseline(
-    script: &str,
-    quick: bool,
-    gpt2: bool,
-    generate: bool,
-    models_only: bool,
-) -> Result<BTreeMap<String, f64>> {
+pub fn torch_baseline(script: &str, flags: &[&str]) -> Result<BTreeMap<String, f64>> {
     let mut cmd = std::process::Command::new("python3");
-    cmd.arg(script);
-    if models_only {
-        cmd.arg("--models-only");
-    }
-    if generate {
-        cmd.arg("--generate");
-    }
-    if quick {
-        cmd.arg("--quick");
-    }
-    if gpt2 {
-        cmd.arg("--gpt2");
-    }
+    cmd.arg(script).args(flags);
     let out = cmd.output().map_err(|e| Error::io(script, e))?;
     if !out.status.success() {
         return Err(Error::invalid(

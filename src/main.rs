@@ -62,12 +62,16 @@ struct BenchArgs {
     /// several times); prints tokens/s, weight bytes per token and the bandwidth.
     #[arg(long)]
     gguf: Vec<PathBuf>,
-    /// Only the model workloads (--gpt2, --generate, --gguf), not the kernels.
+    /// Only the model workloads (--gpt2, --generate, --attention, --gguf), not the kernels.
     #[arg(long)]
     gpt2_only: bool,
     /// Also time greedy GPT-2 124M generation (256 tokens, batch 1) in f32 and bf16.
     #[arg(long)]
     generate: bool,
+    /// Also time fused attention (bf16, forward and forward+backward) against PyTorch's
+    /// scaled_dot_product_attention.
+    #[arg(long)]
+    attention: bool,
 }
 
 #[derive(Args)]
@@ -532,15 +536,23 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         "smith bench on {device}{}",
         if quick { " (quick sizes)" } else { "" }
     );
+    let models_only = a.gpt2_only && (a.gpt2 || a.generate || a.attention || !a.gguf.is_empty());
     // PyTorch first: its process has exited, and freed the GPU, before smith allocates.
     let theirs = if a.no_baseline || !Path::new(&a.baseline).exists() {
         println!("(no PyTorch baseline: {} not run)", a.baseline);
         Default::default()
     } else {
-        let models_only = a.gpt2_only && (a.gpt2 || a.generate || !a.gguf.is_empty());
-        smith::bench::torch_baseline(&a.baseline, quick, a.gpt2, a.generate, models_only)?
+        let flags = [
+            (models_only, "--models-only"),
+            (a.generate, "--generate"),
+            (quick, "--quick"),
+            (a.gpt2, "--gpt2"),
+            (a.attention, "--attention"),
+        ];
+        let flags: Vec<&str> = flags.iter().filter(|f| f.0).map(|f| f.1).collect();
+        smith::bench::torch_baseline(&a.baseline, &flags)?
     };
-    let mut ours = if a.gpt2_only && (a.gpt2 || a.generate || !a.gguf.is_empty()) {
+    let mut ours = if models_only {
         Vec::new()
     } else {
         smith::bench::run(device, quick)?
@@ -559,6 +571,9 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
     }
     for path in &a.gguf {
         ours.push(smith::bench::gguf_decode(path, device)?);
+    }
+    if a.attention {
+        ours.extend(smith::bench::attention(device)?);
     }
     println!("| workload | unit | smith | PyTorch | speed ratio | note |");
     println!("|---|---|---|---|---|---|");

@@ -102,6 +102,26 @@ def gpt2_generate(dtype):
     return 256 / ((time.perf_counter() - start) / 3)
 
 
+def attention(out, dev):
+    """scaled_dot_product_attention in bf16, forward and forward+backward, in TFLOP/s by
+    FlashAttention's count (4*B*H*S^2*D forward, halved when causal; backward 2.5x)."""
+    for b, h, s, d, causal in [(8, 12, 1024, 64, True), (2, 16, 4096, 128, True), (4, 16, 2048, 128, False)]:
+        q, k, v = (torch.randn(b, h, s, d, device=dev, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+        g = torch.randn(b, h, s, d, device=dev, dtype=torch.bfloat16)
+        flops = 4 * b * h * s * s * d / (2 if causal else 1)
+        name = f"attention_b{b}_h{h}_s{s}_d{d}" + ("_causal" if causal else "")
+
+        def fwd():
+            with torch.no_grad():
+                F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+        def both():
+            F.scaled_dot_product_attention(q, k, v, is_causal=causal).backward(g)
+
+        out[name + "_fwd"] = flops / timed(fwd, 10) / 1e12
+        out[name + "_fwd_bwd"] = 3.5 * flops / timed(both, 5) / 1e12
+
+
 def kernel_workloads(out, quick, dev):
     """The GEMM, memory-bound, cross-entropy, AdamW and launch workloads."""
     for dtype, label in [(torch.float32, "f32_tf32"), (torch.bfloat16, "bf16")]:
@@ -158,6 +178,8 @@ def main():
         out["gpt2_generate_bf16"] = gpt2_generate(torch.bfloat16)
     if "--gpt2" in sys.argv:
         out["gpt2_124m_train_step"] = gpt2_step()
+    if "--attention" in sys.argv:
+        attention(out, dev)
     tiny = torch.zeros(1, device=dev)
     torch.cuda.synchronize()
     start = time.perf_counter()
