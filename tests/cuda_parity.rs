@@ -1450,6 +1450,50 @@ fn fused_attention_matches_the_cpu() {
     assert!(err.contains("head dim 48"), "{err}");
 }
 
+/// Sums over more rows than a grid has blocks in y (65535 chunks of 256 rows).
+#[test]
+fn sums_over_tens_of_millions_of_elements_match_the_cpu() {
+    let Some((dev, _gpu)) = gpu() else { return };
+    let mut rng = Rng::new(36);
+    let x = randn(&[17_000_001], &mut rng);
+    let want = x
+        .to_dtype(DType::F64)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    let got = x
+        .to_device(dev)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    // f32 partial sums of 17M terms of size ~1: an error far below one term.
+    assert!((got[0] - want[0]).abs() < 1.0, "{got:?} vs {want:?}");
+    let cols = x
+        .narrow(0, 0, 16_777_216)
+        .unwrap()
+        .reshape(&[8_388_608, 2])
+        .unwrap();
+    let want = cols
+        .to_dtype(DType::F64)
+        .unwrap()
+        .sum(&[0])
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    let got = cols
+        .to_device(dev)
+        .unwrap()
+        .sum(&[0])
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    common::assert_close(&got, &want, 1e-3, "column sums of 8M rows");
+}
+
 /// Every tensor of a Llama moved to `dev` (through its parameter list).
 fn move_llama(m: smith::models::Llama, dev: Device) -> smith::models::Llama {
     let mut w = std::collections::HashMap::new();

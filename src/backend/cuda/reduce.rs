@@ -57,14 +57,16 @@ fn column_sums(s: &CudaStorage, layout: &Layout, k: usize) -> Result<CudaStorage
     } else {
         DType::F32
     };
-    let chunks = rows.div_ceil(256).max(1);
+    // Chunks of at least 256 rows, and at most 65535 of them (the grid's y limit).
+    let per_chunk = rows.div_ceil(65535).max(256);
+    let chunks = rows.div_ceil(per_chunk).max(1);
     let partials = super::full(&s.dev, acc, chunks * cols, 0.0)?;
     let (x, pp, r64, c64, rpc, ch64) = (
         s.ptr(layout.offset()),
         partials.ptr(0),
         rows as i64,
         cols as i64,
-        256i64,
+        per_chunk as i64,
         chunks as i64,
     );
     if rows > 0 {
