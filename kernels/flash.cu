@@ -288,3 +288,220 @@ extern "C" __global__ void flash_backward_dkdv_d##D##_##SUFFIX(const T* q, const
 FLASH_DIMS(f32, float)
 FLASH_DIMS(f16, __half)
 FLASH_DIMS(bf16, __nv_bfloat16)
+
+// ---------------------------------------------------------------------------------------
+// Forward on tensor cores (f16 and bf16 inputs, f32 accumulation): FlashAttention 2. A
+// block of 4 warps takes 64 query rows, 16 per warp, held as mma A fragments in registers
+// for the whole pass. Key tiles of 64 rows are staged in shared memory (K row-major, V
+// transposed so both operands' fragments are 32-bit loads); S = Q K^T and O += P V use
+// mma.sync m16n8k16, and the S accumulators are reused in registers as P's A fragments.
+// Each thread owns two query rows (g and g + 8 of its warp's 16) for the online softmax,
+// whose row max and sum combine over the 4 lanes sharing a row.
+
+#define TC_ROWS 64
+#define TC_KEYS 64
+
+template <typename T> struct MmaType;
+template <> struct MmaType<__half> {
+    __device__ static unsigned pack(float lo, float hi) {
+        __half2 h = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<unsigned*>(&h);
+    }
+    __device__ static void mma(float* d, const unsigned* a, const unsigned* b) {
+#if __CUDA_ARCH__ >= 800
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+            "{%8,%9}, {%0,%1,%2,%3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+        __trap();  // the host launches tensor-core kernels on sm_80 and later only
+#endif
+    }
+};
+template <> struct MmaType<__nv_bfloat16> {
+    __device__ static unsigned pack(float lo, float hi) {
+        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<unsigned*>(&h);
+    }
+    __device__ static void mma(float* d, const unsigned* a, const unsigned* b) {
+#if __CUDA_ARCH__ >= 800
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+            "{%8,%9}, {%0,%1,%2,%3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+        __trap();  // the host launches tensor-core kernels on sm_80 and later only
+#endif
+    }
+};
+
+template <typename T, int D>
+__device__ void flash_forward_tc(const T* q, const T* k, const T* v, T* out, float* lse,
+                                 int heads, int kv_heads, int tq, int tk, int causal,
+                                 int window, float scale) {
+    constexpr int KP = D + 8;        // K row pitch (elements): conflict-free fragment loads
+    constexpr int VP = TC_KEYS + 8;  // V^T row pitch
+    constexpr int NT = TC_KEYS / 8;  // S n-tiles per key tile
+    constexpr int DT = D / 8;        // O n-tiles
+    constexpr int KS = D / 16;       // k-steps of Q K^T
+    __shared__ __align__(16) T ks[TC_KEYS * KP];
+    __shared__ __align__(16) T vt[D * VP];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
+    const int i0 = blockIdx.x * TC_ROWS;
+    const int r0 = i0 + warp * 16 + g, r1 = r0 + 8;  // this thread's two query rows
+    // Q fragments, straight from global memory (rows past the end read as 0).
+    unsigned qa[KS][4];
+    {
+        const T* q0 = q + ((long long)bh * tq + r0) * D;
+        const T* q1 = q + ((long long)bh * tq + r1) * D;
+        const unsigned* u0 = reinterpret_cast<const unsigned*>(q0);
+        const unsigned* u1 = reinterpret_cast<const unsigned*>(q1);
+#pragma unroll
+        for (int s = 0; s < KS; ++s) {
+            const int c = (16 * s + 2 * t) / 2;
+            qa[s][0] = r0 < tq ? u0[c] : 0u;
+            qa[s][1] = r1 < tq ? u1[c] : 0u;
+            qa[s][2] = r0 < tq ? u0[c + 4] : 0u;
+            qa[s][3] = r1 < tq ? u1[c + 4] : 0u;
+        }
+    }
+    int lo0 = 0, hi0 = 0, lo1 = 0, hi1 = 0, blo, bhi, unused;
+    if (r0 < tq) flash_keys(r0, tq, tk, causal, window, &lo0, &hi0);
+    if (r1 < tq) flash_keys(r1, tq, tk, causal, window, &lo1, &hi1);
+    flash_keys(i0, tq, tk, causal, window, &blo, &unused);
+    flash_keys(min(tq, i0 + TC_ROWS) - 1, tq, tk, causal, window, &unused, &bhi);
+    blo = blo / TC_KEYS * TC_KEYS;  // whole tiles from a tile boundary
+    float o[DT][4];
+#pragma unroll
+    for (int n = 0; n < DT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    const long long kv_base = (long long)(b * kv_heads + grp) * tk * D;
+    for (int t0 = blo; t0 < bhi; t0 += TC_KEYS) {
+        __syncthreads();
+        // Stage K (row-major) and V (transposed), 16-byte loads, zeros past the end.
+        for (int idx = threadIdx.x; idx < TC_KEYS * D / 8; idx += blockDim.x) {
+            const int r = idx / (D / 8), c = (idx % (D / 8)) * 8, j = t0 + r;
+            uint4 kq = make_uint4(0, 0, 0, 0), vq = make_uint4(0, 0, 0, 0);
+            if (j < tk) {
+                kq = *reinterpret_cast<const uint4*>(k + kv_base + (long long)j * D + c);
+                vq = *reinterpret_cast<const uint4*>(v + kv_base + (long long)j * D + c);
+            }
+            *reinterpret_cast<uint4*>(ks + r * KP + c) = kq;
+            const T* ve = reinterpret_cast<const T*>(&vq);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) vt[(c + e) * VP + r] = ve[e];
+        }
+        __syncthreads();
+        // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
+        float s[NT][4];
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+            const unsigned* kr = reinterpret_cast<const unsigned*>(ks + (n * 8 + g) * KP);
+#pragma unroll
+            for (int kk = 0; kk < KS; ++kk) {
+                const unsigned bf[2] = {kr[(16 * kk + 2 * t) / 2], kr[(16 * kk + 2 * t + 8) / 2]};
+                MmaType<T>::mma(s[n], qa[kk], bf);
+            }
+        }
+        // Scale, mask, and the online softmax of rows r0 (c0, c1) and r1 (c2, c3).
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int j = t0 + n * 8 + 2 * t + e;
+                s[n][e] = (j >= lo0 && j < hi0) ? s[n][e] * scale : -INFINITY;
+                s[n][2 + e] = (j >= lo1 && j < hi1) ? s[n][2 + e] * scale : -INFINITY;
+                mx0 = fmaxf(mx0, s[n][e]);
+                mx1 = fmaxf(mx1, s[n][2 + e]);
+            }
+        }
+        for (int off = 1; off < 4; off <<= 1) {
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, off));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, off));
+        }
+        const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+        // Rows that have seen no key yet keep m = -inf and p = 0.
+        const float c0 = n0 == -INFINITY ? 1.0f : __expf(m0 - n0);
+        const float c1 = n1 == -INFINITY ? 1.0f : __expf(m1 - n1);
+        float ps0 = 0.0f, ps1 = 0.0f;
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                s[n][e] = n0 == -INFINITY ? 0.0f : __expf(s[n][e] - n0);
+                s[n][2 + e] = n1 == -INFINITY ? 0.0f : __expf(s[n][2 + e] - n1);
+                ps0 += s[n][e];
+                ps1 += s[n][2 + e];
+            }
+        }
+        for (int off = 1; off < 4; off <<= 1) {
+            ps0 += __shfl_xor_sync(0xffffffff, ps0, off);
+            ps1 += __shfl_xor_sync(0xffffffff, ps1, off);
+        }
+        l0 = l0 * c0 + ps0;
+        l1 = l1 * c1 + ps1;
+        m0 = n0;
+        m1 = n1;
+#pragma unroll
+        for (int n = 0; n < DT; ++n) {
+            o[n][0] *= c0;
+            o[n][1] *= c0;
+            o[n][2] *= c1;
+            o[n][3] *= c1;
+        }
+        // O += P V: P's A fragments are the S accumulators of two adjacent n-tiles.
+#pragma unroll
+        for (int kk = 0; kk < TC_KEYS / 16; ++kk) {
+            const unsigned pa[4] = {
+                MmaType<T>::pack(s[2 * kk][0], s[2 * kk][1]),
+                MmaType<T>::pack(s[2 * kk][2], s[2 * kk][3]),
+                MmaType<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                MmaType<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]),
+            };
+#pragma unroll
+            for (int n = 0; n < DT; ++n) {
+                const unsigned* vr = reinterpret_cast<const unsigned*>(vt + (n * 8 + g) * VP);
+                const unsigned bf[2] = {vr[(16 * kk + 2 * t) / 2], vr[(16 * kk + 2 * t + 8) / 2]};
+                MmaType<T>::mma(o[n], pa, bf);
+            }
+        }
+    }
+    // Normalize and store; rows that saw no key give 0 and a log-sum-exp of -inf.
+    const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+#pragma unroll
+    for (int n = 0; n < DT; ++n) {
+        const int c = n * 8 + 2 * t;
+        if (r0 < tq) {
+            T* dst = out + ((long long)bh * tq + r0) * D + c;
+            *reinterpret_cast<unsigned*>(dst) = MmaType<T>::pack(o[n][0] * inv0, o[n][1] * inv0);
+        }
+        if (r1 < tq) {
+            T* dst = out + ((long long)bh * tq + r1) * D + c;
+            *reinterpret_cast<unsigned*>(dst) = MmaType<T>::pack(o[n][2] * inv1, o[n][3] * inv1);
+        }
+    }
+    if (t == 0) {
+        if (r0 < tq) lse[(long long)bh * tq + r0] = l0 > 0.0f ? m0 + logf(l0) : -INFINITY;
+        if (r1 < tq) lse[(long long)bh * tq + r1] = l1 > 0.0f ? m1 + logf(l1) : -INFINITY;
+    }
+}
+
+#define FLASH_TC(SUFFIX, T, D)                                                                \
+extern "C" __global__ void __launch_bounds__(128) flash_forward_tc_d##D##_##SUFFIX(         \
+        const T* q, const T* k, const T* v, T* out, float* lse, int heads, int kv_heads,       \
+        int tq, int tk, int causal, int window, float scale) {                                 \
+    flash_forward_tc<T, D>(q, k, v, out, lse, heads, kv_heads, tq, tk, causal, window, scale); \
+}
+#define FLASH_TC_DIMS(SUFFIX, T) \
+    FLASH_TC(SUFFIX, T, 64)      \
+    FLASH_TC(SUFFIX, T, 80)      \
+    FLASH_TC(SUFFIX, T, 96)      \
+    FLASH_TC(SUFFIX, T, 128)
+
+FLASH_TC_DIMS(f16, __half)
+FLASH_TC_DIMS(bf16, __nv_bfloat16)

@@ -1398,6 +1398,8 @@ fn fused_attention_matches_the_cpu() {
         (2, 6, 1, 9, 45, 96, true, None),
         (1, 4, 4, 33, 50, 128, false, None),
         (3, 2, 2, 5, 5, 16, false, None),
+        (1, 4, 2, 200, 200, 128, true, Some(77)),
+        (1, 2, 2, 130, 260, 64, true, None),
     ];
     for (b, h, kvh, tq, tk, d, causal, window) in cases {
         let mask = smith::AttnMask { causal, window };
@@ -1429,8 +1431,17 @@ fn fused_attention_matches_the_cpu() {
                 let g = |t: &Tensor| grads.get(t).unwrap().to_vec_f64().unwrap();
                 [y.to_vec_f64().unwrap(), g(&qr), g(&kd), g(&vd)]
             };
-            let got = run(dev);
-            assert_eq!(got, run(dev), "{dtype}: two runs differ");
+            let mut got = Vec::new();
+            let names = kernels_run(|| got = run(dev).to_vec());
+            // Half types with a supported head dim take the tensor-core forward.
+            let tc = cuda::tensor_cores(&cuda::device(0).unwrap().arch, dtype, d);
+            let forward = format!(
+                "flash_forward_{}d{d}_{}",
+                if tc { "tc_" } else { "" },
+                dtype.as_str()
+            );
+            assert!(names.contains(&forward), "{forward} not in {names:?}");
+            assert_eq!(got, run(dev).to_vec(), "{dtype}: two runs differ");
             let want = run(Device::Cpu);
             let tolerance = if dtype == DType::F32 { 1e-5 } else { 2e-2 };
             for (what, (g, w)) in ["out", "dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {

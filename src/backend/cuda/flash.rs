@@ -1,5 +1,6 @@
 //! Fused attention on CUDA (kernels in `kernels/flash.cu`): forward with the per-row
-//! log-sum-exp, and the backward that recomputes the probabilities from it.
+//! log-sum-exp (on tensor cores for f16 and bf16 from sm_80, on CUDA cores otherwise), and
+//! the backward that recomputes the probabilities from it.
 
 use super::storage::suffix;
 use super::{launch, CudaStorage};
@@ -80,14 +81,39 @@ pub fn flash_attention_forward(
     let (op, lp) = (out.ptr(0), lse.ptr(0));
     let ints = ints(s);
     let scale = s.scale as f32;
-    let name = format!("flash_forward_d{}_{}", s.head_dim, suffix(dtype));
-    launch!(@cfg qc.dev, "flash", name, config(s.q_len, rows),
+    let aligned = [qp, kp, vp].iter().all(|p| p % 16 == 0);
+    let (name, cfg) = if tensor_cores(&qc.dev.arch, dtype, s.head_dim) && aligned {
+        let name = format!("flash_forward_tc_d{}_{}", s.head_dim, suffix(dtype));
+        let cfg = LaunchConfig {
+            grid_dim: (s.q_len.div_ceil(TC_ROWS) as u32, rows as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        (name, cfg)
+    } else {
+        let name = format!("flash_forward_d{}_{}", s.head_dim, suffix(dtype));
+        (name, config(s.q_len, rows))
+    };
+    launch!(@cfg qc.dev, "flash", name, cfg,
         &qp, &kp, &vp, &op, &lp, &ints[0], &ints[1], &ints[2], &ints[3], &ints[4], &ints[5],
         &scale);
     Ok((
         Tensor::from_storage(Storage::Cuda(out), q.shape(), None),
         Tensor::from_storage(Storage::Cuda(lse), &[s.batch, s.heads, s.q_len], None),
     ))
+}
+
+/// Query rows per block of the tensor-core forward (`TC_ROWS` in the kernel).
+const TC_ROWS: usize = 64;
+
+/// Head dims of the tensor-core forward.
+pub const FLASH_TC_HEAD_DIMS: [usize; 4] = [64, 80, 96, 128];
+
+/// Whether the forward runs on tensor cores: f16 or bf16, a head dim it is compiled for,
+/// and a GPU of compute capability 8.0 or later (`mma.sync` m16n8k16).
+pub fn tensor_cores(arch: &str, dtype: DType, head_dim: usize) -> bool {
+    let cc: u32 = arch.trim_start_matches("sm_").parse().unwrap_or(0);
+    cc >= 80 && matches!(dtype, DType::F16 | DType::BF16) && FLASH_TC_HEAD_DIMS.contains(&head_dim)
 }
 
 /// heads, kv_heads, q_len, k_len, causal, window as the kernels take them.

@@ -19,7 +19,10 @@ mod timing;
 
 pub use attention::{decode_attention, DecodeShape, DECODE_HEAD_DIMS};
 pub use elementwise::*;
-pub use flash::{flash_attention_backward, flash_attention_forward, FLASH_HEAD_DIMS};
+pub use flash::{
+    flash_attention_backward, flash_attention_forward, tensor_cores, FLASH_HEAD_DIMS,
+    FLASH_TC_HEAD_DIMS,
+};
 pub use gemv::{gemv, GemvNorm, GEMV_MAX_ROWS};
 pub use index::*;
 pub use linear::{linear_bias, linear_epilogue, Epilogue};
