@@ -382,8 +382,10 @@ __device__ void flash_forward_tc(const T* q, const T* k, const T* v, T* out, flo
     for (int t0 = blo; t0 < bhi; t0 += TC_KEYS) {
         __syncthreads();
         // Stage K (row-major) and V (transposed), 16-byte loads, zeros past the end.
+        // Neighbouring threads take neighbouring keys, so the transposed V stores of a
+        // warp fill one shared-memory row without bank conflicts.
         for (int idx = threadIdx.x; idx < TC_KEYS * D / 8; idx += blockDim.x) {
-            const int r = idx / (D / 8), c = (idx % (D / 8)) * 8, j = t0 + r;
+            const int r = idx % TC_KEYS, c = (idx / TC_KEYS) * 8, j = t0 + r;
             uint4 kq = make_uint4(0, 0, 0, 0), vq = make_uint4(0, 0, 0, 0);
             if (j < tk) {
                 kq = *reinterpret_cast<const uint4*>(k + kv_base + (long long)j * D + c);
@@ -491,11 +493,284 @@ __device__ void flash_forward_tc(const T* q, const T* k, const T* v, T* out, flo
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Backward on tensor cores, in two kernels and without atomics. dQ: a block of 64 query rows
+// (16 per warp, Q and dO held as A fragments) walks 32-key tiles: S = Q K^T, dP = dO V^T,
+// dS = P (dP - D) with P recomputed from the log-sum-exp, and dQ += dS K (dS reused from
+// the accumulators; K also staged transposed). It first stores D = rowsum(dO * O). dK, dV: a
+// block of 64 key rows (K and V held as A fragments) walks 32-query tiles of every query
+// head of its group: S^T = K Q^T, dP^T = V dO^T, then dV += P^T dO and dK += dS^T Q from
+// the accumulators, with Q and dO staged both row-major and transposed.
+
+#define TC_BWD_TILE 32
+
+// A 32-bit pair of elements at `p` (2-element aligned).
+template <typename T>
+__device__ __forceinline__ unsigned pair_at(const T* p) {
+    return *reinterpret_cast<const unsigned*>(p);
+}
+
+// Rows t0 .. t0 + 31 of a [*, D] matrix into `rows` (pitch RP) and transposed into `cols`
+// (pitch CP), zeros from `end` on; neighbouring threads take neighbouring rows.
+template <typename T, int D, int RP, int CP>
+__device__ void stage_both(const T* src, int t0, int end, T* rows, T* cols) {
+    for (int idx = threadIdx.x; idx < TC_BWD_TILE * D / 8; idx += blockDim.x) {
+        const int r = idx % TC_BWD_TILE, c = (idx / TC_BWD_TILE) * 8, j = t0 + r;
+        uint4 q = make_uint4(0, 0, 0, 0);
+        if (j < end) q = *reinterpret_cast<const uint4*>(src + (long long)j * D + c);
+        *reinterpret_cast<uint4*>(rows + r * RP + c) = q;
+        const T* e8 = reinterpret_cast<const T*>(&q);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) cols[(c + e) * CP + r] = e8[e];
+    }
+}
+
+// A fragments (16 rows x D) of rows r0 and r0 + 8 of a [*, D] matrix, zeros past `end`.
+template <typename T, int D>
+__device__ void a_fragments(const T* m, int r0, int end, unsigned (*a)[4]) {
+    const int t = threadIdx.x % 4;
+    const unsigned* u0 = reinterpret_cast<const unsigned*>(m + (long long)r0 * D);
+    const unsigned* u1 = reinterpret_cast<const unsigned*>(m + (long long)(r0 + 8) * D);
+#pragma unroll
+    for (int s = 0; s < D / 16; ++s) {
+        const int c = 8 * s + t;
+        a[s][0] = r0 < end ? u0[c] : 0u;
+        a[s][1] = r0 + 8 < end ? u1[c] : 0u;
+        a[s][2] = r0 < end ? u0[c + 4] : 0u;
+        a[s][3] = r0 + 8 < end ? u1[c + 4] : 0u;
+    }
+}
+
+// acc[n] (+)= A (16 x D, fragments a) times rows n*8 .. n*8+7 of `m` (pitch P) transposed:
+// the products with NT row-major 8-row groups of a staged tile.
+template <typename T, int D, int NT, int P>
+__device__ __forceinline__ void mma_rows(const unsigned (*a)[4], const T* m, float (*acc)[4]) {
+    const int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+        const T* row = m + (n * 8 + g) * P;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            const unsigned bf[2] = {pair_at(row + 16 * kk + 2 * t), pair_at(row + 16 * kk + 2 * t + 8)};
+            MmaType<T>::mma(acc[n], a[kk], bf);
+        }
+    }
+}
+
+// out[DT] += X (16 x 32, from accumulators x[4][4]) times a 32 x D tile given transposed
+// (`mt`, pitch P: row d holds the 32 entries of column d).
+template <typename T, int D, int P>
+__device__ __forceinline__ void mma_acc_cols(const float (*x)[4], const T* mt, float (*out)[4]) {
+    const int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int kk = 0; kk < TC_BWD_TILE / 16; ++kk) {
+        const unsigned pa[4] = {
+            MmaType<T>::pack(x[2 * kk][0], x[2 * kk][1]),
+            MmaType<T>::pack(x[2 * kk][2], x[2 * kk][3]),
+            MmaType<T>::pack(x[2 * kk + 1][0], x[2 * kk + 1][1]),
+            MmaType<T>::pack(x[2 * kk + 1][2], x[2 * kk + 1][3]),
+        };
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            const T* row = mt + (n * 8 + g) * P;
+            const unsigned bf[2] = {pair_at(row + 16 * kk + 2 * t), pair_at(row + 16 * kk + 2 * t + 8)};
+            MmaType<T>::mma(out[n], pa, bf);
+        }
+    }
+}
+
+template <typename T, int D>
+__device__ void flash_backward_dq_tc(const T* q, const T* k, const T* v, const T* out,
+                                     const T* dout, const float* lse, float* delta, T* dq,
+                                     int heads, int kv_heads, int tq, int tk, int causal,
+                                     int window, float scale) {
+    constexpr int KP = D + 8, TP = TC_BWD_TILE + 8, NT = TC_BWD_TILE / 8, DT = D / 8;
+    __shared__ __align__(16) T ks[TC_BWD_TILE * KP];
+    __shared__ __align__(16) T vs[TC_BWD_TILE * KP];
+    __shared__ __align__(16) T kt[D * TP];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
+    const int i0 = blockIdx.x * TC_ROWS, r0 = i0 + warp * 16 + g, r1 = r0 + 8;
+    const long long qoff = (long long)bh * tq * D;
+    unsigned qa[D / 16][4], ga[D / 16][4];
+    a_fragments<T, D>(q + qoff, i0 + warp * 16 + g, tq, qa);
+    a_fragments<T, D>(dout + qoff, i0 + warp * 16 + g, tq, ga);
+    // D = rowsum(dO * O): each of the 4 lanes of a row takes a quarter of the features.
+    float d0 = 0.0f, d1 = 0.0f;
+#pragma unroll
+    for (int s = 0; s < D / 16; ++s) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int c = 16 * s + 2 * t + 8 * half;
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                if (r0 < tq) d0 += to_compute(dout[qoff + (long long)r0 * D + c + e]) *
+                                   to_compute(out[qoff + (long long)r0 * D + c + e]);
+                if (r1 < tq) d1 += to_compute(dout[qoff + (long long)r1 * D + c + e]) *
+                                   to_compute(out[qoff + (long long)r1 * D + c + e]);
+            }
+        }
+    }
+    for (int off = 1; off < 4; off <<= 1) {
+        d0 += __shfl_xor_sync(0xffffffff, d0, off);
+        d1 += __shfl_xor_sync(0xffffffff, d1, off);
+    }
+    if (t == 0) {
+        if (r0 < tq) delta[(long long)bh * tq + r0] = d0;
+        if (r1 < tq) delta[(long long)bh * tq + r1] = d1;
+    }
+    const float lse0 = r0 < tq ? lse[(long long)bh * tq + r0] : 0.0f;
+    const float lse1 = r1 < tq ? lse[(long long)bh * tq + r1] : 0.0f;
+    int lo0 = 0, hi0 = 0, lo1 = 0, hi1 = 0, blo, bhi, unused;
+    if (r0 < tq) flash_keys(r0, tq, tk, causal, window, &lo0, &hi0);
+    if (r1 < tq) flash_keys(r1, tq, tk, causal, window, &lo1, &hi1);
+    flash_keys(i0, tq, tk, causal, window, &blo, &unused);
+    flash_keys(min(tq, i0 + TC_ROWS) - 1, tq, tk, causal, window, &unused, &bhi);
+    float acc[DT][4];
+#pragma unroll
+    for (int n = 0; n < DT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    const long long kv_base = (long long)(b * kv_heads + grp) * tk * D;
+    for (int t0 = blo; t0 < bhi; t0 += TC_BWD_TILE) {
+        __syncthreads();
+        stage_both<T, D, KP, TP>(k + kv_base, t0, bhi, ks, kt);
+        for (int idx = threadIdx.x; idx < TC_BWD_TILE * D / 8; idx += blockDim.x) {
+            const int r = idx % TC_BWD_TILE, c = (idx / TC_BWD_TILE) * 8, j = t0 + r;
+            uint4 q8 = make_uint4(0, 0, 0, 0);
+            if (j < bhi) q8 = *reinterpret_cast<const uint4*>(v + kv_base + (long long)j * D + c);
+            *reinterpret_cast<uint4*>(vs + r * KP + c) = q8;
+        }
+        __syncthreads();
+        float sc[NT][4], dp[NT][4];
+        mma_rows<T, D, NT, KP>(qa, ks, sc);
+        mma_rows<T, D, NT, KP>(ga, vs, dp);
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int j = t0 + n * 8 + 2 * t + e;
+                const float p0 = (j >= lo0 && j < hi0) ? __expf(sc[n][e] * scale - lse0) : 0.0f;
+                const float p1 = (j >= lo1 && j < hi1) ? __expf(sc[n][2 + e] * scale - lse1) : 0.0f;
+                sc[n][e] = p0 * (dp[n][e] - d0);
+                sc[n][2 + e] = p1 * (dp[n][2 + e] - d1);
+            }
+        }
+        mma_acc_cols<T, D, TP>(sc, kt, acc);
+    }
+#pragma unroll
+    for (int n = 0; n < DT; ++n) {
+        const int c = n * 8 + 2 * t;
+        if (r0 < tq)
+            *reinterpret_cast<unsigned*>(dq + qoff + (long long)r0 * D + c) =
+                MmaType<T>::pack(acc[n][0] * scale, acc[n][1] * scale);
+        if (r1 < tq)
+            *reinterpret_cast<unsigned*>(dq + qoff + (long long)r1 * D + c) =
+                MmaType<T>::pack(acc[n][2] * scale, acc[n][3] * scale);
+    }
+}
+
+template <typename T, int D>
+__device__ void flash_backward_dkdv_tc(const T* q, const T* k, const T* v, const T* dout,
+                                       const float* lse, const float* delta, T* dk, T* dv,
+                                       int heads, int kv_heads, int tq, int tk, int causal,
+                                       int window, float scale) {
+    constexpr int QP = D + 8, TP = TC_BWD_TILE + 8, NT = TC_BWD_TILE / 8, DT = D / 8;
+    __shared__ __align__(16) T qs[TC_BWD_TILE * QP];
+    __shared__ __align__(16) T gs[TC_BWD_TILE * QP];
+    __shared__ __align__(16) T qt[D * TP];
+    __shared__ __align__(16) T gt[D * TP];
+    __shared__ float ls[TC_BWD_TILE], dl[TC_BWD_TILE];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int bg = blockIdx.y, b = bg / kv_heads, grp = bg % kv_heads, group = heads / kv_heads;
+    const int j0 = blockIdx.x * TC_ROWS, kr0 = j0 + warp * 16 + g, kr1 = kr0 + 8;
+    const long long koff = (long long)bg * tk * D;
+    unsigned ka[D / 16][4], va[D / 16][4];
+    a_fragments<T, D>(k + koff, j0 + warp * 16 + g, tk, ka);
+    a_fragments<T, D>(v + koff, j0 + warp * 16 + g, tk, va);
+    int qlo = 0, qhi = tq;
+    if (causal) {
+        qlo = max(0, j0 + tq - tk);
+        if (window > 0) qhi = min(tq, min(tk, j0 + TC_ROWS) - 1 + tq - tk + window);
+    }
+    float ak[DT][4], av[DT][4];
+#pragma unroll
+    for (int n = 0; n < DT; ++n) {
+        ak[n][0] = ak[n][1] = ak[n][2] = ak[n][3] = 0.0f;
+        av[n][0] = av[n][1] = av[n][2] = av[n][3] = 0.0f;
+    }
+    for (int hq = grp * group; hq < (grp + 1) * group; ++hq) {
+        const long long qrow = (long long)(b * heads + hq) * tq;
+        for (int t0 = qlo; t0 < qhi; t0 += TC_BWD_TILE) {
+            __syncthreads();
+            stage_both<T, D, QP, TP>(q + qrow * D, t0, qhi, qs, qt);
+            stage_both<T, D, QP, TP>(dout + qrow * D, t0, qhi, gs, gt);
+            if (threadIdx.x < TC_BWD_TILE) {
+                const int i = t0 + threadIdx.x;
+                ls[threadIdx.x] = i < qhi ? lse[qrow + i] : 0.0f;
+                dl[threadIdx.x] = i < qhi ? delta[qrow + i] : 0.0f;
+            }
+            __syncthreads();
+            float sc[NT][4], dp[NT][4];
+            mma_rows<T, D, NT, QP>(ka, qs, sc);
+            mma_rows<T, D, NT, QP>(va, gs, dp);
+#pragma unroll
+            for (int n = 0; n < NT; ++n) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int c = n * 8 + 2 * t + e, i = t0 + c;
+                    int lo = 0, hi = 0;
+                    if (i < qhi) flash_keys(i, tq, tk, causal, window, &lo, &hi);
+                    const bool s0 = kr0 < tk && kr0 >= lo && kr0 < hi;
+                    const bool s1 = kr1 < tk && kr1 >= lo && kr1 < hi;
+                    const float p0 = s0 ? __expf(sc[n][e] * scale - ls[c]) : 0.0f;
+                    const float p1 = s1 ? __expf(sc[n][2 + e] * scale - ls[c]) : 0.0f;
+                    sc[n][e] = p0;
+                    sc[n][2 + e] = p1;
+                    dp[n][e] = p0 * (dp[n][e] - dl[c]);
+                    dp[n][2 + e] = p1 * (dp[n][2 + e] - dl[c]);
+                }
+            }
+            mma_acc_cols<T, D, TP>(sc, gt, av);
+            mma_acc_cols<T, D, TP>(dp, qt, ak);
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < DT; ++n) {
+        const int c = n * 8 + 2 * t;
+        if (kr0 < tk) {
+            *reinterpret_cast<unsigned*>(dk + koff + (long long)kr0 * D + c) =
+                MmaType<T>::pack(ak[n][0] * scale, ak[n][1] * scale);
+            *reinterpret_cast<unsigned*>(dv + koff + (long long)kr0 * D + c) =
+                MmaType<T>::pack(av[n][0], av[n][1]);
+        }
+        if (kr1 < tk) {
+            *reinterpret_cast<unsigned*>(dk + koff + (long long)kr1 * D + c) =
+                MmaType<T>::pack(ak[n][2] * scale, ak[n][3] * scale);
+            *reinterpret_cast<unsigned*>(dv + koff + (long long)kr1 * D + c) =
+                MmaType<T>::pack(av[n][2], av[n][3]);
+        }
+    }
+}
+
 #define FLASH_TC(SUFFIX, T, D)                                                                \
 extern "C" __global__ void __launch_bounds__(128) flash_forward_tc_d##D##_##SUFFIX(         \
         const T* q, const T* k, const T* v, T* out, float* lse, int heads, int kv_heads,       \
         int tq, int tk, int causal, int window, float scale) {                                 \
     flash_forward_tc<T, D>(q, k, v, out, lse, heads, kv_heads, tq, tk, causal, window, scale); \
+}                                                                                               \
+extern "C" __global__ void __launch_bounds__(128) flash_backward_dq_tc_d##D##_##SUFFIX(     \
+        const T* q, const T* k, const T* v, const T* out, const T* dout, const float* lse,     \
+        float* delta, T* dq, int heads, int kv_heads, int tq, int tk, int causal, int window,  \
+        float scale) {                                                                          \
+    flash_backward_dq_tc<T, D>(q, k, v, out, dout, lse, delta, dq, heads, kv_heads, tq, tk,  \
+                               causal, window, scale);                                          \
+}                                                                                               \
+extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv_tc_d##D##_##SUFFIX(   \
+        const T* q, const T* k, const T* v, const T* dout, const float* lse,                   \
+        const float* delta, T* dk, T* dv, int heads, int kv_heads, int tq, int tk, int causal, \
+        int window, float scale) {                                                              \
+    flash_backward_dkdv_tc<T, D>(q, k, v, dout, lse, delta, dk, dv, heads, kv_heads, tq, tk, \
+                                 causal, window, scale);                                        \
 }
 #define FLASH_TC_DIMS(SUFFIX, T) \
     FLASH_TC(SUFFIX, T, 64)      \

@@ -1433,14 +1433,13 @@ fn fused_attention_matches_the_cpu() {
             };
             let mut got = Vec::new();
             let names = kernels_run(|| got = run(dev).to_vec());
-            // Half types with a supported head dim take the tensor-core forward.
+            // Half types with a supported head dim take the tensor-core kernels.
             let tc = cuda::tensor_cores(&cuda::device(0).unwrap().arch, dtype, d);
-            let forward = format!(
-                "flash_forward_{}d{d}_{}",
-                if tc { "tc_" } else { "" },
-                dtype.as_str()
-            );
-            assert!(names.contains(&forward), "{forward} not in {names:?}");
+            for kernel in ["forward", "backward_dq", "backward_dkdv"] {
+                let tc = if tc { "tc_" } else { "" };
+                let want = format!("flash_{kernel}_{tc}d{d}_{}", dtype.as_str());
+                assert!(names.contains(&want), "{want} not in {names:?}");
+            }
             assert_eq!(got, run(dev).to_vec(), "{dtype}: two runs differ");
             let want = run(Device::Cpu);
             let tolerance = if dtype == DType::F32 { 1e-5 } else { 2e-2 };

@@ -1,6 +1,6 @@
 //! Fused attention on CUDA (kernels in `kernels/flash.cu`): forward with the per-row
-//! log-sum-exp (on tensor cores for f16 and bf16 from sm_80, on CUDA cores otherwise), and
-//! the backward that recomputes the probabilities from it.
+//! log-sum-exp, and the backward that recomputes the probabilities from it; both on tensor
+//! cores for f16 and bf16 from sm_80, on CUDA cores otherwise.
 
 use super::storage::suffix;
 use super::{launch, CudaStorage};
@@ -165,12 +165,31 @@ pub fn flash_attention_backward(
     let ints = ints(s);
     let scale = s.scale as f32;
     let sfx = suffix(dtype);
-    let name = format!("flash_backward_dq_d{}_{sfx}", s.head_dim);
-    launch!(@cfg dev, "flash", name, config(s.q_len, rows),
+    let aligned = ptrs.iter().all(|p| p % 16 == 0);
+    let (tc, dq_cfg, dkdv_cfg) = if tensor_cores(&dev.arch, dtype, s.head_dim) && aligned {
+        let cfg = |n: usize, y: usize| LaunchConfig {
+            grid_dim: (n.div_ceil(TC_ROWS) as u32, y as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        (
+            "tc_",
+            cfg(s.q_len, rows),
+            cfg(s.k_len, s.batch * s.kv_heads),
+        )
+    } else {
+        (
+            "",
+            config(s.q_len, rows),
+            config(s.k_len, s.batch * s.kv_heads),
+        )
+    };
+    let name = format!("flash_backward_dq_{tc}d{}_{sfx}", s.head_dim);
+    launch!(@cfg dev, "flash", name, dq_cfg,
         &qp, &kp, &vp, &op, &gp, &lp, &deltap, &dqp, &ints[0], &ints[1], &ints[2], &ints[3],
         &ints[4], &ints[5], &scale);
-    let name = format!("flash_backward_dkdv_d{}_{sfx}", s.head_dim);
-    launch!(@cfg dev, "flash", name, config(s.k_len, s.batch * s.kv_heads),
+    let name = format!("flash_backward_dkdv_{tc}d{}_{sfx}", s.head_dim);
+    launch!(@cfg dev, "flash", name, dkdv_cfg,
         &qp, &kp, &vp, &gp, &lp, &deltap, &dkp, &dvp, &ints[0], &ints[1], &ints[2], &ints[3],
         &ints[4], &ints[5], &scale);
     drop(guards);
