@@ -1460,6 +1460,52 @@ fn fused_attention_matches_the_cpu() {
     assert!(err.contains("head dim 48"), "{err}");
 }
 
+/// The attention layer in bf16 on a GPU takes the fused kernel (GQA, a window) and agrees
+/// with the same layer in f32 on the CPU, forward and backward.
+#[test]
+fn attention_layer_in_bf16_uses_the_fused_kernel() {
+    let _tf = tf32_lock();
+    let Some((dev, _gpu)) = gpu() else { return };
+    let mut rng = Rng::new(37);
+    let cfg = smith::nn::AttentionConfig {
+        dim: 256,
+        n_head: 4,
+        n_kv_head: 2,
+        bias: true,
+        rope: Some((10000.0, RotaryStyle::RotateHalf)),
+        window: Some(40),
+        ..Default::default()
+    };
+    let layer =
+        smith::nn::CausalSelfAttention::new(cfg, 0.05, 0.05, &mut rng, Device::Cpu).unwrap();
+    let x = randn(&[2, 70, 256], &mut rng);
+    let want = layer.forward(&x).unwrap().to_vec_f64().unwrap();
+    let mut gpu_layer = layer.to_dtype(DType::BF16).unwrap();
+    for l in [&mut gpu_layer.qkv, &mut gpu_layer.proj] {
+        l.weight = l.weight.to_device(dev).unwrap();
+        l.bias = l.bias.as_ref().map(|b| b.to_device(dev).unwrap());
+    }
+    let xg = x
+        .to_dtype(DType::BF16)
+        .unwrap()
+        .to_device(dev)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
+    let mut y = None;
+    let names = kernels_run(|| y = Some(gpu_layer.forward(&xg).unwrap()));
+    let y = y.unwrap();
+    assert!(
+        names.iter().any(|n| n == "flash_forward_tc_d64_bf16"),
+        "{names:?}"
+    );
+    let err = rel_err(&y.to_vec_f64().unwrap(), &want);
+    assert!(err < 3e-2, "bf16 layer vs f32 CPU: {err:e}");
+    let grads = y.sqr().unwrap().mean_all().unwrap().backward().unwrap();
+    let gx = grads.get(&xg).unwrap().to_vec_f64().unwrap();
+    assert!(gx.iter().all(|v| v.is_finite()) && gx.iter().any(|v| *v != 0.0));
+}
+
 /// Sums over more rows than a grid has blocks in y (65535 chunks of 256 rows).
 #[test]
 fn sums_over_tens_of_millions_of_elements_match_the_cpu() {

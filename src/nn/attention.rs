@@ -223,6 +223,20 @@ impl CausalSelfAttention {
             }
             (k, v) = cache.append(&k, &v)?;
         }
+        if fused_attention_applies(&q, hd) {
+            // Half types on a GPU: the fused kernel (tensor cores, GQA read in place, the
+            // score matrix never stored); query i sits at position start + i.
+            let mask = crate::AttnMask {
+                causal: true,
+                window: self.cfg.window,
+            };
+            let y = q.flash_attention(&k, &v, mask, scale)?;
+            let y = y.transpose(1, 2)?.reshape(&[b, t, h * hd])?;
+            return match residual {
+                Some(r) => self.proj.forward_fused(&y, false, Some(r)),
+                None => self.proj.forward(&y),
+            };
+        }
         let keys = k.shape()[2];
         if kvh != h {
             // Each key/value head serves h / kvh query heads.
@@ -278,6 +292,18 @@ impl CausalSelfAttention {
         if let Some(n) = &self.k_norm {
             n.params(&format!("{prefix}.k_norm"), out);
         }
+    }
+}
+
+/// Whether attention over `q` runs as one fused kernel: f16 or bf16 on a GPU whose tensor
+/// cores the kernel supports, with a head dim it is compiled for. f32 keeps the TF32 GEMM
+/// path, and the CPU the GEMM path (its fused op is the reference).
+fn fused_attention_applies(q: &Tensor, head_dim: usize) -> bool {
+    match q.device() {
+        Device::Cuda(n) => crate::backend::cuda::device(n)
+            .map(|d| crate::backend::cuda::tensor_cores(&d.arch, q.dtype(), head_dim))
+            .unwrap_or(false),
+        Device::Cpu => false,
     }
 }
 
