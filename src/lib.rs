@@ -23,6 +23,7 @@ pub mod qmatrix;
 pub mod rng;
 pub mod storage;
 mod tensor;
+pub mod token_file;
 pub mod tokenizer;
 pub mod tokenizer_gguf;
 pub mod tokenizer_spm;

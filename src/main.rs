@@ -35,6 +35,21 @@ enum Command {
     Info(InfoArgs),
     /// Time the key workloads and print them beside PyTorch's on the same device.
     Bench(BenchArgs),
+    /// Turn a text file into a token file (little-endian u16 ids) for training.
+    Tokenize(TokenizeArgs),
+}
+
+#[derive(Args)]
+struct TokenizeArgs {
+    /// A tokenizer.json, a GGUF file (its tokenizer) or a Hugging Face model folder.
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// The UTF-8 text to tokenize.
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write the ids.
+    #[arg(long)]
+    output: PathBuf,
 }
 
 #[derive(Args)]
@@ -214,6 +229,8 @@ fn main() {
         Command::Perplexity(a) => perplexity_cmd(a),
         Command::Info(a) => smith::info::describe(&a.path, a.all).map(|s| print!("{s}")),
         Command::Bench(a) => bench_cmd(a),
+        Command::Tokenize(a) => smith::token_file::tokenize_file(&a.tokenizer, &a.input, &a.output)
+            .map(|n| println!("{n} tokens written to {}", a.output.display())),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -104,3 +104,31 @@ fn unsupported_tokenizer_kinds_are_named() {
     let err = TextTokenizer::from_gguf(&f).err().unwrap().to_string();
     assert!(err.contains("bert"), "{err}");
 }
+
+/// `smith tokenize`'s library side: every GPT-2 test text written as u16 ids and read back
+/// equals llama.cpp's ids; ids past u16 and odd-sized files are errors.
+#[test]
+fn token_files_hold_gpt2_ids_as_u16() {
+    use smith::token_file::{read_token_file, tokenize_file, write_token_file};
+    let Some(dir) = vocab_dir() else { return };
+    let tmp = std::env::temp_dir().join(format!("smith_tokens_{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let vocab = dir.join("ggml-vocab-gpt-2.gguf");
+    for (i, (text, want)) in vectors(&dir, "ggml-vocab-gpt-2").iter().enumerate() {
+        let (input, output) = (tmp.join("in.txt"), tmp.join("out.bin"));
+        std::fs::write(&input, text).unwrap();
+        let n = tokenize_file(&vocab, &input, &output).unwrap();
+        assert_eq!(n, want.len(), "text {i}");
+        assert_eq!(std::fs::metadata(&output).unwrap().len(), 2 * n as u64);
+        assert_eq!(
+            &read_token_file(&output).unwrap(),
+            want,
+            "text {i}: {text:?}"
+        );
+    }
+    let bad = tmp.join("bad.bin");
+    assert!(write_token_file(&[1, 70000], &bad).is_err());
+    std::fs::write(&bad, [1u8, 2, 3]).unwrap();
+    assert!(read_token_file(&bad).is_err());
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
