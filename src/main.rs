@@ -145,6 +145,10 @@ struct TrainArgs {
     /// Characters to sample at the end.
     #[arg(long, default_value_t = 600)]
     sample_tokens: usize,
+    /// f32, or mixed precision: bf16, or f16 with dynamic loss scaling (weights and
+    /// optimizer state stay f32).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 #[derive(Args)]
@@ -238,9 +242,9 @@ fn main() {
     }
 }
 
-fn train_config(a: &TrainArgs) -> TrainConfig {
+fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     let d = TrainConfig::default();
-    TrainConfig {
+    Ok(TrainConfig {
         steps: a.steps.unwrap_or(d.steps),
         batch_size: a.batch_size.unwrap_or(d.batch_size),
         seq_len: a.seq_len.unwrap_or(d.seq_len),
@@ -254,8 +258,9 @@ fn train_config(a: &TrainArgs) -> TrainConfig {
         dropout: a.dropout.unwrap_or(d.dropout),
         eval_interval: a.eval_interval.unwrap_or(d.eval_interval),
         seed: a.seed.unwrap_or(d.seed),
+        precision: smith::train::Precision::parse(&a.precision)?,
         ..d
-    }
+    })
 }
 
 fn read_text(path: &Option<PathBuf>) -> Result<String> {
@@ -270,7 +275,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let text = read_text(&a.data)?;
     let mut trainer = match &a.resume {
         Some(dir) => Trainer::resume(dir, &text, a.steps, device)?,
-        None => Trainer::new(train_config(&a), &text, device)?,
+        None => Trainer::new(train_config(&a)?, &text, device)?,
     };
     let out = a.resume.clone().unwrap_or(a.out.clone());
     let cfg = trainer.cfg.clone();

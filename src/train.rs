@@ -4,8 +4,8 @@
 use crate::data::{CharTokenizer, Split, TextDataset};
 use crate::io::{load_safetensors, save_safetensors, write_atomic};
 use crate::models::{Gpt, GptConfig};
-use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, WarmupCosine};
-use crate::{Device, Error, Result, Rng, Tensor};
+use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, LossScaler, WarmupCosine};
+use crate::{DType, Device, Error, Result, Rng, Tensor};
 use std::path::Path;
 
 /// Everything that defines a training run.
@@ -28,6 +28,44 @@ pub struct TrainConfig {
     pub eval_interval: u64,
     pub eval_batches: usize,
     pub seed: u64,
+    /// The dtype of activations, matmuls and attention; weights and optimizer state stay
+    /// f32 (and f16 scales the loss dynamically).
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// How a run computes: all f32, or mixed precision with f16 or bf16 activations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    /// The activations' dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+            Precision::F16 => DType::F16,
+        }
+    }
+
+    /// Parses `f32`, `bf16` or `f16`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "f16" => Ok(Precision::F16),
+            other => Err(Error::invalid(
+                "precision",
+                format!("`{other}` is not one of f32, bf16, f16"),
+            )),
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -50,6 +88,7 @@ impl Default for TrainConfig {
             eval_interval: 100,
             eval_batches: 8,
             seed: 1337,
+            precision: Precision::F32,
         }
     }
 }
@@ -107,6 +146,9 @@ pub struct TrainState {
     pub train_losses: Vec<(u64, f64)>,
     /// (step, held-out loss) at each evaluation.
     pub val_losses: Vec<(u64, f64)>,
+    /// The loss scale of an f16 run.
+    #[serde(default)]
+    pub scaler: Option<LossScaler>,
 }
 
 /// A model, its data and optimizer, and where the run stands.
@@ -157,6 +199,7 @@ impl Trainer {
                 ..AdamWConfig::default()
             },
         )?;
+        let scaler = (cfg.precision == Precision::F16).then(LossScaler::default);
         Ok(Trainer {
             cfg,
             model,
@@ -168,6 +211,7 @@ impl Trainer {
                 rng,
                 train_losses: vec![],
                 val_losses: vec![],
+                scaler,
             },
             device,
         })
@@ -215,14 +259,41 @@ impl Trainer {
         } else {
             None
         };
-        let loss = self.model.loss(&x, &y, dropout_rng)?;
-        let mut grads = loss.backward()?;
+        let compute = self.cfg.precision.dtype();
+        let loss = self.model.loss_in(&x, &y, dropout_rng, compute)?;
+        let scale = self.state.scaler.as_ref().map(|s| s.scale);
+        let mut grads = match scale {
+            Some(s) => loss.mul_scalar(s)?.backward()?,
+            None => loss.backward()?,
+        };
         let params = self.optimizer.params().to_vec();
-        if self.cfg.grad_clip > 0.0 {
-            clip_grad_norm(&mut grads, &params, self.cfg.grad_clip)?;
+        if let Some(s) = scale {
+            for p in &params {
+                if let Some(g) = grads.remove(&p.tensor) {
+                    grads.insert(&p.tensor, g.mul_scalar(1.0 / s)?);
+                }
+            }
         }
-        let lr = self.cfg.schedule().lr(self.state.step);
-        self.optimizer.step(&grads, lr)?;
+        // The global norm, clipped to `grad_clip`; with a loss scale it also tells whether
+        // the gradients overflowed.
+        let norm = if self.cfg.grad_clip > 0.0 || scale.is_some() {
+            let max = if self.cfg.grad_clip > 0.0 {
+                self.cfg.grad_clip
+            } else {
+                f64::INFINITY
+            };
+            clip_grad_norm(&mut grads, &params, max)?
+        } else {
+            0.0
+        };
+        let take = match &mut self.state.scaler {
+            Some(scaler) => scaler.update(norm.is_finite()),
+            None => true,
+        };
+        if take {
+            let lr = self.cfg.schedule().lr(self.state.step);
+            self.optimizer.step(&grads, lr)?;
+        }
         let value = loss.to_scalar()?;
         if !value.is_finite() {
             return Err(Error::invalid(
@@ -249,7 +320,10 @@ impl Trainer {
                 &mut rng,
                 self.device,
             )?;
-            total += self.model.loss(&x, &y, None)?.to_scalar()?;
+            total += self
+                .model
+                .loss_in(&x, &y, None, self.cfg.precision.dtype())?
+                .to_scalar()?;
         }
         Ok(total / self.cfg.eval_batches as f64)
     }

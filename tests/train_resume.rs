@@ -157,3 +157,57 @@ fn atomic_writes_leave_no_temporary_files() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Mixed precision on the CPU: bf16 and f16 (with its loss scale) runs from the same
+/// weights and batches follow the f32 run's losses closely and keep learning; an f16 scale
+/// so large that the gradients overflow skips those steps and backs off; the scale is
+/// saved with the checkpoint and restored on resume.
+#[test]
+fn mixed_precision_runs_track_f32_and_f16_backs_off_on_overflow() {
+    use smith::train::Precision;
+    let run = |precision: Precision| -> Vec<f64> {
+        let cfg = TrainConfig {
+            precision,
+            dropout: 0.0,
+            dim: 32,
+            ..tiny(40, None)
+        };
+        let mut t = Trainer::new(cfg, text(), Device::Cpu).unwrap();
+        (0..40).map(|_| t.train_step().unwrap()).collect()
+    };
+    let f32_losses = run(Precision::F32);
+    for p in [Precision::Bf16, Precision::F16] {
+        let losses = run(p);
+        for (i, (a, b)) in losses.iter().zip(&f32_losses).enumerate() {
+            assert!((a - b).abs() / b < 0.03, "{p:?} step {i}: {a} vs f32 {b}");
+        }
+        assert!(
+            losses[39] < losses[0] - 0.5,
+            "{p:?} did not learn: {losses:?}"
+        );
+    }
+    let cfg = TrainConfig {
+        precision: Precision::F16,
+        ..tiny(12, None)
+    };
+    let mut t = Trainer::new(cfg.clone(), text(), Device::Cpu).unwrap();
+    t.state.scaler.as_mut().unwrap().scale = 2f64.powi(60);
+    let first = t.model.params()[0].tensor.to_vec_f64().unwrap();
+    t.train_step().unwrap();
+    let scaler = t.state.scaler.clone().unwrap();
+    assert_eq!((scaler.skipped, scaler.scale), (1, 2f64.powi(59)));
+    assert_eq!(
+        t.model.params()[0].tensor.to_vec_f64().unwrap(),
+        first,
+        "skipped step moved weights"
+    );
+    while t.state.scaler.as_ref().unwrap().skipped < 100 && t.state.step < 12 {
+        t.train_step().unwrap();
+    }
+    let dir = scratch("f16-scale");
+    t.save(&dir).unwrap();
+    let back = Trainer::resume(&dir, text(), None, Device::Cpu).unwrap();
+    assert_eq!(back.state.scaler, t.state.scaler);
+    assert_eq!(back.cfg.precision, Precision::F16);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -111,7 +111,20 @@ impl Gpt {
     }
 
     /// Logits `[B, T, vocab]` for token ids `[B, T]`; `dropout_rng` only while training.
-    pub fn forward(&self, idx: &Tensor, mut dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
+    pub fn forward(&self, idx: &Tensor, dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
+        self.forward_in(idx, dropout_rng, self.wte.weight.dtype())
+    }
+
+    /// [`Gpt::forward`] with the activations in `compute` (mixed precision: f32 weights
+    /// cast to f16/bf16 where they meet the activations, so matmuls and attention run in
+    /// the half type while norms, softmax and the loss accumulate in f32 inside their
+    /// kernels). Logits come out in `compute`.
+    pub fn forward_in(
+        &self,
+        idx: &Tensor,
+        mut dropout_rng: Option<&mut Rng>,
+        compute: DType,
+    ) -> Result<Tensor> {
         if idx.rank() != 2 || !idx.dtype().is_index() {
             return Err(Error::invalid(
                 "gpt",
@@ -134,6 +147,9 @@ impl Gpt {
         }
         let positions = Tensor::arange(t, DType::I64, idx.device())?;
         let mut x = self.wte.forward(idx)?.add(&self.wpe.forward(&positions)?)?;
+        if x.dtype() != compute {
+            x = x.to_dtype(compute)?;
+        }
         for block in &self.blocks {
             x = block.forward(&x, dropout_rng.as_deref_mut())?;
         }
@@ -199,6 +215,26 @@ impl Gpt {
         dropout_rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
         self.forward(idx, dropout_rng)?.cross_entropy(targets, -1)
+    }
+
+    /// [`Gpt::loss`] with the activations in `compute` (see [`Gpt::forward_in`]); the
+    /// loss is computed from f32 logits.
+    pub fn loss_in(
+        &self,
+        idx: &Tensor,
+        targets: &Tensor,
+        dropout_rng: Option<&mut Rng>,
+        compute: DType,
+    ) -> Result<Tensor> {
+        // The loss reads f32 logits, as autocast does: its sums and the gradient's softmax
+        // keep f32 precision.
+        let logits = self.forward_in(idx, dropout_rng, compute)?;
+        let logits = if logits.dtype() == DType::F32 {
+            logits
+        } else {
+            logits.to_dtype(DType::F32)?
+        };
+        logits.cross_entropy(targets, -1)
     }
 
     /// A copy for inference with every tensor in `dtype` (e.g. bf16), detached from

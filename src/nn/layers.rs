@@ -94,7 +94,7 @@ impl Linear {
                     None => Ok(y),
                 }
             }
-            None => x.linear(&self.weight, self.bias.as_ref()),
+            None => x.linear(&like(&self.weight, x)?, like_opt(&self.bias, x)?.as_ref()),
         }
     }
 
@@ -117,7 +117,12 @@ impl Linear {
             };
         }
         self.check_input(x)?;
-        x.linear_fused(&self.weight, self.bias.as_ref(), gelu, residual)
+        x.linear_fused(
+            &like(&self.weight, x)?,
+            like_opt(&self.bias, x)?.as_ref(),
+            gelu,
+            residual,
+        )
     }
 
     /// `gelu?(layer(norm(x)))`, the norm folded into the decoding matrix-vector kernel
@@ -198,7 +203,7 @@ impl Embedding {
     pub fn tied_head(&self, x: &Tensor) -> Result<Tensor> {
         match &self.quant {
             Some(q) => q.linear(x),
-            None => x.linear(&self.weight, None),
+            None => x.linear(&like(&self.weight, x)?, None),
         }
     }
 
@@ -235,7 +240,11 @@ impl LayerNorm {
 
     /// Normalizes `[.., dim]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.layer_norm(Some(&self.weight), self.bias.as_ref(), self.eps)
+        x.layer_norm(
+            Some(&like(&self.weight, x)?),
+            like_opt(&self.bias, x)?.as_ref(),
+            self.eps,
+        )
     }
 
     /// Appends this layer's parameters (no weight decay on norms).
@@ -265,7 +274,7 @@ impl RmsNorm {
 
     /// Normalizes `[.., dim]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.rms_norm(Some(&self.weight), self.eps)
+        x.rms_norm(Some(&like(&self.weight, x)?), self.eps)
     }
 
     /// Appends this layer's parameters (no weight decay on norms).
@@ -315,6 +324,20 @@ impl Norm {
             Norm::Rms(n) => n.params(prefix, out),
         }
     }
+}
+
+/// Mixed precision: a parameter in the dtype of the activations `x` it meets (a cast that
+/// autograd carries back to the f32 master weights), or the parameter itself.
+fn like(p: &Tensor, x: &Tensor) -> Result<Tensor> {
+    if p.dtype() == x.dtype() || !x.dtype().is_float() {
+        Ok(p.clone())
+    } else {
+        p.to_dtype(x.dtype())
+    }
+}
+
+fn like_opt(p: &Option<Tensor>, x: &Tensor) -> Result<Option<Tensor>> {
+    p.as_ref().map(|p| like(p, x)).transpose()
 }
 
 /// A detached copy of `t` in `dtype` (for inference in a half type).

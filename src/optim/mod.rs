@@ -1,11 +1,13 @@
-//! Optimizers, learning-rate schedules and gradient clipping.
+//! Optimizers, learning-rate schedules, gradient clipping and loss scaling.
 
 mod adamw;
 mod clip;
+mod loss_scale;
 mod schedule;
 mod sgd;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use clip::clip_grad_norm;
+pub use loss_scale::LossScaler;
 pub use schedule::WarmupCosine;
 pub use sgd::Sgd;
