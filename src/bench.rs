@@ -213,7 +213,11 @@ pub fn run(device: Device, quick: bool) -> Result<Vec<Measurement>> {
 /// attention from matmul + fused causal softmax, clipping, AdamW): tokens per second.
 ///
 /// With `profile`, two more steps run under the profiler and its kernel table is returned.
-pub fn gpt2_step(device: Device, profile: bool) -> Result<(Measurement, Option<String>)> {
+pub fn gpt2_step(
+    device: Device,
+    profile: bool,
+    compute: DType,
+) -> Result<(Measurement, Option<String>)> {
     let (b, t) = (16, 1024);
     let cfg = crate::models::GptConfig {
         vocab_size: 50304,
@@ -232,7 +236,7 @@ pub fn gpt2_step(device: Device, profile: bool) -> Result<(Measurement, Option<S
     let x = all.narrow(1, 0, t)?.contiguous()?;
     let y = all.narrow(1, 1, t)?.contiguous()?;
     let mut step = || -> Result<()> {
-        let loss = model.loss(&x, &y, None)?;
+        let loss = model.loss_in(&x, &y, None, compute)?;
         let mut grads = loss.backward()?;
         crate::optim::clip_grad_norm(&mut grads, &params, 1.0)?;
         opt.step(&grads, 6e-4)
@@ -248,7 +252,10 @@ pub fn gpt2_step(device: Device, profile: bool) -> Result<(Measurement, Option<S
         None
     };
     let m = Measurement {
-        name: "gpt2_124m_train_step".into(),
+        name: match compute {
+            DType::F32 => "gpt2_124m_train_step".into(),
+            other => format!("gpt2_124m_train_step_{other}"),
+        },
         unit: Unit::MTokens,
         value: (b * t) as f64 / s / 1e6,
         note: format!("{:.0} ms/step", s * 1e3),

@@ -66,7 +66,8 @@ struct BenchArgs {
     /// Do not run the PyTorch baseline.
     #[arg(long)]
     no_baseline: bool,
-    /// Also time a GPT-2 124M training step (B=16, T=1024; needs a large GPU).
+    /// Also time a GPT-2 124M training step (B=16, T=1024; needs a large GPU), in f32 and
+    /// in bf16 mixed precision.
     #[arg(long)]
     gpt2: bool,
     /// Print the profiler's kernel tables (two GPT-2 training steps with --gpt2, one
@@ -580,10 +581,12 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         smith::bench::run(device, quick)?
     };
     if a.gpt2 {
-        let (m, table) = smith::bench::gpt2_step(device, a.profile)?;
-        ours.push(m);
-        if let Some(table) = table {
-            println!("Profile of two GPT-2 124M training steps:\n{table}");
+        for compute in [smith::DType::F32, smith::DType::BF16] {
+            let (m, table) = smith::bench::gpt2_step(device, a.profile, compute)?;
+            ours.push(m);
+            if let Some(table) = table {
+                println!("Profile of two GPT-2 124M training steps ({compute}):\n{table}");
+            }
         }
     }
     if a.generate {

@@ -50,8 +50,9 @@ class Block(torch.nn.Module):
         return x + self.fc_proj(F.gelu(self.fc(self.norm2(x)), approximate="tanh"))
 
 
-def gpt2_step():
-    """Tokens/s (millions) of one GPT-2 124M training step, eager, f32 with TF32."""
+def gpt2_step(autocast=None):
+    """Tokens/s (millions) of one GPT-2 124M training step, eager: f32 with TF32, or with
+    `autocast` (torch.bfloat16) as mixed precision."""
     b, t, v, c = 16, 1024, 50304, 768
     wte = torch.nn.Embedding(v, c).cuda()
     wpe = torch.nn.Embedding(t, c).cuda()
@@ -64,11 +65,12 @@ def gpt2_step():
     pos = torch.arange(t, device="cuda")
 
     def step():
-        h = wte(x) + wpe(pos)
-        for blk in blocks:
-            h = blk(h)
-        logits = F.linear(ln_f(h), wte.weight)
-        loss = F.cross_entropy(logits.view(-1, v), y.reshape(-1))
+        with torch.autocast("cuda", dtype=autocast or torch.float32, enabled=autocast is not None):
+            h = wte(x) + wpe(pos)
+            for blk in blocks:
+                h = blk(h)
+            logits = F.linear(ln_f(h), wte.weight)
+            loss = F.cross_entropy(logits.view(-1, v), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -178,6 +180,7 @@ def main():
         out["gpt2_generate_bf16"] = gpt2_generate(torch.bfloat16)
     if "--gpt2" in sys.argv:
         out["gpt2_124m_train_step"] = gpt2_step()
+        out["gpt2_124m_train_step_bf16"] = gpt2_step(torch.bfloat16)
     if "--attention" in sys.argv:
         attention(out, dev)
     tiny = torch.zeros(1, device=dev)
