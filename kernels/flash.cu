@@ -13,6 +13,17 @@
 
 #define FLASH_ROWS 4
 
+// Element strides of a [B, heads, rows, D] operand whose features are contiguous: views
+// such as the heads of a fused QKV projection are read in place.
+struct Heads {
+    long long b, h, r;
+};
+
+// Offset of head (b, h)'s first row.
+__device__ __forceinline__ long long head_at(const Heads& s, int b, int h) {
+    return (long long)b * s.b + (long long)h * s.h;
+}
+
 // Keys [lo, hi) that query i sees.
 __device__ __forceinline__ void flash_keys(int i, int tq, int tk, int causal, int window,
                                            int* lo, int* hi) {
@@ -36,19 +47,20 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-// Stages rows t0 .. t0 + 31 (those below `end`) of a [*, D] matrix into `dst` (row pitch P)
-// as f32, zeros past the end.
+// Stages rows t0 .. t0 + 31 (those below `end`) of a [*, D] matrix with rows `rs` apart
+// into `dst` (row pitch P) as f32, zeros past the end.
 template <typename T, int D, int P>
-__device__ void stage_rows(const T* src, int t0, int end, float (*dst)[P]) {
+__device__ void stage_rows(const T* src, long long rs, int t0, int end, float (*dst)[P]) {
     for (int idx = threadIdx.x; idx < 32 * D; idx += blockDim.x) {
         const int r = idx / D, e = idx % D, j = t0 + r;
-        dst[r][e] = j < end ? to_compute(src[(long long)j * D + e]) : 0.0f;
+        dst[r][e] = j < end ? to_compute(src[(long long)j * rs + e]) : 0.0f;
     }
 }
 
 template <typename T, int D>
-__device__ void flash_forward(const T* q, const T* k, const T* v, T* out, float* lse,
-                              int heads, int kv_heads, int tq, int tk, int causal, int window,
+__device__ void flash_forward(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,
+                              Heads vs_, T* out, Heads os_, float* lse, int heads,
+                              int kv_heads, int tq, int tk, int causal, int window,
                               float scale) {
     constexpr int SLOTS = (D + 31) / 32;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -58,22 +70,23 @@ __device__ void flash_forward(const T* q, const T* k, const T* v, T* out, float*
     __shared__ float qs[FLASH_ROWS][D];
     __shared__ float ks[32][D + 1];
     __shared__ float vs[32][D];
-    const T* qr = q + ((long long)bh * tq + (row_ok ? i : 0)) * D;
+    const T* qr = q + head_at(qs_, b, h) + (long long)(row_ok ? i : 0) * qs_.r;
     for (int e = lane; e < D; e += 32) qs[warp][e] = row_ok ? to_compute(qr[e]) * scale : 0.0f;
     int lo = 0, hi = 0, blo, bhi, unused;
     if (row_ok) flash_keys(i, tq, tk, causal, window, &lo, &hi);
     // The block's keys: from its first row's start to its last row's end.
     flash_keys(i0, tq, tk, causal, window, &blo, &unused);
     flash_keys(min(tq, i0 + FLASH_ROWS) - 1, tq, tk, causal, window, &unused, &bhi);
-    const long long kv_base = (long long)(b * kv_heads + g) * tk * D;
+    const T* kb = k + head_at(ks_, b, g);
+    const T* vb = v + head_at(vs_, b, g);
     float acc[SLOTS];
 #pragma unroll
     for (int s = 0; s < SLOTS; ++s) acc[s] = 0.0f;
     float m = -INFINITY, sum = 0.0f;
     for (int t0 = blo; t0 < bhi; t0 += 32) {
         __syncthreads();
-        stage_rows<T, D, D + 1>(k + kv_base, t0, bhi, ks);
-        stage_rows<T, D, D>(v + kv_base, t0, bhi, vs);
+        stage_rows<T, D, D + 1>(kb, ks_.r, t0, bhi, ks);
+        stage_rows<T, D, D>(vb, vs_.r, t0, bhi, vs);
         __syncthreads();
         const int j = t0 + lane;
         const bool seen = j >= lo && j < hi;
@@ -102,7 +115,7 @@ __device__ void flash_forward(const T* q, const T* k, const T* v, T* out, float*
         }
     }
     if (!row_ok) return;
-    T* orow = out + ((long long)bh * tq + i) * D;
+    T* orow = out + head_at(os_, b, h) + (long long)i * os_.r;
 #pragma unroll
     for (int s = 0; s < SLOTS; ++s) {
         const int e = lane + 32 * s;
@@ -112,8 +125,9 @@ __device__ void flash_forward(const T* q, const T* k, const T* v, T* out, float*
 }
 
 template <typename T, int D>
-__device__ void flash_backward_dq(const T* q, const T* k, const T* v, const T* out,
-                                  const T* dout, const float* lse, float* delta, T* dq,
+__device__ void flash_backward_dq(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,
+                                  Heads vs_, const T* out, Heads os_, const T* dout,
+                                  Heads gs_, const float* lse, float* delta, T* dq,
                                   int heads, int kv_heads, int tq, int tk, int causal,
                                   int window, float scale) {
     constexpr int SLOTS = (D + 31) / 32;
@@ -126,12 +140,16 @@ __device__ void flash_backward_dq(const T* q, const T* k, const T* v, const T* o
     __shared__ float ks[32][D + 1];
     __shared__ float vs[32][D + 1];
     const long long row = (long long)bh * tq + (row_ok ? i : 0);
+    const int ri = row_ok ? i : 0;
+    const T* qrow = q + head_at(qs_, b, h) + (long long)ri * qs_.r;
+    const T* grow = dout + head_at(gs_, b, h) + (long long)ri * gs_.r;
+    const T* orow = out + head_at(os_, b, h) + (long long)ri * os_.r;
     float dsum = 0.0f;
     for (int e = lane; e < D; e += 32) {
-        const float gv = row_ok ? to_compute(dout[row * D + e]) : 0.0f;
-        qs[warp][e] = row_ok ? to_compute(q[row * D + e]) : 0.0f;
+        const float gv = row_ok ? to_compute(grow[e]) : 0.0f;
+        qs[warp][e] = row_ok ? to_compute(qrow[e]) : 0.0f;
         gs[warp][e] = gv;
-        dsum += gv * (row_ok ? to_compute(out[row * D + e]) : 0.0f);
+        dsum += gv * (row_ok ? to_compute(orow[e]) : 0.0f);
     }
     dsum = warp_sum(dsum);
     if (row_ok && lane == 0) delta[row] = dsum;
@@ -140,14 +158,15 @@ __device__ void flash_backward_dq(const T* q, const T* k, const T* v, const T* o
     if (row_ok) flash_keys(i, tq, tk, causal, window, &lo, &hi);
     flash_keys(i0, tq, tk, causal, window, &blo, &unused);
     flash_keys(min(tq, i0 + FLASH_ROWS) - 1, tq, tk, causal, window, &unused, &bhi);
-    const long long kv_base = (long long)(b * kv_heads + g) * tk * D;
+    const T* kb = k + head_at(ks_, b, g);
+    const T* vb = v + head_at(vs_, b, g);
     float acc[SLOTS];
 #pragma unroll
     for (int s = 0; s < SLOTS; ++s) acc[s] = 0.0f;
     for (int t0 = blo; t0 < bhi; t0 += 32) {
         __syncthreads();
-        stage_rows<T, D, D + 1>(k + kv_base, t0, bhi, ks);
-        stage_rows<T, D, D + 1>(v + kv_base, t0, bhi, vs);
+        stage_rows<T, D, D + 1>(kb, ks_.r, t0, bhi, ks);
+        stage_rows<T, D, D + 1>(vb, vs_.r, t0, bhi, vs);
         __syncthreads();
         const int j = t0 + lane;
         float ds = 0.0f;
@@ -179,10 +198,10 @@ __device__ void flash_backward_dq(const T* q, const T* k, const T* v, const T* o
 }
 
 template <typename T, int D>
-__device__ void flash_backward_dkdv(const T* q, const T* k, const T* v, const T* dout,
-                                    const float* lse, const float* delta, T* dk, T* dv,
-                                    int heads, int kv_heads, int tq, int tk, int causal,
-                                    int window, float scale) {
+__device__ void flash_backward_dkdv(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,
+                                    Heads vs_, const T* dout, Heads gs_, const float* lse,
+                                    const float* delta, T* dk, T* dv, int heads, int kv_heads,
+                                    int tq, int tk, int causal, int window, float scale) {
     constexpr int SLOTS = (D + 31) / 32;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int bg = blockIdx.y, b = bg / kv_heads, g = bg % kv_heads, group = heads / kv_heads;
@@ -194,9 +213,11 @@ __device__ void flash_backward_dkdv(const T* q, const T* k, const T* v, const T*
     __shared__ float gt[32][D + 1];
     __shared__ float lt[32], dt[32];
     const long long krow = (long long)bg * tk + (row_ok ? j : 0);
+    const T* kin = k + head_at(ks_, b, g) + (long long)(row_ok ? j : 0) * ks_.r;
+    const T* vin = v + head_at(vs_, b, g) + (long long)(row_ok ? j : 0) * vs_.r;
     for (int e = lane; e < D; e += 32) {
-        kr[warp][e] = row_ok ? to_compute(k[krow * D + e]) : 0.0f;
-        vr[warp][e] = row_ok ? to_compute(v[krow * D + e]) : 0.0f;
+        kr[warp][e] = row_ok ? to_compute(kin[e]) : 0.0f;
+        vr[warp][e] = row_ok ? to_compute(vin[e]) : 0.0f;
     }
     // Queries that can see one of this block's keys: causal ones from the first key's
     // position on (and, with a window, up to the last key's position + window - 1).
@@ -212,8 +233,8 @@ __device__ void flash_backward_dkdv(const T* q, const T* k, const T* v, const T*
         const long long qbase = (long long)(b * heads + hq) * tq;
         for (int t0 = qlo; t0 < qhi; t0 += 32) {
             __syncthreads();
-            stage_rows<T, D, D + 1>(q + qbase * D, t0, qhi, qt);
-            stage_rows<T, D, D + 1>(dout + qbase * D, t0, qhi, gt);
+            stage_rows<T, D, D + 1>(q + head_at(qs_, b, hq), qs_.r, t0, qhi, qt);
+            stage_rows<T, D, D + 1>(dout + head_at(gs_, b, hq), gs_.r, t0, qhi, gt);
             if (threadIdx.x < 32) {
                 const int ii = t0 + threadIdx.x;
                 lt[threadIdx.x] = ii < qhi ? lse[qbase + ii] : -INFINITY;
@@ -259,23 +280,24 @@ __device__ void flash_backward_dkdv(const T* q, const T* k, const T* v, const T*
     }
 }
 
+// Every kernel of both families takes the same arguments, forward and backward:
+// q, k, v, out, dout with their strides, lse, delta, dq, dk, dv, then the shape and mask.
+#define FLASH_ARGS(T)                                                                          \
+    const T *q, Heads qs, const T *k, Heads ks, const T *v, Heads vs, T *out, Heads os,       \
+        const T *dout, Heads gs, float *lse, float *delta, T *dq, T *dk, T *dv, int heads,     \
+        int kv_heads, int tq, int tk, int causal, int window, float scale
 #define FLASH_KERNELS(SUFFIX, T, D)                                                           \
-extern "C" __global__ void flash_forward_d##D##_##SUFFIX(const T* q, const T* k, const T* v, \
-        T* out, float* lse, int heads, int kv_heads, int tq, int tk, int causal, int window,   \
-        float scale) {                                                                          \
-    flash_forward<T, D>(q, k, v, out, lse, heads, kv_heads, tq, tk, causal, window, scale);  \
+extern "C" __global__ void flash_forward_d##D##_##SUFFIX(FLASH_ARGS(T)) {                   \
+    flash_forward<T, D>(q, qs, k, ks, v, vs, out, os, lse, heads, kv_heads, tq, tk, causal,   \
+                        window, scale);                                                         \
 }                                                                                               \
-extern "C" __global__ void flash_backward_dq_d##D##_##SUFFIX(const T* q, const T* k,        \
-        const T* v, const T* out, const T* dout, const float* lse, float* delta, T* dq,         \
-        int heads, int kv_heads, int tq, int tk, int causal, int window, float scale) {         \
-    flash_backward_dq<T, D>(q, k, v, out, dout, lse, delta, dq, heads, kv_heads, tq, tk,     \
-                            causal, window, scale);                                             \
+extern "C" __global__ void flash_backward_dq_d##D##_##SUFFIX(FLASH_ARGS(T)) {               \
+    flash_backward_dq<T, D>(q, qs, k, ks, v, vs, out, os, dout, gs, lse, delta, dq, heads,    \
+                            kv_heads, tq, tk, causal, window, scale);                           \
 }                                                                                               \
-extern "C" __global__ void flash_backward_dkdv_d##D##_##SUFFIX(const T* q, const T* k,      \
-        const T* v, const T* dout, const float* lse, const float* delta, T* dk, T* dv,          \
-        int heads, int kv_heads, int tq, int tk, int causal, int window, float scale) {         \
-    flash_backward_dkdv<T, D>(q, k, v, dout, lse, delta, dk, dv, heads, kv_heads, tq, tk,    \
-                              causal, window, scale);                                           \
+extern "C" __global__ void flash_backward_dkdv_d##D##_##SUFFIX(FLASH_ARGS(T)) {             \
+    flash_backward_dkdv<T, D>(q, qs, k, ks, v, vs, dout, gs, lse, delta, dk, dv, heads,       \
+                              kv_heads, tq, tk, causal, window, scale);                         \
 }
 #define FLASH_DIMS(SUFFIX, T) \
     FLASH_KERNELS(SUFFIX, T, 16)  \
@@ -338,9 +360,10 @@ template <> struct MmaType<__nv_bfloat16> {
 };
 
 template <typename T, int D>
-__device__ void flash_forward_tc(const T* q, const T* k, const T* v, T* out, float* lse,
-                                 int heads, int kv_heads, int tq, int tk, int causal,
-                                 int window, float scale) {
+__device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,
+                                 Heads vs_, T* out, Heads os_, float* lse, int heads,
+                                 int kv_heads, int tq, int tk, int causal, int window,
+                                 float scale) {
     constexpr int KP = D + 8;        // K row pitch (elements): conflict-free fragment loads
     constexpr int VP = TC_KEYS + 8;  // V^T row pitch
     constexpr int NT = TC_KEYS / 8;  // S n-tiles per key tile
@@ -355,8 +378,8 @@ __device__ void flash_forward_tc(const T* q, const T* k, const T* v, T* out, flo
     // Q fragments, straight from global memory (rows past the end read as 0).
     unsigned qa[KS][4];
     {
-        const T* q0 = q + ((long long)bh * tq + r0) * D;
-        const T* q1 = q + ((long long)bh * tq + r1) * D;
+        const T* q0 = q + head_at(qs_, b, h) + (long long)min(r0, tq - 1) * qs_.r;
+        const T* q1 = q + head_at(qs_, b, h) + (long long)min(r1, tq - 1) * qs_.r;
         const unsigned* u0 = reinterpret_cast<const unsigned*>(q0);
         const unsigned* u1 = reinterpret_cast<const unsigned*>(q1);
 #pragma unroll
@@ -378,7 +401,8 @@ __device__ void flash_forward_tc(const T* q, const T* k, const T* v, T* out, flo
 #pragma unroll
     for (int n = 0; n < DT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-    const long long kv_base = (long long)(b * kv_heads + grp) * tk * D;
+    const T* kb = k + head_at(ks_, b, grp);
+    const T* vb = v + head_at(vs_, b, grp);
     for (int t0 = blo; t0 < bhi; t0 += TC_KEYS) {
         __syncthreads();
         // Stage K (row-major) and V (transposed), 16-byte loads, zeros past the end.
@@ -388,8 +412,8 @@ __device__ void flash_forward_tc(const T* q, const T* k, const T* v, T* out, flo
             const int r = idx % TC_KEYS, c = (idx / TC_KEYS) * 8, j = t0 + r;
             uint4 kq = make_uint4(0, 0, 0, 0), vq = make_uint4(0, 0, 0, 0);
             if (j < tk) {
-                kq = *reinterpret_cast<const uint4*>(k + kv_base + (long long)j * D + c);
-                vq = *reinterpret_cast<const uint4*>(v + kv_base + (long long)j * D + c);
+                kq = *reinterpret_cast<const uint4*>(kb + (long long)j * ks_.r + c);
+                vq = *reinterpret_cast<const uint4*>(vb + (long long)j * vs_.r + c);
             }
             *reinterpret_cast<uint4*>(ks + r * KP + c) = kq;
             const T* ve = reinterpret_cast<const T*>(&vq);
@@ -479,11 +503,11 @@ __device__ void flash_forward_tc(const T* q, const T* k, const T* v, T* out, flo
     for (int n = 0; n < DT; ++n) {
         const int c = n * 8 + 2 * t;
         if (r0 < tq) {
-            T* dst = out + ((long long)bh * tq + r0) * D + c;
+            T* dst = out + head_at(os_, b, h) + (long long)r0 * os_.r + c;
             *reinterpret_cast<unsigned*>(dst) = MmaType<T>::pack(o[n][0] * inv0, o[n][1] * inv0);
         }
         if (r1 < tq) {
-            T* dst = out + ((long long)bh * tq + r1) * D + c;
+            T* dst = out + head_at(os_, b, h) + (long long)r1 * os_.r + c;
             *reinterpret_cast<unsigned*>(dst) = MmaType<T>::pack(o[n][2] * inv1, o[n][3] * inv1);
         }
     }
@@ -510,14 +534,15 @@ __device__ __forceinline__ unsigned pair_at(const T* p) {
     return *reinterpret_cast<const unsigned*>(p);
 }
 
-// Rows t0 .. t0 + 31 of a [*, D] matrix into `rows` (pitch RP) and transposed into `cols`
-// (pitch CP), zeros from `end` on; neighbouring threads take neighbouring rows.
+// Rows t0 .. t0 + 31 of a [*, D] matrix (rows `rs` apart) into `rows` (pitch RP) and
+// transposed into `cols` (pitch CP), zeros from `end` on; neighbouring threads take
+// neighbouring rows.
 template <typename T, int D, int RP, int CP>
-__device__ void stage_both(const T* src, int t0, int end, T* rows, T* cols) {
+__device__ void stage_both(const T* src, long long rs, int t0, int end, T* rows, T* cols) {
     for (int idx = threadIdx.x; idx < TC_BWD_TILE * D / 8; idx += blockDim.x) {
         const int r = idx % TC_BWD_TILE, c = (idx / TC_BWD_TILE) * 8, j = t0 + r;
         uint4 q = make_uint4(0, 0, 0, 0);
-        if (j < end) q = *reinterpret_cast<const uint4*>(src + (long long)j * D + c);
+        if (j < end) q = *reinterpret_cast<const uint4*>(src + (long long)j * rs + c);
         *reinterpret_cast<uint4*>(rows + r * RP + c) = q;
         const T* e8 = reinterpret_cast<const T*>(&q);
 #pragma unroll
@@ -525,12 +550,14 @@ __device__ void stage_both(const T* src, int t0, int end, T* rows, T* cols) {
     }
 }
 
-// A fragments (16 rows x D) of rows r0 and r0 + 8 of a [*, D] matrix, zeros past `end`.
+// A fragments (16 rows x D) of rows r0 and r0 + 8 of a [*, D] matrix (rows `rs` apart),
+// zeros past `end`.
 template <typename T, int D>
-__device__ void a_fragments(const T* m, int r0, int end, unsigned (*a)[4]) {
+__device__ void a_fragments(const T* m, long long rs, int r0, int end, unsigned (*a)[4]) {
     const int t = threadIdx.x % 4;
-    const unsigned* u0 = reinterpret_cast<const unsigned*>(m + (long long)r0 * D);
-    const unsigned* u1 = reinterpret_cast<const unsigned*>(m + (long long)(r0 + 8) * D);
+    const unsigned* u0 = reinterpret_cast<const unsigned*>(m + (long long)min(r0, end - 1) * rs);
+    const unsigned* u1 =
+        reinterpret_cast<const unsigned*>(m + (long long)min(r0 + 8, end - 1) * rs);
 #pragma unroll
     for (int s = 0; s < D / 16; ++s) {
         const int c = 8 * s + t;
@@ -581,10 +608,11 @@ __device__ __forceinline__ void mma_acc_cols(const float (*x)[4], const T* mt, f
 }
 
 template <typename T, int D>
-__device__ void flash_backward_dq_tc(const T* q, const T* k, const T* v, const T* out,
-                                     const T* dout, const float* lse, float* delta, T* dq,
-                                     int heads, int kv_heads, int tq, int tk, int causal,
-                                     int window, float scale) {
+__device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks_,
+                                     const T* v, Heads vs_, const T* out, Heads os_,
+                                     const T* dout, Heads gs_, const float* lse, float* delta,
+                                     T* dq, int heads, int kv_heads, int tq, int tk,
+                                     int causal, int window, float scale) {
     constexpr int KP = D + 8, TP = TC_BWD_TILE + 8, NT = TC_BWD_TILE / 8, DT = D / 8;
     __shared__ __align__(16) T ks[TC_BWD_TILE * KP];
     __shared__ __align__(16) T vs[TC_BWD_TILE * KP];
@@ -594,8 +622,11 @@ __device__ void flash_backward_dq_tc(const T* q, const T* k, const T* v, const T
     const int i0 = blockIdx.x * TC_ROWS, r0 = i0 + warp * 16 + g, r1 = r0 + 8;
     const long long qoff = (long long)bh * tq * D;
     unsigned qa[D / 16][4], ga[D / 16][4];
-    a_fragments<T, D>(q + qoff, i0 + warp * 16 + g, tq, qa);
-    a_fragments<T, D>(dout + qoff, i0 + warp * 16 + g, tq, ga);
+    const T* qh = q + head_at(qs_, b, h);
+    const T* gh = dout + head_at(gs_, b, h);
+    const T* oh = out + head_at(os_, b, h);
+    a_fragments<T, D>(qh, qs_.r, i0 + warp * 16 + g, tq, qa);
+    a_fragments<T, D>(gh, gs_.r, i0 + warp * 16 + g, tq, ga);
     // D = rowsum(dO * O): each of the 4 lanes of a row takes a quarter of the features.
     float d0 = 0.0f, d1 = 0.0f;
 #pragma unroll
@@ -605,10 +636,10 @@ __device__ void flash_backward_dq_tc(const T* q, const T* k, const T* v, const T
             const int c = 16 * s + 2 * t + 8 * half;
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-                if (r0 < tq) d0 += to_compute(dout[qoff + (long long)r0 * D + c + e]) *
-                                   to_compute(out[qoff + (long long)r0 * D + c + e]);
-                if (r1 < tq) d1 += to_compute(dout[qoff + (long long)r1 * D + c + e]) *
-                                   to_compute(out[qoff + (long long)r1 * D + c + e]);
+                if (r0 < tq) d0 += to_compute(gh[(long long)r0 * gs_.r + c + e]) *
+                                   to_compute(oh[(long long)r0 * os_.r + c + e]);
+                if (r1 < tq) d1 += to_compute(gh[(long long)r1 * gs_.r + c + e]) *
+                                   to_compute(oh[(long long)r1 * os_.r + c + e]);
             }
         }
     }
@@ -630,14 +661,15 @@ __device__ void flash_backward_dq_tc(const T* q, const T* k, const T* v, const T
     float acc[DT][4];
 #pragma unroll
     for (int n = 0; n < DT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    const long long kv_base = (long long)(b * kv_heads + grp) * tk * D;
+    const T* kb = k + head_at(ks_, b, grp);
+    const T* vb = v + head_at(vs_, b, grp);
     for (int t0 = blo; t0 < bhi; t0 += TC_BWD_TILE) {
         __syncthreads();
-        stage_both<T, D, KP, TP>(k + kv_base, t0, bhi, ks, kt);
+        stage_both<T, D, KP, TP>(kb, ks_.r, t0, bhi, ks, kt);
         for (int idx = threadIdx.x; idx < TC_BWD_TILE * D / 8; idx += blockDim.x) {
             const int r = idx % TC_BWD_TILE, c = (idx / TC_BWD_TILE) * 8, j = t0 + r;
             uint4 q8 = make_uint4(0, 0, 0, 0);
-            if (j < bhi) q8 = *reinterpret_cast<const uint4*>(v + kv_base + (long long)j * D + c);
+            if (j < bhi) q8 = *reinterpret_cast<const uint4*>(vb + (long long)j * vs_.r + c);
             *reinterpret_cast<uint4*>(vs + r * KP + c) = q8;
         }
         __syncthreads();
@@ -670,7 +702,8 @@ __device__ void flash_backward_dq_tc(const T* q, const T* k, const T* v, const T
 }
 
 template <typename T, int D>
-__device__ void flash_backward_dkdv_tc(const T* q, const T* k, const T* v, const T* dout,
+__device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads ks_,
+                                       const T* v, Heads vs_, const T* dout, Heads gs_,
                                        const float* lse, const float* delta, T* dk, T* dv,
                                        int heads, int kv_heads, int tq, int tk, int causal,
                                        int window, float scale) {
@@ -685,8 +718,8 @@ __device__ void flash_backward_dkdv_tc(const T* q, const T* k, const T* v, const
     const int j0 = blockIdx.x * TC_ROWS, kr0 = j0 + warp * 16 + g, kr1 = kr0 + 8;
     const long long koff = (long long)bg * tk * D;
     unsigned ka[D / 16][4], va[D / 16][4];
-    a_fragments<T, D>(k + koff, j0 + warp * 16 + g, tk, ka);
-    a_fragments<T, D>(v + koff, j0 + warp * 16 + g, tk, va);
+    a_fragments<T, D>(k + head_at(ks_, b, grp), ks_.r, j0 + warp * 16 + g, tk, ka);
+    a_fragments<T, D>(v + head_at(vs_, b, grp), vs_.r, j0 + warp * 16 + g, tk, va);
     int qlo = 0, qhi = tq;
     if (causal) {
         qlo = max(0, j0 + tq - tk);
@@ -702,8 +735,8 @@ __device__ void flash_backward_dkdv_tc(const T* q, const T* k, const T* v, const
         const long long qrow = (long long)(b * heads + hq) * tq;
         for (int t0 = qlo; t0 < qhi; t0 += TC_BWD_TILE) {
             __syncthreads();
-            stage_both<T, D, QP, TP>(q + qrow * D, t0, qhi, qs, qt);
-            stage_both<T, D, QP, TP>(dout + qrow * D, t0, qhi, gs, gt);
+            stage_both<T, D, QP, TP>(q + head_at(qs_, b, hq), qs_.r, t0, qhi, qs, qt);
+            stage_both<T, D, QP, TP>(dout + head_at(gs_, b, hq), gs_.r, t0, qhi, gs, gt);
             if (threadIdx.x < TC_BWD_TILE) {
                 const int i = t0 + threadIdx.x;
                 ls[threadIdx.x] = i < qhi ? lse[qrow + i] : 0.0f;
@@ -754,23 +787,19 @@ __device__ void flash_backward_dkdv_tc(const T* q, const T* k, const T* v, const
 
 #define FLASH_TC(SUFFIX, T, D)                                                                \
 extern "C" __global__ void __launch_bounds__(128) flash_forward_tc_d##D##_##SUFFIX(         \
-        const T* q, const T* k, const T* v, T* out, float* lse, int heads, int kv_heads,       \
-        int tq, int tk, int causal, int window, float scale) {                                 \
-    flash_forward_tc<T, D>(q, k, v, out, lse, heads, kv_heads, tq, tk, causal, window, scale); \
+        FLASH_ARGS(T)) {                                                                        \
+    flash_forward_tc<T, D>(q, qs, k, ks, v, vs, out, os, lse, heads, kv_heads, tq, tk, causal, \
+                           window, scale);                                                      \
 }                                                                                               \
 extern "C" __global__ void __launch_bounds__(128) flash_backward_dq_tc_d##D##_##SUFFIX(     \
-        const T* q, const T* k, const T* v, const T* out, const T* dout, const float* lse,     \
-        float* delta, T* dq, int heads, int kv_heads, int tq, int tk, int causal, int window,  \
-        float scale) {                                                                          \
-    flash_backward_dq_tc<T, D>(q, k, v, out, dout, lse, delta, dq, heads, kv_heads, tq, tk,  \
-                               causal, window, scale);                                          \
+        FLASH_ARGS(T)) {                                                                        \
+    flash_backward_dq_tc<T, D>(q, qs, k, ks, v, vs, out, os, dout, gs, lse, delta, dq, heads, \
+                               kv_heads, tq, tk, causal, window, scale);                        \
 }                                                                                               \
 extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv_tc_d##D##_##SUFFIX(   \
-        const T* q, const T* k, const T* v, const T* dout, const float* lse,                   \
-        const float* delta, T* dk, T* dv, int heads, int kv_heads, int tq, int tk, int causal, \
-        int window, float scale) {                                                              \
-    flash_backward_dkdv_tc<T, D>(q, k, v, dout, lse, delta, dk, dv, heads, kv_heads, tq, tk, \
-                                 causal, window, scale);                                        \
+        FLASH_ARGS(T)) {                                                                        \
+    flash_backward_dkdv_tc<T, D>(q, qs, k, ks, v, vs, dout, gs, lse, delta, dk, dv, heads,    \
+                                 kv_heads, tq, tk, causal, window, scale);                      \
 }
 #define FLASH_TC_DIMS(SUFFIX, T) \
     FLASH_TC(SUFFIX, T, 64)      \

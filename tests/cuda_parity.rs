@@ -1401,14 +1401,25 @@ fn fused_attention_matches_the_cpu() {
         (1, 4, 2, 200, 200, 128, true, Some(77)),
         (1, 2, 2, 130, 260, 64, true, None),
     ];
-    for (b, h, kvh, tq, tk, d, causal, window) in cases {
+    for (n, (b, h, kvh, tq, tk, d, causal, window)) in cases.into_iter().enumerate() {
         let mask = smith::AttnMask { causal, window };
         let scale = 1.0 / (d as f64).sqrt();
         let q_raw = randn(&[b, tq, h, d], &mut rng);
-        let (k, v) = (
-            randn(&[b, kvh, tk, d], &mut rng),
-            randn(&[b, kvh, tk, d], &mut rng),
-        );
+        // Keys and values contiguous, as head views of [B, T, heads, D] (read in place),
+        // or with features that are not contiguous (copied first); made in the base
+        // layout on each device and viewed there.
+        let kind = n % 3;
+        let base = match kind {
+            0 => [b, kvh, tk, d],
+            1 => [b, tk, kvh, d],
+            _ => [b, kvh, d, tk],
+        };
+        let view = |t: &Tensor| match kind {
+            0 => t.clone(),
+            1 => t.transpose(1, 2).unwrap(),
+            _ => t.transpose(2, 3).unwrap(),
+        };
+        let (k, v) = (randn(&base, &mut rng), randn(&base, &mut rng));
         let probe = randn(&[b, h, tq, d], &mut rng);
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             let run = |device: Device| {
@@ -1424,7 +1435,7 @@ fn fused_attention_matches_the_cpu() {
                 let y = qr
                     .transpose(1, 2)
                     .unwrap()
-                    .flash_attention(&kd, &vd, mask, scale)
+                    .flash_attention(&view(&kd), &view(&vd), mask, scale)
                     .unwrap();
                 let p = probe.to_dtype(dtype).unwrap().to_device(device).unwrap();
                 let grads = y.mul(&p).unwrap().sum_all().unwrap().backward().unwrap();

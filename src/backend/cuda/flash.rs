@@ -1,19 +1,47 @@
 //! Fused attention on CUDA (kernels in `kernels/flash.cu`): forward with the per-row
 //! log-sum-exp, and the backward that recomputes the probabilities from it; both on tensor
-//! cores for f16 and bf16 from sm_80, on CUDA cores otherwise.
+//! cores for f16 and bf16 from sm_80, on CUDA cores otherwise. Q, K, V, the output and its
+//! gradient are read in place when their features are contiguous (the heads of a fused QKV
+//! projection need no copy), and the output is written as `[B, T, H, D]`, so joining the
+//! heads afterwards needs no copy either.
 
 use super::storage::suffix;
 use super::{launch, CudaStorage};
 use crate::backend::cpu::AttnShape;
 use crate::storage::Storage;
 use crate::{DType, Error, Result, Tensor};
-use cudarc::driver::LaunchConfig;
+use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 /// Head dims the fused attention kernels are compiled for.
 pub const FLASH_HEAD_DIMS: [usize; 6] = [16, 32, 64, 80, 96, 128];
 
-/// Query (or key) rows per block (`FLASH_ROWS` in the kernel).
+/// Head dims of the tensor-core kernels.
+pub const FLASH_TC_HEAD_DIMS: [usize; 4] = [64, 80, 96, 128];
+
+/// Query (or key) rows per block of the CUDA-core kernels (`FLASH_ROWS`).
 const ROWS: usize = 4;
+
+/// Query (or key) rows per block of the tensor-core kernels (`TC_ROWS`).
+const TC_ROWS: usize = 64;
+
+/// Element strides of a `[B, heads, rows, D]` operand (matches `Heads` in the kernel).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct HeadStrides {
+    b: i64,
+    h: i64,
+    r: i64,
+}
+
+// SAFETY: plain old data with the same layout as the C struct.
+unsafe impl DeviceRepr for HeadStrides {}
+
+/// Whether the kernels run on tensor cores: f16 or bf16, a head dim they are compiled for,
+/// and a GPU of compute capability 8.0 or later (`mma.sync` m16n8k16).
+pub fn tensor_cores(arch: &str, dtype: DType, head_dim: usize) -> bool {
+    let cc: u32 = arch.trim_start_matches("sm_").parse().unwrap_or(0);
+    cc >= 80 && matches!(dtype, DType::F16 | DType::BF16) && FLASH_TC_HEAD_DIMS.contains(&head_dim)
+}
 
 fn check(s: &AttnShape) -> Result<()> {
     if !FLASH_HEAD_DIMS.contains(&s.head_dim) {
@@ -35,9 +63,23 @@ fn check(s: &AttnShape) -> Result<()> {
     Ok(())
 }
 
-/// The contiguous GPU buffer of `t` (copied to contiguous first when it is a view).
-fn buffer(t: &Tensor) -> Result<Tensor> {
-    t.contiguous()
+/// An operand the kernels can read: `t` itself when its features are contiguous, else a
+/// contiguous copy.
+fn operand(t: &Tensor) -> Result<Tensor> {
+    if t.layout().strides()[3] == 1 || t.shape()[3] == 1 {
+        Ok(t.clone())
+    } else {
+        t.contiguous()
+    }
+}
+
+fn strides(t: &Tensor) -> HeadStrides {
+    let s = t.layout().strides();
+    HeadStrides {
+        b: s[0] as i64,
+        h: s[1] as i64,
+        r: s[2] as i64,
+    }
 }
 
 fn cuda_of(s: &Storage) -> Result<&CudaStorage> {
@@ -50,15 +92,112 @@ fn cuda_of(s: &Storage) -> Result<&CudaStorage> {
     }
 }
 
-fn config(rows: usize, blocks_y: usize) -> LaunchConfig {
+/// Operands read in place, their pointers and strides, and whether the tensor-core
+/// kernels can take them (16-byte aligned rows; otherwise contiguous copies are tried).
+struct Operands {
+    tensors: Vec<Tensor>,
+    ptrs: Vec<u64>,
+    strides: Vec<HeadStrides>,
+    tc: bool,
+    dev: std::sync::Arc<super::CudaDevice>,
+}
+
+fn operands(inputs: &[&Tensor], s: &AttnShape) -> Result<Operands> {
+    let dtype = inputs[0].dtype();
+    let resolve = |tensors: &[Tensor]| -> Result<(Vec<u64>, std::sync::Arc<super::CudaDevice>)> {
+        let mut ptrs = Vec::with_capacity(tensors.len());
+        let mut dev = None;
+        for t in tensors {
+            let guard = t.read_storage();
+            let c = cuda_of(&guard)?;
+            ptrs.push(c.ptr(t.layout().offset()));
+            dev = Some(c.dev.clone());
+        }
+        let dev = dev.ok_or_else(|| Error::invalid("flash_attention", "no inputs"))?;
+        Ok((ptrs, dev))
+    };
+    let aligned = |t: &Tensor, p: u64| {
+        let st = strides(t);
+        p.is_multiple_of(16) && [st.b, st.h, st.r].iter().all(|x| x % 8 == 0)
+    };
+    let mut tensors = inputs
+        .iter()
+        .map(|t| operand(t))
+        .collect::<Result<Vec<_>>>()?;
+    let (mut ptrs, dev) = resolve(&tensors)?;
+    let mut tc = tensor_cores(&dev.arch, dtype, s.head_dim);
+    if tc && !tensors.iter().zip(&ptrs).all(|(t, &p)| aligned(t, p)) {
+        tensors = tensors
+            .iter()
+            .map(|t| t.contiguous())
+            .collect::<Result<_>>()?;
+        ptrs = resolve(&tensors)?.0;
+        tc = tensors.iter().zip(&ptrs).all(|(t, &p)| aligned(t, p));
+    }
+    let strides = tensors.iter().map(strides).collect();
+    Ok(Operands {
+        tensors,
+        ptrs,
+        strides,
+        tc,
+        dev,
+    })
+}
+
+fn config(tc: bool, rows: usize, blocks_y: usize) -> LaunchConfig {
+    let (per_block, threads) = if tc {
+        (TC_ROWS, 128)
+    } else {
+        (ROWS, 32 * ROWS)
+    };
     LaunchConfig {
-        grid_dim: (rows.div_ceil(ROWS) as u32, blocks_y as u32, 1),
-        block_dim: (32 * ROWS as u32, 1, 1),
+        grid_dim: (rows.div_ceil(per_block) as u32, blocks_y as u32, 1),
+        block_dim: (threads as u32, 1, 1),
         shared_mem_bytes: 0,
     }
 }
 
-/// Output `[B, H, Tq, D]` (q's dtype) and log-sum-exp `[B, H, Tq]` (f32).
+/// Pointers and strides of the five operands and five outputs every kernel takes.
+struct Args {
+    ptrs: [u64; 10],
+    strides: [HeadStrides; 5],
+}
+
+/// Launches `flash_{kernel}_{tc_}d{D}_{dtype}` over `rows` rows of `blocks_y` heads.
+fn run(
+    dev: &std::sync::Arc<super::CudaDevice>,
+    kernel: &str,
+    tc: bool,
+    dtype: DType,
+    s: &AttnShape,
+    (rows, blocks_y): (usize, usize),
+    a: &Args,
+) -> Result<()> {
+    let name = format!(
+        "flash_{kernel}_{}d{}_{}",
+        if tc { "tc_" } else { "" },
+        s.head_dim,
+        suffix(dtype)
+    );
+    let [q, k, v, o, g, lse, delta, dq, dk, dv] = a.ptrs;
+    let [qs, ks, vs, os, gs] = a.strides;
+    let ints = [
+        s.heads as i32,
+        s.kv_heads as i32,
+        s.q_len as i32,
+        s.k_len as i32,
+        s.causal as i32,
+        s.window as i32,
+    ];
+    let scale = s.scale as f32;
+    launch!(@cfg dev, "flash", name, config(tc, rows, blocks_y),
+        &q, &qs, &k, &ks, &v, &vs, &o, &os, &g, &gs, &lse, &delta, &dq, &dk, &dv,
+        &ints[0], &ints[1], &ints[2], &ints[3], &ints[4], &ints[5], &scale);
+    Ok(())
+}
+
+/// Output `[B, H, Tq, D]` (q's dtype; a view of `[B, Tq, H, D]` storage) and log-sum-exp
+/// `[B, H, Tq]` (f32).
 pub fn flash_attention_forward(
     q: &Tensor,
     k: &Tensor,
@@ -66,70 +205,56 @@ pub fn flash_attention_forward(
     s: &AttnShape,
 ) -> Result<(Tensor, Tensor)> {
     check(s)?;
-    let (q, k, v) = (buffer(q)?, buffer(k)?, buffer(v)?);
+    let ops = operands(&[q, k, v], s)?;
     let dtype = q.dtype();
-    let (qs, ks, vs) = (q.read_storage(), k.read_storage(), v.read_storage());
-    let (qc, kc, vc) = (cuda_of(&qs)?, cuda_of(&ks)?, cuda_of(&vs)?);
-    let rows = s.batch * s.heads;
-    let out = CudaStorage::alloc(&qc.dev, dtype, rows * s.q_len * s.head_dim)?;
-    let lse = CudaStorage::alloc(&qc.dev, DType::F32, rows * s.q_len)?;
-    let (qp, kp, vp) = (
-        qc.ptr(q.layout().offset()),
-        kc.ptr(k.layout().offset()),
-        vc.ptr(v.layout().offset()),
-    );
-    let (op, lp) = (out.ptr(0), lse.ptr(0));
-    let ints = ints(s);
-    let scale = s.scale as f32;
-    let aligned = [qp, kp, vp].iter().all(|p| p % 16 == 0);
-    let (name, cfg) = if tensor_cores(&qc.dev.arch, dtype, s.head_dim) && aligned {
-        let name = format!("flash_forward_tc_d{}_{}", s.head_dim, suffix(dtype));
-        let cfg = LaunchConfig {
-            grid_dim: (s.q_len.div_ceil(TC_ROWS) as u32, rows as u32, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        (name, cfg)
-    } else {
-        let name = format!("flash_forward_d{}_{}", s.head_dim, suffix(dtype));
-        (name, config(s.q_len, rows))
+    let d = s.head_dim;
+    let out = CudaStorage::alloc(&ops.dev, dtype, s.batch * s.q_len * s.heads * d)?;
+    let lse = CudaStorage::alloc(&ops.dev, DType::F32, s.batch * s.heads * s.q_len)?;
+    let out_strides = HeadStrides {
+        b: (s.q_len * s.heads * d) as i64,
+        h: d as i64,
+        r: (s.heads * d) as i64,
     };
-    launch!(@cfg qc.dev, "flash", name, cfg,
-        &qp, &kp, &vp, &op, &lp, &ints[0], &ints[1], &ints[2], &ints[3], &ints[4], &ints[5],
-        &scale);
+    let args = Args {
+        ptrs: [
+            ops.ptrs[0],
+            ops.ptrs[1],
+            ops.ptrs[2],
+            out.ptr(0),
+            0,
+            lse.ptr(0),
+            0,
+            0,
+            0,
+            0,
+        ],
+        strides: [
+            ops.strides[0],
+            ops.strides[1],
+            ops.strides[2],
+            out_strides,
+            HeadStrides::default(),
+        ],
+    };
+    run(
+        &ops.dev,
+        "forward",
+        ops.tc,
+        dtype,
+        s,
+        (s.q_len, s.batch * s.heads),
+        &args,
+    )?;
+    drop(ops.tensors);
+    let out = Tensor::from_storage(Storage::Cuda(out), &[s.batch, s.q_len, s.heads, d], None);
     Ok((
-        Tensor::from_storage(Storage::Cuda(out), q.shape(), None),
+        out.transpose(1, 2)?,
         Tensor::from_storage(Storage::Cuda(lse), &[s.batch, s.heads, s.q_len], None),
     ))
 }
 
-/// Query rows per block of the tensor-core forward (`TC_ROWS` in the kernel).
-const TC_ROWS: usize = 64;
-
-/// Head dims of the tensor-core forward.
-pub const FLASH_TC_HEAD_DIMS: [usize; 4] = [64, 80, 96, 128];
-
-/// Whether the forward runs on tensor cores: f16 or bf16, a head dim it is compiled for,
-/// and a GPU of compute capability 8.0 or later (`mma.sync` m16n8k16).
-pub fn tensor_cores(arch: &str, dtype: DType, head_dim: usize) -> bool {
-    let cc: u32 = arch.trim_start_matches("sm_").parse().unwrap_or(0);
-    cc >= 80 && matches!(dtype, DType::F16 | DType::BF16) && FLASH_TC_HEAD_DIMS.contains(&head_dim)
-}
-
-/// heads, kv_heads, q_len, k_len, causal, window as the kernels take them.
-fn ints(s: &AttnShape) -> [i32; 6] {
-    [
-        s.heads as i32,
-        s.kv_heads as i32,
-        s.q_len as i32,
-        s.k_len as i32,
-        s.causal as i32,
-        s.window as i32,
-    ]
-}
-
 /// (dq, dk, dv) from the inputs, the forward's output and log-sum-exp, and the output's
-/// gradient `g`.
+/// gradient `g`; contiguous, in q's dtype.
 #[allow(clippy::too_many_arguments)]
 pub fn flash_attention_backward(
     q: &Tensor,
@@ -143,59 +268,70 @@ pub fn flash_attention_backward(
     check(s)?;
     let dtype = q.dtype();
     let g = g.to_dtype(dtype)?;
-    let [q, k, v, out, lse, g] = [q, k, v, out, lse, &g].map(buffer);
-    let (q, k, v, out, lse, g) = (q?, k?, v?, out?, lse?, g?);
-    let guards = [&q, &k, &v, &out, &lse, &g].map(|t| t.read_storage());
-    let mut ptrs = [0u64; 6];
-    let mut dev = None;
-    for (i, (guard, t)) in guards.iter().zip([&q, &k, &v, &out, &lse, &g]).enumerate() {
-        let c = cuda_of(guard)?;
-        ptrs[i] = c.ptr(t.layout().offset());
-        dev = Some(c.dev.clone());
-    }
-    let dev = dev.ok_or_else(|| Error::invalid("flash_attention", "no inputs"))?;
-    let rows = s.batch * s.heads;
-    let delta = CudaStorage::alloc(&dev, DType::F32, rows * s.q_len)?;
-    let dq = CudaStorage::alloc(&dev, dtype, rows * s.q_len * s.head_dim)?;
-    let kv_len = s.batch * s.kv_heads * s.k_len * s.head_dim;
-    let dk = CudaStorage::alloc(&dev, dtype, kv_len)?;
-    let dv = CudaStorage::alloc(&dev, dtype, kv_len)?;
-    let (deltap, dqp, dkp, dvp) = (delta.ptr(0), dq.ptr(0), dk.ptr(0), dv.ptr(0));
-    let [qp, kp, vp, op, lp, gp] = ptrs;
-    let ints = ints(s);
-    let scale = s.scale as f32;
-    let sfx = suffix(dtype);
-    let aligned = ptrs.iter().all(|p| p % 16 == 0);
-    let (tc, dq_cfg, dkdv_cfg) = if tensor_cores(&dev.arch, dtype, s.head_dim) && aligned {
-        let cfg = |n: usize, y: usize| LaunchConfig {
-            grid_dim: (n.div_ceil(TC_ROWS) as u32, y as u32, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        (
-            "tc_",
-            cfg(s.q_len, rows),
-            cfg(s.k_len, s.batch * s.kv_heads),
-        )
-    } else {
-        (
-            "",
-            config(s.q_len, rows),
-            config(s.k_len, s.batch * s.kv_heads),
-        )
+    let ops = operands(&[q, k, v, out, &g], s)?;
+    let lse = lse.contiguous()?;
+    let lse_ptr = match &*lse.read_storage() {
+        Storage::Cuda(c) => c.ptr(lse.layout().offset()),
+        Storage::Cpu(_) => {
+            return Err(Error::invalid(
+                "flash_attention",
+                "the saved log-sum-exp is not on the GPU",
+            ))
+        }
     };
-    let name = format!("flash_backward_dq_{tc}d{}_{sfx}", s.head_dim);
-    launch!(@cfg dev, "flash", name, dq_cfg,
-        &qp, &kp, &vp, &op, &gp, &lp, &deltap, &dqp, &ints[0], &ints[1], &ints[2], &ints[3],
-        &ints[4], &ints[5], &scale);
-    let name = format!("flash_backward_dkdv_{tc}d{}_{sfx}", s.head_dim);
-    launch!(@cfg dev, "flash", name, dkdv_cfg,
-        &qp, &kp, &vp, &gp, &lp, &deltap, &dkp, &dvp, &ints[0], &ints[1], &ints[2], &ints[3],
-        &ints[4], &ints[5], &scale);
-    drop(guards);
-    let kv_shape = k.shape().to_vec();
+    let rows = s.batch * s.heads;
+    let d = s.head_dim;
+    let delta = CudaStorage::alloc(&ops.dev, DType::F32, rows * s.q_len)?;
+    let dq = CudaStorage::alloc(&ops.dev, dtype, rows * s.q_len * d)?;
+    let kv_len = s.batch * s.kv_heads * s.k_len * d;
+    let dk = CudaStorage::alloc(&ops.dev, dtype, kv_len)?;
+    let dv = CudaStorage::alloc(&ops.dev, dtype, kv_len)?;
+    let p = &ops.ptrs;
+    let args = Args {
+        ptrs: [
+            p[0],
+            p[1],
+            p[2],
+            p[3],
+            p[4],
+            lse_ptr,
+            delta.ptr(0),
+            dq.ptr(0),
+            dk.ptr(0),
+            dv.ptr(0),
+        ],
+        strides: [
+            ops.strides[0],
+            ops.strides[1],
+            ops.strides[2],
+            ops.strides[3],
+            ops.strides[4],
+        ],
+    };
+    // dQ first: it also stores D = rowsum(dO * O), which the dK/dV kernel reads.
+    run(
+        &ops.dev,
+        "backward_dq",
+        ops.tc,
+        dtype,
+        s,
+        (s.q_len, rows),
+        &args,
+    )?;
+    let kv_blocks = (s.k_len, s.batch * s.kv_heads);
+    run(
+        &ops.dev,
+        "backward_dkdv",
+        ops.tc,
+        dtype,
+        s,
+        kv_blocks,
+        &args,
+    )?;
+    drop(ops.tensors);
+    let kv_shape = [s.batch, s.kv_heads, s.k_len, d];
     Ok((
-        Tensor::from_storage(Storage::Cuda(dq), q.shape(), None),
+        Tensor::from_storage(Storage::Cuda(dq), &[s.batch, s.heads, s.q_len, d], None),
         Tensor::from_storage(Storage::Cuda(dk), &kv_shape, None),
         Tensor::from_storage(Storage::Cuda(dv), &kv_shape, None),
     ))
