@@ -4,7 +4,7 @@
 use crate::data::{CharTokenizer, Split, TextDataset};
 use crate::io::{load_safetensors, save_safetensors, write_atomic};
 use crate::models::{Gpt, GptConfig};
-use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, LossScaler, WarmupCosine};
+use crate::optim::{clip_grad_norm_scaled, AdamW, AdamWConfig, LossScaler, WarmupCosine};
 use crate::{DType, Device, Error, Result, Rng, Tensor};
 use std::path::Path;
 
@@ -267,22 +267,15 @@ impl Trainer {
             None => loss.backward()?,
         };
         let params = self.optimizer.params().to_vec();
-        if let Some(s) = scale {
-            for p in &params {
-                if let Some(g) = grads.remove(&p.tensor) {
-                    grads.insert(&p.tensor, g.mul_scalar(1.0 / s)?);
-                }
-            }
-        }
-        // The global norm, clipped to `grad_clip`; with a loss scale it also tells whether
-        // the gradients overflowed.
+        // The global norm, clipped to `grad_clip`; with a loss scale the gradients are
+        // divided by it in the same pass, and the norm tells whether they overflowed.
         let norm = if self.cfg.grad_clip > 0.0 || scale.is_some() {
             let max = if self.cfg.grad_clip > 0.0 {
                 self.cfg.grad_clip
             } else {
                 f64::INFINITY
             };
-            clip_grad_norm(&mut grads, &params, max)?
+            clip_grad_norm_scaled(&mut grads, &params, max, scale.unwrap_or(1.0))?
         } else {
             0.0
         };

@@ -375,6 +375,25 @@ fn clipping_scales_to_the_global_norm() {
             .unwrap(),
         b
     );
+    // Gradients of a loss scaled by 1024: the norm and the clipping are the unscaled
+    // ones, and the result is unscaled (below the threshold only the division remains).
+    let mut grads = grads_for(&params, &[&[3072.0, 0.0], &[4096.0]]);
+    let norm = smith::optim::clip_grad_norm_scaled(&mut grads, &params, 1.0, 1024.0).unwrap();
+    assert!((norm - 5.0).abs() < 1e-9);
+    let a = grads
+        .get(&params[0].tensor)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    assert!((a[0] - 0.6).abs() < 1e-6, "{a:?}");
+    let mut grads = grads_for(&params, &[&[3072.0, 0.0], &[4096.0]]);
+    smith::optim::clip_grad_norm_scaled(&mut grads, &params, 10.0, 1024.0).unwrap();
+    let b = grads
+        .get(&params[1].tensor)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    assert_eq!(b, [4.0]);
 }
 
 #[test]

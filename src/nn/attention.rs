@@ -231,11 +231,7 @@ impl CausalSelfAttention {
                 window: self.cfg.window,
             };
             let y = q.flash_attention(&k, &v, mask, scale)?;
-            let y = y.transpose(1, 2)?.reshape(&[b, t, h * hd])?;
-            return match residual {
-                Some(r) => self.proj.forward_fused(&y, false, Some(r)),
-                None => self.proj.forward(&y),
-            };
+            return self.project(&y.transpose(1, 2)?.reshape(&[b, t, h * hd])?, residual);
         }
         let keys = k.shape()[2];
         if kvh != h {
@@ -263,9 +259,15 @@ impl CausalSelfAttention {
         let y = probs.matmul(&v)?; // [B, H, T, hd]
                                    // Back to [B, T, H*hd]: the transpose makes this reshape an explicit copy.
         let y = y.transpose(1, 2)?.reshape(&[b, t, h * hd])?;
+        self.project(&y, residual)
+    }
+
+    /// The output projection of the joined heads `[B, T, H*hd]`, with the residual added
+    /// in the GEMM when there is one.
+    fn project(&self, y: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         match residual {
-            Some(r) => self.proj.forward_fused(&y, false, Some(r)),
-            None => self.proj.forward(&y),
+            Some(r) => self.proj.forward_fused(y, false, Some(r)),
+            None => self.proj.forward(y),
         }
     }
 

@@ -12,6 +12,19 @@ use std::collections::BTreeMap;
 /// On a GPU the sums of squares accumulate on the device, so the only host round trip is
 /// the final scalar.
 pub fn clip_grad_norm(grads: &mut GradStore, params: &[Param], max_norm: f64) -> Result<f64> {
+    clip_grad_norm_scaled(grads, params, max_norm, 1.0)
+}
+
+/// [`clip_grad_norm`] for gradients of a loss multiplied by `loss_scale` (f16 training):
+/// the norm and the clipping are those of the unscaled gradients, and the division by
+/// `loss_scale` happens in the same single pass over the gradients. Returns the unscaled
+/// norm (inf or NaN when the scaled gradients overflowed).
+pub fn clip_grad_norm_scaled(
+    grads: &mut GradStore,
+    params: &[Param],
+    max_norm: f64,
+    loss_scale: f64,
+) -> Result<f64> {
     let mut sum_sq = 0f64;
     let mut device_acc: BTreeMap<usize, Tensor> = BTreeMap::new();
     for p in params {
@@ -44,9 +57,9 @@ pub fn clip_grad_norm(grads: &mut GradStore, params: &[Param], max_norm: f64) ->
     for acc in device_acc.values() {
         sum_sq += acc.to_scalar()?;
     }
-    let norm = sum_sq.sqrt();
-    let coef = max_norm / (norm + 1e-6);
-    if coef < 1.0 {
+    let norm = sum_sq.sqrt() / loss_scale;
+    let coef = (max_norm / (norm + 1e-6)).min(1.0) / loss_scale;
+    if coef != 1.0 {
         for p in params {
             if let Some(g) = grads.remove(&p.tensor) {
                 grads.insert(&p.tensor, g.mul_scalar(coef)?);

@@ -7,7 +7,7 @@ mod schedule;
 mod sgd;
 
 pub use adamw::{AdamW, AdamWConfig};
-pub use clip::clip_grad_norm;
+pub use clip::{clip_grad_norm, clip_grad_norm_scaled};
 pub use loss_scale::LossScaler;
 pub use schedule::WarmupCosine;
 pub use sgd::Sgd;
