@@ -36,7 +36,8 @@ pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};
 pub use layout::Layout;
 pub use ops::{
-    causal_mask, rotary_tables, rotary_tables_factored, rotary_tables_scaled, AttnMask, FoldedNorm,
+    causal_mask, rotary_tables, rotary_tables_for, rotary_tables_scaled, AttnMask, FoldedNorm,
+    RotarySpec,
 };
 pub use qmatrix::QMatrix;
 pub use rng::Rng;

@@ -592,9 +592,12 @@ fn rope_frequency_factors_divide_each_frequency_and_yarn_ramps_between_kinds() {
     // Dividing frequency i by f_i at position p equals the plain angle at p / f_i, checked
     // on the angles themselves (atan2 of sin and cos, magnitude taken out).
     let factors = [1.0, 2.0, 4.0, 8.0];
-    let (c, s) =
-        smith::rotary_tables_factored(0, 5, 8, 10000.0, 1.0, &factors, 1.5, DType::F64, CPU)
-            .unwrap();
+    let spec = smith::RotarySpec {
+        factors: &factors,
+        magnitude: 1.5,
+        ..smith::RotarySpec::plain(8, 10000.0)
+    };
+    let (c, s) = smith::rotary_tables_for(0, 5, &spec, DType::F64, CPU).unwrap();
     let (c, s) = (c.to_vec_f64().unwrap(), s.to_vec_f64().unwrap());
     for p in 0..5 {
         for (i, f) in factors.iter().enumerate() {
@@ -604,10 +607,16 @@ fn rope_frequency_factors_divide_each_frequency_and_yarn_ramps_between_kinds() {
             assert!((cv - 1.5 * (p as f64 * freq / f).cos()).abs() < 1e-12);
         }
     }
-    assert!(
-        smith::rotary_tables_factored(0, 2, 8, 1e4, 1.0, &[1.0], 1.0, DType::F32, CPU).is_err()
-    );
-    assert!(smith::rotary_tables_factored(0, 2, 8, 1e4, 1.0, &[], 0.0, DType::F32, CPU).is_err());
+    let short = smith::RotarySpec {
+        factors: &[1.0],
+        ..smith::RotarySpec::plain(8, 1e4)
+    };
+    assert!(smith::rotary_tables_for(0, 2, &short, DType::F32, CPU).is_err());
+    let flat = smith::RotarySpec {
+        magnitude: 0.0,
+        ..smith::RotarySpec::plain(8, 1e4)
+    };
+    assert!(smith::rotary_tables_for(0, 2, &flat, DType::F32, CPU).is_err());
     // YaRN keeps the fastest frequencies, divides the slowest by the factor, and blends
     // monotonically between.
     let y = smith::models::gguf_rope::yarn_factors(64, 10000.0, 4.0, 256.0, 32.0, 1.0);

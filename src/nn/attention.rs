@@ -2,7 +2,7 @@
 
 use super::{KvCache, Linear, Norm, Param, RmsNorm};
 use crate::backend::RotaryStyle;
-use crate::{rotary_tables_factored, Device, Error, Result, Rng, Tensor};
+use crate::{rotary_tables_for, Device, Error, Result, Rng, RotarySpec, Tensor};
 use std::sync::Arc;
 
 /// Shape of an attention layer.
@@ -193,17 +193,14 @@ impl CausalSelfAttention {
                 Some(a) => (&a.factors[..], a.magnitude),
                 None => (&[][..], 1.0),
             };
-            let (cos, sin) = rotary_tables_factored(
-                start,
-                t,
-                rot,
+            let spec = RotarySpec {
+                dim: rot,
                 base,
                 scale,
                 factors,
                 magnitude,
-                x.dtype(),
-                x.device(),
-            )?;
+            };
+            let (cos, sin) = rotary_tables_for(start, t, &spec, x.dtype(), x.device())?;
             let turn = |t_: &Tensor| -> Result<Tensor> {
                 if rot == hd {
                     return t_.rotary(&cos, &sin, style);

@@ -13,7 +13,7 @@ pub(crate) use attention::flash_attention_grads;
 pub use attention::AttnMask;
 pub use matmul::FoldedNorm;
 pub(crate) use nn::cuda_param;
-pub use nn::{causal_mask, rotary_tables, rotary_tables_factored, rotary_tables_scaled};
+pub use nn::{causal_mask, rotary_tables, rotary_tables_for, rotary_tables_scaled, RotarySpec};
 
 use crate::{Error, Result, Tensor};
 

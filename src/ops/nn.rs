@@ -279,101 +279,115 @@ pub fn rotary_tables_scaled(
     dtype: DType,
     device: Device,
 ) -> Result<(Tensor, Tensor)> {
-    rotary_tables_factored(start, t, dim, base, scale, &[], 1.0, dtype, device)
+    let spec = RotarySpec {
+        scale,
+        ..RotarySpec::plain(dim, base)
+    };
+    rotary_tables_for(start, t, &spec, dtype, device)
 }
 
-/// [`rotary_tables_scaled`] with frequency `i` also divided by `factors[i]` (Llama 3.1's
-/// `rope_freqs` and YaRN, which slow the low frequencies to stretch the context) and cos
-/// and sin multiplied by `magnitude` (YaRN's attention factor); `factors` is empty or has
-/// `dim / 2` entries.
-#[allow(clippy::too_many_arguments)]
-pub fn rotary_tables_factored(
+/// How rotary angles are made: frequency i of a `dim`-feature rotation is
+/// `base^(-2i/dim) / factors[i]`, positions are divided by `scale`, and cos and sin are
+/// multiplied by `magnitude`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RotarySpec<'a> {
+    pub dim: usize,
+    pub base: f64,
+    /// Linear scaling (1: none).
+    pub scale: f64,
+    /// Per-frequency divisors (Llama 3.1's `rope_freqs`, YaRN); empty or `dim / 2` of them.
+    pub factors: &'a [f64],
+    /// YaRN's attention factor (1: none).
+    pub magnitude: f64,
+}
+
+impl RotarySpec<'_> {
+    /// The unscaled tables of `dim` features with frequency base `base`.
+    pub fn plain(dim: usize, base: f64) -> Self {
+        RotarySpec {
+            dim,
+            base,
+            scale: 1.0,
+            factors: &[],
+            magnitude: 1.0,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::invalid("rotary_tables", m));
+        let positive = |v: f64| v > 0.0 && v.is_finite();
+        if !self.dim.is_multiple_of(2) {
+            return bad(format!("head dim {} must be even", self.dim));
+        }
+        if !positive(self.scale) || !positive(self.magnitude) {
+            return bad(format!(
+                "rope scale {} and magnitude {} must be positive",
+                self.scale, self.magnitude
+            ));
+        }
+        let ok = self.factors.is_empty()
+            || (self.factors.len() == self.dim / 2 && self.factors.iter().all(|&f| positive(f)));
+        if !ok {
+            return bad(format!(
+                "{} frequency factors for head dim {}: expected {} positive ones",
+                self.factors.len(),
+                self.dim,
+                self.dim / 2
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// cos and sin tables `[t, spec.dim / 2]` for positions `start..start + t` under `spec`:
+/// views into tables made once per spec, dtype and device and grown by doubling.
+pub fn rotary_tables_for(
     start: usize,
     t: usize,
-    dim: usize,
-    base: f64,
-    scale: f64,
-    factors: &[f64],
-    magnitude: f64,
+    spec: &RotarySpec,
     dtype: DType,
     device: Device,
 ) -> Result<(Tensor, Tensor)> {
     use std::collections::HashMap;
     use std::hash::{Hash, Hasher};
     use std::sync::Mutex;
-    type Key = (u64, u64, u64, usize, DType, Device);
+    type Key = (u64, usize, DType, Device);
     static TABLES: Mutex<Option<HashMap<Key, (Tensor, Tensor)>>> = Mutex::new(None);
-    if !dim.is_multiple_of(2) {
-        return Err(Error::invalid(
-            "rotary_tables",
-            format!("head dim {dim} must be even"),
-        ));
-    }
-    if !(scale > 0.0 && scale.is_finite()) {
-        return Err(Error::invalid(
-            "rotary_tables",
-            format!("rope scale {scale} must be positive"),
-        ));
-    }
-    if !(magnitude > 0.0 && magnitude.is_finite()) {
-        return Err(Error::invalid(
-            "rotary_tables",
-            format!("rope magnitude {magnitude} must be positive"),
-        ));
-    }
-    if !factors.is_empty()
-        && (factors.len() != dim / 2 || factors.iter().any(|f| !(*f > 0.0 && f.is_finite())))
-    {
-        return Err(Error::invalid(
-            "rotary_tables",
-            format!(
-                "{} frequency factors for head dim {dim}: expected {} positive ones",
-                factors.len(),
-                dim / 2
-            ),
-        ));
-    }
+    spec.validate()?;
     let end = start + t;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for f in factors {
-        f.to_bits().hash(&mut hasher);
+    for v in [spec.base, spec.scale, spec.magnitude]
+        .iter()
+        .chain(spec.factors)
+    {
+        v.to_bits().hash(&mut hasher);
     }
-    magnitude.to_bits().hash(&mut hasher);
-    let key = (
-        base.to_bits(),
-        scale.to_bits(),
-        hasher.finish(),
-        dim,
-        dtype,
-        device,
-    );
+    let key = (hasher.finish(), spec.dim, dtype, device);
     let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
     let map = tables.get_or_insert_with(HashMap::new);
     let have = map.get(&key).map_or(0, |(c, _)| c.shape()[0]);
     if have < end {
         let n = end.next_power_of_two().max(256);
-        map.insert(
-            key,
-            build_rotary_tables(n, dim, base, scale, factors, magnitude, dtype, device)?,
-        );
+        map.insert(key, build_rotary_tables(n, spec, dtype, device)?);
     }
     let (c, s) = &map[&key];
     Ok((c.narrow(0, start, t)?, s.narrow(0, start, t)?))
 }
 
-/// cos and sin `[n, dim/2]` for positions `0..n` (divided by `scale`, frequency i divided
-/// by `factors[i]` when given, scaled by `magnitude`), computed in f64.
-#[allow(clippy::too_many_arguments)]
+/// cos and sin `[n, dim/2]` for positions `0..n` under `spec`, computed in f64.
 fn build_rotary_tables(
     n: usize,
-    dim: usize,
-    base: f64,
-    scale: f64,
-    factors: &[f64],
-    magnitude: f64,
+    spec: &RotarySpec,
     dtype: DType,
     device: Device,
 ) -> Result<(Tensor, Tensor)> {
+    let RotarySpec {
+        dim,
+        base,
+        scale,
+        factors,
+        magnitude,
+    } = *spec;
     let half = dim / 2;
     let freqs: Vec<f64> = (0..half)
         .map(|i| {
