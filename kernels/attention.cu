@@ -15,46 +15,13 @@
 
 #define DECODE_WARPS 8
 
-template <typename T> struct Vec16;
-template <> struct Vec16<float> {
-    static constexpr int N = 4;
-    __device__ static void load(const float* p, float* v) {
-        float4 q = *reinterpret_cast<const float4*>(p);
-        v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
-    }
-};
-template <> struct Vec16<__half> {
-    static constexpr int N = 8;
-    __device__ static void load(const __half* p, float* v) {
-        uint4 q = *reinterpret_cast<const uint4*>(p);
-        const __half2* h = reinterpret_cast<const __half2*>(&q);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            float2 f = __half22float2(h[i]);
-            v[2 * i] = f.x; v[2 * i + 1] = f.y;
-        }
-    }
-};
-template <> struct Vec16<__nv_bfloat16> {
-    static constexpr int N = 8;
-    __device__ static void load(const __nv_bfloat16* p, float* v) {
-        uint4 q = *reinterpret_cast<const uint4*>(p);
-        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&q);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            float2 f = __bfloat1622float2(h[i]);
-            v[2 * i] = f.x; v[2 * i + 1] = f.y;
-        }
-    }
-};
-
 template <typename T, int D>
 __device__ void decode_attention(const T* q, long long q_stride, const T* k_new,
                                  long long k_stride, const T* v_new, long long v_stride,
                                  T* kc, T* vc, long long c_tstride, long long c_bstride, T* y,
                                  int heads, int kv_heads, int len, int window, float scale,
                                  int splits, float* partial, unsigned int* tickets) {
-    constexpr int V = Vec16<T>::N, SLOTS = (D + 31) / 32, d = D;
+    constexpr int V = Pack16<T>::N, SLOTS = (D + 31) / 32, d = D;
     const int h = blockIdx.x, b = blockIdx.y, split = blockIdx.z;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
     const int g = h / (heads / kv_heads);
@@ -83,7 +50,7 @@ __device__ void decode_attention(const T* q, long long q_stride, const T* k_new,
 #pragma unroll
             for (int e = 0; e < d; e += V) {
                 float kv[V];
-                Vec16<T>::load(kj + e, kv);
+                Pack16<T>::load(kj + e, kv);
 #pragma unroll
                 for (int i = 0; i < V; ++i) dot += qs[e + i] * kv[i];
             }

@@ -324,40 +324,29 @@ FLASH_DIMS(bf16, __nv_bfloat16)
 #define TC_KEYS 64
 
 template <typename T> struct MmaType;
-template <> struct MmaType<__half> {
-    __device__ static unsigned pack(float lo, float hi) {
-        __half2 h = __floats2half2_rn(lo, hi);
-        return *reinterpret_cast<unsigned*>(&h);
-    }
-    __device__ static void mma(float* d, const unsigned* a, const unsigned* b) {
+// pack: two floats rounded into one 32-bit register; mma: D += A B for one m16n8k16 tile.
 #if __CUDA_ARCH__ >= 800
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-            "{%8,%9}, {%0,%1,%2,%3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#define MMA_SYNC(PTX)                                                                          \
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." PTX "." PTX ".f32 "              \
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"               \
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                        \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 #else
-        __trap();  // the host launches tensor-core kernels on sm_80 and later only
+// The host launches tensor-core kernels on sm_80 and later only.
+#define MMA_SYNC(PTX) __trap();
 #endif
-    }
+#define MMA_TYPE(T, T2, TO_PAIR, PTX)                                                          \
+template <> struct MmaType<T> {                                                                \
+    __device__ static unsigned pack(float lo, float hi) {                                      \
+        T2 h = TO_PAIR(lo, hi);                                                                \
+        return *reinterpret_cast<unsigned*>(&h);                                               \
+    }                                                                                          \
+    __device__ static void mma(float* d, const unsigned* a, const unsigned* b) {               \
+        MMA_SYNC(PTX)                                                                          \
+    }                                                                                          \
 };
-template <> struct MmaType<__nv_bfloat16> {
-    __device__ static unsigned pack(float lo, float hi) {
-        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-        return *reinterpret_cast<unsigned*>(&h);
-    }
-    __device__ static void mma(float* d, const unsigned* a, const unsigned* b) {
-#if __CUDA_ARCH__ >= 800
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-            "{%8,%9}, {%0,%1,%2,%3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-        __trap();  // the host launches tensor-core kernels on sm_80 and later only
-#endif
-    }
-};
+MMA_TYPE(__half, __half2, __floats2half2_rn, "f16")
+MMA_TYPE(__nv_bfloat16, __nv_bfloat162, __floats2bfloat162_rn, "bf16")
 
 template <typename T, int D>
 __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,

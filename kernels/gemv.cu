@@ -12,39 +12,6 @@
 #define GEMV_MAX_M 8
 #define GEMV_UNROLL 8
 
-template <typename T> struct Pack;
-template <> struct Pack<float> {
-    static constexpr int N = 4;
-    __device__ static void load(const float* p, float* v) {
-        float4 q = *reinterpret_cast<const float4*>(p);
-        v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
-    }
-};
-template <> struct Pack<__half> {
-    static constexpr int N = 8;
-    __device__ static void load(const __half* p, float* v) {
-        uint4 q = *reinterpret_cast<const uint4*>(p);
-        const __half2* h = reinterpret_cast<const __half2*>(&q);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            float2 f = __half22float2(h[i]);
-            v[2 * i] = f.x; v[2 * i + 1] = f.y;
-        }
-    }
-};
-template <> struct Pack<__nv_bfloat16> {
-    static constexpr int N = 8;
-    __device__ static void load(const __nv_bfloat16* p, float* v) {
-        uint4 q = *reinterpret_cast<const uint4*>(p);
-        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&q);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            float2 f = __bfloat1622float2(h[i]);
-            v[2 * i] = f.x; v[2 * i + 1] = f.y;
-        }
-    }
-};
-
 __device__ __forceinline__ float gelu_tanh_f(float v) {
     const float c = 0.7978845608028654f;
     return 0.5f * v * (1.0f + tanhf(c * (v + 0.044715f * v * v * v)));
@@ -68,7 +35,7 @@ template <typename T>
 __device__ void gemv(const T* w, const T* x, long long ldx, const T* bias, const T* residual,
                      long long ldr, T* y, long long ldy, long long n, int k, int mrows,
                      int gelu, int norm, const T* gamma, const T* beta, float eps, int split) {
-    constexpr int V = Pack<T>::N, U = GEMV_UNROLL;
+    constexpr int V = Pack16<T>::N, U = GEMV_UNROLL;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
     const long long row = (long long)blockIdx.x * (warps / split) + warp / split;
     const int part = warp % split;
@@ -82,7 +49,7 @@ __device__ void gemv(const T* w, const T* x, long long ldx, const T* bias, const
 #pragma unroll
     for (int u = 0; u < U; ++u) {
         const int c = c0 + u * stride;
-        if (live && c < k) Pack<T>::load(wr + c, wv[u]);
+        if (live && c < k) Pack16<T>::load(wr + c, wv[u]);
     }
     // The x rows, normalized if asked, staged once per block in shared memory as f32.
     extern __shared__ float xs[];
@@ -144,7 +111,7 @@ __device__ void gemv(const T* w, const T* x, long long ldx, const T* bias, const
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             const int c = c0 + u * stride;
-            if (c < k) Pack<T>::load(wr + c, wv[u]);
+            if (c < k) Pack16<T>::load(wr + c, wv[u]);
         }
     }
 #pragma unroll
