@@ -107,6 +107,38 @@ impl TextDataset {
         }
     }
 
+    /// Batch number `index` of a pass through the split in order: `batch` consecutive
+    /// windows of `seq` tokens (targets shifted by one), wrapping to the start when the
+    /// split runs out. It depends only on `index`, so a resumed run and another framework
+    /// reading the same token file see exactly the same batches.
+    pub fn ordered_batch(
+        &self,
+        split: Split,
+        batch: usize,
+        seq: usize,
+        index: u64,
+        device: Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let data = self.tokens(split);
+        let span = batch * seq;
+        // Whole batches that fit with the one extra target token; at least one, because
+        // each window fits (the split is longer than `seq`).
+        let per_pass = ((data.len() - 1) / span).max(1) as u64;
+        let start = (index % per_pass) as usize * span;
+        let mut x = Vec::with_capacity(span);
+        let mut y = Vec::with_capacity(span);
+        for row in 0..batch {
+            // A split shorter than a whole batch repeats its windows from the start.
+            let s = (start + row * seq) % (data.len() - seq);
+            x.extend(data[s..s + seq].iter().map(|&t| t as i64));
+            y.extend(data[s + 1..s + seq + 1].iter().map(|&t| t as i64));
+        }
+        Ok((
+            Tensor::from_vec(x, &[batch, seq], device)?,
+            Tensor::from_vec(y, &[batch, seq], device)?,
+        ))
+    }
+
     /// `batch` windows at random offsets: inputs and next-token targets, both `[batch, seq]`.
     pub fn batch(
         &self,

@@ -6,7 +6,7 @@ use smith::data::SHAKESPEARE;
 use smith::generate::{generate, generate_batch, Sampling};
 use smith::inference::{load_model, perplexity};
 use smith::tokenizer::StreamDecoder;
-use smith::train::{TrainConfig, Trainer};
+use smith::train::{Corpus, TrainConfig, Trainer};
 use smith::{Device, Error, Result, Rng};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a character-level GPT on the bundled plays (or --data) and print a sample.
+    /// Train a GPT: character-level on the bundled plays (or --data), or GPT-2 124M on a
+    /// token file (--model gpt2-124m --tokens FILE).
     Train(TrainArgs),
     /// Stream continuations of prompts from a smith checkpoint or a Hugging Face GPT-2.
     Generate(GenerateArgs),
@@ -92,13 +93,37 @@ struct BenchArgs {
 
 #[derive(Args)]
 struct TrainArgs {
+    /// `char` (a small character-level GPT) or `gpt2-124m` (GPT-2 124M on --tokens); it
+    /// sets the defaults that the other flags override.
+    #[arg(long, default_value = "char")]
+    model: String,
+    /// Train on this token file (little-endian u16 ids, from `smith tokenize`).
+    #[arg(long)]
+    tokens: Option<PathBuf>,
+    /// Vocabulary size of a token-file run (gpt2-124m: 50257; with --init: the folder's;
+    /// otherwise the largest id + 1).
+    #[arg(long)]
+    vocab_size: Option<usize>,
+    /// Start from the weights of this Hugging Face GPT-2 folder (a token-file run).
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Print the training loss every N steps (default: every step for token-file runs,
+    /// only at evaluations otherwise; 0 turns it off).
+    #[arg(long)]
+    log_interval: Option<u64>,
+    /// After training, also write the model as a Hugging Face GPT-2 folder here.
+    #[arg(long)]
+    export_hf: Option<PathBuf>,
+    /// The tokenizer.json to copy into the --export-hf folder.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// Optimizer steps.
     #[arg(long)]
     steps: Option<u64>,
     /// Sequences per batch.
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Characters per sequence (also the model's context).
+    /// Tokens per sequence (also the model's context).
     #[arg(long)]
     seq_len: Option<usize>,
     /// Transformer blocks.
@@ -243,8 +268,33 @@ fn main() {
     }
 }
 
-fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
-    let d = TrainConfig::default();
+fn train_config(a: &TrainArgs, tokens: Option<&[u32]>) -> Result<TrainConfig> {
+    let mut d = match a.model.as_str() {
+        "char" => TrainConfig::default(),
+        "gpt2-124m" => TrainConfig::gpt2_124m(),
+        other => {
+            return Err(Error::invalid(
+                "train",
+                format!("--model `{other}` is not one of char, gpt2-124m"),
+            ))
+        }
+    };
+    match (tokens, a.model.as_str()) {
+        (None, "gpt2-124m") => {
+            return Err(Error::invalid(
+                "train",
+                "--model gpt2-124m trains on a token file: pass --tokens FILE (`smith tokenize` makes one)",
+            ))
+        }
+        (Some(ids), _) => {
+            // A run from a GPT-2 folder takes the folder's vocabulary.
+            let largest = ids.iter().max().map_or(0, |&m| m as usize + 1);
+            let fallback = a.init.is_none().then_some(largest);
+            d.vocab_size = a.vocab_size.or(d.vocab_size).or(fallback);
+            d.batch_order = smith::train::BatchOrder::Ordered;
+        }
+        (None, _) => {}
+    }
     Ok(TrainConfig {
         steps: a.steps.unwrap_or(d.steps),
         batch_size: a.batch_size.unwrap_or(d.batch_size),
@@ -273,33 +323,65 @@ fn read_text(path: &Option<PathBuf>) -> Result<String> {
 
 fn train(a: TrainArgs) -> Result<()> {
     let device = Device::parse(&a.device)?;
-    let text = read_text(&a.data)?;
-    let mut trainer = match &a.resume {
-        Some(dir) => Trainer::resume(dir, &text, a.steps, device)?,
-        None => Trainer::new(train_config(&a)?, &text, device)?,
+    // A resumed token-file run finds its token file in the checkpoint.
+    let token_path = match (&a.tokens, &a.resume) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(dir)) => smith::train::checkpoint_token_file(dir)?,
+        (None, None) => None,
     };
+    let ids = token_path
+        .as_deref()
+        .map(smith::token_file::read_token_file)
+        .transpose()?;
+    let text = match ids {
+        Some(_) => String::new(),
+        None => read_text(&a.data)?,
+    };
+    let corpus = match &ids {
+        Some(ids) => Corpus::Tokens(ids),
+        None => Corpus::Text(&text),
+    };
+    let mut trainer = match &a.resume {
+        Some(dir) => Trainer::resume(dir, corpus, a.steps, device)?,
+        None => Trainer::start(
+            train_config(&a, ids.as_deref())?,
+            corpus,
+            a.init.as_deref(),
+            device,
+        )?,
+    };
+    if let Some(p) = &token_path {
+        trainer.token_file = Some(std::path::absolute(p).map_err(|e| Error::io(p, e))?);
+    }
     let out = a.resume.clone().unwrap_or(a.out.clone());
     let cfg = trainer.cfg.clone();
     let tokens_per_step = (cfg.batch_size * cfg.seq_len) as f64;
+    let corpus_size = match &ids {
+        Some(ids) => format!("{} tokens", ids.len()),
+        None => format!("{} characters", text.chars().count()),
+    };
     println!(
-        "smith: training a {:.2}M-parameter GPT ({} layers, {} heads, width {}, context {}) on {} characters, vocabulary {}, device {device}",
+        "smith: training a {:.2}M-parameter GPT ({} layers, {} heads, width {}, context {}) on {corpus_size}, vocabulary {}, {} precision, device {device}",
         trainer.model.num_params() as f64 / 1e6,
         cfg.layers,
         cfg.heads,
         cfg.dim,
         cfg.seq_len,
-        text.chars().count(),
-        trainer.tokenizer.vocab_size()
+        trainer.vocab_size(),
+        cfg.precision.dtype(),
     );
     println!(
-        "steps {}..{} with batch {} x {}; the defaults are sized to finish in under 5 minutes on two CPU cores",
+        "steps {}..{} with batch {} x {}",
         trainer.state.step, cfg.steps, cfg.batch_size, cfg.seq_len
     );
+    let log_interval = a
+        .log_interval
+        .unwrap_or(if ids.is_some() { 1 } else { 0 });
     if trainer.state.step == 0 {
         let v = trainer.record_eval()?;
         println!(
             "step 0: held-out loss {v:.4} (uniform guess: {:.4})",
-            (trainer.tokenizer.vocab_size() as f64).ln()
+            (trainer.vocab_size() as f64).ln()
         );
     }
     let remaining = cfg.steps.saturating_sub(trainer.state.step);
@@ -312,8 +394,18 @@ fn train(a: TrainArgs) -> Result<()> {
     );
     let started = Instant::now();
     while trainer.state.step < cfg.steps {
+        let step_started = Instant::now();
         let loss = trainer.train_step()?;
         let done = trainer.state.step;
+        if log_interval > 0 && done % log_interval == 0 {
+            let secs = step_started.elapsed().as_secs_f64();
+            let line = format!(
+                "step {done}: loss {loss:.4} ({:.0} ms, {:.0} tok/s)",
+                secs * 1e3,
+                tokens_per_step / secs
+            );
+            say(&bar, line);
+        }
         let rate = bar.position().saturating_add(1) as f64 * tokens_per_step
             / started.elapsed().as_secs_f64();
         bar.set_message(format!("step {done} loss {loss:.4} {rate:.0} tok/s"));
@@ -363,6 +455,13 @@ fn train(a: TrainArgs) -> Result<()> {
         out.display(),
         out.join("loss.svg").display()
     );
+    if let Some(dir) = &a.export_hf {
+        smith::models::save_hf_gpt2(&trainer.model, dir, a.tokenizer.as_deref())?;
+        println!("Hugging Face GPT-2 folder: {}", dir.display());
+    }
+    let Some(tokenizer) = &trainer.tokenizer else {
+        return Ok(());
+    };
     if a.sample_tokens > 0 {
         println!("\n--- sample ---");
         let sampling = Sampling {
@@ -372,7 +471,7 @@ fn train(a: TrainArgs) -> Result<()> {
         };
         stream(
             &trainer.model,
-            &trainer.tokenizer,
+            tokenizer,
             "\n",
             a.sample_tokens,
             &sampling,

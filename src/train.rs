@@ -1,12 +1,13 @@
-//! Training the character-level GPT: batches, AdamW with warmup + cosine, clipping,
-//! held-out evaluation, and checkpoints that resume exactly.
+//! Training a GPT, on characters of a text or on a token file (GPT-2 124M): batches,
+//! AdamW with warmup + cosine, clipping, held-out evaluation, and checkpoints that resume
+//! exactly.
 
 use crate::data::{CharTokenizer, Split, TextDataset};
 use crate::io::{load_safetensors, save_safetensors, write_atomic};
-use crate::models::{Gpt, GptConfig};
+use crate::models::{load_hf_gpt2, Gpt, GptConfig};
 use crate::optim::{clip_grad_norm_scaled, AdamW, AdamWConfig, LossScaler, WarmupCosine};
 use crate::{DType, Device, Error, Result, Rng, Tensor};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Everything that defines a training run.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -32,6 +33,33 @@ pub struct TrainConfig {
     /// f32 (and f16 scales the loss dynamically).
     #[serde(default)]
     pub precision: Precision,
+    /// The vocabulary of a token-file run (`None`: the characters of the text).
+    #[serde(default)]
+    pub vocab_size: Option<usize>,
+    /// How training batches are drawn.
+    #[serde(default)]
+    pub batch_order: BatchOrder,
+}
+
+/// The order training batches are drawn in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchOrder {
+    /// Windows at random offsets (character-level runs).
+    #[default]
+    Random,
+    /// Consecutive windows in file order, pass after pass, as GPT-2 training scripts read
+    /// their token files; batch `k` depends only on `k`.
+    Ordered,
+}
+
+/// What a run trains on.
+#[derive(Clone, Copy, Debug)]
+pub enum Corpus<'a> {
+    /// A text, tokenized by its characters.
+    Text(&'a str),
+    /// Token ids (e.g. from `smith tokenize`), each below the run's vocabulary size.
+    Tokens(&'a [u32]),
 }
 
 /// How a run computes: all f32, or mixed precision with f16 or bf16 activations.
@@ -89,11 +117,33 @@ impl Default for TrainConfig {
             eval_batches: 8,
             seed: 1337,
             precision: Precision::F32,
+            vocab_size: None,
+            batch_order: BatchOrder::Random,
         }
     }
 }
 
 impl TrainConfig {
+    /// GPT-2 124M on a token file of GPT-2 ids: 12 layers, 12 heads, width 768, context
+    /// 1024, vocabulary 50257, batch 16, AdamW at 6e-4 decaying to 6e-5, ordered batches.
+    pub fn gpt2_124m() -> Self {
+        TrainConfig {
+            steps: 1000,
+            batch_size: 16,
+            seq_len: 1024,
+            layers: 12,
+            heads: 12,
+            dim: 768,
+            lr: 6e-4,
+            min_lr: 6e-5,
+            warmup: 100,
+            eval_interval: 100,
+            vocab_size: Some(50257),
+            batch_order: BatchOrder::Ordered,
+            ..TrainConfig::default()
+        }
+    }
+
     /// The learning-rate schedule of this run.
     pub fn schedule(&self) -> WarmupCosine {
         WarmupCosine {
@@ -130,9 +180,26 @@ impl TrainConfig {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CheckpointConfig {
     model: GptConfig,
-    /// The tokenizer's characters in id order.
+    /// The tokenizer's characters in id order (empty for a token-file run).
     vocab: String,
     train: TrainConfig,
+    /// The token file a token-file run reads, so that resuming finds it.
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+}
+
+/// The token file recorded in the checkpoint in `dir`, if it is a token-file run.
+pub fn checkpoint_token_file(dir: &Path) -> Result<Option<PathBuf>> {
+    Ok(read_checkpoint_config(dir)?.token_file)
+}
+
+fn read_checkpoint_config(dir: &Path) -> Result<CheckpointConfig> {
+    let path = dir.join("config.json");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
+        path: path.clone(),
+        msg: e.to_string(),
+    })
 }
 
 /// Progress of a run, saved with every checkpoint (`trainer.json`).
@@ -155,7 +222,10 @@ pub struct TrainState {
 pub struct Trainer {
     pub cfg: TrainConfig,
     pub model: Gpt,
-    pub tokenizer: CharTokenizer,
+    /// The character tokenizer of a text run (`None` for a token-file run).
+    pub tokenizer: Option<CharTokenizer>,
+    /// The token file of a token-file run, recorded in checkpoints.
+    pub token_file: Option<PathBuf>,
     data: TextDataset,
     optimizer: AdamW,
     pub state: TrainState,
@@ -163,35 +233,129 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A fresh run on `text` (weights initialised from the seed).
+    /// A fresh run on the characters of `text` (weights initialised from the seed).
     pub fn new(cfg: TrainConfig, text: &str, device: Device) -> Result<Self> {
+        Self::start(cfg, Corpus::Text(text), None, device)
+    }
+
+    /// A fresh run on `corpus`, from the weights of a Hugging Face GPT-2 folder `init`
+    /// when given (its shape replaces the configured one) or else from the seed.
+    pub fn start(
+        mut cfg: TrainConfig,
+        corpus: Corpus,
+        init: Option<&Path>,
+        device: Device,
+    ) -> Result<Self> {
         cfg.validate()?;
-        let tokenizer = CharTokenizer::from_text(text);
-        let model_cfg = GptConfig {
-            vocab_size: tokenizer.vocab_size(),
-            block_size: cfg.seq_len,
-            n_layer: cfg.layers,
-            n_head: cfg.heads,
-            n_embd: cfg.dim,
-            dropout: cfg.dropout,
+        let tokenizer = match corpus {
+            Corpus::Text(text) => {
+                if cfg.vocab_size.is_some() {
+                    return Err(Error::invalid(
+                        "train",
+                        "a run with a fixed vocabulary trains on a token file, not on text",
+                    ));
+                }
+                Some(CharTokenizer::from_text(text))
+            }
+            Corpus::Tokens(_) => None,
         };
-        check_memory(model_cfg.activation_bytes(cfg.batch_size))?;
-        let mut init_rng = Rng::new(cfg.seed);
-        let model = Gpt::new(model_cfg, &mut init_rng, device)?;
+        let vocab_size = match &tokenizer {
+            Some(t) => Some(t.vocab_size()),
+            None => cfg.vocab_size,
+        };
+        let model = match init {
+            Some(dir) => {
+                let model = load_hf_gpt2(dir, device)?;
+                let m = model.cfg;
+                if tokenizer.is_some() {
+                    return Err(Error::invalid(
+                        "train",
+                        "starting from a GPT-2 folder needs a token file of its token ids",
+                    ));
+                }
+                if let Some(v) = vocab_size.filter(|&v| v != m.vocab_size) {
+                    return Err(Error::invalid(
+                        "train",
+                        format!(
+                            "{} has a vocabulary of {}, but the run's is {v}",
+                            dir.display(),
+                            m.vocab_size
+                        ),
+                    ));
+                }
+                cfg.vocab_size = Some(m.vocab_size);
+                if cfg.seq_len > m.block_size {
+                    return Err(Error::invalid(
+                        "train",
+                        format!(
+                            "sequences of {} are longer than the {} positions of {}",
+                            cfg.seq_len,
+                            m.block_size,
+                            dir.display()
+                        ),
+                    ));
+                }
+                (cfg.layers, cfg.heads, cfg.dim) = (m.n_layer, m.n_head, m.n_embd);
+                model
+            }
+            None => {
+                let vocab_size = vocab_size.ok_or_else(|| {
+                    Error::invalid("train", "a token-file run needs its vocabulary size")
+                })?;
+                let model_cfg = GptConfig {
+                    vocab_size,
+                    block_size: cfg.seq_len,
+                    n_layer: cfg.layers,
+                    n_head: cfg.heads,
+                    n_embd: cfg.dim,
+                    dropout: cfg.dropout,
+                };
+                if device == Device::Cpu {
+                    check_memory(model_cfg.activation_bytes(cfg.batch_size))?;
+                }
+                Gpt::new(model_cfg, &mut Rng::new(cfg.seed), device)?
+            }
+        };
         // Batches and dropout draw from their own stream, separate from initialisation.
         let batch_rng = Rng::new(cfg.seed.wrapping_add(1));
-        Self::assemble(cfg, model, tokenizer, text, device, batch_rng)
+        Self::assemble(cfg, model, tokenizer, corpus, device, batch_rng)
     }
 
     fn assemble(
         cfg: TrainConfig,
         model: Gpt,
-        tokenizer: CharTokenizer,
-        text: &str,
+        tokenizer: Option<CharTokenizer>,
+        corpus: Corpus,
         device: Device,
         rng: Rng,
     ) -> Result<Self> {
-        let data = TextDataset::new(tokenizer.encode(text)?, cfg.seq_len)?;
+        let ids = match (corpus, &tokenizer) {
+            (Corpus::Text(text), Some(t)) => t.encode(text)?,
+            (Corpus::Tokens(ids), None) => {
+                let vocab = model.cfg.vocab_size;
+                if let Some((i, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab)
+                {
+                    return Err(Error::invalid(
+                        "train",
+                        format!("token {i} has id {id}, outside the vocabulary of {vocab}"),
+                    ));
+                }
+                ids.to_vec()
+            }
+            (Corpus::Text(_), None) => {
+                return Err(Error::invalid(
+                    "train",
+                    "this run trains on a token file; pass the token file, not text",
+                ))
+            }
+            (Corpus::Tokens(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "train",
+                    "this run trains on the characters of a text; pass the text, not a token file",
+                ))
+            }
+        };
+        let data = TextDataset::new(ids, cfg.seq_len)?;
         let optimizer = AdamW::new(
             model.params(),
             AdamWConfig {
@@ -204,6 +368,7 @@ impl Trainer {
             cfg,
             model,
             tokenizer,
+            token_file: None,
             data,
             optimizer,
             state: TrainState {
@@ -217,43 +382,63 @@ impl Trainer {
         })
     }
 
-    /// Continues the run saved in `dir`, on `text` (the same corpus); `steps` extends it.
-    pub fn resume(dir: &Path, text: &str, steps: Option<u64>, device: Device) -> Result<Self> {
+    /// Continues the run saved in `dir`, on `corpus` (the same text or token file);
+    /// `steps` extends it.
+    pub fn resume(dir: &Path, corpus: Corpus, steps: Option<u64>, device: Device) -> Result<Self> {
         let ckpt_err = |msg: String| Error::Checkpoint {
             path: dir.to_path_buf(),
             msg,
         };
-        let read =
-            |name: &str| std::fs::read(dir.join(name)).map_err(|e| Error::io(dir.join(name), e));
-        let config: CheckpointConfig = serde_json::from_slice(&read("config.json")?)?;
-        let state: TrainState = serde_json::from_slice(&read("trainer.json")?)?;
+        let config = read_checkpoint_config(dir)?;
+        let state_path = dir.join("trainer.json");
+        let state_bytes = std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?;
+        let state: TrainState = serde_json::from_slice(&state_bytes)?;
         let mut cfg = config.train;
         if let Some(s) = steps {
             cfg.steps = s;
         }
-        let tokenizer = CharTokenizer::from_chars(config.vocab.chars().collect());
+        let tokenizer = match cfg.vocab_size {
+            None => Some(CharTokenizer::from_chars(config.vocab.chars().collect())),
+            Some(_) => None,
+        };
         let model = Gpt::new(config.model, &mut Rng::new(0), device)?;
         model
             .load_weights(&load_safetensors(&dir.join("model.safetensors"))?)
             .map_err(|e| ckpt_err(e.to_string()))?;
-        let mut t = Self::assemble(cfg, model, tokenizer, text, device, state.rng.clone())?;
+        let mut t = Self::assemble(cfg, model, tokenizer, corpus, device, state.rng.clone())?;
         let moments = load_safetensors(&dir.join("optimizer.safetensors"))?;
         t.optimizer
             .load_state(&moments, state.step)
             .map_err(|e| ckpt_err(e.to_string()))?;
         t.state = state;
+        t.token_file = config.token_file;
         Ok(t)
+    }
+
+    /// The number of distinct tokens the model predicts.
+    pub fn vocab_size(&self) -> usize {
+        self.model.cfg.vocab_size
+    }
+
+    /// The training batch of the current step: a random window per row, or the next
+    /// windows in file order.
+    fn next_batch(&mut self) -> Result<(Tensor, Tensor)> {
+        let (b, t) = (self.cfg.batch_size, self.cfg.seq_len);
+        match self.cfg.batch_order {
+            BatchOrder::Random => {
+                self.data
+                    .batch(Split::Train, b, t, &mut self.state.rng, self.device)
+            }
+            BatchOrder::Ordered => {
+                self.data
+                    .ordered_batch(Split::Train, b, t, self.state.step, self.device)
+            }
+        }
     }
 
     /// One optimizer step on a fresh training batch; returns the batch loss.
     pub fn train_step(&mut self) -> Result<f64> {
-        let (x, y) = self.data.batch(
-            Split::Train,
-            self.cfg.batch_size,
-            self.cfg.seq_len,
-            &mut self.state.rng,
-            self.device,
-        )?;
+        let (x, y) = self.next_batch()?;
         let dropout_rng = if self.cfg.dropout > 0.0 {
             Some(&mut self.state.rng)
         } else {
@@ -346,8 +531,13 @@ impl Trainer {
         save_safetensors(&dir.join("optimizer.safetensors"), &moments)?;
         let config = CheckpointConfig {
             model: self.model.cfg,
-            vocab: self.tokenizer.chars().iter().collect(),
+            vocab: self
+                .tokenizer
+                .as_ref()
+                .map(|t| t.chars().iter().collect())
+                .unwrap_or_default(),
             train: self.cfg.clone(),
+            token_file: self.token_file.clone(),
         };
         write_atomic(
             &dir.join("config.json"),
@@ -382,13 +572,13 @@ fn check_memory(needed: u64) -> Result<()> {
 
 /// Loads a checkpoint's model and tokenizer for generation.
 pub fn load_for_inference(dir: &Path, device: Device) -> Result<(Gpt, CharTokenizer)> {
-    let path = dir.join("config.json");
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let config: CheckpointConfig =
-        serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
-            path: path.clone(),
-            msg: e.to_string(),
-        })?;
+    let config = read_checkpoint_config(dir)?;
+    if config.train.vocab_size.is_some() {
+        return Err(Error::Checkpoint {
+            path: dir.to_path_buf(),
+            msg: "this run trained on token ids and has no character tokenizer; `smith train --resume DIR --steps N --export-hf OUT --tokenizer tokenizer.json` writes a GPT-2 folder to generate from".into(),
+        });
+    }
     let model = Gpt::new(config.model, &mut Rng::new(0), device)?;
     model
         .load_weights(&load_safetensors(&dir.join("model.safetensors"))?)

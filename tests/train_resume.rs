@@ -3,7 +3,7 @@
 
 use smith::data::SHAKESPEARE;
 use smith::io::{load_safetensors, save_safetensors};
-use smith::train::{load_for_inference, TrainConfig, Trainer};
+use smith::train::{load_for_inference, Corpus, TrainConfig, Trainer};
 use smith::Device;
 use std::path::PathBuf;
 
@@ -53,7 +53,7 @@ fn resume_continues_exactly() {
     first.record_eval().unwrap();
     first.save(&dir).unwrap();
     drop(first);
-    let mut resumed = Trainer::resume(&dir, text(), Some(20), Device::Cpu).unwrap();
+    let mut resumed = Trainer::resume(&dir, Corpus::Text(text()), Some(20), Device::Cpu).unwrap();
     assert_eq!(resumed.state.step, 10);
     let resumed_loss = run_to_end(&mut resumed);
 
@@ -72,7 +72,7 @@ fn resume_continues_exactly() {
     // The saved model also loads for inference.
     let (model, tok) = load_for_inference(&dir, Device::Cpu).unwrap();
     assert_eq!(model.num_params(), straight.model.num_params());
-    assert_eq!(tok.vocab_size(), straight.tokenizer.vocab_size());
+    assert_eq!(tok.vocab_size(), straight.vocab_size());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -96,7 +96,7 @@ fn damaged_checkpoints_are_clear_errors() {
         .map(|n| (n.clone(), weights[n].clone()))
         .collect();
     save_safetensors(&weights_path, &fewer).unwrap();
-    let Err(e) = Trainer::resume(&dir, text(), None, Device::Cpu) else {
+    let Err(e) = Trainer::resume(&dir, Corpus::Text(text()), None, Device::Cpu) else {
         panic!("missing tensor must fail")
     };
     let msg = e.to_string();
@@ -206,7 +206,7 @@ fn mixed_precision_runs_track_f32_and_f16_backs_off_on_overflow() {
     }
     let dir = scratch("f16-scale");
     t.save(&dir).unwrap();
-    let back = Trainer::resume(&dir, text(), None, Device::Cpu).unwrap();
+    let back = Trainer::resume(&dir, Corpus::Text(text()), None, Device::Cpu).unwrap();
     assert_eq!(back.state.scaler, t.state.scaler);
     assert_eq!(back.cfg.precision, Precision::F16);
     std::fs::remove_dir_all(&dir).unwrap();
