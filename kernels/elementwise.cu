@@ -87,20 +87,71 @@ extern "C" __global__ void where_##SUFFIX(const unsigned char* c, Strided lc, co
 
 FLOAT_KERNELS(f32, float, float)
 
-// Contiguous, 16-byte aligned f32: four elements per load and store (n4 = n / 4 groups).
-extern "C" __global__ void unary_vec4_f32(int op, const float4* x, float4* y, long long n4, double p0, double p1) {
-    GRID_STRIDE_LOOP(i, n4) {
-        float4 v = x[i];
-        v.x = apply_unary<float>(op, v.x, (float)p0, (float)p1);
-        v.y = apply_unary<float>(op, v.y, (float)p0, (float)p1);
-        v.z = apply_unary<float>(op, v.z, (float)p0, (float)p1);
-        v.w = apply_unary<float>(op, v.w, (float)p0, (float)p1);
-        y[i] = v;
+// Contiguous, 16-byte aligned f32, f16 and bf16: groups of eight elements move as whole
+// 16-byte words (two for f32), and the n % 8 tail element by element. Results are the
+// same as the strided kernels': both compute in f32.
+template <typename T> struct Oct {
+    static constexpr int WORDS = sizeof(T) * 8 / 16;
+    __device__ static void load(const T* p, float* v) {
+        uint4 w[WORDS];
+        for (int k = 0; k < WORDS; ++k) w[k] = reinterpret_cast<const uint4*>(p)[k];
+        const T* e = reinterpret_cast<const T*>(w);
+        for (int i = 0; i < 8; ++i) v[i] = to_compute(e[i]);
     }
+    __device__ static void store(T* p, const float* v) {
+        uint4 w[WORDS];
+        T* e = reinterpret_cast<T*>(w);
+        for (int i = 0; i < 8; ++i) e[i] = from_compute<T>(v[i]);
+        for (int k = 0; k < WORDS; ++k) reinterpret_cast<uint4*>(p)[k] = w[k];
+    }
+};
+
+// Runs BODY(i) for each of the n % 8 tail elements, in the first block.
+#define OCT_TAIL(n, BODY)                                                                    \
+    if (blockIdx.x == 0 && threadIdx.x < (n) % 8) { long long i = (n) / 8 * 8 + threadIdx.x; BODY; }
+
+#define VEC_KERNELS(SUFFIX, T)                                                               \
+extern "C" __global__ void unary_vec_##SUFFIX(int op, const T* x, T* y, long long n,         \
+                                              double p0, double p1) {                        \
+    GRID_STRIDE_LOOP(g, n / 8) {                                                             \
+        float v[8];                                                                          \
+        Oct<T>::load(x + g * 8, v);                                                          \
+        for (int k = 0; k < 8; ++k) v[k] = apply_unary<float>(op, v[k], (float)p0, (float)p1); \
+        Oct<T>::store(y + g * 8, v);                                                         \
+    }                                                                                        \
+    OCT_TAIL(n, y[i] = from_compute<T>(apply_unary<float>(op, to_compute(x[i]), (float)p0, (float)p1))) \
+}                                                                                            \
+extern "C" __global__ void binary_vec_##SUFFIX(int op, const T* a, const T* b, T* y,         \
+                                               long long n) {                                \
+    GRID_STRIDE_LOOP(g, n / 8) {                                                             \
+        float u[8], v[8];                                                                    \
+        Oct<T>::load(a + g * 8, u);                                                          \
+        Oct<T>::load(b + g * 8, v);                                                          \
+        for (int k = 0; k < 8; ++k) u[k] = apply_binary<float>(op, u[k], v[k]);              \
+        Oct<T>::store(y + g * 8, u);                                                         \
+    }                                                                                        \
+    OCT_TAIL(n, y[i] = from_compute<T>(apply_binary<float>(op, to_compute(a[i]), to_compute(b[i])))) \
 }
-extern "C" __global__ void copy_vec4_f32(const float4* x, float4* y, long long n4) {
-    GRID_STRIDE_LOOP(i, n4) { y[i] = x[i]; }
+
+#define VEC_CAST(SN, ST, DN, DT)                                                             \
+extern "C" __global__ void cast_vec_##SN##_##DN(const ST* x, DT* y, long long n) {           \
+    GRID_STRIDE_LOOP(g, n / 8) {                                                             \
+        float v[8];                                                                          \
+        Oct<ST>::load(x + g * 8, v);                                                         \
+        Oct<DT>::store(y + g * 8, v);                                                        \
+    }                                                                                        \
+    OCT_TAIL(n, y[i] = from_compute<DT>(to_compute(x[i])))                                   \
 }
+#define VEC_CAST_FROM(SN, ST)                                                                \
+    VEC_CAST(SN, ST, f32, float) VEC_CAST(SN, ST, f16, __half) VEC_CAST(SN, ST, bf16, __nv_bfloat16)
+
+VEC_KERNELS(f32, float)
+VEC_KERNELS(f16, __half)
+VEC_KERNELS(bf16, __nv_bfloat16)
+VEC_CAST_FROM(f32, float)
+VEC_CAST_FROM(f16, __half)
+VEC_CAST_FROM(bf16, __nv_bfloat16)
+
 FLOAT_KERNELS(f16, __half, float)
 FLOAT_KERNELS(bf16, __nv_bfloat16, float)
 FLOAT_KERNELS(f64, double, double)

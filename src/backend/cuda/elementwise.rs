@@ -67,15 +67,13 @@ fn same_device(a: &CudaStorage, b: &CudaStorage) -> Result<()> {
     }
 }
 
-/// Whether an f32 input can take the four-wide path: contiguous, 16-byte aligned, and a
-/// whole number of groups of four.
-fn vec4_ok(s: &CudaStorage, layout: &Layout) -> bool {
-    let n = layout.numel();
-    s.dtype == DType::F32
+/// Whether an input can take the packed path (`*_vec_*` kernels, eight elements per
+/// 16-byte move): f32, f16 or bf16, contiguous, starting on a 16-byte boundary.
+fn vec_ok(s: &CudaStorage, layout: &Layout) -> bool {
+    matches!(s.dtype, DType::F32 | DType::F16 | DType::BF16)
         && layout.is_contiguous()
-        && layout.offset().is_multiple_of(4)
-        && n.is_multiple_of(4)
-        && n > 0
+        && (layout.offset() * s.dtype.size_in_bytes()).is_multiple_of(16)
+        && layout.numel() > 0
 }
 
 /// A unary float op; contiguous result.
@@ -83,18 +81,18 @@ pub fn unary(s: &CudaStorage, layout: &Layout, op: UnaryOp) -> Result<CudaStorag
     check_float("unary", s.dtype)?;
     let n = layout.numel();
     let out = CudaStorage::alloc(&s.dev, s.dtype, n)?;
-    if vec4_ok(s, layout) {
+    if vec_ok(s, layout) {
         let (code, p0, p1) = unary_code(op);
-        let (x, y, n4) = (s.ptr(layout.offset()), out.ptr(0), (n / 4) as i64);
+        let (x, y, n64) = (s.ptr(layout.offset()), out.ptr(0), n as i64);
         launch!(
             s.dev,
             "elementwise",
-            "unary_vec4_f32",
-            n / 4,
+            format!("unary_vec_{}", suffix(s.dtype)),
+            n.div_ceil(8),
             &code,
             &x,
             &y,
-            &n4,
+            &n64,
             &p0,
             &p1
         );
@@ -170,6 +168,25 @@ pub fn binary(
     op: BinaryOp,
 ) -> Result<CudaStorage> {
     check_float("binary", a.dtype)?;
+    if a.dtype == b.dtype && vec_ok(a, la) && vec_ok(b, lb) {
+        same_device(a, b)?;
+        let n = la.numel();
+        let out = CudaStorage::alloc(&a.dev, a.dtype, n)?;
+        let code = binary_code(op);
+        let (pa, pb, y, n64) = (a.ptr(la.offset()), b.ptr(lb.offset()), out.ptr(0), n as i64);
+        launch!(
+            a.dev,
+            "elementwise",
+            format!("binary_vec_{}", suffix(a.dtype)),
+            n.div_ceil(8),
+            &code,
+            &pa,
+            &pb,
+            &y,
+            &n64
+        );
+        return Ok(out);
+    }
     two_inputs("binary", binary_code(op), a, la, b, lb, a.dtype)
 }
 
@@ -255,9 +272,10 @@ pub fn full(dev: &Arc<CudaDevice>, dtype: DType, n: usize, value: f64) -> Result
 pub fn cast(s: &CudaStorage, layout: &Layout, dtype: DType) -> Result<CudaStorage> {
     let n = layout.numel();
     let out = CudaStorage::alloc(&s.dev, dtype, n)?;
-    if dtype == s.dtype && vec4_ok(s, layout) {
-        let (x, y, n4) = (s.ptr(layout.offset()), out.ptr(0), (n / 4) as i64);
-        launch!(s.dev, "elementwise", "copy_vec4_f32", n / 4, &x, &y, &n4);
+    if vec_ok(s, layout) && matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        let name = format!("cast_vec_{}_{}", suffix(s.dtype), suffix(dtype));
+        let (x, y, n64) = (s.ptr(layout.offset()), out.ptr(0), n as i64);
+        launch!(s.dev, "elementwise", name, n.div_ceil(8), &x, &y, &n64);
     } else if n > 0 {
         let name = if dtype == s.dtype {
             format!("copy_{}", suffix(dtype))
