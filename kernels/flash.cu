@@ -193,7 +193,7 @@ __device__ void flash_backward_dq(const T* q, Heads qs_, const T* k, Heads ks_, 
 #pragma unroll
     for (int s = 0; s < SLOTS; ++s) {
         const int e = lane + 32 * s;
-        if (e < D) dq[row * D + e] = from_compute<T>(acc[s] * scale);
+        if (e < D) dq[(((long long)b * tq + i) * heads + h) * D + e] = from_compute<T>(acc[s] * scale);
     }
 }
 
@@ -212,7 +212,6 @@ __device__ void flash_backward_dkdv(const T* q, Heads qs_, const T* k, Heads ks_
     __shared__ float qt[32][D + 1];
     __shared__ float gt[32][D + 1];
     __shared__ float lt[32], dt[32];
-    const long long krow = (long long)bg * tk + (row_ok ? j : 0);
     const T* kin = k + head_at(ks_, b, g) + (long long)(row_ok ? j : 0) * ks_.r;
     const T* vin = v + head_at(vs_, b, g) + (long long)(row_ok ? j : 0) * vs_.r;
     for (int e = lane; e < D; e += 32) {
@@ -274,8 +273,9 @@ __device__ void flash_backward_dkdv(const T* q, Heads qs_, const T* k, Heads ks_
     for (int s = 0; s < SLOTS; ++s) {
         const int e = lane + 32 * s;
         if (e < D) {
-            dk[krow * D + e] = from_compute<T>(adk[s] * scale);
-            dv[krow * D + e] = from_compute<T>(adv[s]);
+            const long long at = (((long long)b * tk + j) * kv_heads + g) * D + e;
+            dk[at] = from_compute<T>(adk[s] * scale);
+            dv[at] = from_compute<T>(adv[s]);
         }
     }
 }
@@ -609,7 +609,8 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
     const int i0 = blockIdx.x * TC_ROWS, r0 = i0 + warp * 16 + g, r1 = r0 + 8;
-    const long long qoff = (long long)bh * tq * D;
+    // dQ is written [B, Tq, H, D], the layout of the projection it flows back into.
+    const long long qoff = ((long long)b * tq * heads + h) * D, qr = (long long)heads * D;
     unsigned qa[D / 16][4], ga[D / 16][4];
     const T* qh = q + head_at(qs_, b, h);
     const T* gh = dout + head_at(gs_, b, h);
@@ -682,10 +683,10 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
     for (int n = 0; n < DT; ++n) {
         const int c = n * 8 + 2 * t;
         if (r0 < tq)
-            *reinterpret_cast<unsigned*>(dq + qoff + (long long)r0 * D + c) =
+            *reinterpret_cast<unsigned*>(dq + qoff + r0 * qr + c) =
                 MmaType<T>::pack(acc[n][0] * scale, acc[n][1] * scale);
         if (r1 < tq)
-            *reinterpret_cast<unsigned*>(dq + qoff + (long long)r1 * D + c) =
+            *reinterpret_cast<unsigned*>(dq + qoff + r1 * qr + c) =
                 MmaType<T>::pack(acc[n][2] * scale, acc[n][3] * scale);
     }
 }
@@ -705,7 +706,8 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bg = blockIdx.y, b = bg / kv_heads, grp = bg % kv_heads, group = heads / kv_heads;
     const int j0 = blockIdx.x * TC_ROWS, kr0 = j0 + warp * 16 + g, kr1 = kr0 + 8;
-    const long long koff = (long long)bg * tk * D;
+    // dK and dV are written [B, Tk, KVH, D], like dQ.
+    const long long koff = ((long long)b * tk * kv_heads + grp) * D, kr = (long long)kv_heads * D;
     unsigned ka[D / 16][4], va[D / 16][4];
     a_fragments<T, D>(k + head_at(ks_, b, grp), ks_.r, j0 + warp * 16 + g, tk, ka);
     a_fragments<T, D>(v + head_at(vs_, b, grp), vs_.r, j0 + warp * 16 + g, tk, va);
@@ -760,15 +762,15 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
     for (int n = 0; n < DT; ++n) {
         const int c = n * 8 + 2 * t;
         if (kr0 < tk) {
-            *reinterpret_cast<unsigned*>(dk + koff + (long long)kr0 * D + c) =
+            *reinterpret_cast<unsigned*>(dk + koff + kr0 * kr + c) =
                 MmaType<T>::pack(ak[n][0] * scale, ak[n][1] * scale);
-            *reinterpret_cast<unsigned*>(dv + koff + (long long)kr0 * D + c) =
+            *reinterpret_cast<unsigned*>(dv + koff + kr0 * kr + c) =
                 MmaType<T>::pack(av[n][0], av[n][1]);
         }
         if (kr1 < tk) {
-            *reinterpret_cast<unsigned*>(dk + koff + (long long)kr1 * D + c) =
+            *reinterpret_cast<unsigned*>(dk + koff + kr1 * kr + c) =
                 MmaType<T>::pack(ak[n][2] * scale, ak[n][3] * scale);
-            *reinterpret_cast<unsigned*>(dv + koff + (long long)kr1 * D + c) =
+            *reinterpret_cast<unsigned*>(dv + koff + kr1 * kr + c) =
                 MmaType<T>::pack(av[n][2], av[n][3]);
         }
     }

@@ -28,6 +28,28 @@ INDEX_KERNELS(i64, long long)
 INDEX_KERNELS(u32, unsigned int)
 INDEX_KERNELS(u8, unsigned char)
 
+// Strided copy in groups of eight elements of E bytes: the innermost dim is contiguous on
+// both sides and every group starts on a 16-byte boundary, so a group costs one index
+// computation and E / 2 moves of 16 bytes (concatenations and copies of transposed views).
+template <int E>
+__device__ __forceinline__ void assign_oct(const char* src, const Strided& ls, char* dst,
+                                           const Strided& ld, long long n) {
+    GRID_STRIDE_LOOP(g, n / 8) {
+        const uint4* s = reinterpret_cast<const uint4*>(src + strided_index(ls, g * 8) * E);
+        uint4* d = reinterpret_cast<uint4*>(dst + strided_index(ld, g * 8) * E);
+#pragma unroll
+        for (int w = 0; w < E / 2; ++w) d[w] = s[w];
+    }
+}
+#define ASSIGN_OCT(E)                                                                         \
+extern "C" __global__ void assign_oct_b##E(const char* src, Strided ls, char* dst, Strided ld, \
+                                           long long n) {                                     \
+    assign_oct<E>(src, ls, dst, ld, n);                                                       \
+}
+ASSIGN_OCT(2)
+ASSIGN_OCT(4)
+ASSIGN_OCT(8)
+
 // acc[(o*size + ids[j])*inner + i] += g[o, j, i] in f32 (ids outside 0..size are skipped).
 #define INDEX_ADD(SUFFIX, T)                                                                  \
 extern "C" __global__ void index_add_##SUFFIX(const T* g, Strided lg, const long long* ids,   \

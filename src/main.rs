@@ -374,9 +374,7 @@ fn train(a: TrainArgs) -> Result<()> {
         "steps {}..{} with batch {} x {}",
         trainer.state.step, cfg.steps, cfg.batch_size, cfg.seq_len
     );
-    let log_interval = a
-        .log_interval
-        .unwrap_or(if ids.is_some() { 1 } else { 0 });
+    let log_interval = a.log_interval.unwrap_or(if ids.is_some() { 1 } else { 0 });
     if trainer.state.step == 0 {
         let v = trainer.record_eval()?;
         println!(

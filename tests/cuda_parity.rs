@@ -271,6 +271,66 @@ fn packed_elementwise_paths_in_every_float_dtype() {
     }
 }
 
+/// Strided copies and concatenations in groups of eight (`assign_oct_*`) where the inner
+/// dim allows, element by element elsewhere: both equal the CPU exactly.
+#[test]
+fn grouped_strided_copies_and_concatenation() {
+    let Some((dev, _gpu)) = gpu() else { return };
+    let mut rng = Rng::new(32);
+    for dtype in [DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64] {
+        for (inner, grouped) in [(64usize, true), (16, true), (12, false), (7, false)] {
+            let x = randn(&[3, 5, 4, inner], &mut rng)
+                .affine(50.0, 0.0)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let xg = x.to_device(dev).unwrap();
+            let _profile = smith::profile::scope();
+            let _ = smith::profile::take_report().unwrap();
+            // A head transpose made contiguous, and a concatenation along the last dim.
+            let want = x.transpose(1, 2).unwrap().contiguous().unwrap();
+            let got = xg.transpose(1, 2).unwrap().contiguous().unwrap();
+            assert_eq!(got.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
+            let want = Tensor::cat(
+                &[
+                    x.clone(),
+                    x.narrow(1, 1, 4)
+                        .unwrap()
+                        .transpose(1, 2)
+                        .unwrap()
+                        .transpose(1, 2)
+                        .unwrap(),
+                ],
+                1,
+            )
+            .unwrap();
+            let got = Tensor::cat(
+                &[
+                    xg.clone(),
+                    xg.narrow(1, 1, 4)
+                        .unwrap()
+                        .transpose(1, 2)
+                        .unwrap()
+                        .transpose(1, 2)
+                        .unwrap(),
+                ],
+                1,
+            )
+            .unwrap();
+            assert_eq!(got.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
+            let last = Tensor::cat(&[x.clone(), x.clone()], 3).unwrap();
+            let last_gpu = Tensor::cat(&[xg.clone(), xg.clone()], 3).unwrap();
+            assert_eq!(last_gpu.to_vec_f64().unwrap(), last.to_vec_f64().unwrap());
+            let report = smith::profile::take_report().unwrap();
+            let used = report
+                .kernels
+                .iter()
+                .any(|k| k.name.starts_with("assign_oct"));
+            assert_eq!(used, grouped, "{dtype} inner {inner}");
+        }
+    }
+}
+
 #[test]
 fn reductions_over_dims() {
     let mut rng = Rng::new(4);

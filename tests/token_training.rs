@@ -79,7 +79,10 @@ fn a_token_run_learns_and_resumes_exactly() {
 
     // A token checkpoint resumes only on tokens, and has no character tokenizer.
     assert!(Trainer::resume(&dir, Corpus::Text("some text"), None, Device::Cpu).is_err());
-    let msg = load_for_inference(&dir, Device::Cpu).err().unwrap().to_string();
+    let msg = load_for_inference(&dir, Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(msg.contains("--export-hf"), "{msg}");
     let _ = std::fs::remove_dir_all(&dir);
 }

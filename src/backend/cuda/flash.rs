@@ -254,7 +254,7 @@ pub fn flash_attention_forward(
 }
 
 /// (dq, dk, dv) from the inputs, the forward's output and log-sum-exp, and the output's
-/// gradient `g`; contiguous, in q's dtype.
+/// gradient `g`, in q's dtype: `[B, heads, T, D]` views of token-major storage.
 #[allow(clippy::too_many_arguments)]
 pub fn flash_attention_backward(
     q: &Tensor,
@@ -329,10 +329,15 @@ pub fn flash_attention_backward(
         &args,
     )?;
     drop(ops.tensors);
-    let kv_shape = [s.batch, s.kv_heads, s.k_len, d];
+    // The kernels write token-major [B, T, heads, D], the layout of the projections the
+    // gradients flow back into; the results are [B, heads, T, D] views of it.
+    let kv_shape = [s.batch, s.k_len, s.kv_heads, d];
+    let heads_view = |c: CudaStorage, shape: &[usize]| {
+        Tensor::from_storage(Storage::Cuda(c), shape, None).transpose(1, 2)
+    };
     Ok((
-        Tensor::from_storage(Storage::Cuda(dq), &[s.batch, s.heads, s.q_len, d], None),
-        Tensor::from_storage(Storage::Cuda(dk), &kv_shape, None),
-        Tensor::from_storage(Storage::Cuda(dv), &kv_shape, None),
+        heads_view(dq, &[s.batch, s.q_len, s.heads, d])?,
+        heads_view(dk, &kv_shape)?,
+        heads_view(dv, &kv_shape)?,
     ))
 }

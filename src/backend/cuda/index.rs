@@ -108,6 +108,24 @@ pub fn index_add_zeros(
     }
 }
 
+/// Whether `layout` can be copied in groups of eight elements of `size` bytes
+/// (`assign_oct_b*`): 2-, 4- or 8-byte elements, the innermost dim contiguous and a
+/// multiple of eight long, and every group starting on a 16-byte boundary.
+pub(crate) fn octets_ok(layout: &Layout, size: usize) -> bool {
+    let (shape, strides) = (layout.shape(), layout.strides());
+    let Some((&inner, outer)) = shape.split_last() else {
+        return false;
+    };
+    matches!(size, 2 | 4 | 8)
+        && strides.last() == Some(&1)
+        && inner.is_multiple_of(8)
+        && (layout.offset() * size).is_multiple_of(16)
+        && outer
+            .iter()
+            .zip(strides)
+            .all(|(&n, &s)| n == 1 || (s * size).is_multiple_of(16))
+}
+
 /// Copies the elements under `ls` of `src` into the elements under `ld` of `dst`.
 pub fn assign(dst: &CudaStorage, ld: &Layout, src: &CudaStorage, ls: &Layout) -> Result<()> {
     if dst.dtype != src.dtype {
@@ -126,17 +144,13 @@ pub fn assign(dst: &CudaStorage, ld: &Layout, src: &CudaStorage, ls: &Layout) ->
             Strided::of(ld)?,
             n as i64,
         );
-        launch!(
-            dst.dev,
-            "index",
-            format!("assign_{}", suffix(dst.dtype)),
-            n,
-            &sp,
-            &lss,
-            &dp,
-            &lds,
-            &n64
-        );
+        let size = dst.dtype.size_in_bytes();
+        let (name, threads) = if octets_ok(ls, size) && octets_ok(ld, size) {
+            (format!("assign_oct_b{size}"), n / 8)
+        } else {
+            (format!("assign_{}", suffix(dst.dtype)), n)
+        };
+        launch!(dst.dev, "index", name, threads, &sp, &lss, &dp, &lds, &n64);
     }
     Ok(())
 }
