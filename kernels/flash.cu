@@ -609,8 +609,6 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
     const int i0 = blockIdx.x * TC_ROWS, r0 = i0 + warp * 16 + g, r1 = r0 + 8;
-    // dQ is written [B, Tq, H, D], the layout of the projection it flows back into.
-    const long long qoff = ((long long)b * tq * heads + h) * D, qr = (long long)heads * D;
     unsigned qa[D / 16][4], ga[D / 16][4];
     const T* qh = q + head_at(qs_, b, h);
     const T* gh = dout + head_at(gs_, b, h);
@@ -679,6 +677,8 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
         }
         mma_acc_cols<T, D, TP>(sc, kt, acc);
     }
+    // dQ is written [B, Tq, H, D], the layout of the projection it flows back into.
+    const long long qoff = ((long long)b * tq * heads + h) * D, qr = (long long)heads * D;
 #pragma unroll
     for (int n = 0; n < DT; ++n) {
         const int c = n * 8 + 2 * t;
@@ -706,8 +706,6 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bg = blockIdx.y, b = bg / kv_heads, grp = bg % kv_heads, group = heads / kv_heads;
     const int j0 = blockIdx.x * TC_ROWS, kr0 = j0 + warp * 16 + g, kr1 = kr0 + 8;
-    // dK and dV are written [B, Tk, KVH, D], like dQ.
-    const long long koff = ((long long)b * tk * kv_heads + grp) * D, kr = (long long)kv_heads * D;
     unsigned ka[D / 16][4], va[D / 16][4];
     a_fragments<T, D>(k + head_at(ks_, b, grp), ks_.r, j0 + warp * 16 + g, tk, ka);
     a_fragments<T, D>(v + head_at(vs_, b, grp), vs_.r, j0 + warp * 16 + g, tk, va);
@@ -758,6 +756,9 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
             mma_acc_cols<T, D, TP>(dp, qt, ak);
         }
     }
+    // dK and dV are written [B, Tk, KVH, D], like dQ (offsets formed after the loop, so
+    // that they hold no registers during it).
+    const long long koff = ((long long)b * tk * kv_heads + grp) * D, kr = (long long)kv_heads * D;
 #pragma unroll
     for (int n = 0; n < DT; ++n) {
         const int c = n * 8 + 2 * t;

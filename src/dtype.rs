@@ -112,8 +112,33 @@ macro_rules! with_dtype {
 
 with_dtype!(f64, F64, |x: f64| x, |v: f64| v);
 with_dtype!(f32, F32, |x: f32| x as f64, |v: f64| v as f32);
-with_dtype!(f16, F16, |x: f16| x.to_f64(), f16::from_f64);
-with_dtype!(bf16, BF16, |x: bf16| x.to_f64(), bf16::from_f64);
+with_dtype!(f16, F16, |x: f16| x.to_f64(), |v| half_from_f64(
+    v,
+    f16::from_f32
+));
+with_dtype!(bf16, BF16, |x: bf16| x.to_f64(), |v| half_from_f64(
+    v,
+    bf16::from_f32
+));
+
+/// `v` rounded to nearest-even in a half type, through its exact f32 conversion.
+///
+/// (The `half` crate's own f64 conversions drop the low 32 bits of the f64 before
+/// rounding, so they misround values whose only sticky bits lie there, such as f32 values
+/// with low mantissa bits set.) f32 is rounded once from f64; that is exact or within half
+/// an f32 ulp of `v`, and rounding it again is right unless it landed exactly on a tie of
+/// the half type, which is then broken toward `v` through the neighbouring f32.
+pub(crate) fn half_from_f64<H: PartialEq>(v: f64, from_f32: fn(f32) -> H) -> H {
+    let f = v as f32;
+    if !f.is_finite() || f as f64 == v {
+        return from_f32(f);
+    }
+    let (down, up) = (f.next_down(), f.next_up());
+    if from_f32(down) != from_f32(up) {
+        return from_f32(if v > f as f64 { up } else { down });
+    }
+    from_f32(f)
+}
 with_dtype!(i64, I64, |x: i64| x as f64, |v: f64| v as i64);
 with_dtype!(u32, U32, |x: u32| x as f64, |v: f64| v as u32);
 with_dtype!(u8, U8, |x: u8| x as f64, |v: f64| v as u8);

@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Train a GPT: character-level on the bundled plays (or --data), or GPT-2 124M on a
     /// token file (--model gpt2-124m --tokens FILE).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Stream continuations of prompts from a smith checkpoint or a Hugging Face GPT-2.
     Generate(GenerateArgs),
     /// Perplexity of a model on a text file (strided windows).
@@ -254,7 +254,7 @@ struct PerplexityArgs {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train(a) => train(a),
+        Command::Train(a) => train(*a),
         Command::Generate(a) => generate_cmd(a),
         Command::Perplexity(a) => perplexity_cmd(a),
         Command::Info(a) => smith::info::describe(&a.path, a.all).map(|s| print!("{s}")),

@@ -296,7 +296,19 @@ impl Trainer {
                     ));
                 }
                 (cfg.layers, cfg.heads, cfg.dim) = (m.n_layer, m.n_head, m.n_embd);
-                model
+                if cfg.dropout > 0.0 {
+                    // The folder's weights in a model built with the run's dropout.
+                    let with_dropout = GptConfig {
+                        dropout: cfg.dropout,
+                        ..m
+                    };
+                    let fresh = Gpt::new(with_dropout, &mut Rng::new(cfg.seed), device)?;
+                    let weights = model.params().into_iter().map(|p| (p.name, p.tensor));
+                    fresh.load_weights(&weights.collect())?;
+                    fresh
+                } else {
+                    model
+                }
             }
             None => {
                 let vocab_size = vocab_size.ok_or_else(|| {

@@ -678,3 +678,58 @@ fn errors_name_the_op_and_shapes() {
     assert!(a.softmax(3).is_err());
     assert!(a.permute(&[0, 0]).is_err());
 }
+
+/// Rounding to f16 and bf16 is to nearest-even on every path: from f32 (including values
+/// whose only sticky bits are the lowest mantissa bits) and from f64 values next to a tie.
+#[test]
+fn half_rounding_is_nearest_even() {
+    use half::{bf16, f16};
+    use smith::WithDType;
+    // 0xbfa08005 lies just above the tie between two bf16 values: it rounds away from zero.
+    let x = f32::from_bits(0xbfa0_8005);
+    assert_eq!(<bf16 as WithDType>::from_f64(x as f64).to_bits(), 0xbfa1);
+    let t = Tensor::from_vec(vec![x], &[1], Device::Cpu).unwrap();
+    let b = t.to_dtype(DType::BF16).unwrap().to_vec_f64().unwrap()[0];
+    assert_eq!(b, bf16::from_bits(0xbfa1).to_f64());
+    // Every f32 (a sweep of bit patterns) rounds as the direct f32 conversion does.
+    let mut rng = Rng::new(5);
+    for _ in 0..200_000 {
+        let f = f32::from_bits(rng.next_u64() as u32);
+        if !f.is_finite() {
+            continue;
+        }
+        let v = f as f64;
+        assert_eq!(
+            <bf16 as WithDType>::from_f64(v).to_bits(),
+            bf16::from_f32(f).to_bits(),
+            "{f:e}"
+        );
+        assert_eq!(
+            <f16 as WithDType>::from_f64(v).to_bits(),
+            f16::from_f32(f).to_bits(),
+            "{f:e}"
+        );
+    }
+    // f64 values a hair off a tie go to the nearer side; the exact tie goes to even.
+    let lo = bf16::from_bits(0x3fa0).to_f64();
+    let hi = bf16::from_bits(0x3fa1).to_f64();
+    let tie = (lo + hi) / 2.0;
+    assert_eq!(<bf16 as WithDType>::from_f64(tie).to_bits(), 0x3fa0);
+    assert_eq!(<bf16 as WithDType>::from_f64(tie + 1e-12).to_bits(), 0x3fa1);
+    assert_eq!(<bf16 as WithDType>::from_f64(tie - 1e-12).to_bits(), 0x3fa0);
+    assert_eq!(
+        <bf16 as WithDType>::from_f64(-tie - 1e-12).to_bits(),
+        0xbfa1
+    );
+    let lo = f16::from_bits(0x3c00).to_f64();
+    let tie = lo + f16::EPSILON.to_f64() / 2.0;
+    assert_eq!(<f16 as WithDType>::from_f64(tie).to_bits(), 0x3c00);
+    assert_eq!(<f16 as WithDType>::from_f64(tie + 1e-12).to_bits(), 0x3c01);
+    // f16 subnormals too.
+    let sub = f16::from_bits(0x0001).to_f64();
+    assert_eq!(<f16 as WithDType>::from_f64(sub * 1.5).to_bits(), 0x0002);
+    assert_eq!(
+        <f16 as WithDType>::from_f64(sub * 1.5 - 1e-20).to_bits(),
+        0x0001
+    );
+}

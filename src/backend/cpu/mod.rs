@@ -74,8 +74,8 @@ impl CpuStorage {
         match dtype {
             DType::F64 => CpuStorage::F64(vec![value; n]),
             DType::F32 => CpuStorage::F32(vec![value as f32; n]),
-            DType::F16 => CpuStorage::F16(vec![f16::from_f64(value); n]),
-            DType::BF16 => CpuStorage::BF16(vec![bf16::from_f64(value); n]),
+            DType::F16 => CpuStorage::F16(vec![<f16 as WithDType>::from_f64(value); n]),
+            DType::BF16 => CpuStorage::BF16(vec![<bf16 as WithDType>::from_f64(value); n]),
             DType::I64 => CpuStorage::I64(vec![value as i64; n]),
             DType::U32 => CpuStorage::U32(vec![value as u32; n]),
             DType::U8 => CpuStorage::U8(vec![value as u8; n]),
@@ -87,8 +87,14 @@ impl CpuStorage {
         match dtype {
             DType::F64 => CpuStorage::F64(v.to_vec()),
             DType::F32 => CpuStorage::F32(v.iter().map(|&x| x as f32).collect()),
-            DType::F16 => CpuStorage::F16(v.iter().map(|&x| f16::from_f64(x)).collect()),
-            DType::BF16 => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f64(x)).collect()),
+            DType::F16 => {
+                CpuStorage::F16(v.iter().map(|&x| <f16 as WithDType>::from_f64(x)).collect())
+            }
+            DType::BF16 => CpuStorage::BF16(
+                v.iter()
+                    .map(|&x| <bf16 as WithDType>::from_f64(x))
+                    .collect(),
+            ),
             DType::I64 => CpuStorage::I64(v.iter().map(|&x| x as i64).collect()),
             DType::U32 => CpuStorage::U32(v.iter().map(|&x| x as u32).collect()),
             DType::U8 => CpuStorage::U8(v.iter().map(|&x| x as u8).collect()),
