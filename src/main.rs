@@ -100,8 +100,9 @@ struct TrainArgs {
     /// Train on this token file (little-endian u16 ids, from `smith tokenize`).
     #[arg(long)]
     tokens: Option<PathBuf>,
-    /// Vocabulary size of a token-file run (gpt2-124m: 50257; with --init: the folder's;
-    /// otherwise the largest id + 1).
+    /// Vocabulary size of a token-file run (gpt2-124m: 50304, GPT-2's 50257 padded to a
+    /// multiple of 64 for fast matmuls; with --init: the folder's; otherwise the largest
+    /// id + 1).
     #[arg(long)]
     vocab_size: Option<usize>,
     /// Start from the weights of this Hugging Face GPT-2 folder (a token-file run).
@@ -289,8 +290,8 @@ fn train_config(a: &TrainArgs, tokens: Option<&[u32]>) -> Result<TrainConfig> {
         (Some(ids), _) => {
             // A run from a GPT-2 folder takes the folder's vocabulary.
             let largest = ids.iter().max().map_or(0, |&m| m as usize + 1);
-            let fallback = a.init.is_none().then_some(largest);
-            d.vocab_size = a.vocab_size.or(d.vocab_size).or(fallback);
+            let preset = d.vocab_size.unwrap_or(largest);
+            d.vocab_size = a.vocab_size.or(a.init.is_none().then_some(preset));
             d.batch_order = smith::train::BatchOrder::Ordered;
         }
         (None, _) => {}
