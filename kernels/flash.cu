@@ -314,9 +314,10 @@ FLASH_DIMS(bf16, __nv_bfloat16)
 // ---------------------------------------------------------------------------------------
 // Forward on tensor cores (f16 and bf16 inputs, f32 accumulation): FlashAttention 2. A
 // block of 4 warps takes 64 query rows, 16 per warp, held as mma A fragments in registers
-// for the whole pass. Key tiles of 64 rows are staged in shared memory (K row-major, V
-// transposed so both operands' fragments are 32-bit loads); S = Q K^T and O += P V use
-// mma.sync m16n8k16, and the S accumulators are reused in registers as P's A fragments.
+// for the whole pass. Key tiles of 64 rows of K and V are staged row-major in shared memory
+// (rows padded by 16 bytes, so ldmatrix reads them without bank conflicts; V's fragments
+// come from its transposing form); S = Q K^T and O += P V use mma.sync m16n8k16, and the S
+// accumulators are reused in registers as P's A fragments.
 // Each thread owns two query rows (g and g + 8 of its warp's 16) for the online softmax,
 // whose row max and sum combine over the 4 lanes sharing a row.
 
@@ -348,18 +349,105 @@ template <> struct MmaType<T> {                                                 
 MMA_TYPE(__half, __half2, __floats2half2_rn, "f16")
 MMA_TYPE(__nv_bfloat16, __nv_bfloat162, __floats2bfloat162_rn, "bf16")
 
+// ldmatrix: 8x8 tiles of 16-bit elements from shared memory, lane l giving the address of
+// row l % 8 of tile l / 8. Plain, lane (g, t) receives elements (g, 2t) and (g, 2t + 1) of
+// each tile; transposed, elements (2t, g) and (2t + 1, g).
+#if __CUDA_ARCH__ >= 800
+#define LDSM(SUFFIX, OUTS, ...)                                                                \
+    asm volatile("ldmatrix.sync.aligned.m8n8." SUFFIX ".shared.b16 " OUTS ";\n"               \
+                 : __VA_ARGS__ : "r"((unsigned)__cvta_generic_to_shared(p)));
+#else
+#define LDSM(SUFFIX, OUTS, ...) __trap();
+#endif
+__device__ __forceinline__ void ldsm_x4(const void* p, unsigned* r) {
+    LDSM("x4", "{%0,%1,%2,%3}, [%4]", "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]))
+}
+__device__ __forceinline__ void ldsm_x2(const void* p, unsigned* r) {
+    LDSM("x2", "{%0,%1}, [%2]", "=r"(r[0]), "=r"(r[1]))
+}
+__device__ __forceinline__ void ldsm_x4_trans(const void* p, unsigned* r) {
+    LDSM("x4.trans", "{%0,%1,%2,%3}, [%4]", "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]))
+}
+
+// acc (16 x 8 per n-tile) += A (16 x D, fragments a) times B, where B[k][n] = M[n0 + n][k]
+// for the NT 8-row groups of a row-major shared tile M (pitch P, rows 16-byte aligned):
+// S = Q K^T and its relatives. One ldmatrix gives the fragments of two k-steps.
+template <typename T, int D, int NT, int P>
+__device__ __forceinline__ void mma_rows_tile(const unsigned (*a)[4], const T* m, float (*acc)[4],
+                                              bool zero) {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+        if (zero) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+        const T* row = m + (n * 8 + (lane & 7)) * P + (lane >> 3) * 8;
+#pragma unroll
+        for (int kk = 0; kk + 1 < D / 16; kk += 2) {
+            unsigned bf[4];
+            ldsm_x4(row + kk * 16, bf);
+            MmaType<T>::mma(acc[n], a[kk], bf);
+            MmaType<T>::mma(acc[n], a[kk + 1], bf + 2);
+        }
+        if ((D / 16) % 2 == 1) {
+            unsigned bf[2];
+            ldsm_x2(m + (n * 8 + (lane & 7)) * P + (D / 16 - 1) * 16 + ((lane >> 3) & 1) * 8, bf);
+            MmaType<T>::mma(acc[n], a[D / 16 - 1], bf);
+        }
+    }
+}
+
+// out (16 x D) += P (16 x K16 * 16, A fragments pa[K16][4]) times B, where B[k][n] = M[k][n]
+// of a row-major shared tile M (pitch P): O += P V and the gradients built like it.
+template <typename T, int D, int K16, int P>
+__device__ __forceinline__ void mma_cols_tile(const unsigned (*pa)[4], const T* m, float (*out)[4]) {
+    const int lane = threadIdx.x % 32;
+    const T* base = m + (((lane >> 3) & 1) * 8 + (lane & 7)) * P + (lane >> 4) * 8;
+#pragma unroll
+    for (int kk = 0; kk < K16; ++kk) {
+#pragma unroll
+        for (int n = 0; n < D / 8; n += 2) {
+            unsigned bf[4];
+            ldsm_x4_trans(base + kk * 16 * P + n * 8, bf);
+            MmaType<T>::mma(out[n], pa[kk], bf);
+            MmaType<T>::mma(out[n + 1], pa[kk], bf + 2);
+        }
+    }
+}
+
+// A fragments of P (16 x 2*K16*8) from S-style accumulators x[2 * K16][4].
+template <typename T, int K16>
+__device__ __forceinline__ void pack_a(const float (*x)[4], unsigned (*pa)[4]) {
+#pragma unroll
+    for (int kk = 0; kk < K16; ++kk) {
+        pa[kk][0] = MmaType<T>::pack(x[2 * kk][0], x[2 * kk][1]);
+        pa[kk][1] = MmaType<T>::pack(x[2 * kk][2], x[2 * kk][3]);
+        pa[kk][2] = MmaType<T>::pack(x[2 * kk + 1][0], x[2 * kk + 1][1]);
+        pa[kk][3] = MmaType<T>::pack(x[2 * kk + 1][2], x[2 * kk + 1][3]);
+    }
+}
+
+// Rows t0 .. t0 + ROWS - 1 of a [*, D] matrix (rows `rs` apart) into a row-major shared
+// tile (pitch RP) with 16-byte moves, zeros from `end` on.
+template <typename T, int D, int ROWS, int RP>
+__device__ __forceinline__ void stage_rows(const T* src, long long rs, int t0, int end, T* rows) {
+    for (int idx = threadIdx.x; idx < ROWS * D / 8; idx += blockDim.x) {
+        const int r = idx / (D / 8), c = (idx % (D / 8)) * 8, j = t0 + r;
+        uint4 q = make_uint4(0, 0, 0, 0);
+        if (j < end) q = *reinterpret_cast<const uint4*>(src + (long long)j * rs + c);
+        *reinterpret_cast<uint4*>(rows + r * RP + c) = q;
+    }
+}
+
 template <typename T, int D>
 __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,
                                  Heads vs_, T* out, Heads os_, float* lse, int heads,
                                  int kv_heads, int tq, int tk, int causal, int window,
                                  float scale) {
-    constexpr int KP = D + 8;        // K row pitch (elements): conflict-free fragment loads
-    constexpr int VP = TC_KEYS + 8;  // V^T row pitch
+    constexpr int KP = D + 8;        // K and V row pitch (elements): conflict-free ldmatrix
     constexpr int NT = TC_KEYS / 8;  // S n-tiles per key tile
     constexpr int DT = D / 8;        // O n-tiles
     constexpr int KS = D / 16;       // k-steps of Q K^T
     __shared__ __align__(16) T ks[TC_KEYS * KP];
-    __shared__ __align__(16) T vt[D * VP];
+    __shared__ __align__(16) T vs[TC_KEYS * KP];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
     const int i0 = blockIdx.x * TC_ROWS;
@@ -394,34 +482,14 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
     const T* vb = v + head_at(vs_, b, grp);
     for (int t0 = blo; t0 < bhi; t0 += TC_KEYS) {
         __syncthreads();
-        // Stage K (row-major) and V (transposed), 16-byte loads, zeros past the end.
-        // Neighbouring threads take neighbouring keys, so the transposed V stores of a
-        // warp fill one shared-memory row without bank conflicts.
-        for (int idx = threadIdx.x; idx < TC_KEYS * D / 8; idx += blockDim.x) {
-            const int r = idx % TC_KEYS, c = (idx / TC_KEYS) * 8, j = t0 + r;
-            uint4 kq = make_uint4(0, 0, 0, 0), vq = make_uint4(0, 0, 0, 0);
-            if (j < tk) {
-                kq = *reinterpret_cast<const uint4*>(kb + (long long)j * ks_.r + c);
-                vq = *reinterpret_cast<const uint4*>(vb + (long long)j * vs_.r + c);
-            }
-            *reinterpret_cast<uint4*>(ks + r * KP + c) = kq;
-            const T* ve = reinterpret_cast<const T*>(&vq);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) vt[(c + e) * VP + r] = ve[e];
-        }
+        // Stage K and V row-major (16-byte moves, zeros past the end); the mma fragments
+        // come from them through ldmatrix (V's transposed).
+        stage_rows<T, D, TC_KEYS, KP>(kb, ks_.r, t0, tk, ks);
+        stage_rows<T, D, TC_KEYS, KP>(vb, vs_.r, t0, tk, vs);
         __syncthreads();
         // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
         float s[NT][4];
-#pragma unroll
-        for (int n = 0; n < NT; ++n) {
-            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-            const unsigned* kr = reinterpret_cast<const unsigned*>(ks + (n * 8 + g) * KP);
-#pragma unroll
-            for (int kk = 0; kk < KS; ++kk) {
-                const unsigned bf[2] = {kr[(16 * kk + 2 * t) / 2], kr[(16 * kk + 2 * t + 8) / 2]};
-                MmaType<T>::mma(s[n], qa[kk], bf);
-            }
-        }
+        mma_rows_tile<T, D, NT, KP>(qa, ks, s, true);
         // Scale, mask, and the online softmax of rows r0 (c0, c1) and r1 (c2, c3).
         float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
@@ -470,21 +538,9 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
             o[n][3] *= c1;
         }
         // O += P V: P's A fragments are the S accumulators of two adjacent n-tiles.
-#pragma unroll
-        for (int kk = 0; kk < TC_KEYS / 16; ++kk) {
-            const unsigned pa[4] = {
-                MmaType<T>::pack(s[2 * kk][0], s[2 * kk][1]),
-                MmaType<T>::pack(s[2 * kk][2], s[2 * kk][3]),
-                MmaType<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                MmaType<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]),
-            };
-#pragma unroll
-            for (int n = 0; n < DT; ++n) {
-                const unsigned* vr = reinterpret_cast<const unsigned*>(vt + (n * 8 + g) * VP);
-                const unsigned bf[2] = {vr[(16 * kk + 2 * t) / 2], vr[(16 * kk + 2 * t + 8) / 2]};
-                MmaType<T>::mma(o[n], pa, bf);
-            }
-        }
+        unsigned pa[TC_KEYS / 16][4];
+        pack_a<T, TC_KEYS / 16>(s, pa);
+        mma_cols_tile<T, D, TC_KEYS / 16, KP>(pa, vs, o);
     }
     // Normalize and store; rows that saw no key give 0 and a log-sum-exp of -inf.
     const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
@@ -510,34 +566,13 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
 // Backward on tensor cores, in two kernels and without atomics. dQ: a block of 64 query rows
 // (16 per warp, Q and dO held as A fragments) walks 32-key tiles: S = Q K^T, dP = dO V^T,
 // dS = P (dP - D) with P recomputed from the log-sum-exp, and dQ += dS K (dS reused from
-// the accumulators; K also staged transposed). It first stores D = rowsum(dO * O). dK, dV: a
-// block of 64 key rows (K and V held as A fragments) walks 32-query tiles of every query
-// head of its group: S^T = K Q^T, dP^T = V dO^T, then dV += P^T dO and dK += dS^T Q from
-// the accumulators, with Q and dO staged both row-major and transposed.
+// the accumulators). It first stores D = rowsum(dO * O). dK, dV: a block of 64 key rows (K
+// and V held as A fragments) walks 32-query tiles of every query head of its group:
+// S^T = K Q^T, dP^T = V dO^T, then dV += P^T dO and dK += dS^T Q from the accumulators.
+// Every tile is staged row-major once; ldmatrix gives both its plain and its transposed
+// fragments.
 
 #define TC_BWD_TILE 32
-
-// A 32-bit pair of elements at `p` (2-element aligned).
-template <typename T>
-__device__ __forceinline__ unsigned pair_at(const T* p) {
-    return *reinterpret_cast<const unsigned*>(p);
-}
-
-// Rows t0 .. t0 + 31 of a [*, D] matrix (rows `rs` apart) into `rows` (pitch RP) and
-// transposed into `cols` (pitch CP), zeros from `end` on; neighbouring threads take
-// neighbouring rows.
-template <typename T, int D, int RP, int CP>
-__device__ void stage_both(const T* src, long long rs, int t0, int end, T* rows, T* cols) {
-    for (int idx = threadIdx.x; idx < TC_BWD_TILE * D / 8; idx += blockDim.x) {
-        const int r = idx % TC_BWD_TILE, c = (idx / TC_BWD_TILE) * 8, j = t0 + r;
-        uint4 q = make_uint4(0, 0, 0, 0);
-        if (j < end) q = *reinterpret_cast<const uint4*>(src + (long long)j * rs + c);
-        *reinterpret_cast<uint4*>(rows + r * RP + c) = q;
-        const T* e8 = reinterpret_cast<const T*>(&q);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) cols[(c + e) * CP + r] = e8[e];
-    }
-}
 
 // A fragments (16 rows x D) of rows r0 and r0 + 8 of a [*, D] matrix (rows `rs` apart),
 // zeros past `end`.
@@ -557,55 +592,15 @@ __device__ void a_fragments(const T* m, long long rs, int r0, int end, unsigned 
     }
 }
 
-// acc[n] (+)= A (16 x D, fragments a) times rows n*8 .. n*8+7 of `m` (pitch P) transposed:
-// the products with NT row-major 8-row groups of a staged tile.
-template <typename T, int D, int NT, int P>
-__device__ __forceinline__ void mma_rows(const unsigned (*a)[4], const T* m, float (*acc)[4]) {
-    const int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-        const T* row = m + (n * 8 + g) * P;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-            const unsigned bf[2] = {pair_at(row + 16 * kk + 2 * t), pair_at(row + 16 * kk + 2 * t + 8)};
-            MmaType<T>::mma(acc[n], a[kk], bf);
-        }
-    }
-}
-
-// out[DT] += X (16 x 32, from accumulators x[4][4]) times a 32 x D tile given transposed
-// (`mt`, pitch P: row d holds the 32 entries of column d).
-template <typename T, int D, int P>
-__device__ __forceinline__ void mma_acc_cols(const float (*x)[4], const T* mt, float (*out)[4]) {
-    const int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
-#pragma unroll
-    for (int kk = 0; kk < TC_BWD_TILE / 16; ++kk) {
-        const unsigned pa[4] = {
-            MmaType<T>::pack(x[2 * kk][0], x[2 * kk][1]),
-            MmaType<T>::pack(x[2 * kk][2], x[2 * kk][3]),
-            MmaType<T>::pack(x[2 * kk + 1][0], x[2 * kk + 1][1]),
-            MmaType<T>::pack(x[2 * kk + 1][2], x[2 * kk + 1][3]),
-        };
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-            const T* row = mt + (n * 8 + g) * P;
-            const unsigned bf[2] = {pair_at(row + 16 * kk + 2 * t), pair_at(row + 16 * kk + 2 * t + 8)};
-            MmaType<T>::mma(out[n], pa, bf);
-        }
-    }
-}
-
 template <typename T, int D>
 __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks_,
                                      const T* v, Heads vs_, const T* out, Heads os_,
                                      const T* dout, Heads gs_, const float* lse, float* delta,
                                      T* dq, int heads, int kv_heads, int tq, int tk,
                                      int causal, int window, float scale) {
-    constexpr int KP = D + 8, TP = TC_BWD_TILE + 8, NT = TC_BWD_TILE / 8, DT = D / 8;
+    constexpr int KP = D + 8, NT = TC_BWD_TILE / 8, DT = D / 8, K16 = TC_BWD_TILE / 16;
     __shared__ __align__(16) T ks[TC_BWD_TILE * KP];
     __shared__ __align__(16) T vs[TC_BWD_TILE * KP];
-    __shared__ __align__(16) T kt[D * TP];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
     const int i0 = blockIdx.x * TC_ROWS, r0 = i0 + warp * 16 + g, r1 = r0 + 8;
@@ -653,17 +648,12 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
     const T* vb = v + head_at(vs_, b, grp);
     for (int t0 = blo; t0 < bhi; t0 += TC_BWD_TILE) {
         __syncthreads();
-        stage_both<T, D, KP, TP>(kb, ks_.r, t0, bhi, ks, kt);
-        for (int idx = threadIdx.x; idx < TC_BWD_TILE * D / 8; idx += blockDim.x) {
-            const int r = idx % TC_BWD_TILE, c = (idx / TC_BWD_TILE) * 8, j = t0 + r;
-            uint4 q8 = make_uint4(0, 0, 0, 0);
-            if (j < bhi) q8 = *reinterpret_cast<const uint4*>(vb + (long long)j * vs_.r + c);
-            *reinterpret_cast<uint4*>(vs + r * KP + c) = q8;
-        }
+        stage_rows<T, D, TC_BWD_TILE, KP>(kb, ks_.r, t0, bhi, ks);
+        stage_rows<T, D, TC_BWD_TILE, KP>(vb, vs_.r, t0, bhi, vs);
         __syncthreads();
         float sc[NT][4], dp[NT][4];
-        mma_rows<T, D, NT, KP>(qa, ks, sc);
-        mma_rows<T, D, NT, KP>(ga, vs, dp);
+        mma_rows_tile<T, D, NT, KP>(qa, ks, sc, true);
+        mma_rows_tile<T, D, NT, KP>(ga, vs, dp, true);
 #pragma unroll
         for (int n = 0; n < NT; ++n) {
 #pragma unroll
@@ -675,7 +665,9 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
                 sc[n][2 + e] = p1 * (dp[n][2 + e] - d1);
             }
         }
-        mma_acc_cols<T, D, TP>(sc, kt, acc);
+        unsigned pa[K16][4];
+        pack_a<T, K16>(sc, pa);
+        mma_cols_tile<T, D, K16, KP>(pa, ks, acc);
     }
     // dQ is written [B, Tq, H, D], the layout of the projection it flows back into.
     const long long qoff = ((long long)b * tq * heads + h) * D, qr = (long long)heads * D;
@@ -697,11 +689,9 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
                                        const float* lse, const float* delta, T* dk, T* dv,
                                        int heads, int kv_heads, int tq, int tk, int causal,
                                        int window, float scale) {
-    constexpr int QP = D + 8, TP = TC_BWD_TILE + 8, NT = TC_BWD_TILE / 8, DT = D / 8;
+    constexpr int QP = D + 8, NT = TC_BWD_TILE / 8, DT = D / 8, K16 = TC_BWD_TILE / 16;
     __shared__ __align__(16) T qs[TC_BWD_TILE * QP];
     __shared__ __align__(16) T gs[TC_BWD_TILE * QP];
-    __shared__ __align__(16) T qt[D * TP];
-    __shared__ __align__(16) T gt[D * TP];
     __shared__ float ls[TC_BWD_TILE], dl[TC_BWD_TILE];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bg = blockIdx.y, b = bg / kv_heads, grp = bg % kv_heads, group = heads / kv_heads;
@@ -724,8 +714,8 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
         const long long qrow = (long long)(b * heads + hq) * tq;
         for (int t0 = qlo; t0 < qhi; t0 += TC_BWD_TILE) {
             __syncthreads();
-            stage_both<T, D, QP, TP>(q + head_at(qs_, b, hq), qs_.r, t0, qhi, qs, qt);
-            stage_both<T, D, QP, TP>(dout + head_at(gs_, b, hq), gs_.r, t0, qhi, gs, gt);
+            stage_rows<T, D, TC_BWD_TILE, QP>(q + head_at(qs_, b, hq), qs_.r, t0, qhi, qs);
+            stage_rows<T, D, TC_BWD_TILE, QP>(dout + head_at(gs_, b, hq), gs_.r, t0, qhi, gs);
             if (threadIdx.x < TC_BWD_TILE) {
                 const int i = t0 + threadIdx.x;
                 ls[threadIdx.x] = i < qhi ? lse[qrow + i] : 0.0f;
@@ -733,8 +723,8 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
             }
             __syncthreads();
             float sc[NT][4], dp[NT][4];
-            mma_rows<T, D, NT, QP>(ka, qs, sc);
-            mma_rows<T, D, NT, QP>(va, gs, dp);
+            mma_rows_tile<T, D, NT, QP>(ka, qs, sc, true);
+            mma_rows_tile<T, D, NT, QP>(va, gs, dp, true);
 #pragma unroll
             for (int n = 0; n < NT; ++n) {
 #pragma unroll
@@ -752,8 +742,11 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
                     dp[n][2 + e] = p1 * (dp[n][2 + e] - dl[c]);
                 }
             }
-            mma_acc_cols<T, D, TP>(sc, gt, av);
-            mma_acc_cols<T, D, TP>(dp, qt, ak);
+            unsigned pa[K16][4];
+            pack_a<T, K16>(sc, pa);
+            mma_cols_tile<T, D, K16, QP>(pa, gs, av);
+            pack_a<T, K16>(dp, pa);
+            mma_cols_tile<T, D, K16, QP>(pa, qs, ak);
         }
     }
     // dK and dV are written [B, Tk, KVH, D], like dQ (offsets formed after the loop, so
