@@ -395,45 +395,57 @@ __device__ __forceinline__ void mma_rows_tile(const unsigned (*a)[4], const T* m
     }
 }
 
-// out (16 x D) += P (16 x K16 * 16, A fragments pa[K16][4]) times B, where B[k][n] = M[k][n]
-// of a row-major shared tile M (pitch P): O += P V and the gradients built like it.
+// out (16 x D) += X (16 x K16 * 16, from S-style accumulators x[2 * K16][4], rounded to
+// A fragments one k-step at a time) times B, where B[k][n] = M[k][n] of a row-major shared
+// tile M (pitch P): O += P V and the gradients built like it.
 template <typename T, int D, int K16, int P>
-__device__ __forceinline__ void mma_cols_tile(const unsigned (*pa)[4], const T* m, float (*out)[4]) {
+__device__ __forceinline__ void mma_cols_tile(const float (*x)[4], const T* m, float (*out)[4]) {
     const int lane = threadIdx.x % 32;
     const T* base = m + (((lane >> 3) & 1) * 8 + (lane & 7)) * P + (lane >> 4) * 8;
 #pragma unroll
     for (int kk = 0; kk < K16; ++kk) {
+        const unsigned pa[4] = {
+            MmaType<T>::pack(x[2 * kk][0], x[2 * kk][1]),
+            MmaType<T>::pack(x[2 * kk][2], x[2 * kk][3]),
+            MmaType<T>::pack(x[2 * kk + 1][0], x[2 * kk + 1][1]),
+            MmaType<T>::pack(x[2 * kk + 1][2], x[2 * kk + 1][3]),
+        };
 #pragma unroll
         for (int n = 0; n < D / 8; n += 2) {
             unsigned bf[4];
             ldsm_x4_trans(base + kk * 16 * P + n * 8, bf);
-            MmaType<T>::mma(out[n], pa[kk], bf);
-            MmaType<T>::mma(out[n + 1], pa[kk], bf + 2);
+            MmaType<T>::mma(out[n], pa, bf);
+            MmaType<T>::mma(out[n + 1], pa, bf + 2);
         }
     }
 }
 
-// A fragments of P (16 x 2*K16*8) from S-style accumulators x[2 * K16][4].
-template <typename T, int K16>
-__device__ __forceinline__ void pack_a(const float (*x)[4], unsigned (*pa)[4]) {
-#pragma unroll
-    for (int kk = 0; kk < K16; ++kk) {
-        pa[kk][0] = MmaType<T>::pack(x[2 * kk][0], x[2 * kk][1]);
-        pa[kk][1] = MmaType<T>::pack(x[2 * kk][2], x[2 * kk][3]);
-        pa[kk][2] = MmaType<T>::pack(x[2 * kk + 1][0], x[2 * kk + 1][1]);
-        pa[kk][3] = MmaType<T>::pack(x[2 * kk + 1][2], x[2 * kk + 1][3]);
-    }
+// 16 bytes from global to shared memory without passing through registers (cp.async);
+// zeros instead when `valid` is false. Completed by cp_async_wait_all.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
+                     (unsigned)__cvta_generic_to_shared(smem)),
+                 "l"(gmem), "r"(valid ? 16 : 0));
+#else
+    __trap();
+#endif
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+#endif
 }
 
-// Rows t0 .. t0 + ROWS - 1 of a [*, D] matrix (rows `rs` apart) into a row-major shared
-// tile (pitch RP) with 16-byte moves, zeros from `end` on.
+// Starts copying rows t0 .. t0 + ROWS - 1 of a [*, D] matrix (rows `rs` apart) into a
+// row-major shared tile (pitch RP), 16 bytes per copy, zeros from `end` on. Every copy is
+// in flight at once; cp_async_wait_all and a barrier finish them.
 template <typename T, int D, int ROWS, int RP>
 __device__ __forceinline__ void stage_rows(const T* src, long long rs, int t0, int end, T* rows) {
     for (int idx = threadIdx.x; idx < ROWS * D / 8; idx += blockDim.x) {
         const int r = idx / (D / 8), c = (idx % (D / 8)) * 8, j = t0 + r;
-        uint4 q = make_uint4(0, 0, 0, 0);
-        if (j < end) q = *reinterpret_cast<const uint4*>(src + (long long)j * rs + c);
-        *reinterpret_cast<uint4*>(rows + r * RP + c) = q;
+        const T* from = j < end ? src + (long long)j * rs + c : src;
+        cp_async16(rows + r * RP + c, from, j < end);
     }
 }
 
@@ -486,6 +498,7 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
         // come from them through ldmatrix (V's transposed).
         stage_rows<T, D, TC_KEYS, KP>(kb, ks_.r, t0, tk, ks);
         stage_rows<T, D, TC_KEYS, KP>(vb, vs_.r, t0, tk, vs);
+        cp_async_wait_all();
         __syncthreads();
         // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
         float s[NT][4];
@@ -538,9 +551,7 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
             o[n][3] *= c1;
         }
         // O += P V: P's A fragments are the S accumulators of two adjacent n-tiles.
-        unsigned pa[TC_KEYS / 16][4];
-        pack_a<T, TC_KEYS / 16>(s, pa);
-        mma_cols_tile<T, D, TC_KEYS / 16, KP>(pa, vs, o);
+        mma_cols_tile<T, D, TC_KEYS / 16, KP>(s, vs, o);
     }
     // Normalize and store; rows that saw no key give 0 and a log-sum-exp of -inf.
     const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
@@ -650,6 +661,7 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
         __syncthreads();
         stage_rows<T, D, TC_BWD_TILE, KP>(kb, ks_.r, t0, bhi, ks);
         stage_rows<T, D, TC_BWD_TILE, KP>(vb, vs_.r, t0, bhi, vs);
+        cp_async_wait_all();
         __syncthreads();
         float sc[NT][4], dp[NT][4];
         mma_rows_tile<T, D, NT, KP>(qa, ks, sc, true);
@@ -665,9 +677,7 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
                 sc[n][2 + e] = p1 * (dp[n][2 + e] - d1);
             }
         }
-        unsigned pa[K16][4];
-        pack_a<T, K16>(sc, pa);
-        mma_cols_tile<T, D, K16, KP>(pa, ks, acc);
+        mma_cols_tile<T, D, K16, KP>(sc, ks, acc);
     }
     // dQ is written [B, Tq, H, D], the layout of the projection it flows back into.
     const long long qoff = ((long long)b * tq * heads + h) * D, qr = (long long)heads * D;
@@ -721,6 +731,7 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
                 ls[threadIdx.x] = i < qhi ? lse[qrow + i] : 0.0f;
                 dl[threadIdx.x] = i < qhi ? delta[qrow + i] : 0.0f;
             }
+            cp_async_wait_all();
             __syncthreads();
             float sc[NT][4], dp[NT][4];
             mma_rows_tile<T, D, NT, QP>(ka, qs, sc, true);
@@ -742,11 +753,8 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
                     dp[n][2 + e] = p1 * (dp[n][2 + e] - dl[c]);
                 }
             }
-            unsigned pa[K16][4];
-            pack_a<T, K16>(sc, pa);
-            mma_cols_tile<T, D, K16, QP>(pa, gs, av);
-            pack_a<T, K16>(dp, pa);
-            mma_cols_tile<T, D, K16, QP>(pa, qs, ak);
+            mma_cols_tile<T, D, K16, QP>(sc, gs, av);
+            mma_cols_tile<T, D, K16, QP>(dp, qs, ak);
         }
     }
     // dK and dV are written [B, Tk, KVH, D], like dQ (offsets formed after the loop, so
