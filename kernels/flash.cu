@@ -421,7 +421,8 @@ __device__ __forceinline__ void mma_cols_tile(const float (*x)[4], const T* m, f
 }
 
 // 16 bytes from global to shared memory without passing through registers (cp.async);
-// zeros instead when `valid` is false. Completed by cp_async_wait_all.
+// zeros instead when `valid` is false (4-byte copies likewise). Groups of copies are closed
+// by cp_async_commit and awaited by cp_async_wait.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
 #if __CUDA_ARCH__ >= 800
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
@@ -431,15 +432,42 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
     __trap();
 #endif
 }
-__device__ __forceinline__ void cp_async_wait_all() {
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool valid) {
 #if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(
+                     (unsigned)__cvta_generic_to_shared(smem)),
+                 "l"(gmem), "r"(valid ? 4 : 0));
+#else
+    __trap();
 #endif
+}
+// Closes the group of copies issued since the last commit.
+__device__ __forceinline__ void cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+// Waits for every committed group but the newest `keep_one` (0 or 1) to land.
+__device__ __forceinline__ void cp_async_wait(bool keep_one) {
+#if __CUDA_ARCH__ >= 800
+    if (keep_one)
+        asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    else
+        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+#endif
+}
+
+// Shared-memory stages for tiles of ROWS x D (pitch D + 8) when NTILES of them are staged
+// per step: two (the next step's copies overlap this step's math) if they fit in the 48 KB
+// of static shared memory, else one.
+template <typename T, int D, int ROWS, int NTILES>
+__host__ __device__ constexpr int stages_for() {
+    return 2 * NTILES * ROWS * (D + 8) * (int)sizeof(T) <= 46 * 1024 ? 2 : 1;
 }
 
 // Starts copying rows t0 .. t0 + ROWS - 1 of a [*, D] matrix (rows `rs` apart) into a
 // row-major shared tile (pitch RP), 16 bytes per copy, zeros from `end` on. Every copy is
-// in flight at once; cp_async_wait_all and a barrier finish them.
+// in flight at once; the caller commits them as a group, awaits it, then meets a barrier.
 template <typename T, int D, int ROWS, int RP>
 __device__ __forceinline__ void stage_rows(const T* src, long long rs, int t0, int end, T* rows) {
     for (int idx = threadIdx.x; idx < ROWS * D / 8; idx += blockDim.x) {
@@ -458,8 +486,9 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
     constexpr int NT = TC_KEYS / 8;  // S n-tiles per key tile
     constexpr int DT = D / 8;        // O n-tiles
     constexpr int KS = D / 16;       // k-steps of Q K^T
-    __shared__ __align__(16) T ks[TC_KEYS * KP];
-    __shared__ __align__(16) T vs[TC_KEYS * KP];
+    constexpr int STAGES = stages_for<T, D, TC_KEYS, 2>();
+    __shared__ __align__(16) T ks[STAGES * TC_KEYS * KP];
+    __shared__ __align__(16) T vs[STAGES * TC_KEYS * KP];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
     const int i0 = blockIdx.x * TC_ROWS;
@@ -492,17 +521,26 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
     const T* kb = k + head_at(ks_, b, grp);
     const T* vb = v + head_at(vs_, b, grp);
-    for (int t0 = blo; t0 < bhi; t0 += TC_KEYS) {
+    // K and V tiles staged row-major (16-byte copies, zeros past the end); the mma
+    // fragments come from them through ldmatrix (V's transposed). With two stages the
+    // next tile's copies run under this tile's math.
+    auto stage = [&](int t0, int buf) {
+        stage_rows<T, D, TC_KEYS, KP>(kb, ks_.r, t0, tk, ks + buf * TC_KEYS * KP);
+        stage_rows<T, D, TC_KEYS, KP>(vb, vs_.r, t0, tk, vs + buf * TC_KEYS * KP);
+        cp_async_commit();
+    };
+    if (STAGES == 2 && blo < bhi) stage(blo, 0);
+    for (int t0 = blo, it = 0; t0 < bhi; t0 += TC_KEYS, ++it) {
+        const bool next = t0 + TC_KEYS < bhi;
+        if (STAGES == 1) stage(t0, 0);
+        else if (next) stage(t0 + TC_KEYS, (it + 1) % 2);
+        cp_async_wait(STAGES == 2 && next);
         __syncthreads();
-        // Stage K and V row-major (16-byte moves, zeros past the end); the mma fragments
-        // come from them through ldmatrix (V's transposed).
-        stage_rows<T, D, TC_KEYS, KP>(kb, ks_.r, t0, tk, ks);
-        stage_rows<T, D, TC_KEYS, KP>(vb, vs_.r, t0, tk, vs);
-        cp_async_wait_all();
-        __syncthreads();
+        const T* kt = ks + (it % STAGES) * TC_KEYS * KP;
+        const T* vt = vs + (it % STAGES) * TC_KEYS * KP;
         // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
         float s[NT][4];
-        mma_rows_tile<T, D, NT, KP>(qa, ks, s, true);
+        mma_rows_tile<T, D, NT, KP>(qa, kt, s, true);
         // Scale, mask, and the online softmax of rows r0 (c0, c1) and r1 (c2, c3).
         float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
@@ -551,7 +589,8 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
             o[n][3] *= c1;
         }
         // O += P V: P's A fragments are the S accumulators of two adjacent n-tiles.
-        mma_cols_tile<T, D, TC_KEYS / 16, KP>(s, vs, o);
+        mma_cols_tile<T, D, TC_KEYS / 16, KP>(s, vt, o);
+        __syncthreads();  // this tile's buffer is refilled next
     }
     // Normalize and store; rows that saw no key give 0 and a log-sum-exp of -inf.
     const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
@@ -610,8 +649,9 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
                                      T* dq, int heads, int kv_heads, int tq, int tk,
                                      int causal, int window, float scale) {
     constexpr int KP = D + 8, NT = TC_BWD_TILE / 8, DT = D / 8, K16 = TC_BWD_TILE / 16;
-    __shared__ __align__(16) T ks[TC_BWD_TILE * KP];
-    __shared__ __align__(16) T vs[TC_BWD_TILE * KP];
+    constexpr int STAGES = stages_for<T, D, TC_BWD_TILE, 2>(), TILE = TC_BWD_TILE * KP;
+    __shared__ __align__(16) T ks[STAGES * TILE];
+    __shared__ __align__(16) T vs[STAGES * TILE];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
     const int i0 = blockIdx.x * TC_ROWS, r0 = i0 + warp * 16 + g, r1 = r0 + 8;
@@ -657,15 +697,23 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
     for (int n = 0; n < DT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     const T* kb = k + head_at(ks_, b, grp);
     const T* vb = v + head_at(vs_, b, grp);
-    for (int t0 = blo; t0 < bhi; t0 += TC_BWD_TILE) {
+    auto stage = [&](int t0, int buf) {
+        stage_rows<T, D, TC_BWD_TILE, KP>(kb, ks_.r, t0, bhi, ks + buf * TILE);
+        stage_rows<T, D, TC_BWD_TILE, KP>(vb, vs_.r, t0, bhi, vs + buf * TILE);
+        cp_async_commit();
+    };
+    if (STAGES == 2 && blo < bhi) stage(blo, 0);
+    for (int t0 = blo, it = 0; t0 < bhi; t0 += TC_BWD_TILE, ++it) {
+        const bool next = t0 + TC_BWD_TILE < bhi;
+        if (STAGES == 1) stage(t0, 0);
+        else if (next) stage(t0 + TC_BWD_TILE, (it + 1) % 2);
+        cp_async_wait(STAGES == 2 && next);
         __syncthreads();
-        stage_rows<T, D, TC_BWD_TILE, KP>(kb, ks_.r, t0, bhi, ks);
-        stage_rows<T, D, TC_BWD_TILE, KP>(vb, vs_.r, t0, bhi, vs);
-        cp_async_wait_all();
-        __syncthreads();
+        const T* kt = ks + (it % STAGES) * TILE;
+        const T* vt = vs + (it % STAGES) * TILE;
         float sc[NT][4], dp[NT][4];
-        mma_rows_tile<T, D, NT, KP>(qa, ks, sc, true);
-        mma_rows_tile<T, D, NT, KP>(ga, vs, dp, true);
+        mma_rows_tile<T, D, NT, KP>(qa, kt, sc, true);
+        mma_rows_tile<T, D, NT, KP>(ga, vt, dp, true);
 #pragma unroll
         for (int n = 0; n < NT; ++n) {
 #pragma unroll
@@ -677,7 +725,8 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
                 sc[n][2 + e] = p1 * (dp[n][2 + e] - d1);
             }
         }
-        mma_cols_tile<T, D, K16, KP>(sc, ks, acc);
+        mma_cols_tile<T, D, K16, KP>(sc, kt, acc);
+        __syncthreads();  // this tile's buffer is refilled next
     }
     // dQ is written [B, Tq, H, D], the layout of the projection it flows back into.
     const long long qoff = ((long long)b * tq * heads + h) * D, qr = (long long)heads * D;
@@ -700,9 +749,10 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
                                        int heads, int kv_heads, int tq, int tk, int causal,
                                        int window, float scale) {
     constexpr int QP = D + 8, NT = TC_BWD_TILE / 8, DT = D / 8, K16 = TC_BWD_TILE / 16;
-    __shared__ __align__(16) T qs[TC_BWD_TILE * QP];
-    __shared__ __align__(16) T gs[TC_BWD_TILE * QP];
-    __shared__ float ls[TC_BWD_TILE], dl[TC_BWD_TILE];
+    constexpr int STAGES = stages_for<T, D, TC_BWD_TILE, 2>(), TILE = TC_BWD_TILE * QP;
+    __shared__ __align__(16) T qs[STAGES * TILE];
+    __shared__ __align__(16) T gs[STAGES * TILE];
+    __shared__ __align__(16) float ls[STAGES * TC_BWD_TILE], dl[STAGES * TC_BWD_TILE];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bg = blockIdx.y, b = bg / kv_heads, grp = bg % kv_heads, group = heads / kv_heads;
     const int j0 = blockIdx.x * TC_ROWS, kr0 = j0 + warp * 16 + g, kr1 = kr0 + 8;
@@ -720,22 +770,39 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
         ak[n][0] = ak[n][1] = ak[n][2] = ak[n][3] = 0.0f;
         av[n][0] = av[n][1] = av[n][2] = av[n][3] = 0.0f;
     }
-    for (int hq = grp * group; hq < (grp + 1) * group; ++hq) {
-        const long long qrow = (long long)(b * heads + hq) * tq;
-        for (int t0 = qlo; t0 < qhi; t0 += TC_BWD_TILE) {
-            __syncthreads();
-            stage_rows<T, D, TC_BWD_TILE, QP>(q + head_at(qs_, b, hq), qs_.r, t0, qhi, qs);
-            stage_rows<T, D, TC_BWD_TILE, QP>(dout + head_at(gs_, b, hq), gs_.r, t0, qhi, gs);
-            if (threadIdx.x < TC_BWD_TILE) {
-                const int i = t0 + threadIdx.x;
-                ls[threadIdx.x] = i < qhi ? lse[qrow + i] : 0.0f;
-                dl[threadIdx.x] = i < qhi ? delta[qrow + i] : 0.0f;
-            }
-            cp_async_wait_all();
-            __syncthreads();
+    // The tiles of every query head of the group, one after another: tile `it` is query
+    // rows qlo + (it % per_head) * TILE of head grp * group + it / per_head.
+    const int per_head = qhi > qlo ? (qhi - qlo + TC_BWD_TILE - 1) / TC_BWD_TILE : 0;
+    const int tiles = per_head * group;
+    auto stage = [&](int it, int buf) {
+        const int hq = grp * group + it / per_head, t0 = qlo + (it % per_head) * TC_BWD_TILE;
+        stage_rows<T, D, TC_BWD_TILE, QP>(q + head_at(qs_, b, hq), qs_.r, t0, qhi, qs + buf * TILE);
+        stage_rows<T, D, TC_BWD_TILE, QP>(dout + head_at(gs_, b, hq), gs_.r, t0, qhi,
+                                          gs + buf * TILE);
+        if (threadIdx.x < TC_BWD_TILE) {
+            const long long qrow = (long long)(b * heads + hq) * tq;
+            const int i = t0 + threadIdx.x, at = buf * TC_BWD_TILE + threadIdx.x;
+            cp_async4(ls + at, lse + (i < qhi ? qrow + i : 0), i < qhi);
+            cp_async4(dl + at, delta + (i < qhi ? qrow + i : 0), i < qhi);
+        }
+        cp_async_commit();
+    };
+    if (STAGES == 2 && tiles > 0) stage(0, 0);
+    for (int it = 0; it < tiles; ++it) {
+        const int t0 = qlo + (it % per_head) * TC_BWD_TILE;
+        const bool next = it + 1 < tiles;
+        if (STAGES == 1) stage(it, 0);
+        else if (next) stage(it + 1, (it + 1) % 2);
+        cp_async_wait(STAGES == 2 && next);
+        __syncthreads();
+        const T* qt = qs + (it % STAGES) * TILE;
+        const T* gt = gs + (it % STAGES) * TILE;
+        const float* lt = ls + (it % STAGES) * TC_BWD_TILE;
+        const float* dt = dl + (it % STAGES) * TC_BWD_TILE;
+        {
             float sc[NT][4], dp[NT][4];
-            mma_rows_tile<T, D, NT, QP>(ka, qs, sc, true);
-            mma_rows_tile<T, D, NT, QP>(va, gs, dp, true);
+            mma_rows_tile<T, D, NT, QP>(ka, qt, sc, true);
+            mma_rows_tile<T, D, NT, QP>(va, gt, dp, true);
 #pragma unroll
             for (int n = 0; n < NT; ++n) {
 #pragma unroll
@@ -745,17 +812,18 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
                     if (i < qhi) flash_keys(i, tq, tk, causal, window, &lo, &hi);
                     const bool s0 = kr0 < tk && kr0 >= lo && kr0 < hi;
                     const bool s1 = kr1 < tk && kr1 >= lo && kr1 < hi;
-                    const float p0 = s0 ? __expf(sc[n][e] * scale - ls[c]) : 0.0f;
-                    const float p1 = s1 ? __expf(sc[n][2 + e] * scale - ls[c]) : 0.0f;
+                    const float p0 = s0 ? __expf(sc[n][e] * scale - lt[c]) : 0.0f;
+                    const float p1 = s1 ? __expf(sc[n][2 + e] * scale - lt[c]) : 0.0f;
                     sc[n][e] = p0;
                     sc[n][2 + e] = p1;
-                    dp[n][e] = p0 * (dp[n][e] - dl[c]);
-                    dp[n][2 + e] = p1 * (dp[n][2 + e] - dl[c]);
+                    dp[n][e] = p0 * (dp[n][e] - dt[c]);
+                    dp[n][2 + e] = p1 * (dp[n][2 + e] - dt[c]);
                 }
             }
-            mma_cols_tile<T, D, K16, QP>(sc, gs, av);
-            mma_cols_tile<T, D, K16, QP>(dp, qs, ak);
+            mma_cols_tile<T, D, K16, QP>(sc, gt, av);
+            mma_cols_tile<T, D, K16, QP>(dp, qt, ak);
         }
+        __syncthreads();  // this tile's buffers are refilled next
     }
     // dK and dV are written [B, Tk, KVH, D], like dQ (offsets formed after the loop, so
     // that they hold no registers during it).
