@@ -770,6 +770,15 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
         ak[n][0] = ak[n][1] = ak[n][2] = ak[n][3] = 0.0f;
         av[n][0] = av[n][1] = av[n][2] = av[n][3] = 0.0f;
     }
+    // The queries [x, y) that see key kr (the inverse of flash_keys): from the query at
+    // its position on, for `window` queries when there is one; none past the keys' end.
+    auto seen_by = [&](int kr) {
+        if (kr >= tk) return make_int2(0, 0);
+        if (!causal) return make_int2(0, qhi);
+        const int kq = kr + tq - tk;
+        return make_int2(max(kq, 0), window > 0 ? min(qhi, kq + window) : qhi);
+    };
+    const int2 see0 = seen_by(kr0), see1 = seen_by(kr1);
     // The tiles of every query head of the group, one after another: tile `it` is query
     // rows qlo + (it % per_head) * TILE of head grp * group + it / per_head.
     const int per_head = qhi > qlo ? (qhi - qlo + TC_BWD_TILE - 1) / TC_BWD_TILE : 0;
@@ -808,10 +817,8 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     const int c = n * 8 + 2 * t + e, i = t0 + c;
-                    int lo = 0, hi = 0;
-                    if (i < qhi) flash_keys(i, tq, tk, causal, window, &lo, &hi);
-                    const bool s0 = kr0 < tk && kr0 >= lo && kr0 < hi;
-                    const bool s1 = kr1 < tk && kr1 >= lo && kr1 < hi;
+                    const bool s0 = i >= see0.x && i < see0.y;
+                    const bool s1 = i >= see1.x && i < see1.y;
                     const float p0 = s0 ? __expf(sc[n][e] * scale - lt[c]) : 0.0f;
                     const float p1 = s1 ? __expf(sc[n][2 + e] * scale - lt[c]) : 0.0f;
                     sc[n][e] = p0;
@@ -852,12 +859,14 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward_tc_d##D##_##SUFF
     flash_forward_tc<T, D>(q, qs, k, ks, v, vs, out, os, lse, heads, kv_heads, tq, tk, causal, \
                            window, scale);                                                      \
 }                                                                                               \
-extern "C" __global__ void __launch_bounds__(128) flash_backward_dq_tc_d##D##_##SUFFIX(     \
+extern "C" __global__ void __launch_bounds__(128, D <= 64 ? 4 : 1)                           \
+        flash_backward_dq_tc_d##D##_##SUFFIX(                                                  \
         FLASH_ARGS(T)) {                                                                        \
     flash_backward_dq_tc<T, D>(q, qs, k, ks, v, vs, out, os, dout, gs, lse, delta, dq, heads, \
                                kv_heads, tq, tk, causal, window, scale);                        \
 }                                                                                               \
-extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv_tc_d##D##_##SUFFIX(   \
+extern "C" __global__ void __launch_bounds__(128, D <= 64 ? 3 : 1)                           \
+        flash_backward_dkdv_tc_d##D##_##SUFFIX(                                                \
         FLASH_ARGS(T)) {                                                                        \
     flash_backward_dkdv_tc<T, D>(q, qs, k, ks, v, vs, dout, gs, lse, delta, dk, dv, heads,    \
                                  kv_heads, tq, tk, causal, window, scale);                      \
