@@ -335,3 +335,23 @@ fn many_slices_of_one_tensor() {
             .add(&t[0].sqr()?.mean_all()?)
     });
 }
+
+/// `backward_with(g)` back-propagates `g` as the output's gradient: the same gradients as
+/// `sum(y * g).backward()`, and a gradient of another shape is an error.
+#[test]
+fn backward_with_a_given_output_gradient() {
+    let mut rng = Rng::new(4);
+    let x = Tensor::randn(&[3, 5], 0.0, 1.0, DType::F64, Device::Cpu, &mut rng)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
+    let y = x.tanh().unwrap().mul(&x).unwrap();
+    let g = Tensor::randn(&[3, 5], 0.0, 1.0, DType::F64, Device::Cpu, &mut rng).unwrap();
+    let seeded = y.backward_with(&g).unwrap();
+    let summed = y.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
+    let a = seeded.get(&x).unwrap().to_vec_f64().unwrap();
+    let b = summed.get(&x).unwrap().to_vec_f64().unwrap();
+    assert_eq!(a, b);
+    assert!(y.backward_with(&g.reshape(&[5, 3]).unwrap()).is_err());
+    assert!(y.backward_with(&g.to_dtype(DType::F32).unwrap()).is_err());
+}

@@ -138,6 +138,34 @@ impl Tensor {
         Ok(store)
     }
 
+    /// Gradients of `sum(self * grad)`: back-propagates `grad` as this tensor's own
+    /// gradient (PyTorch's `backward(gradient)`), for a tensor of any shape. `grad` must
+    /// have this tensor's shape, dtype and device.
+    pub fn backward_with(&self, grad: &Tensor) -> Result<GradStore> {
+        if grad.shape() != self.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "backward_with",
+                lhs: self.shape().to_vec(),
+                rhs: grad.shape().to_vec(),
+            });
+        }
+        if grad.dtype() != self.dtype() || grad.device() != self.device() {
+            return Err(Error::invalid(
+                "backward_with",
+                format!(
+                    "the gradient is {} on {}, the tensor {} on {}",
+                    grad.dtype(),
+                    grad.device(),
+                    self.dtype(),
+                    self.device()
+                ),
+            ));
+        }
+        let mut store = GradStore::new();
+        self.backward_seeded(grad.detach(), &mut store)?;
+        Ok(store)
+    }
+
     /// Like [`Tensor::backward`], adding into the gradients already in `store`
     /// (gradient accumulation over several micro-batches).
     pub fn backward_into(&self, store: &mut GradStore) -> Result<()> {
@@ -147,6 +175,11 @@ impl Tensor {
                 format!("needs a one-element tensor, got shape {:?}", self.shape()),
             ));
         }
+        self.backward_seeded(self.ones_like()?, store)
+    }
+
+    /// Back-propagates `seed` as this tensor's gradient into `store`.
+    fn backward_seeded(&self, seed: Tensor, store: &mut GradStore) -> Result<()> {
         if !self.tracks_grad() {
             return Err(Error::invalid(
                 "backward",
@@ -160,7 +193,7 @@ impl Tensor {
         // that tile their source (a fused projection split into parts) are joined with one
         // concatenation instead of a zero-padded sum per slice.
         let mut slices: HashMap<TensorId, Vec<(usize, usize, Tensor)>> = HashMap::new();
-        pending.accumulate(self.id(), self.ones_like()?)?;
+        pending.accumulate(self.id(), seed)?;
         for node in order.iter().rev() {
             let dense = pending.grads.remove(&node.id());
             let grad = match slices.remove(&node.id()) {
