@@ -491,7 +491,8 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
     __shared__ __align__(16) T vs[STAGES * TC_KEYS * KP];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
-    const int i0 = blockIdx.x * TC_ROWS;
+    // The last query blocks see the most keys under a causal mask: they start first.
+    const int i0 = (gridDim.x - 1 - blockIdx.x) * TC_ROWS;
     const int r0 = i0 + warp * 16 + g, r1 = r0 + 8;  // this thread's two query rows
     // Q fragments, straight from global memory (rows past the end read as 0).
     unsigned qa[KS][4];
@@ -654,7 +655,8 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
     __shared__ __align__(16) T vs[STAGES * TILE];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
-    const int i0 = blockIdx.x * TC_ROWS, r0 = i0 + warp * 16 + g, r1 = r0 + 8;
+    // The last query blocks see the most keys under a causal mask: they start first.
+    const int i0 = (gridDim.x - 1 - blockIdx.x) * TC_ROWS, r0 = i0 + warp * 16 + g, r1 = r0 + 8;
     unsigned qa[D / 16][4], ga[D / 16][4];
     const T* qh = q + head_at(qs_, b, h);
     const T* gh = dout + head_at(gs_, b, h);
