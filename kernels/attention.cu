@@ -46,14 +46,16 @@ __device__ void decode_attention(const T* q, long long q_stride, const T* k_new,
         float dot = -INFINITY;
         if (j < hi) {
             const T* kj = j == len - 1 ? kn : kc + (long long)j * c_tstride + base;
-            dot = 0.0f;
+            // Four partial sums, so the multiply-adds form four short chains, not one long.
+            float part4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
             for (int e = 0; e < d; e += V) {
                 float kv[V];
                 Pack16<T>::load(kj + e, kv);
 #pragma unroll
-                for (int i = 0; i < V; ++i) dot += qs[e + i] * kv[i];
+                for (int i = 0; i < V; ++i) part4[i % 4] += qs[e + i] * kv[i];
             }
+            dot = (part4[0] + part4[1]) + (part4[2] + part4[3]);
         }
         float tile_max = dot;
         for (int off = 16; off > 0; off >>= 1)

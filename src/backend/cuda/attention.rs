@@ -138,9 +138,13 @@ pub struct SplitPlan {
 const TARGET_BLOCKS: usize = 264;
 /// Most splits of one row's keys (beyond this a split takes more tiles instead).
 const MAX_SPLITS: usize = 64;
+/// Caches longer than this many 32-key tiles are split over blocks.
+const SPLIT_FROM: usize = 8;
 
 /// Splits of whole 32-key tiles so that about [`TARGET_BLOCKS`] blocks run, none empty,
-/// and a warp per tile of each split (at most 8).
+/// and a warp per tile of each split (at most 8). Caches of at most [`SPLIT_FROM`] tiles
+/// stay in one block per row: its warps combine in shared memory, cheaper than the
+/// partials, fences and ticket that joining splits costs.
 pub fn split_plan(s: &DecodeShape) -> SplitPlan {
     let first = if s.window > 0 && s.len > s.window {
         s.len - s.window
@@ -148,6 +152,12 @@ pub fn split_plan(s: &DecodeShape) -> SplitPlan {
         0
     };
     let tiles = (s.len - first).div_ceil(32).max(1);
+    if tiles <= SPLIT_FROM {
+        return SplitPlan {
+            splits: 1,
+            warps: tiles,
+        };
+    }
     let base = (s.batch * s.heads).max(1);
     let want = TARGET_BLOCKS.div_ceil(base).clamp(1, MAX_SPLITS).min(tiles);
     let per = tiles.div_ceil(want);
@@ -203,6 +213,15 @@ mod tests {
                 warps: 1
             }
         );
+        // Up to 8 tiles: one block per row, a warp per tile.
+        assert_eq!(
+            plan(1, 12, 46, 0),
+            SplitPlan {
+                splits: 1,
+                warps: 2
+            }
+        );
+        assert_eq!(plan(1, 12, 256, 0).warps, 8);
         // Many rows already fill the GPU: no split.
         assert_eq!(plan(64, 32, 100, 0).splits, 1);
     }
