@@ -93,10 +93,8 @@ FLOAT_KERNELS(f32, float, float)
 template <typename T> struct Oct {
     static constexpr int WORDS = sizeof(T) * 8 / 16;
     __device__ static void load(const T* p, float* v) {
-        uint4 w[WORDS];
-        for (int k = 0; k < WORDS; ++k) w[k] = reinterpret_cast<const uint4*>(p)[k];
-        const T* e = reinterpret_cast<const T*>(w);
-        for (int i = 0; i < 8; ++i) v[i] = to_compute(e[i]);
+#pragma unroll
+        for (int k = 0; k < 8; k += Pack16<T>::N) Pack16<T>::load(p + k, v + k);
     }
     __device__ static void store(T* p, const float* v) {
         uint4 w[WORDS];

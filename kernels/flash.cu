@@ -457,6 +457,23 @@ __device__ __forceinline__ void cp_async_wait(bool keep_one) {
 #endif
 }
 
+// Walks `count` tiles: stage(it, buf) starts the copies of tile it into buffer buf and
+// commits them; body(it, buf) uses the tile once it has landed and every thread has met
+// the barrier. With two stages tile it + 1 is copied while tile it is used.
+template <int STAGES, typename Stage, typename Body>
+__device__ __forceinline__ void pipelined_tiles(int count, Stage stage, Body body) {
+    if (STAGES == 2 && count > 0) stage(0, 0);
+    for (int it = 0; it < count; ++it) {
+        const bool next = it + 1 < count;
+        if (STAGES == 1) stage(it, 0);
+        else if (next) stage(it + 1, (it + 1) % 2);
+        cp_async_wait(STAGES == 2 && next);
+        __syncthreads();
+        body(it, it % STAGES);
+        __syncthreads();  // the buffer is refilled after this
+    }
+}
+
 // Shared-memory stages for tiles of ROWS x D (pitch D + 8) when NTILES of them are staged
 // per step: two (the next step's copies overlap this step's math) if they fit in the 48 KB
 // of static shared memory, else one.
@@ -525,20 +542,17 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
     // K and V tiles staged row-major (16-byte copies, zeros past the end); the mma
     // fragments come from them through ldmatrix (V's transposed). With two stages the
     // next tile's copies run under this tile's math.
-    auto stage = [&](int t0, int buf) {
+    auto stage = [&](int it, int buf) {
+        const int t0 = blo + it * TC_KEYS;
         stage_rows<T, D, TC_KEYS, KP>(kb, ks_.r, t0, tk, ks + buf * TC_KEYS * KP);
         stage_rows<T, D, TC_KEYS, KP>(vb, vs_.r, t0, tk, vs + buf * TC_KEYS * KP);
         cp_async_commit();
     };
-    if (STAGES == 2 && blo < bhi) stage(blo, 0);
-    for (int t0 = blo, it = 0; t0 < bhi; t0 += TC_KEYS, ++it) {
-        const bool next = t0 + TC_KEYS < bhi;
-        if (STAGES == 1) stage(t0, 0);
-        else if (next) stage(t0 + TC_KEYS, (it + 1) % 2);
-        cp_async_wait(STAGES == 2 && next);
-        __syncthreads();
-        const T* kt = ks + (it % STAGES) * TC_KEYS * KP;
-        const T* vt = vs + (it % STAGES) * TC_KEYS * KP;
+    const int tiles = bhi > blo ? (bhi - blo + TC_KEYS - 1) / TC_KEYS : 0;
+    pipelined_tiles<STAGES>(tiles, stage, [&](int it, int buf) {
+        const int t0 = blo + it * TC_KEYS;
+        const T* kt = ks + buf * TC_KEYS * KP;
+        const T* vt = vs + buf * TC_KEYS * KP;
         // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
         float s[NT][4];
         mma_rows_tile<T, D, NT, KP>(qa, kt, s, true);
@@ -591,8 +605,7 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
         }
         // O += P V: P's A fragments are the S accumulators of two adjacent n-tiles.
         mma_cols_tile<T, D, TC_KEYS / 16, KP>(s, vt, o);
-        __syncthreads();  // this tile's buffer is refilled next
-    }
+    });
     // Normalize and store; rows that saw no key give 0 and a log-sum-exp of -inf.
     const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
 #pragma unroll
@@ -699,20 +712,17 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
     for (int n = 0; n < DT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     const T* kb = k + head_at(ks_, b, grp);
     const T* vb = v + head_at(vs_, b, grp);
-    auto stage = [&](int t0, int buf) {
+    auto stage = [&](int it, int buf) {
+        const int t0 = blo + it * TC_BWD_TILE;
         stage_rows<T, D, TC_BWD_TILE, KP>(kb, ks_.r, t0, bhi, ks + buf * TILE);
         stage_rows<T, D, TC_BWD_TILE, KP>(vb, vs_.r, t0, bhi, vs + buf * TILE);
         cp_async_commit();
     };
-    if (STAGES == 2 && blo < bhi) stage(blo, 0);
-    for (int t0 = blo, it = 0; t0 < bhi; t0 += TC_BWD_TILE, ++it) {
-        const bool next = t0 + TC_BWD_TILE < bhi;
-        if (STAGES == 1) stage(t0, 0);
-        else if (next) stage(t0 + TC_BWD_TILE, (it + 1) % 2);
-        cp_async_wait(STAGES == 2 && next);
-        __syncthreads();
-        const T* kt = ks + (it % STAGES) * TILE;
-        const T* vt = vs + (it % STAGES) * TILE;
+    const int tiles = bhi > blo ? (bhi - blo + TC_BWD_TILE - 1) / TC_BWD_TILE : 0;
+    pipelined_tiles<STAGES>(tiles, stage, [&](int it, int buf) {
+        const int t0 = blo + it * TC_BWD_TILE;
+        const T* kt = ks + buf * TILE;
+        const T* vt = vs + buf * TILE;
         float sc[NT][4], dp[NT][4];
         mma_rows_tile<T, D, NT, KP>(qa, kt, sc, true);
         mma_rows_tile<T, D, NT, KP>(ga, vt, dp, true);
@@ -728,8 +738,7 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
             }
         }
         mma_cols_tile<T, D, K16, KP>(sc, kt, acc);
-        __syncthreads();  // this tile's buffer is refilled next
-    }
+    });
     // dQ is written [B, Tq, H, D], the layout of the projection it flows back into.
     const long long qoff = ((long long)b * tq * heads + h) * D, qr = (long long)heads * D;
 #pragma unroll
@@ -798,18 +807,12 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
         }
         cp_async_commit();
     };
-    if (STAGES == 2 && tiles > 0) stage(0, 0);
-    for (int it = 0; it < tiles; ++it) {
+    pipelined_tiles<STAGES>(tiles, stage, [&](int it, int buf) {
         const int t0 = qlo + (it % per_head) * TC_BWD_TILE;
-        const bool next = it + 1 < tiles;
-        if (STAGES == 1) stage(it, 0);
-        else if (next) stage(it + 1, (it + 1) % 2);
-        cp_async_wait(STAGES == 2 && next);
-        __syncthreads();
-        const T* qt = qs + (it % STAGES) * TILE;
-        const T* gt = gs + (it % STAGES) * TILE;
-        const float* lt = ls + (it % STAGES) * TC_BWD_TILE;
-        const float* dt = dl + (it % STAGES) * TC_BWD_TILE;
+        const T* qt = qs + buf * TILE;
+        const T* gt = gs + buf * TILE;
+        const float* lt = ls + buf * TC_BWD_TILE;
+        const float* dt = dl + buf * TC_BWD_TILE;
         {
             float sc[NT][4], dp[NT][4];
             mma_rows_tile<T, D, NT, QP>(ka, qt, sc, true);
@@ -832,8 +835,7 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
             mma_cols_tile<T, D, K16, QP>(sc, gt, av);
             mma_cols_tile<T, D, K16, QP>(dp, qt, ak);
         }
-        __syncthreads();  // this tile's buffers are refilled next
-    }
+    });
     // dK and dV are written [B, Tk, KVH, D], like dQ (offsets formed after the loop, so
     // that they hold no registers during it).
     const long long koff = ((long long)b * tk * kv_heads + grp) * D, kr = (long long)kv_heads * D;

@@ -267,50 +267,13 @@ impl Trainer {
         };
         let model = match init {
             Some(dir) => {
-                let model = load_hf_gpt2(dir, device)?;
-                let m = model.cfg;
                 if tokenizer.is_some() {
                     return Err(Error::invalid(
                         "train",
                         "starting from a GPT-2 folder needs a token file of its token ids",
                     ));
                 }
-                if let Some(v) = vocab_size.filter(|&v| v != m.vocab_size) {
-                    return Err(Error::invalid(
-                        "train",
-                        format!(
-                            "{} has a vocabulary of {}, but the run's is {v}",
-                            dir.display(),
-                            m.vocab_size
-                        ),
-                    ));
-                }
-                cfg.vocab_size = Some(m.vocab_size);
-                if cfg.seq_len > m.block_size {
-                    return Err(Error::invalid(
-                        "train",
-                        format!(
-                            "sequences of {} are longer than the {} positions of {}",
-                            cfg.seq_len,
-                            m.block_size,
-                            dir.display()
-                        ),
-                    ));
-                }
-                (cfg.layers, cfg.heads, cfg.dim) = (m.n_layer, m.n_head, m.n_embd);
-                if cfg.dropout > 0.0 {
-                    // The folder's weights in a model built with the run's dropout.
-                    let with_dropout = GptConfig {
-                        dropout: cfg.dropout,
-                        ..m
-                    };
-                    let fresh = Gpt::new(with_dropout, &mut Rng::new(cfg.seed), device)?;
-                    let weights = model.params().into_iter().map(|p| (p.name, p.tensor));
-                    fresh.load_weights(&weights.collect())?;
-                    fresh
-                } else {
-                    model
-                }
+                gpt_from_folder(dir, &mut cfg, device)?
             }
             None => {
                 let vocab_size = vocab_size.ok_or_else(|| {
@@ -560,6 +523,49 @@ impl Trainer {
         write_atomic(&dir.join("trainer.json"), &serde_json::to_vec(&self.state)?)?;
         Ok(())
     }
+}
+
+/// The GPT-2 of a Hugging Face folder as the start of a token-file run: its shape and
+/// vocabulary become the run's (a different `cfg.vocab_size` is an error), its positions
+/// must cover `cfg.seq_len`, and it is rebuilt with the run's dropout.
+fn gpt_from_folder(dir: &Path, cfg: &mut TrainConfig, device: Device) -> Result<Gpt> {
+    let model = load_hf_gpt2(dir, device)?;
+    let m = model.cfg;
+    if let Some(v) = cfg.vocab_size.filter(|&v| v != m.vocab_size) {
+        return Err(Error::invalid(
+            "train",
+            format!(
+                "{} has a vocabulary of {}, but the run's is {v}",
+                dir.display(),
+                m.vocab_size
+            ),
+        ));
+    }
+    if cfg.seq_len > m.block_size {
+        return Err(Error::invalid(
+            "train",
+            format!(
+                "sequences of {} are longer than the {} positions of {}",
+                cfg.seq_len,
+                m.block_size,
+                dir.display()
+            ),
+        ));
+    }
+    cfg.vocab_size = Some(m.vocab_size);
+    (cfg.layers, cfg.heads, cfg.dim) = (m.n_layer, m.n_head, m.n_embd);
+    if cfg.dropout == 0.0 {
+        return Ok(model);
+    }
+    // The folder's weights in a model built with the run's dropout.
+    let with_dropout = GptConfig {
+        dropout: cfg.dropout,
+        ..m
+    };
+    let fresh = Gpt::new(with_dropout, &mut Rng::new(cfg.seed), device)?;
+    let weights = model.params().into_iter().map(|p| (p.name, p.tensor));
+    fresh.load_weights(&weights.collect())?;
+    Ok(fresh)
 }
 
 /// Refuses a run whose activations would not fit in the memory this machine has free.
