@@ -1095,6 +1095,66 @@ fn cross_entropy_gradients_in_every_dtype() {
     }
 }
 
+/// `cross_entropy_f32` on half logits on the GPU reads them as they are (no f32 copy) and
+/// gives the f32 loss and the gradient of cross-entropy over the f32-cast logits on the CPU.
+#[test]
+fn f32_cross_entropy_of_half_logits() {
+    let Some((dev, _gpu)) = gpu() else { return };
+    let mut rng = Rng::new(13);
+    for v in [1000usize, 997] {
+        let logits = randn(&[2, 30, v], &mut rng).affine(4.0, 0.0).unwrap();
+        let mut t: Vec<i64> = (0..60).map(|i| (i * 7919 % v) as i64).collect();
+        t[7] = -1;
+        let targets = Tensor::from_vec(t, &[2, 30], Device::Cpu).unwrap();
+        for dtype in [DType::BF16, DType::F16] {
+            let half = logits.to_dtype(dtype).unwrap();
+            // Reference: the half logits cast to f32 on the CPU.
+            let x_cpu = half.to_dtype(DType::F32).unwrap().requires_grad().unwrap();
+            let l_cpu = x_cpu.cross_entropy(&targets, -1).unwrap();
+            let g_cpu = l_cpu
+                .backward()
+                .unwrap()
+                .get(&x_cpu)
+                .unwrap()
+                .to_vec_f64()
+                .unwrap();
+            let x = half.to_device(dev).unwrap().requires_grad().unwrap();
+            let _profile = smith::profile::scope();
+            let _ = smith::profile::take_report().unwrap();
+            let loss = x
+                .cross_entropy_f32(&targets.to_device(dev).unwrap(), -1)
+                .unwrap();
+            assert_eq!(loss.dtype(), DType::F32);
+            let grads = loss.backward().unwrap();
+            let g = grads.get(&x).unwrap();
+            assert_eq!(g.dtype(), dtype);
+            let report = smith::profile::take_report().unwrap();
+            let names: Vec<&str> = report.kernels.iter().map(|k| k.name.as_str()).collect();
+            // The fused kernel read the half logits; nothing cast them (or their gradient).
+            let fused = format!("xent_{dtype}");
+            let (plain, packed) = (format!("cast_{dtype}_"), format!("cast_vec_{dtype}_"));
+            let from_half = |n: &&str| n.starts_with(&plain) || n.starts_with(&packed);
+            let to_half = |n: &&str| n.ends_with(&format!("_{dtype}")) && n.starts_with("cast");
+            assert!(
+                names.contains(&fused.as_str())
+                    && !names.iter().any(from_half)
+                    && !names.iter().any(to_half),
+                "{names:?}"
+            );
+            let (l_gpu, l_ref) = (
+                loss.to_vec_f64().unwrap()[0],
+                l_cpu.to_vec_f64().unwrap()[0],
+            );
+            assert!(
+                (l_gpu - l_ref).abs() <= 1e-5 * l_ref.abs(),
+                "{v} {dtype}: {l_gpu} vs {l_ref}"
+            );
+            let err = rel_err(&g.to_vec_f64().unwrap(), &g_cpu);
+            assert!(err < 1e-2, "{v} {dtype}: gradient error {err:e}");
+        }
+    }
+}
+
 /// SGD with momentum and weight decay on the GPU follows the CPU.
 #[test]
 fn sgd_matches_the_cpu() {

@@ -733,3 +733,31 @@ fn half_rounding_is_nearest_even() {
         0x0001
     );
 }
+
+/// `cross_entropy_f32` gives an f32 loss: on the CPU exactly the loss of the logits cast
+/// to f32, for half and f32 logits alike, with the gradient in the logits' dtype.
+#[test]
+fn f32_cross_entropy_on_the_cpu_casts() {
+    let mut rng = Rng::new(8);
+    let logits = Tensor::randn(&[6, 50], 0.0, 3.0, DType::F32, Device::Cpu, &mut rng).unwrap();
+    let targets = Tensor::from_vec(
+        (0..6).map(|i| i * 7 % 50).collect::<Vec<i64>>(),
+        &[6],
+        Device::Cpu,
+    )
+    .unwrap();
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        let x = logits.to_dtype(dtype).unwrap().requires_grad().unwrap();
+        let loss = x.cross_entropy_f32(&targets, -1).unwrap();
+        assert_eq!(loss.dtype(), DType::F32);
+        let want = x
+            .detach()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .cross_entropy(&targets, -1)
+            .unwrap();
+        assert_eq!(loss.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
+        let g = loss.backward().unwrap();
+        assert_eq!(g.get(&x).unwrap().dtype(), dtype);
+    }
+}

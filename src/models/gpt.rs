@@ -218,7 +218,7 @@ impl Gpt {
     }
 
     /// [`Gpt::loss`] with the activations in `compute` (see [`Gpt::forward_in`]); the
-    /// loss is computed from f32 logits.
+    /// loss is f32, accumulated in f32 ([`Tensor::cross_entropy_f32`]).
     pub fn loss_in(
         &self,
         idx: &Tensor,
@@ -226,15 +226,10 @@ impl Gpt {
         dropout_rng: Option<&mut Rng>,
         compute: DType,
     ) -> Result<Tensor> {
-        // The loss reads f32 logits, as autocast does: its sums and the gradient's softmax
-        // keep f32 precision.
-        let logits = self.forward_in(idx, dropout_rng, compute)?;
-        let logits = if logits.dtype() == DType::F32 {
-            logits
-        } else {
-            logits.to_dtype(DType::F32)?
-        };
-        logits.cross_entropy(targets, -1)
+        // The loss is f32 and accumulated in f32, as autocast's f32 logits give it, without
+        // an f32 copy of the logits on a GPU.
+        self.forward_in(idx, dropout_rng, compute)?
+            .cross_entropy_f32(targets, -1)
     }
 
     /// A copy for inference with every tensor in `dtype` (e.g. bf16), detached from

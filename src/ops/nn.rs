@@ -134,6 +134,29 @@ impl Tensor {
     /// Mean cross-entropy of logits `[.., V]` against integer targets `[..]`, skipping
     /// targets equal to `ignore_index`. Fused: the softmax is never materialised.
     pub fn cross_entropy(&self, targets: &Tensor, ignore_index: i64) -> Result<Tensor> {
+        self.cross_entropy_as(targets, ignore_index, self.dtype())
+    }
+
+    /// [`Tensor::cross_entropy`] with the loss in f32 whatever the logits' dtype, as mixed
+    /// precision wants it. On a GPU, f16/bf16 logits are read as they are, their rows
+    /// accumulated in f32 and their gradient rounded once: what casting them to f32 first
+    /// gives, without the f32 copy of the logits and its gradient. Elsewhere the logits
+    /// are cast.
+    pub fn cross_entropy_f32(&self, targets: &Tensor, ignore_index: i64) -> Result<Tensor> {
+        let half = matches!(self.dtype(), DType::F16 | DType::BF16);
+        if half && matches!(self.device(), crate::Device::Cuda(_)) {
+            return self.cross_entropy_as(targets, ignore_index, DType::F32);
+        }
+        let logits = if self.dtype() == DType::F32 {
+            self.clone()
+        } else {
+            self.to_dtype(DType::F32)?
+        };
+        logits.cross_entropy(targets, ignore_index)
+    }
+
+    /// Cross-entropy with the loss in `out` (the logits' dtype, or f32 for GPU half logits).
+    fn cross_entropy_as(&self, targets: &Tensor, ignore_index: i64, out: DType) -> Result<Tensor> {
         check_float("cross_entropy", self)?;
         if !targets.dtype().is_index() {
             return Err(Error::UnsupportedDType {
@@ -156,6 +179,7 @@ impl Tensor {
                 t,
                 targets.layout(),
                 ignore_index,
+                out,
             )?),
             (x, t) => {
                 let ids = t.cpu()?.to_indices("cross_entropy", targets.layout())?;

@@ -249,16 +249,18 @@ fn xent_parts(
 }
 
 /// Mean cross-entropy of logits `[N, V]` against i64 targets `[N]`; a one-element buffer in
-/// the logits' dtype (NaN when every target is ignored or one is out of range).
+/// `out_dtype` (NaN when every target is ignored or one is out of range). The rows are
+/// accumulated in f32 whatever the logits' dtype.
 pub fn cross_entropy(
     x: &CudaStorage,
     lx: &Layout,
     t: &CudaStorage,
     lt: &Layout,
     ignore: i64,
+    out_dtype: DType,
 ) -> Result<CudaStorage> {
     let out = xent_parts(x, lx, t, lt, ignore)?;
-    super::cast(&out, &Layout::new(vec![1], vec![1], 0), x.dtype)
+    super::cast(&out, &Layout::new(vec![1], vec![1], 0), out_dtype)
 }
 
 /// Gradient of [`cross_entropy`] with respect to the logits, times the loss gradient `g`
