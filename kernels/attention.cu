@@ -1,19 +1,46 @@
 // Attention of one new query position per sequence against a key/value cache (decoding):
-// blocks over (head, batch row, split of the keys); each warp takes tiles of 32 keys, a
-// lane per key for the scores (16-byte loads along its key row), then lanes over features
-// to add the 32 weighted value rows; an online softmax (running max and sum) per warp, and
-// the warps combined at the end. With several splits, each block writes its unnormalized
-// partial (max, sum, weighted values) to scratch, and the last block of a (head, row) to
-// finish, counted by an atomic ticket, combines them (flash-decoding: long caches use the
-// whole GPU, not one block per head). The new key and value are read from the projection
-// output and written into the cache slot by the first query head of each key/value group,
-// so the append costs no launch of its own.
+// blocks over (head, batch row, split of the keys). A key row is read by a group of G lanes,
+// one 16-byte pack each (G = the packs of a row, rounded up to a power of two and at most
+// 32, so a warp holds 32/G keys at once); each lane keeps its features of the query, and of
+// the weighted value sum, in registers. The keys of a block are dealt round-robin to its
+// groups, and a group takes four of its keys per step: their key and value rows are all
+// requested before the first is used, so a step costs one memory round trip, not eight.
+// Each group keeps an online softmax (running max and sum); groups meet by shuffles within
+// the warp and through shared memory across warps. With several splits, each block writes
+// its unnormalized partial (max, sum, weighted values) to scratch, and the last block of a
+// (head, row) to finish, counted by an atomic ticket, combines them (flash-decoding: long
+// caches use the whole GPU, not one block per head). The new key and value are read from
+// the projection output and written into the cache slot by the first query head of each
+// key/value group, so the append costs no launch of its own.
 //
 // Cache layout [max_len, batch, kv_heads, head_dim]; `len` counts positions including the
-// new one. The head dim D is a compile-time constant (16 to 256, as listed below), so every
-// load of a key row is issued before the first is used.
+// new one. The head dim D is a compile-time constant (16 to 256, as listed below) and a
+// whole number of 16-byte packs; q, the new key and value, and the cache rows are 16-byte
+// aligned.
 
 #define DECODE_WARPS 8
+#define DECODE_UNROLL 4
+
+// The least power of two at or above N (N >= 1).
+template <int N> struct Pow2AtLeast {
+    static constexpr int value = 2 * Pow2AtLeast<(N + 1) / 2>::value;
+};
+template <> struct Pow2AtLeast<1> { static constexpr int value = 1; };
+
+// Merges another online-softmax state (m2, s2, a2) into (m, s, a); an empty state has
+// m = -inf and contributes nothing.
+template <int N>
+__device__ __forceinline__ void merge_softmax(float& m, float& s, float* a, float m2, float s2,
+                                              const float* a2) {
+    const float mn = fmaxf(m, m2);
+    if (mn == -INFINITY) return;
+    const float c1 = m == -INFINITY ? 0.0f : __expf(m - mn);
+    const float c2 = m2 == -INFINITY ? 0.0f : __expf(m2 - mn);
+    s = s * c1 + s2 * c2;
+#pragma unroll
+    for (int i = 0; i < N; ++i) a[i] = a[i] * c1 + a2[i] * c2;
+    m = mn;
+}
 
 template <typename T, int D>
 __device__ void decode_attention(const T* q, long long q_stride, const T* k_new,
@@ -21,68 +48,129 @@ __device__ void decode_attention(const T* q, long long q_stride, const T* k_new,
                                  T* kc, T* vc, long long c_tstride, long long c_bstride, T* y,
                                  int heads, int kv_heads, int len, int window, float scale,
                                  int splits, float* partial, unsigned int* tickets) {
-    constexpr int V = Pack16<T>::N, SLOTS = (D + 31) / 32, d = D;
+    constexpr int V = Pack16<T>::N, PACKS = D / V, d = D;
+    constexpr int G = Pow2AtLeast<PACKS>::value < 32 ? Pow2AtLeast<PACKS>::value : 32;
+    constexpr int PL = (PACKS + G - 1) / G, KPW = 32 / G, U = DECODE_UNROLL;
     const int h = blockIdx.x, b = blockIdx.y, split = blockIdx.z;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    const int grp = lane / G, gl = lane % G;
     const int g = h / (heads / kv_heads);
     const T* kn = k_new + b * k_stride + (long long)g * d;
     const T* vn = v_new + b * v_stride + (long long)g * d;
     const long long base = b * c_bstride + (long long)g * d;
-    __shared__ float qs[D];
-    for (int e = threadIdx.x; e < d; e += blockDim.x)
-        qs[e] = to_compute(q[b * q_stride + (long long)h * d + e]) * scale;
-    __syncthreads();
-    float acc[SLOTS];
-#pragma unroll
-    for (int i = 0; i < SLOTS; ++i) acc[i] = 0.0f;
-    float m = -INFINITY, s = 0.0f;
     const int first = window > 0 && len > window ? len - window : 0;
     // This block's keys: a contiguous run of whole 32-key tiles.
     const int tiles = (len - first + 31) / 32, per = (tiles + splits - 1) / splits;
     const int lo = first + split * per * 32, hi = min(len, first + (split + 1) * per * 32);
-    for (int t0 = lo + 32 * warp; t0 < hi; t0 += 32 * warps) {
-        // Scores: lane l takes key t0 + l.
-        const int j = t0 + lane;
-        float dot = -INFINITY;
-        if (j < hi) {
-            const T* kj = j == len - 1 ? kn : kc + (long long)j * c_tstride + base;
-            // Four partial sums, so the multiply-adds form four short chains, not one long.
-            float part4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const int slots = warps * KPW;
+    // The cached rows this lane will read were written by kernels that have finished (a
+    // dependent launch starts once the kernel before it is past its own wait): they are
+    // requested into L2 before the wait for the new query, key and value.
+    for (int j = lo + warp * KPW + grp; j < hi; j += slots) {
+        if (j == len - 1) continue;
+        const long long at = (long long)j * c_tstride + base;
 #pragma unroll
-            for (int e = 0; e < d; e += V) {
-                float kv[V];
-                Pack16<T>::load(kj + e, kv);
-#pragma unroll
-                for (int i = 0; i < V; ++i) part4[i % 4] += qs[e + i] * kv[i];
+        for (int p = 0; p < PL; ++p) {
+            const int e = (gl + p * G) * V;
+            if (e < d) {
+                prefetch_l2(kc + at + e);
+                prefetch_l2(vc + at + e);
             }
-            dot = (part4[0] + part4[1]) + (part4[2] + part4[3]);
         }
-        float tile_max = dot;
-        for (int off = 16; off > 0; off >>= 1)
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffff, tile_max, off));
-        const float m_new = fmaxf(m, tile_max);
+    }
+    pdl_wait();
+    pdl_launch_dependents();
+    // This lane's packs of a row: gl, gl + G, ... (those past the row are skipped).
+    float qv[PL][V];
+    const T* qr = q + b * q_stride + (long long)h * d;
+#pragma unroll
+    for (int p = 0; p < PL; ++p) {
+        const int e = (gl + p * G) * V;
+        if (e < d) {
+            Pack16<T>::load(qr + e, qv[p]);
+#pragma unroll
+            for (int i = 0; i < V; ++i) qv[p][i] *= scale;
+        } else {
+#pragma unroll
+            for (int i = 0; i < V; ++i) qv[p][i] = 0.0f;
+        }
+    }
+    float acc[PL * V];
+#pragma unroll
+    for (int i = 0; i < PL * V; ++i) acc[i] = 0.0f;
+    float m = -INFINITY, s = 0.0f;
+    // The loop bound is the warp's first key, so every lane of the warp takes each step
+    // (the shuffles need them all); keys past `hi` get weight 0.
+    for (int j0 = lo + warp * KPW; j0 < hi; j0 += slots * U) {
+        float kf[U][PL][V], vf[U][PL][V];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int j = min(j0 + grp + u * slots, hi - 1);
+            const long long at = (long long)j * c_tstride + base;
+            const T* kj = j == len - 1 ? kn : kc + at;
+            const T* vj = j == len - 1 ? vn : vc + at;
+#pragma unroll
+            for (int p = 0; p < PL; ++p) {
+                const int e = (gl + p * G) * V;
+                if (e < d) {
+                    Pack16<T>::load(kj + e, kf[u][p]);
+                    Pack16<T>::load(vj + e, vf[u][p]);
+                } else {
+#pragma unroll
+                    for (int i = 0; i < V; ++i) kf[u][p][i] = vf[u][p][i] = 0.0f;
+                }
+            }
+        }
+        float sc[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            // Two chains per lane, then the group's lanes summed by shuffles.
+            float a0 = 0.0f, a1 = 0.0f;
+#pragma unroll
+            for (int p = 0; p < PL; ++p)
+#pragma unroll
+                for (int i = 0; i < V; i += 2) {
+                    a0 += qv[p][i] * kf[u][p][i];
+                    a1 += qv[p][i + 1] * kf[u][p][i + 1];
+                }
+            sc[u] = a0 + a1;
+        }
+#pragma unroll
+        for (int off = G / 2; off > 0; off >>= 1)
+#pragma unroll
+            for (int u = 0; u < U; ++u) sc[u] += __shfl_xor_sync(0xffffffff, sc[u], off);
+        float mx = -INFINITY;
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            if (j0 + grp + u * slots >= hi) sc[u] = -INFINITY;
+            mx = fmaxf(mx, sc[u]);
+        }
+        const float m_new = fmaxf(m, mx);
+        if (m_new == -INFINITY) continue;
         const float corr = m == -INFINITY ? 0.0f : __expf(m - m_new);
-        const float p = j < hi ? __expf(dot - m_new) : 0.0f;
-        float psum = p;
-        for (int off = 16; off > 0; off >>= 1) psum += __shfl_xor_sync(0xffffffff, psum, off);
-        s = s * corr + psum;
+        s *= corr;
 #pragma unroll
-        for (int i = 0; i < SLOTS; ++i) acc[i] *= corr;
-        m = m_new;
-        // Values: lanes over features, the 32 keys of the tile in turn. No branch between
-        // the loads: keys past the end read the last valid row with weight 0, so all 32
-        // value rows are in flight together rather than one round trip after another.
+        for (int i = 0; i < PL * V; ++i) acc[i] *= corr;
 #pragma unroll
-        for (int kk = 0; kk < 32; ++kk) {
-            const float pk = __shfl_sync(0xffffffff, p, kk);
-            const int jk = min(t0 + kk, hi - 1);
-            const T* vj = jk == len - 1 ? vn : vc + (long long)jk * c_tstride + base;
+        for (int u = 0; u < U; ++u) {
+            const float pu = __expf(sc[u] - m_new);
+            s += pu;
 #pragma unroll
-            for (int i = 0; i < SLOTS; ++i) {
-                const int e = lane + 32 * i;
-                if (e < d) acc[i] += pk * to_compute(vj[e]);
-            }
+            for (int p = 0; p < PL; ++p)
+#pragma unroll
+                for (int i = 0; i < V; ++i) acc[p * V + i] += pu * vf[u][p][i];
         }
+        m = m_new;
+    }
+    // The warp's groups meet: lane l of group 0 ends with the warp's state for its packs.
+#pragma unroll
+    for (int off = G; off < 32; off <<= 1) {
+        const float m2 = __shfl_xor_sync(0xffffffff, m, off);
+        const float s2 = __shfl_xor_sync(0xffffffff, s, off);
+        float a2[PL * V];
+#pragma unroll
+        for (int i = 0; i < PL * V; ++i) a2[i] = __shfl_xor_sync(0xffffffff, acc[i], off);
+        merge_softmax<PL * V>(m, s, acc, m2, s2, a2);
     }
     // The first query head of the group stores the new key and value in the cache.
     if (h % (heads / kv_heads) == 0 && split == 0 && warp == 0) {
@@ -98,10 +186,14 @@ __device__ void decode_attention(const T* q, long long q_stride, const T* k_new,
         wm[warp] = m;
         ws[warp] = s;
     }
+    if (grp == 0) {
 #pragma unroll
-    for (int i = 0; i < SLOTS; ++i) {
-        const int e = lane + 32 * i;
-        if (e < d) wacc[warp][e] = acc[i];
+        for (int p = 0; p < PL; ++p) {
+            const int e = (gl + p * G) * V;
+            if (e < d)
+#pragma unroll
+                for (int i = 0; i < V; ++i) wacc[warp][e + i] = acc[p * V + i];
+        }
     }
     __syncthreads();
     float mx = -INFINITY;

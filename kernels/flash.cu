@@ -324,6 +324,13 @@ FLASH_DIMS(bf16, __nv_bfloat16)
 #define TC_ROWS 64
 #define TC_KEYS 64
 
+// 2^x in one MUFU instruction (flush-to-zero; 2^-inf = 0).
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 template <typename T> struct MmaType;
 // pack: two floats rounded into one 32-bit register; mma: D += A B for one m16n8k16 tile.
 #if __CUDA_ARCH__ >= 800
@@ -537,6 +544,7 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
 #pragma unroll
     for (int n = 0; n < DT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    const float sl = scale * 1.4426950408889634f;  // scores in log2 units: p = 2^(s sl - m)
     const T* kb = k + head_at(ks_, b, grp);
     const T* vb = v + head_at(vs_, b, grp);
     // K and V tiles staged row-major (16-byte copies, zeros past the end); the mma
@@ -556,17 +564,32 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
         // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
         float s[NT][4];
         mma_rows_tile<T, D, NT, KP>(qa, kt, s, true);
-        // Scale, mask, and the online softmax of rows r0 (c0, c1) and r1 (c2, c3).
+        // Scale into log2 units, mask (only tiles that cross a row's key range need it),
+        // and the online softmax of rows r0 (c0, c1) and r1 (c2, c3).
+        const bool whole = t0 >= max(lo0, lo1) && t0 + TC_KEYS <= min(hi0, hi1);
         float mx0 = -INFINITY, mx1 = -INFINITY;
+        if (whole) {
 #pragma unroll
-        for (int n = 0; n < NT; ++n) {
+            for (int n = 0; n < NT; ++n) {
 #pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                const int j = t0 + n * 8 + 2 * t + e;
-                s[n][e] = (j >= lo0 && j < hi0) ? s[n][e] * scale : -INFINITY;
-                s[n][2 + e] = (j >= lo1 && j < hi1) ? s[n][2 + e] * scale : -INFINITY;
-                mx0 = fmaxf(mx0, s[n][e]);
-                mx1 = fmaxf(mx1, s[n][2 + e]);
+                for (int e = 0; e < 2; ++e) {
+                    s[n][e] *= sl;
+                    s[n][2 + e] *= sl;
+                    mx0 = fmaxf(mx0, s[n][e]);
+                    mx1 = fmaxf(mx1, s[n][2 + e]);
+                }
+            }
+        } else {
+#pragma unroll
+            for (int n = 0; n < NT; ++n) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int j = t0 + n * 8 + 2 * t + e;
+                    s[n][e] = (j >= lo0 && j < hi0) ? s[n][e] * sl : -INFINITY;
+                    s[n][2 + e] = (j >= lo1 && j < hi1) ? s[n][2 + e] * sl : -INFINITY;
+                    mx0 = fmaxf(mx0, s[n][e]);
+                    mx1 = fmaxf(mx1, s[n][2 + e]);
+                }
             }
         }
         for (int off = 1; off < 4; off <<= 1) {
@@ -574,16 +597,17 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, off));
         }
         const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-        // Rows that have seen no key yet keep m = -inf and p = 0.
-        const float c0 = n0 == -INFINITY ? 1.0f : __expf(m0 - n0);
-        const float c1 = n1 == -INFINITY ? 1.0f : __expf(m1 - n1);
+        // A row that has seen no key yet keeps m = -inf; subtracting 0 instead gives it
+        // p = 2^-inf = 0 and a correction of 0 without a test per element.
+        const float z0 = n0 == -INFINITY ? 0.0f : n0, z1 = n1 == -INFINITY ? 0.0f : n1;
+        const float c0 = fast_exp2(m0 - z0), c1 = fast_exp2(m1 - z1);
         float ps0 = 0.0f, ps1 = 0.0f;
 #pragma unroll
         for (int n = 0; n < NT; ++n) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-                s[n][e] = n0 == -INFINITY ? 0.0f : __expf(s[n][e] - n0);
-                s[n][2 + e] = n1 == -INFINITY ? 0.0f : __expf(s[n][2 + e] - n1);
+                s[n][e] = fast_exp2(s[n][e] - z0);
+                s[n][2 + e] = fast_exp2(s[n][2 + e] - z1);
                 ps0 += s[n][e];
                 ps1 += s[n][2 + e];
             }
@@ -620,9 +644,11 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
             *reinterpret_cast<unsigned*>(dst) = MmaType<T>::pack(o[n][2] * inv1, o[n][3] * inv1);
         }
     }
+    // The log-sum-exp in natural units (m is in log2 units).
     if (t == 0) {
-        if (r0 < tq) lse[(long long)bh * tq + r0] = l0 > 0.0f ? m0 + logf(l0) : -INFINITY;
-        if (r1 < tq) lse[(long long)bh * tq + r1] = l1 > 0.0f ? m1 + logf(l1) : -INFINITY;
+        const float ln2 = 0.6931471805599453f;
+        if (r0 < tq) lse[(long long)bh * tq + r0] = l0 > 0.0f ? m0 * ln2 + logf(l0) : -INFINITY;
+        if (r1 < tq) lse[(long long)bh * tq + r1] = l1 > 0.0f ? m1 * ln2 + logf(l1) : -INFINITY;
     }
 }
 
@@ -702,6 +728,9 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
     }
     const float lse0 = r0 < tq ? lse[(long long)bh * tq + r0] : 0.0f;
     const float lse1 = r1 < tq ? lse[(long long)bh * tq + r1] : 0.0f;
+    // Scores and log-sum-exps in log2 units.
+    const float sl = scale * 1.4426950408889634f;
+    const float lb0 = lse0 * 1.4426950408889634f, lb1 = lse1 * 1.4426950408889634f;
     int lo0 = 0, hi0 = 0, lo1 = 0, hi1 = 0, blo, bhi, unused;
     if (r0 < tq) flash_keys(r0, tq, tk, causal, window, &lo0, &hi0);
     if (r1 < tq) flash_keys(r1, tq, tk, causal, window, &lo1, &hi1);
@@ -726,13 +755,19 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
         float sc[NT][4], dp[NT][4];
         mma_rows_tile<T, D, NT, KP>(qa, kt, sc, true);
         mma_rows_tile<T, D, NT, KP>(ga, vt, dp, true);
+        // P = 2^(S sl - lse log2 e); only tiles that cross a row's key range are masked.
+        const bool whole = t0 >= max(lo0, lo1) && t0 + TC_BWD_TILE <= min(hi0, hi1);
 #pragma unroll
         for (int n = 0; n < NT; ++n) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
                 const int j = t0 + n * 8 + 2 * t + e;
-                const float p0 = (j >= lo0 && j < hi0) ? __expf(sc[n][e] * scale - lse0) : 0.0f;
-                const float p1 = (j >= lo1 && j < hi1) ? __expf(sc[n][2 + e] * scale - lse1) : 0.0f;
+                float p0 = fast_exp2(sc[n][e] * sl - lb0);
+                float p1 = fast_exp2(sc[n][2 + e] * sl - lb1);
+                if (!whole) {
+                    p0 = (j >= lo0 && j < hi0) ? p0 : 0.0f;
+                    p1 = (j >= lo1 && j < hi1) ? p1 : 0.0f;
+                }
                 sc[n][e] = p0 * (dp[n][e] - d0);
                 sc[n][2 + e] = p1 * (dp[n][2 + e] - d1);
             }
@@ -790,6 +825,7 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
         return make_int2(max(kq, 0), window > 0 ? min(qhi, kq + window) : qhi);
     };
     const int2 see0 = seen_by(kr0), see1 = seen_by(kr1);
+    const float sl = scale * 1.4426950408889634f;  // scores in log2 units
     // The tiles of every query head of the group, one after another: tile `it` is query
     // rows qlo + (it % per_head) * TILE of head grp * group + it / per_head.
     const int per_head = qhi > qlo ? (qhi - qlo + TC_BWD_TILE - 1) / TC_BWD_TILE : 0;
@@ -817,15 +853,21 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
             float sc[NT][4], dp[NT][4];
             mma_rows_tile<T, D, NT, QP>(ka, qt, sc, true);
             mma_rows_tile<T, D, NT, QP>(va, gt, dp, true);
+            // P^T = 2^(S^T sl - lse log2 e); only tiles that cross a key's query range
+            // are masked.
+            const bool whole = t0 >= max(see0.x, see1.x) && t0 + TC_BWD_TILE <= min(see0.y, see1.y);
 #pragma unroll
             for (int n = 0; n < NT; ++n) {
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     const int c = n * 8 + 2 * t + e, i = t0 + c;
-                    const bool s0 = i >= see0.x && i < see0.y;
-                    const bool s1 = i >= see1.x && i < see1.y;
-                    const float p0 = s0 ? __expf(sc[n][e] * scale - lt[c]) : 0.0f;
-                    const float p1 = s1 ? __expf(sc[n][2 + e] * scale - lt[c]) : 0.0f;
+                    const float lb = lt[c] * 1.4426950408889634f;
+                    float p0 = fast_exp2(sc[n][e] * sl - lb);
+                    float p1 = fast_exp2(sc[n][2 + e] * sl - lb);
+                    if (!whole) {
+                        p0 = i >= see0.x && i < see0.y ? p0 : 0.0f;
+                        p1 = i >= see1.x && i < see1.y ? p1 : 0.0f;
+                    }
                     sc[n][e] = p0;
                     sc[n][2 + e] = p1;
                     dp[n][e] = p0 * (dp[n][e] - dt[c]);

@@ -4,7 +4,9 @@
 // memory (as f32) once. Optionally x is first normalized (layer norm with gamma and beta,
 // or RMS norm with gamma), each block computing the statistics of the few x rows itself,
 // so the norm before a projection costs no launch. One warp (or 2 or 4 for long rows) per
-// output column n, with the first loads of W issued before that prologue; 16-byte loads
+// output column n, with the first loads of W, and the bias and residual of the epilogue,
+// issued before that prologue (W and the bias even before the wait for the kernel before,
+// when launched as a dependent: see pdl_wait); 16-byte loads
 // of W's row and of each x row, f32 sums; bias, tanh-GELU and the residual are applied in
 // the same pass. Rows of x, y and the residual are ldx/ldy/ldr elements apart; k is a
 // multiple of the elements per 16 bytes and every row starts 16-byte aligned.
@@ -50,6 +52,19 @@ __device__ void gemv(const T* w, const T* x, long long ldx, const T* bias, const
     for (int u = 0; u < U; ++u) {
         const int c = c0 + u * stride;
         if (live && c < k) Pack16<T>::load(wr + c, wv[u]);
+    }
+    // The epilogue's operands, requested now so that they arrive while the products run:
+    // the bias (a weight) before the wait for the kernel before this one, the residual
+    // (its output, perhaps) after.
+    const bool writer = live && part == 0 && lane == 0;
+    float bias_v = 0.0f, res[GEMV_MAX_M];
+    if (writer && bias) bias_v = to_compute(bias[row]);
+    pdl_wait();
+    pdl_launch_dependents();
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; ++m) {
+        res[m] = 0.0f;
+        if (writer && residual && m < mrows) res[m] = to_compute(residual[m * ldr + row]);
     }
     // The x rows, normalized if asked, staged once per block in shared memory as f32.
     extern __shared__ float xs[];
@@ -133,13 +148,14 @@ __device__ void gemv(const T* w, const T* x, long long ldx, const T* bias, const
             }
         }
     }
-    if (!live || part != 0 || lane != 0) return;
-    for (int m = 0; m < mrows; ++m) {
-        float s = acc[m];
-        if (bias) s += to_compute(bias[row]);
-        if (gelu) s = gelu_tanh_f(s);
-        if (residual) s += to_compute(residual[m * ldr + row]);
-        y[m * ldy + row] = from_compute<T>(s);
+    if (!writer) return;
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; ++m) {
+        if (m < mrows) {
+            float s = acc[m] + bias_v;
+            if (gelu) s = gelu_tanh_f(s);
+            y[m * ldy + row] = from_compute<T>(s + res[m]);
+        }
     }
 }
 

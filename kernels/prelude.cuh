@@ -82,6 +82,27 @@ template <> __device__ __forceinline__ unsigned char from_double<unsigned char>(
 
 // 16 bytes of f32, f16 or bf16 (N elements, 16-byte aligned) widened to f32 in one load:
 // the row reads of the decoding kernels.
+// Programmatic dependent launch (sm_90 and later; no-ops before, and when the kernel was
+// launched without it): pdl_wait blocks until the kernel before this one has finished and
+// its writes are visible; pdl_launch_dependents lets the kernel after this one start its
+// blocks now. A kernel launched this way reads nothing the kernel before it writes, and
+// writes nothing, before pdl_wait.
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Asks for the line holding p to be brought into L2, without waiting for it.
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
 template <typename T> struct Pack16;
 template <> struct Pack16<float> {
     static constexpr int N = 4;

@@ -55,6 +55,9 @@ __device__ void arg_impl(int is_max, const T* x, Strided v, long long* y, long l
 
 // The same two reductions with a whole block per output, for a few long rows (an argmax
 // over a vocabulary): threads stride over r, then warps, then the block's warps combine.
+// Each thread requests BLOCK_REDUCE_BATCH elements before combining them, in index order,
+// so a row costs a few memory round trips rather than one per element a thread visits.
+#define BLOCK_REDUCE_BATCH 8
 template <typename T, typename C>
 __device__ void reduce_block_impl(int op, const T* x, Strided v, T* y, long long r) {
     __shared__ C part[32];
@@ -62,8 +65,16 @@ __device__ void reduce_block_impl(int op, const T* x, Strided v, T* y, long long
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
     const C init = op == 0 ? C(0) : (op == 1 ? C(-INFINITY) : C(INFINITY));
     C acc = init;
-    for (long long j = threadIdx.x; j < r; j += blockDim.x)
-        acc = combine<C>(op, acc, to_compute(x[strided_index(v, o * r + j)]));
+    for (long long j0 = threadIdx.x; j0 < r; j0 += BLOCK_REDUCE_BATCH * blockDim.x) {
+        C vals[BLOCK_REDUCE_BATCH];
+#pragma unroll
+        for (int u = 0; u < BLOCK_REDUCE_BATCH; ++u) {
+            const long long j = j0 + (long long)u * blockDim.x;
+            vals[u] = j < r ? to_compute(x[strided_index(v, o * r + j)]) : init;
+        }
+#pragma unroll
+        for (int u = 0; u < BLOCK_REDUCE_BATCH; ++u) acc = combine<C>(op, acc, vals[u]);
+    }
     for (int s = 16; s > 0; s >>= 1) acc = combine<C>(op, acc, __shfl_down_sync(0xffffffffu, acc, s));
     if (lane == 0) part[warp] = acc;
     __syncthreads();
@@ -82,9 +93,21 @@ __device__ void arg_block_impl(int is_max, const T* x, Strided v, long long* y, 
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
     C best = is_max ? C(-INFINITY) : C(INFINITY);
     long long bi = r;  // sentinel: larger than any real index
-    for (long long j = threadIdx.x; j < r; j += blockDim.x) {
-        C val = to_compute(x[strided_index(v, o * r + j)]);
-        if (bi == r || better<C>(is_max, val, j, best, bi)) { best = val; bi = j; }
+    for (long long j0 = threadIdx.x; j0 < r; j0 += BLOCK_REDUCE_BATCH * blockDim.x) {
+        C vals[BLOCK_REDUCE_BATCH];
+#pragma unroll
+        for (int u = 0; u < BLOCK_REDUCE_BATCH; ++u) {
+            const long long j = j0 + (long long)u * blockDim.x;
+            vals[u] = j < r ? to_compute(x[strided_index(v, o * r + j)]) : best;
+        }
+#pragma unroll
+        for (int u = 0; u < BLOCK_REDUCE_BATCH; ++u) {
+            const long long j = j0 + (long long)u * blockDim.x;
+            if (j < r && (bi == r || better<C>(is_max, vals[u], j, best, bi))) {
+                best = vals[u];
+                bi = j;
+            }
+        }
     }
     for (int round = 0; round < 2; ++round) {
         for (int s = 16; s > 0; s >>= 1) {

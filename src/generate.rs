@@ -182,6 +182,8 @@ pub fn generate_batch(
         ));
     }
     let _guard = crate::no_grad();
+    // No kernel writes a weight while generating: the decoding kernels may overlap.
+    let _early = crate::backend::cuda::early_launches();
     let (batch, block) = (prompts.len(), model.context());
     let mut context: Vec<Vec<u32>> = prompts.to_vec();
     let mut out = vec![Vec::new(); batch];

@@ -1445,23 +1445,28 @@ fn decoding_attention_kernel_matches_the_cpu() {
     cuda::set_tf32(true);
 }
 
-/// The decoding kernel on long caches, where the keys are split over many blocks and the
-/// last block combines them: against attention computed in f64 on the host, for MHA, GQA,
-/// MQA-like groups, a window, head dims 64/80/128, f32 and bf16; two runs agree bit for bit.
+/// The decoding kernel on short caches (one block per head) and long ones, where the keys
+/// are split over many blocks and the last block combines them: against attention computed
+/// in f64 on the host, for MHA, GQA, MQA-like groups, a window, a one-key cache, head dims
+/// 64/80/96/128/256 (a key row over 8 to 64 lanes), f32, f16 and bf16; two runs agree bit
+/// for bit.
 #[test]
-fn split_decoding_attention_matches_naive_attention_on_long_caches() {
+fn decoding_attention_matches_naive_attention_on_short_and_split_caches() {
     let _tf = tf32_lock();
     let Some((dev, _gpu)) = gpu() else { return };
     let _g = smith::no_grad();
     let mut rng = Rng::new(33);
     let cases = [
         (1, 12, 12, 64, 272, 0),
+        (1, 3, 3, 256, 37, 0),
+        (2, 6, 2, 96, 1, 0),
         (1, 4, 2, 64, 700, 0),
         (2, 8, 8, 128, 1500, 300),
         (3, 2, 1, 80, 4000, 0),
+        (1, 12, 12, 64, 2100, 0),
     ];
     for (b, h, kvh, d, len, window) in cases {
-        for dtype in [DType::F32, DType::BF16] {
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
             // Inputs rounded through `dtype`, so the reference sees what the kernel sees.
             let mut host = |shape: &[usize]| {
                 randn(shape, &mut rng)
@@ -1873,11 +1878,12 @@ fn norms_folded_into_decoding_products_match_the_cpu() {
     for dtype in FLOATS {
         let tolerance = if dtype == DType::F32 { 1e-5 } else { 3e-2 };
         let on = |t: &Tensor, d: Device| t.to_dtype(dtype).unwrap().to_device(d).unwrap();
-        let (g, b) = (randn(&[96], &mut rng), randn(&[96], &mut rng));
-        let (w, bias) = (randn(&[40, 96], &mut rng), randn(&[40], &mut rng));
-        for rows in [1, 5] {
+        // Short rows (one warp per output), and long ones shared by 4 warps.
+        for (k, rows) in [(96, 1), (96, 5), (3200, 3)] {
+            let (g, b) = (randn(&[k], &mut rng), randn(&[k], &mut rng));
+            let (w, bias) = (randn(&[40, k], &mut rng), randn(&[40], &mut rng));
             // Rows with a large mean: the two-pass variance matters.
-            let x = randn(&[rows, 1, 96], &mut rng).add_scalar(3.0).unwrap();
+            let x = randn(&[rows, 1, k], &mut rng).add_scalar(3.0).unwrap();
             for rms in [false, true] {
                 for gelu in [false, true] {
                     let layers = |d: Device| {
@@ -1916,7 +1922,7 @@ fn norms_folded_into_decoding_products_match_the_cpu() {
                     );
                     assert!(
                         err < tolerance,
-                        "{dtype} rows={rows} rms={rms} gelu={gelu}: {err:e}"
+                        "{dtype} k={k} rows={rows} rms={rms} gelu={gelu}: {err:e}"
                     );
                 }
             }

@@ -3,7 +3,7 @@
 //! split over enough blocks to fill the GPU and the splits combined by the last block.
 
 use super::storage::suffix;
-use super::{launch, CudaStorage};
+use super::{launch_dependent, CudaStorage};
 use crate::{Error, Layout, Result};
 use cudarc::driver::{DevicePtr, LaunchConfig};
 
@@ -75,11 +75,17 @@ pub fn decode_attention(
     let (Some(qs), Some(ks), Some(vs)) = strides else {
         return Ok(None);
     };
-    // 16-byte loads along key rows: head dims in whole 16-byte packs, rows aligned.
+    // 16-byte loads of every row: head dims in whole 16-byte packs, rows aligned.
     let per16 = 16 / dtype.size_in_bytes();
-    let aligned = [(k.ptr(lk.offset()), ks), (kc.ptr(0), s.batch * kvh * d)]
-        .iter()
-        .all(|&(p, stride)| p % 16 == 0 && (stride * dtype.size_in_bytes()).is_multiple_of(16));
+    let aligned = [
+        (q.ptr(lq.offset()), qs),
+        (k.ptr(lk.offset()), ks),
+        (v.ptr(lv.offset()), vs),
+        (kc.ptr(0), s.batch * kvh * d),
+        (vc.ptr(0), s.batch * kvh * d),
+    ]
+    .iter()
+    .all(|&(p, stride)| p % 16 == 0 && (stride * dtype.size_in_bytes()).is_multiple_of(16));
     if !cache_ok || !DECODE_HEAD_DIMS.contains(&d) || !s.heads.is_multiple_of(kvh) {
         return Ok(None);
     }
@@ -120,9 +126,31 @@ pub fn decode_attention(
     );
     let name = format!("decode_attention_d{d}_{}", suffix(dtype));
     let (splits32, pp) = (plan.splits as i32, partial.ptr(0));
-    launch!(@cfg q.dev, "attention", name, cfg,
-        &qp, &qs, &kp, &ks, &vp, &vs, &kcp, &vcp, &ct, &cb, &yp, &h32, &kvh32, &len32,
-        &win32, &s.scale, &splits32, &pp, &tickets_ptr);
+    launch_dependent!(
+        q.dev,
+        "attention",
+        name,
+        cfg,
+        &qp,
+        &qs,
+        &kp,
+        &ks,
+        &vp,
+        &vs,
+        &kcp,
+        &vcp,
+        &ct,
+        &cb,
+        &yp,
+        &h32,
+        &kvh32,
+        &len32,
+        &win32,
+        &s.scale,
+        &splits32,
+        &pp,
+        &tickets_ptr
+    );
     drop(tickets);
     Ok(Some(out))
 }
@@ -139,31 +167,37 @@ const TARGET_BLOCKS: usize = 264;
 /// Most splits of one row's keys (beyond this a split takes more tiles instead).
 const MAX_SPLITS: usize = 64;
 /// Caches longer than this many 32-key tiles are split over blocks.
-const SPLIT_FROM: usize = 8;
+const SPLIT_FROM: usize = 16;
+/// Fewest tiles a split takes: below this, joining the splits costs more than it saves.
+const MIN_SPLIT_TILES: usize = 4;
+/// Keys a warp holds per step at least (16-byte packs, a head dim of at most 128 f32).
+const KEYS_PER_WARP: usize = 2;
 
 /// Splits of whole 32-key tiles so that about [`TARGET_BLOCKS`] blocks run, none empty,
-/// and a warp per tile of each split (at most 8). Caches of at most [`SPLIT_FROM`] tiles
-/// stay in one block per row: its warps combine in shared memory, cheaper than the
-/// partials, fences and ticket that joining splits costs.
+/// each of at least [`MIN_SPLIT_TILES`] tiles; warps enough for the split's keys, at most
+/// 8. Caches of at most [`SPLIT_FROM`] tiles stay in one block per row: its warps combine
+/// in shared memory, cheaper than the partials, fences and ticket that joining splits costs.
 pub fn split_plan(s: &DecodeShape) -> SplitPlan {
     let first = if s.window > 0 && s.len > s.window {
         s.len - s.window
     } else {
         0
     };
-    let tiles = (s.len - first).div_ceil(32).max(1);
+    let keys = (s.len - first).max(1);
+    let tiles = keys.div_ceil(32);
+    let warps_for = |keys: usize| keys.div_ceil(4 * KEYS_PER_WARP).clamp(1, 8);
     if tiles <= SPLIT_FROM {
         return SplitPlan {
             splits: 1,
-            warps: tiles,
+            warps: warps_for(keys),
         };
     }
     let base = (s.batch * s.heads).max(1);
     let want = TARGET_BLOCKS.div_ceil(base).clamp(1, MAX_SPLITS).min(tiles);
-    let per = tiles.div_ceil(want);
+    let per = tiles.div_ceil(want).max(MIN_SPLIT_TILES);
     SplitPlan {
         splits: tiles.div_ceil(per),
-        warps: per.min(8),
+        warps: warps_for(per * 32),
     }
 }
 
@@ -205,23 +239,30 @@ mod tests {
             );
             assert!((1..=8).contains(&p.warps));
         }
-        // GPT-2 at 272 keys: one tile per block, 108 blocks instead of 12.
+        // GPT-2 within 512 keys: one block per row, all 8 warps from 64 keys.
         assert_eq!(
             plan(1, 12, 272, 0),
             SplitPlan {
-                splits: 9,
-                warps: 1
+                splits: 1,
+                warps: 8
             }
         );
-        // Up to 8 tiles: one block per row, a warp per tile.
         assert_eq!(
-            plan(1, 12, 46, 0),
+            plan(1, 12, 17, 0),
             SplitPlan {
                 splits: 1,
-                warps: 2
+                warps: 3
             }
         );
-        assert_eq!(plan(1, 12, 256, 0).warps, 8);
+        // Longer caches: about two blocks per SM, at least 4 tiles each.
+        assert_eq!(
+            plan(1, 12, 4096, 0),
+            SplitPlan {
+                splits: 22,
+                warps: 8
+            }
+        );
+        assert_eq!(plan(1, 12, 600, 0).splits, 5);
         // Many rows already fill the GPU: no split.
         assert_eq!(plan(64, 32, 100, 0).splits, 1);
     }

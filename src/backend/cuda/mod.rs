@@ -47,6 +47,8 @@ pub struct CudaDevice {
     pub(crate) blas: cudarc::cublas::CudaBlas,
     /// `sm_XY` of this GPU.
     pub arch: String,
+    /// The major compute capability.
+    major: i32,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
     timings: Mutex<timing::Timings>,
@@ -143,6 +145,7 @@ pub fn device(ordinal: usize) -> Result<Arc<CudaDevice>> {
         stream,
         blas,
         arch: format!("sm_{major}{minor}"),
+        major,
         modules: Mutex::new(HashMap::new()),
         functions: Mutex::new(HashMap::new()),
         timings: Mutex::new(timing::Timings::default()),
@@ -158,6 +161,12 @@ pub fn device(ordinal: usize) -> Result<Arc<CudaDevice>> {
 }
 
 impl CudaDevice {
+    /// Whether [`launch_dependent!`] may overlap a launch with the kernel before it: inside
+    /// [`early_launches`] on a GPU of compute capability 9.0 or later.
+    pub(crate) fn early_launch_allowed(&self) -> bool {
+        self.major >= 9 && EARLY_LAUNCHES.with(|c| c.get())
+    }
+
     /// The kernel `function` of module `module`, compiling and loading the module on first use.
     pub fn function(&self, module: &'static str, function: &str) -> Result<CudaFunction> {
         let key = format!("{module}/{function}");
@@ -253,6 +262,92 @@ macro_rules! launch {
     }};
 }
 pub(crate) use launch;
+
+/// Launches a kernel of the decoding chain (one that calls `pdl_wait` before it reads what
+/// the kernel before it wrote, and writes nothing before that) with programmatic dependent
+/// launch where it is on (see [`early_launches`]): its blocks may then start, and issue their
+/// weight loads, while the kernel before it is still running. Elsewhere a plain launch.
+macro_rules! launch_dependent {
+    ($dev:expr, $module:expr, $name:expr, $cfg:expr, $($arg:expr),* $(,)?) => {{
+        if $dev.early_launch_allowed() && !$crate::profile::enabled() {
+            let name: &str = &$name;
+            let f = $dev.function($module, name)?;
+            let mut args: Vec<*mut std::ffi::c_void> =
+                vec![$( ($arg) as *const _ as *mut std::ffi::c_void ),*];
+            // SAFETY: as for `launch!`; every argument outlives the call, which copies them.
+            unsafe { $crate::backend::cuda::launch_programmatic(&$dev, &f, $cfg, &mut args) }?;
+        } else {
+            $crate::backend::cuda::launch!(@cfg $dev, $module, $name, $cfg, $($arg),*);
+        }
+    }};
+}
+pub(crate) use launch_dependent;
+
+/// Queues `f` with the programmatic-stream-serialization attribute (sm_90 and later).
+///
+/// # Safety
+/// `args` point at values whose types and order match the kernel's parameters.
+pub(crate) unsafe fn launch_programmatic(
+    dev: &CudaDevice,
+    f: &CudaFunction,
+    cfg: LaunchConfig,
+    args: &mut [*mut std::ffi::c_void],
+) -> Result<()> {
+    use cudarc::driver::sys;
+    dev.ctx
+        .bind_to_thread()
+        .map_err(|e| cuda_err("kernel launch", e))?;
+    let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
+    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let config = sys::CUlaunchConfig {
+        gridDimX: cfg.grid_dim.0,
+        gridDimY: cfg.grid_dim.1,
+        gridDimZ: cfg.grid_dim.2,
+        blockDimX: cfg.block_dim.0,
+        blockDimY: cfg.block_dim.1,
+        blockDimZ: cfg.block_dim.2,
+        sharedMemBytes: cfg.shared_mem_bytes,
+        hStream: dev.stream.cu_stream(),
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    sys::cuLaunchKernelEx(
+        &config,
+        f.cu_function(),
+        args.as_mut_ptr(),
+        std::ptr::null_mut(),
+    )
+    .result()
+    .map_err(|e| cuda_err("kernel launch", e))
+}
+
+thread_local! {
+    static EARLY_LAUNCHES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Restores the previous setting of [`early_launches`] when dropped.
+pub struct EarlyLaunchGuard {
+    previous: bool,
+}
+
+impl Drop for EarlyLaunchGuard {
+    fn drop(&mut self) {
+        EARLY_LAUNCHES.with(|c| c.set(self.previous));
+    }
+}
+
+/// Lets the decoding kernels of this thread (dense matrix-vector products and decoding
+/// attention) start while the kernel before them finishes, until the guard is dropped:
+/// each fetches its weights first and waits for its inputs on the device. Only for work
+/// whose weights no kernel writes meanwhile (generation), since a product reads its
+/// weights before that wait. Needs sm_90; `SMITH_NO_EARLY_LAUNCH=1` turns it off.
+pub fn early_launches() -> EarlyLaunchGuard {
+    let on = std::env::var_os("SMITH_NO_EARLY_LAUNCH").is_none_or(|v| v.is_empty() || v == "0");
+    EarlyLaunchGuard {
+        previous: EARLY_LAUNCHES.with(|c| c.replace(on)),
+    }
+}
 
 /// One block of 256 threads per row, for the row kernels of `nn.cu`.
 pub(crate) fn row_config(rows: usize) -> LaunchConfig {
