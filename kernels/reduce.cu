@@ -58,6 +58,18 @@ __device__ void arg_impl(int is_max, const T* x, Strided v, long long* y, long l
 // Each thread requests BLOCK_REDUCE_BATCH elements before combining them, in index order,
 // so a row costs a few memory round trips rather than one per element a thread visits.
 #define BLOCK_REDUCE_BATCH 8
+
+// Elements j0, j0 + blockDim.x, ... (BLOCK_REDUCE_BATCH of them) of output o's row, all
+// requested before any is used; `fill` past the row's end.
+template <typename T, typename C>
+__device__ __forceinline__ void load_batch(const T* x, const Strided& v, long long o,
+                                           long long r, long long j0, C fill, C* vals) {
+#pragma unroll
+    for (int u = 0; u < BLOCK_REDUCE_BATCH; ++u) {
+        const long long j = j0 + (long long)u * blockDim.x;
+        vals[u] = j < r ? to_compute(x[strided_index(v, o * r + j)]) : fill;
+    }
+}
 template <typename T, typename C>
 __device__ void reduce_block_impl(int op, const T* x, Strided v, T* y, long long r) {
     __shared__ C part[32];
@@ -67,11 +79,7 @@ __device__ void reduce_block_impl(int op, const T* x, Strided v, T* y, long long
     C acc = init;
     for (long long j0 = threadIdx.x; j0 < r; j0 += BLOCK_REDUCE_BATCH * blockDim.x) {
         C vals[BLOCK_REDUCE_BATCH];
-#pragma unroll
-        for (int u = 0; u < BLOCK_REDUCE_BATCH; ++u) {
-            const long long j = j0 + (long long)u * blockDim.x;
-            vals[u] = j < r ? to_compute(x[strided_index(v, o * r + j)]) : init;
-        }
+        load_batch<T, C>(x, v, o, r, j0, init, vals);
 #pragma unroll
         for (int u = 0; u < BLOCK_REDUCE_BATCH; ++u) acc = combine<C>(op, acc, vals[u]);
     }
@@ -95,11 +103,7 @@ __device__ void arg_block_impl(int is_max, const T* x, Strided v, long long* y, 
     long long bi = r;  // sentinel: larger than any real index
     for (long long j0 = threadIdx.x; j0 < r; j0 += BLOCK_REDUCE_BATCH * blockDim.x) {
         C vals[BLOCK_REDUCE_BATCH];
-#pragma unroll
-        for (int u = 0; u < BLOCK_REDUCE_BATCH; ++u) {
-            const long long j = j0 + (long long)u * blockDim.x;
-            vals[u] = j < r ? to_compute(x[strided_index(v, o * r + j)]) : best;
-        }
+        load_batch<T, C>(x, v, o, r, j0, best, vals);  // past the end: skipped below
 #pragma unroll
         for (int u = 0; u < BLOCK_REDUCE_BATCH; ++u) {
             const long long j = j0 + (long long)u * blockDim.x;

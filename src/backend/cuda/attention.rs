@@ -3,7 +3,7 @@
 //! split over enough blocks to fill the GPU and the splits combined by the last block.
 
 use super::storage::suffix;
-use super::{launch_dependent, CudaStorage};
+use super::{launch, CudaStorage};
 use crate::{Error, Layout, Result};
 use cudarc::driver::{DevicePtr, LaunchConfig};
 
@@ -126,31 +126,9 @@ pub fn decode_attention(
     );
     let name = format!("decode_attention_d{d}_{}", suffix(dtype));
     let (splits32, pp) = (plan.splits as i32, partial.ptr(0));
-    launch_dependent!(
-        q.dev,
-        "attention",
-        name,
-        cfg,
-        &qp,
-        &qs,
-        &kp,
-        &ks,
-        &vp,
-        &vs,
-        &kcp,
-        &vcp,
-        &ct,
-        &cb,
-        &yp,
-        &h32,
-        &kvh32,
-        &len32,
-        &win32,
-        &s.scale,
-        &splits32,
-        &pp,
-        &tickets_ptr
-    );
+    launch!(@dependent q.dev, "attention", name, cfg,
+        &qp, &qs, &kp, &ks, &vp, &vs, &kcp, &vcp, &ct, &cb, &yp, &h32, &kvh32, &len32,
+        &win32, &s.scale, &splits32, &pp, &tickets_ptr);
     drop(tickets);
     Ok(Some(out))
 }
@@ -170,8 +148,9 @@ const MAX_SPLITS: usize = 64;
 const SPLIT_FROM: usize = 16;
 /// Fewest tiles a split takes: below this, joining the splits costs more than it saves.
 const MIN_SPLIT_TILES: usize = 4;
-/// Keys a warp holds per step at least (16-byte packs, a head dim of at most 128 f32).
-const KEYS_PER_WARP: usize = 2;
+/// Keys one warp takes per step at the least: two lane groups (a row of up to 128 f32 in
+/// 16-byte packs over 16 lanes each) of `DECODE_UNROLL` (4) keys.
+const WARP_STEP_KEYS: usize = 8;
 
 /// Splits of whole 32-key tiles so that about [`TARGET_BLOCKS`] blocks run, none empty,
 /// each of at least [`MIN_SPLIT_TILES`] tiles; warps enough for the split's keys, at most
@@ -185,7 +164,7 @@ pub fn split_plan(s: &DecodeShape) -> SplitPlan {
     };
     let keys = (s.len - first).max(1);
     let tiles = keys.div_ceil(32);
-    let warps_for = |keys: usize| keys.div_ceil(4 * KEYS_PER_WARP).clamp(1, 8);
+    let warps_for = |keys: usize| keys.div_ceil(WARP_STEP_KEYS).clamp(1, 8);
     if tiles <= SPLIT_FROM {
         return SplitPlan {
             splits: 1,

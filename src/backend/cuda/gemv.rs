@@ -3,7 +3,7 @@
 //! in one launch whose host cost is a plain kernel launch.
 
 use super::storage::suffix;
-use super::{launch_dependent, CudaStorage};
+use super::{launch, CudaStorage};
 use crate::{DType, Layout, Result};
 use cudarc::driver::LaunchConfig;
 
@@ -97,29 +97,9 @@ pub fn gemv(
     };
     let (ldx, ldr, ldy, n64) = (k as i64, n as i64, n as i64, n as i64);
     let (k32, m32, g32) = (k as i32, m as i32, gelu as i32);
-    launch_dependent!(
-        x.dev,
-        "gemv",
-        format!("gemv_{}", suffix(dtype)),
-        cfg,
-        &wp,
-        &xp,
-        &ldx,
-        &bp,
-        &rp,
-        &ldr,
-        &yp,
-        &ldy,
-        &n64,
-        &k32,
-        &m32,
-        &g32,
-        &norm_code,
-        &gp,
-        &betap,
-        &eps,
-        &split32
-    );
+    launch!(@dependent x.dev, "gemv", format!("gemv_{}", suffix(dtype)), cfg,
+        &wp, &xp, &ldx, &bp, &rp, &ldr, &yp, &ldy, &n64, &k32, &m32, &g32, &norm_code, &gp,
+        &betap, &eps, &split32);
     Ok(Some(out))
 }
 

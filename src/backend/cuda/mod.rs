@@ -161,7 +161,7 @@ pub fn device(ordinal: usize) -> Result<Arc<CudaDevice>> {
 }
 
 impl CudaDevice {
-    /// Whether [`launch_dependent!`] may overlap a launch with the kernel before it: inside
+    /// Whether `launch!(@dependent ...)` may overlap a launch with the kernel before it: inside
     /// [`early_launches`] on a GPU of compute capability 9.0 or later.
     pub(crate) fn early_launch_allowed(&self) -> bool {
         self.major >= 9 && EARLY_LAUNCHES.with(|c| c.get())
@@ -246,6 +246,24 @@ macro_rules! launch {
     ($dev:expr, $module:expr, $name:expr, $n:expr, $($arg:expr),* $(,)?) => {{
         launch!(@cfg $dev, $module, $name, $crate::backend::cuda::launch_config($n), $($arg),*)
     }};
+    // A kernel of the decoding chain (one that calls `pdl_wait` before it reads what the
+    // kernel before it wrote, and writes nothing before that), launched with programmatic
+    // dependent launch where it is on (see `early_launches`): its blocks may then start,
+    // and issue their weight loads, while the kernel before it is still running. Elsewhere
+    // a plain launch.
+    (@dependent $dev:expr, $module:expr, $name:expr, $cfg:expr, $($arg:expr),* $(,)?) => {{
+        if $dev.early_launch_allowed() && !$crate::profile::enabled() {
+            let name: &str = &$name;
+            let f = $dev.function($module, name)?;
+            let mut args: Vec<*mut std::ffi::c_void> =
+                vec![$( ($arg) as *const _ as *mut std::ffi::c_void ),*];
+            // SAFETY: as for a plain launch; every argument outlives the call, which copies
+            // them.
+            unsafe { $crate::backend::cuda::launch_programmatic(&$dev, &f, $cfg, &mut args) }?;
+        } else {
+            launch!(@cfg $dev, $module, $name, $cfg, $($arg),*);
+        }
+    }};
     (@cfg $dev:expr, $module:expr, $name:expr, $cfg:expr, $($arg:expr),* $(,)?) => {{
         use cudarc::driver::PushKernelArg;
         let name: &str = &$name;
@@ -262,26 +280,6 @@ macro_rules! launch {
     }};
 }
 pub(crate) use launch;
-
-/// Launches a kernel of the decoding chain (one that calls `pdl_wait` before it reads what
-/// the kernel before it wrote, and writes nothing before that) with programmatic dependent
-/// launch where it is on (see [`early_launches`]): its blocks may then start, and issue their
-/// weight loads, while the kernel before it is still running. Elsewhere a plain launch.
-macro_rules! launch_dependent {
-    ($dev:expr, $module:expr, $name:expr, $cfg:expr, $($arg:expr),* $(,)?) => {{
-        if $dev.early_launch_allowed() && !$crate::profile::enabled() {
-            let name: &str = &$name;
-            let f = $dev.function($module, name)?;
-            let mut args: Vec<*mut std::ffi::c_void> =
-                vec![$( ($arg) as *const _ as *mut std::ffi::c_void ),*];
-            // SAFETY: as for `launch!`; every argument outlives the call, which copies them.
-            unsafe { $crate::backend::cuda::launch_programmatic(&$dev, &f, $cfg, &mut args) }?;
-        } else {
-            $crate::backend::cuda::launch!(@cfg $dev, $module, $name, $cfg, $($arg),*);
-        }
-    }};
-}
-pub(crate) use launch_dependent;
 
 /// Queues `f` with the programmatic-stream-serialization attribute (sm_90 and later).
 ///
