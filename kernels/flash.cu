@@ -324,6 +324,10 @@ FLASH_DIMS(bf16, __nv_bfloat16)
 #define TC_ROWS 64
 #define TC_KEYS 64
 
+// log2(e) and ln(2): the kernels keep scores in log2 units, so p = 2^(s log2e - m).
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
 // 2^x in one MUFU instruction (flush-to-zero; 2^-inf = 0).
 __device__ __forceinline__ float fast_exp2(float x) {
     float y;
@@ -544,7 +548,7 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
 #pragma unroll
     for (int n = 0; n < DT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-    const float sl = scale * 1.4426950408889634f;  // scores in log2 units: p = 2^(s sl - m)
+    const float sl = scale * LOG2E;  // scores in log2 units: p = 2^(s sl - m)
     const T* kb = k + head_at(ks_, b, grp);
     const T* vb = v + head_at(vs_, b, grp);
     // K and V tiles staged row-major (16-byte copies, zeros past the end); the mma
@@ -646,9 +650,8 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
     }
     // The log-sum-exp in natural units (m is in log2 units).
     if (t == 0) {
-        const float ln2 = 0.6931471805599453f;
-        if (r0 < tq) lse[(long long)bh * tq + r0] = l0 > 0.0f ? m0 * ln2 + logf(l0) : -INFINITY;
-        if (r1 < tq) lse[(long long)bh * tq + r1] = l1 > 0.0f ? m1 * ln2 + logf(l1) : -INFINITY;
+        if (r0 < tq) lse[(long long)bh * tq + r0] = l0 > 0.0f ? m0 * LN2 + logf(l0) : -INFINITY;
+        if (r1 < tq) lse[(long long)bh * tq + r1] = l1 > 0.0f ? m1 * LN2 + logf(l1) : -INFINITY;
     }
 }
 
@@ -729,8 +732,8 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
     const float lse0 = r0 < tq ? lse[(long long)bh * tq + r0] : 0.0f;
     const float lse1 = r1 < tq ? lse[(long long)bh * tq + r1] : 0.0f;
     // Scores and log-sum-exps in log2 units.
-    const float sl = scale * 1.4426950408889634f;
-    const float lb0 = lse0 * 1.4426950408889634f, lb1 = lse1 * 1.4426950408889634f;
+    const float sl = scale * LOG2E;
+    const float lb0 = lse0 * LOG2E, lb1 = lse1 * LOG2E;
     int lo0 = 0, hi0 = 0, lo1 = 0, hi1 = 0, blo, bhi, unused;
     if (r0 < tq) flash_keys(r0, tq, tk, causal, window, &lo0, &hi0);
     if (r1 < tq) flash_keys(r1, tq, tk, causal, window, &lo1, &hi1);
@@ -825,7 +828,7 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
         return make_int2(max(kq, 0), window > 0 ? min(qhi, kq + window) : qhi);
     };
     const int2 see0 = seen_by(kr0), see1 = seen_by(kr1);
-    const float sl = scale * 1.4426950408889634f;  // scores in log2 units
+    const float sl = scale * LOG2E;  // scores in log2 units
     // The tiles of every query head of the group, one after another: tile `it` is query
     // rows qlo + (it % per_head) * TILE of head grp * group + it / per_head.
     const int per_head = qhi > qlo ? (qhi - qlo + TC_BWD_TILE - 1) / TC_BWD_TILE : 0;
@@ -861,7 +864,7 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     const int c = n * 8 + 2 * t + e, i = t0 + c;
-                    const float lb = lt[c] * 1.4426950408889634f;
+                    const float lb = lt[c] * LOG2E;
                     float p0 = fast_exp2(sc[n][e] * sl - lb);
                     float p1 = fast_exp2(sc[n][2 + e] * sl - lb);
                     if (!whole) {

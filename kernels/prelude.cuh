@@ -80,8 +80,6 @@ template <> __device__ __forceinline__ unsigned char from_double<unsigned char>(
     return (unsigned char)x;
 }
 
-// 16 bytes of f32, f16 or bf16 (N elements, 16-byte aligned) widened to f32 in one load:
-// the row reads of the decoding kernels.
 // Programmatic dependent launch (sm_90 and later; no-ops before, and when the kernel was
 // launched without it): pdl_wait blocks until the kernel before this one has finished and
 // its writes are visible; pdl_launch_dependents lets the kernel after this one start its
@@ -103,6 +101,8 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
     asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
+// 16 bytes of f32, f16 or bf16 (N elements, 16-byte aligned) widened to f32 in one load:
+// the row reads of the decoding kernels.
 template <typename T> struct Pack16;
 template <> struct Pack16<float> {
     static constexpr int N = 4;
