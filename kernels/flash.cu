@@ -452,6 +452,12 @@ __device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool val
     __trap();
 #endif
 }
+// Makes this thread's shared-memory writes visible to the async proxy (wgmma operands).
+__device__ __forceinline__ void fence_proxy_async() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
 // Closes the group of copies issued since the last commit.
 __device__ __forceinline__ void cp_async_commit() {
 #if __CUDA_ARCH__ >= 800
@@ -470,8 +476,10 @@ __device__ __forceinline__ void cp_async_wait(bool keep_one) {
 
 // Walks `count` tiles: stage(it, buf) starts the copies of tile it into buffer buf and
 // commits them; body(it, buf) uses the tile once it has landed and every thread has met
-// the barrier. With two stages tile it + 1 is copied while tile it is used.
-template <int STAGES, typename Stage, typename Body>
+// the barrier. With two stages tile it + 1 is copied while tile it is used. ASYNC_READS:
+// the body reads tiles through the async proxy (wgmma), so each thread's landed copies
+// are made visible to it before the barrier.
+template <int STAGES, bool ASYNC_READS = false, typename Stage, typename Body>
 __device__ __forceinline__ void pipelined_tiles(int count, Stage stage, Body body) {
     if (STAGES == 2 && count > 0) stage(0, 0);
     for (int it = 0; it < count; ++it) {
@@ -479,6 +487,7 @@ __device__ __forceinline__ void pipelined_tiles(int count, Stage stage, Body bod
         if (STAGES == 1) stage(it, 0);
         else if (next) stage(it + 1, (it + 1) % 2);
         cp_async_wait(STAGES == 2 && next);
+        if (ASYNC_READS) fence_proxy_async();
         __syncthreads();
         body(it, it % STAGES);
         __syncthreads();  // the buffer is refilled after this
@@ -505,168 +514,6 @@ __device__ __forceinline__ void stage_rows(const T* src, long long rs, int t0, i
     }
 }
 
-template <typename T, int D>
-__device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,
-                                 Heads vs_, T* out, Heads os_, float* lse, int heads,
-                                 int kv_heads, int tq, int tk, int causal, int window,
-                                 float scale) {
-    constexpr int KP = D + 8;        // K and V row pitch (elements): conflict-free ldmatrix
-    constexpr int NT = TC_KEYS / 8;  // S n-tiles per key tile
-    constexpr int DT = D / 8;        // O n-tiles
-    constexpr int KS = D / 16;       // k-steps of Q K^T
-    constexpr int STAGES = stages_for<T, D, TC_KEYS, 2>();
-    __shared__ __align__(16) T ks[STAGES * TC_KEYS * KP];
-    __shared__ __align__(16) T vs[STAGES * TC_KEYS * KP];
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
-    // The last query blocks see the most keys under a causal mask: they start first.
-    const int i0 = (gridDim.x - 1 - blockIdx.x) * TC_ROWS;
-    const int r0 = i0 + warp * 16 + g, r1 = r0 + 8;  // this thread's two query rows
-    // Q fragments, straight from global memory (rows past the end read as 0).
-    unsigned qa[KS][4];
-    {
-        const T* q0 = q + head_at(qs_, b, h) + (long long)min(r0, tq - 1) * qs_.r;
-        const T* q1 = q + head_at(qs_, b, h) + (long long)min(r1, tq - 1) * qs_.r;
-        const unsigned* u0 = reinterpret_cast<const unsigned*>(q0);
-        const unsigned* u1 = reinterpret_cast<const unsigned*>(q1);
-#pragma unroll
-        for (int s = 0; s < KS; ++s) {
-            const int c = (16 * s + 2 * t) / 2;
-            qa[s][0] = r0 < tq ? u0[c] : 0u;
-            qa[s][1] = r1 < tq ? u1[c] : 0u;
-            qa[s][2] = r0 < tq ? u0[c + 4] : 0u;
-            qa[s][3] = r1 < tq ? u1[c + 4] : 0u;
-        }
-    }
-    int lo0 = 0, hi0 = 0, lo1 = 0, hi1 = 0, blo, bhi, unused;
-    if (r0 < tq) flash_keys(r0, tq, tk, causal, window, &lo0, &hi0);
-    if (r1 < tq) flash_keys(r1, tq, tk, causal, window, &lo1, &hi1);
-    flash_keys(i0, tq, tk, causal, window, &blo, &unused);
-    flash_keys(min(tq, i0 + TC_ROWS) - 1, tq, tk, causal, window, &unused, &bhi);
-    blo = blo / TC_KEYS * TC_KEYS;  // whole tiles from a tile boundary
-    float o[DT][4];
-#pragma unroll
-    for (int n = 0; n < DT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-    const float sl = scale * LOG2E;  // scores in log2 units: p = 2^(s sl - m)
-    const T* kb = k + head_at(ks_, b, grp);
-    const T* vb = v + head_at(vs_, b, grp);
-    // K and V tiles staged row-major (16-byte copies, zeros past the end); the mma
-    // fragments come from them through ldmatrix (V's transposed). With two stages the
-    // next tile's copies run under this tile's math.
-    auto stage = [&](int it, int buf) {
-        const int t0 = blo + it * TC_KEYS;
-        stage_rows<T, D, TC_KEYS, KP>(kb, ks_.r, t0, tk, ks + buf * TC_KEYS * KP);
-        stage_rows<T, D, TC_KEYS, KP>(vb, vs_.r, t0, tk, vs + buf * TC_KEYS * KP);
-        cp_async_commit();
-    };
-    const int tiles = bhi > blo ? (bhi - blo + TC_KEYS - 1) / TC_KEYS : 0;
-    pipelined_tiles<STAGES>(tiles, stage, [&](int it, int buf) {
-        const int t0 = blo + it * TC_KEYS;
-        const T* kt = ks + buf * TC_KEYS * KP;
-        const T* vt = vs + buf * TC_KEYS * KP;
-        // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
-        float s[NT][4];
-        mma_rows_tile<T, D, NT, KP>(qa, kt, s, true);
-        // Scale into log2 units, mask (only tiles that cross a row's key range need it),
-        // and the online softmax of rows r0 (c0, c1) and r1 (c2, c3).
-        const bool whole = t0 >= max(lo0, lo1) && t0 + TC_KEYS <= min(hi0, hi1);
-        float mx0 = -INFINITY, mx1 = -INFINITY;
-        if (whole) {
-#pragma unroll
-            for (int n = 0; n < NT; ++n) {
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    s[n][e] *= sl;
-                    s[n][2 + e] *= sl;
-                    mx0 = fmaxf(mx0, s[n][e]);
-                    mx1 = fmaxf(mx1, s[n][2 + e]);
-                }
-            }
-        } else {
-#pragma unroll
-            for (int n = 0; n < NT; ++n) {
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int j = t0 + n * 8 + 2 * t + e;
-                    s[n][e] = (j >= lo0 && j < hi0) ? s[n][e] * sl : -INFINITY;
-                    s[n][2 + e] = (j >= lo1 && j < hi1) ? s[n][2 + e] * sl : -INFINITY;
-                    mx0 = fmaxf(mx0, s[n][e]);
-                    mx1 = fmaxf(mx1, s[n][2 + e]);
-                }
-            }
-        }
-        for (int off = 1; off < 4; off <<= 1) {
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, off));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, off));
-        }
-        const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-        // A row that has seen no key yet keeps m = -inf; subtracting 0 instead gives it
-        // p = 2^-inf = 0 and a correction of 0 without a test per element.
-        const float z0 = n0 == -INFINITY ? 0.0f : n0, z1 = n1 == -INFINITY ? 0.0f : n1;
-        const float c0 = fast_exp2(m0 - z0), c1 = fast_exp2(m1 - z1);
-        float ps0 = 0.0f, ps1 = 0.0f;
-#pragma unroll
-        for (int n = 0; n < NT; ++n) {
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                s[n][e] = fast_exp2(s[n][e] - z0);
-                s[n][2 + e] = fast_exp2(s[n][2 + e] - z1);
-                ps0 += s[n][e];
-                ps1 += s[n][2 + e];
-            }
-        }
-        for (int off = 1; off < 4; off <<= 1) {
-            ps0 += __shfl_xor_sync(0xffffffff, ps0, off);
-            ps1 += __shfl_xor_sync(0xffffffff, ps1, off);
-        }
-        l0 = l0 * c0 + ps0;
-        l1 = l1 * c1 + ps1;
-        m0 = n0;
-        m1 = n1;
-#pragma unroll
-        for (int n = 0; n < DT; ++n) {
-            o[n][0] *= c0;
-            o[n][1] *= c0;
-            o[n][2] *= c1;
-            o[n][3] *= c1;
-        }
-        // O += P V: P's A fragments are the S accumulators of two adjacent n-tiles.
-        mma_cols_tile<T, D, TC_KEYS / 16, KP>(s, vt, o);
-    });
-    // Normalize and store; rows that saw no key give 0 and a log-sum-exp of -inf.
-    const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
-#pragma unroll
-    for (int n = 0; n < DT; ++n) {
-        const int c = n * 8 + 2 * t;
-        if (r0 < tq) {
-            T* dst = out + head_at(os_, b, h) + (long long)r0 * os_.r + c;
-            *reinterpret_cast<unsigned*>(dst) = MmaType<T>::pack(o[n][0] * inv0, o[n][1] * inv0);
-        }
-        if (r1 < tq) {
-            T* dst = out + head_at(os_, b, h) + (long long)r1 * os_.r + c;
-            *reinterpret_cast<unsigned*>(dst) = MmaType<T>::pack(o[n][2] * inv1, o[n][3] * inv1);
-        }
-    }
-    // The log-sum-exp in natural units (m is in log2 units).
-    if (t == 0) {
-        if (r0 < tq) lse[(long long)bh * tq + r0] = l0 > 0.0f ? m0 * LN2 + logf(l0) : -INFINITY;
-        if (r1 < tq) lse[(long long)bh * tq + r1] = l1 > 0.0f ? m1 * LN2 + logf(l1) : -INFINITY;
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Backward on tensor cores, in two kernels and without atomics. dQ: a block of 64 query rows
-// (16 per warp, Q and dO held as A fragments) walks 32-key tiles: S = Q K^T, dP = dO V^T,
-// dS = P (dP - D) with P recomputed from the log-sum-exp, and dQ += dS K (dS reused from
-// the accumulators). It first stores D = rowsum(dO * O). dK, dV: a block of 64 key rows (K
-// and V held as A fragments) walks 32-query tiles of every query head of its group:
-// S^T = K Q^T, dP^T = V dO^T, then dV += P^T dO and dK += dS^T Q from the accumulators.
-// Every tile is staged row-major once; ldmatrix gives both its plain and its transposed
-// fragments.
-
-#define TC_BWD_TILE 32
-
 // A fragments (16 rows x D) of rows r0 and r0 + 8 of a [*, D] matrix (rows `rs` apart),
 // zeros past `end`.
 template <typename T, int D>
@@ -684,6 +531,188 @@ __device__ void a_fragments(const T* m, long long rs, int r0, int end, unsigned 
         a[s][3] = r0 + 8 < end ? u1[c + 4] : 0u;
     }
 }
+
+// The query rows of one thread (g and g + 8 of its warp's 16 in a block's 64 from i0) and
+// the keys they see: [lo0, hi0) and [lo1, hi1), and [blo, bhi) for the whole block, blo
+// rounded down to a multiple of `tile`.
+struct TileRows {
+    int r0, r1, lo0, hi0, lo1, hi1, blo, bhi;
+};
+
+__device__ __forceinline__ TileRows tile_rows(int i0, int tq, int tk, int causal, int window,
+                                              int tile) {
+    TileRows r;
+    r.r0 = i0 + (threadIdx.x / 32) * 16 + (threadIdx.x % 32) / 4;
+    r.r1 = r.r0 + 8;
+    r.lo0 = r.hi0 = r.lo1 = r.hi1 = 0;
+    int unused;
+    if (r.r0 < tq) flash_keys(r.r0, tq, tk, causal, window, &r.lo0, &r.hi0);
+    if (r.r1 < tq) flash_keys(r.r1, tq, tk, causal, window, &r.lo1, &r.hi1);
+    flash_keys(i0, tq, tk, causal, window, &r.blo, &unused);
+    flash_keys(min(tq, i0 + TC_ROWS) - 1, tq, tk, causal, window, &unused, &r.bhi);
+    r.blo = r.blo / tile * tile;  // whole tiles from a tile boundary
+    return r;
+}
+
+// Running max m (log2 units) and sum l of a thread's two query rows.
+struct RowSoftmax {
+    float m0, m1, l0, l1;
+};
+
+// Folds the scores s of one tile (NT n-tiles of 8 keys from key t0, in the mma accumulator
+// layout: c0, c1 of row r0 and c2, c3 of row r1) into the running max and sum, leaves the
+// probabilities 2^(s sl - m) in s, and rescales the output accumulators o (DT n-tiles).
+// Keys outside a row's range are masked, in tiles that cross a range only.
+template <int NT, int DT>
+__device__ __forceinline__ void softmax_tile(float (*s)[4], float (*o)[4], int t0,
+                                             const TileRows& r, float sl, RowSoftmax& st) {
+    const int t = threadIdx.x % 4;
+    const bool whole = t0 >= max(r.lo0, r.lo1) && t0 + NT * 8 <= min(r.hi0, r.hi1);
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+    if (whole) {
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                s[n][e] *= sl;
+                s[n][2 + e] *= sl;
+                mx0 = fmaxf(mx0, s[n][e]);
+                mx1 = fmaxf(mx1, s[n][2 + e]);
+            }
+        }
+    } else {
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int j = t0 + n * 8 + 2 * t + e;
+                s[n][e] = (j >= r.lo0 && j < r.hi0) ? s[n][e] * sl : -INFINITY;
+                s[n][2 + e] = (j >= r.lo1 && j < r.hi1) ? s[n][2 + e] * sl : -INFINITY;
+                mx0 = fmaxf(mx0, s[n][e]);
+                mx1 = fmaxf(mx1, s[n][2 + e]);
+            }
+        }
+    }
+    for (int off = 1; off < 4; off <<= 1) {
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, off));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, off));
+    }
+    const float n0 = fmaxf(st.m0, mx0), n1 = fmaxf(st.m1, mx1);
+    // A row that has seen no key yet keeps m = -inf; subtracting 0 instead gives it
+    // p = 2^-inf = 0 and a correction of 0 without a test per element.
+    const float z0 = n0 == -INFINITY ? 0.0f : n0, z1 = n1 == -INFINITY ? 0.0f : n1;
+    const float c0 = fast_exp2(st.m0 - z0), c1 = fast_exp2(st.m1 - z1);
+    float ps0 = 0.0f, ps1 = 0.0f;
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            s[n][e] = fast_exp2(s[n][e] - z0);
+            s[n][2 + e] = fast_exp2(s[n][2 + e] - z1);
+            ps0 += s[n][e];
+            ps1 += s[n][2 + e];
+        }
+    }
+    for (int off = 1; off < 4; off <<= 1) {
+        ps0 += __shfl_xor_sync(0xffffffff, ps0, off);
+        ps1 += __shfl_xor_sync(0xffffffff, ps1, off);
+    }
+    st.l0 = st.l0 * c0 + ps0;
+    st.l1 = st.l1 * c1 + ps1;
+    st.m0 = n0;
+    st.m1 = n1;
+#pragma unroll
+    for (int n = 0; n < DT; ++n) {
+        o[n][0] *= c0;
+        o[n][1] *= c0;
+        o[n][2] *= c1;
+        o[n][3] *= c1;
+    }
+}
+
+// Normalizes and stores a thread's two output rows (DT n-tiles of accumulators) and their
+// log-sum-exps in natural units; rows that saw no key give 0 and -inf.
+template <typename T, int DT>
+__device__ __forceinline__ void store_forward_rows(const float (*o)[4], const RowSoftmax& st,
+                                                   const TileRows& r, T* out, long long orow,
+                                                   float* lse, int tq) {
+    const int t = threadIdx.x % 4;
+    const float inv0 = st.l0 > 0.0f ? 1.0f / st.l0 : 0.0f;
+    const float inv1 = st.l1 > 0.0f ? 1.0f / st.l1 : 0.0f;
+#pragma unroll
+    for (int n = 0; n < DT; ++n) {
+        const int c = n * 8 + 2 * t;
+        if (r.r0 < tq)
+            *reinterpret_cast<unsigned*>(out + (long long)r.r0 * orow + c) =
+                MmaType<T>::pack(o[n][0] * inv0, o[n][1] * inv0);
+        if (r.r1 < tq)
+            *reinterpret_cast<unsigned*>(out + (long long)r.r1 * orow + c) =
+                MmaType<T>::pack(o[n][2] * inv1, o[n][3] * inv1);
+    }
+    if (t == 0) {
+        if (r.r0 < tq) lse[r.r0] = st.l0 > 0.0f ? st.m0 * LN2 + logf(st.l0) : -INFINITY;
+        if (r.r1 < tq) lse[r.r1] = st.l1 > 0.0f ? st.m1 * LN2 + logf(st.l1) : -INFINITY;
+    }
+}
+
+template <typename T, int D>
+__device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,
+                                 Heads vs_, T* out, Heads os_, float* lse, int heads,
+                                 int kv_heads, int tq, int tk, int causal, int window,
+                                 float scale) {
+    constexpr int KP = D + 8;        // K and V row pitch (elements): conflict-free ldmatrix
+    constexpr int NT = TC_KEYS / 8;  // S n-tiles per key tile
+    constexpr int DT = D / 8;        // O n-tiles
+    constexpr int STAGES = stages_for<T, D, TC_KEYS, 2>();
+    __shared__ __align__(16) T ks[STAGES * TC_KEYS * KP];
+    __shared__ __align__(16) T vs[STAGES * TC_KEYS * KP];
+    const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
+    // The last query blocks see the most keys under a causal mask: they start first.
+    const int i0 = (gridDim.x - 1 - blockIdx.x) * TC_ROWS;
+    const TileRows r = tile_rows(i0, tq, tk, causal, window, TC_KEYS);
+    // Q fragments, straight from global memory (rows past the end read as 0).
+    unsigned qa[D / 16][4];
+    a_fragments<T, D>(q + head_at(qs_, b, h), qs_.r, r.r0, tq, qa);
+    float o[DT][4];
+#pragma unroll
+    for (int n = 0; n < DT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    RowSoftmax st = {-INFINITY, -INFINITY, 0.0f, 0.0f};
+    const float sl = scale * LOG2E;  // scores in log2 units: p = 2^(s sl - m)
+    const T* kb = k + head_at(ks_, b, grp);
+    const T* vb = v + head_at(vs_, b, grp);
+    // K and V tiles staged row-major (16-byte copies, zeros past the end); the mma
+    // fragments come from them through ldmatrix (V's transposed). With two stages the
+    // next tile's copies run under this tile's math.
+    auto stage = [&](int it, int buf) {
+        const int t0 = r.blo + it * TC_KEYS;
+        stage_rows<T, D, TC_KEYS, KP>(kb, ks_.r, t0, tk, ks + buf * TC_KEYS * KP);
+        stage_rows<T, D, TC_KEYS, KP>(vb, vs_.r, t0, tk, vs + buf * TC_KEYS * KP);
+        cp_async_commit();
+    };
+    const int tiles = r.bhi > r.blo ? (r.bhi - r.blo + TC_KEYS - 1) / TC_KEYS : 0;
+    pipelined_tiles<STAGES>(tiles, stage, [&](int it, int buf) {
+        // S = Q K^T for this warp's 16 rows and the tile's 64 keys, then the online softmax.
+        float s[NT][4];
+        mma_rows_tile<T, D, NT, KP>(qa, ks + buf * TC_KEYS * KP, s, true);
+        softmax_tile<NT, DT>(s, o, r.blo + it * TC_KEYS, r, sl, st);
+        // O += P V: P's A fragments are the S accumulators of two adjacent n-tiles.
+        mma_cols_tile<T, D, TC_KEYS / 16, KP>(s, vs + buf * TC_KEYS * KP, o);
+    });
+    store_forward_rows<T, DT>(o, st, r, out + head_at(os_, b, h), os_.r,
+                              lse + (long long)bh * tq, tq);
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward on tensor cores, in two kernels and without atomics. dQ: a block of 64 query rows
+// (16 per warp, Q and dO held as A fragments) walks 32-key tiles: S = Q K^T, dP = dO V^T,
+// dS = P (dP - D) with P recomputed from the log-sum-exp, and dQ += dS K (dS reused from
+// the accumulators). It first stores D = rowsum(dO * O). dK, dV: a block of 64 key rows (K
+// and V held as A fragments) walks 32-query tiles of every query head of its group:
+// S^T = K Q^T, dP^T = V dO^T, then dV += P^T dO and dK += dS^T Q from the accumulators.
+// Every tile is staged row-major once; ldmatrix gives both its plain and its transposed
+// fragments.
+
+#define TC_BWD_TILE 32
 
 template <typename T, int D>
 __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks_,

@@ -1559,6 +1559,8 @@ fn fused_attention_matches_the_cpu() {
         (3, 2, 2, 5, 5, 16, false, None),
         (1, 4, 2, 200, 200, 128, true, Some(77)),
         (1, 2, 2, 130, 260, 64, true, None),
+        (1, 3, 1, 300, 700, 128, false, None),
+        (2, 2, 2, 257, 257, 64, true, Some(100)),
     ];
     for (n, (b, h, kvh, tq, tk, d, causal, window)) in cases.into_iter().enumerate() {
         let mask = smith::AttnMask { causal, window };
@@ -1580,7 +1582,15 @@ fn fused_attention_matches_the_cpu() {
         };
         let (k, v) = (randn(&base, &mut rng), randn(&base, &mut rng));
         let probe = randn(&[b, h, tq, d], &mut rng);
-        for dtype in [DType::F32, DType::F16, DType::BF16] {
+        // On sm_90 the forward of head dims 64 and 128 runs on the warpgroup kernels, and
+        // once more on the mma.sync ones.
+        let arch = cuda::device(0).unwrap().arch.clone();
+        let mut families = vec![(DType::F32, true), (DType::F16, true), (DType::BF16, true)];
+        if arch == "sm_90" && cuda::FLASH_WG_HEAD_DIMS.contains(&d) {
+            families.extend([(DType::F16, false), (DType::BF16, false)]);
+        }
+        for (dtype, warpgroup) in families {
+            cuda::set_warpgroup_kernels(warpgroup);
             let run = |device: Device| {
                 let on = |t: &Tensor| {
                     t.to_dtype(dtype)
@@ -1604,10 +1614,16 @@ fn fused_attention_matches_the_cpu() {
             let mut got = Vec::new();
             let names = kernels_run(|| got = run(dev).to_vec());
             // Half types with a supported head dim take the tensor-core kernels.
-            let tc = cuda::tensor_cores(&cuda::device(0).unwrap().arch, dtype, d);
+            let tc = cuda::tensor_cores(&arch, dtype, d);
+            let wg = cuda::warpgroup_forward(&arch, dtype, d);
+            assert!(!wg || warpgroup);
             for kernel in ["forward", "backward_dq", "backward_dkdv"] {
-                let tc = if tc { "tc_" } else { "" };
-                let want = format!("flash_{kernel}_{tc}d{d}_{}", dtype.as_str());
+                let family = match (tc, wg && kernel == "forward") {
+                    (_, true) => "wg_",
+                    (true, false) => "tc_",
+                    _ => "",
+                };
+                let want = format!("flash_{kernel}_{family}d{d}_{}", dtype.as_str());
                 assert!(names.contains(&want), "{want} not in {names:?}");
             }
             assert_eq!(got, run(dev).to_vec(), "{dtype}: two runs differ");
@@ -1617,10 +1633,11 @@ fn fused_attention_matches_the_cpu() {
                 let err = rel_err(g, w);
                 assert!(
                     err < tolerance,
-                    "{dtype} b{b} h{h}/{kvh} tq{tq} tk{tk} d{d} {mask:?} {what}: {err:e}"
+                    "{dtype} (warpgroup {wg}) b{b} h{h}/{kvh} tq{tq} tk{tk} d{d} {mask:?} {what}: {err:e}"
                 );
             }
         }
+        cuda::set_warpgroup_kernels(true);
     }
     let q = randn(&[1, 1, 4, 48], &mut rng).to_device(dev).unwrap();
     let err = q
@@ -1665,10 +1682,12 @@ fn attention_layer_in_bf16_uses_the_fused_kernel() {
     let mut y = None;
     let names = kernels_run(|| y = Some(gpu_layer.forward(&xg).unwrap()));
     let y = y.unwrap();
-    assert!(
-        names.iter().any(|n| n == "flash_forward_tc_d64_bf16"),
-        "{names:?}"
-    );
+    let forward = if cuda::warpgroup_forward(&cuda::device(0).unwrap().arch, DType::BF16, 64) {
+        "flash_forward_wg_d64_bf16"
+    } else {
+        "flash_forward_tc_d64_bf16"
+    };
+    assert!(names.iter().any(|n| n == forward), "{names:?}");
     let err = rel_err(&y.to_vec_f64().unwrap(), &want);
     assert!(err < 3e-2, "bf16 layer vs f32 CPU: {err:e}");
     let grads = y.sqr().unwrap().mean_all().unwrap().backward().unwrap();

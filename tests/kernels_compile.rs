@@ -1,4 +1,5 @@
-//! Every CUDA kernel compiles with NVRTC for sm_80 and sm_90, on any machine (no GPU needed),
+//! Every CUDA kernel compiles with NVRTC for sm_80 and sm_90 (and the attention module for
+//! sm_90a), on any machine (no GPU needed),
 //! and the on-disk kernel cache rebuilds damaged entries.
 
 use smith::backend::cuda::compile;
@@ -35,6 +36,14 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
             );
         }
     }
+    // The attention module's warpgroup kernels, as built for compute capability 9.0.
+    let arch = compile::module_arch("flash", "sm_90");
+    assert_eq!(arch, "sm_90a");
+    let ptx = compile::compile_uncached("flash", &arch).unwrap_or_else(|e| panic!("{e}"));
+    for kernel in ["flash_forward_wg_d64_bf16", "flash_forward_wg_d128_f16"] {
+        assert!(ptx.contains(kernel), "{kernel} missing for {arch}");
+    }
+    assert!(ptx.contains("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16"));
 }
 
 #[test]

@@ -20,8 +20,24 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("quant", include_str!("../../../kernels/quant.cu")),
     ("attention", include_str!("../../../kernels/attention.cu")),
     ("gemv", include_str!("../../../kernels/gemv.cu")),
-    ("flash", include_str!("../../../kernels/flash.cu")),
+    (
+        "flash",
+        concat!(
+            include_str!("../../../kernels/flash.cu"),
+            include_str!("../../../kernels/flash_wgmma.cu")
+        ),
+    ),
 ];
+
+/// The architecture module `name` is built for on a GPU of `arch`: the attention module
+/// uses Hopper's warpgroup instructions, which exist in sm_90a code only.
+pub fn module_arch(name: &str, arch: &str) -> String {
+    if name == "flash" && arch == "sm_90" {
+        "sm_90a".to_string()
+    } else {
+        arch.to_string()
+    }
+}
 
 /// The complete source of a module as NVRTC sees it.
 pub fn full_source(name: &str) -> Result<String> {

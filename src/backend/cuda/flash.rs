@@ -11,12 +11,70 @@ use crate::backend::cpu::AttnShape;
 use crate::storage::Storage;
 use crate::{DType, Error, Result, Tensor};
 use cudarc::driver::{DeviceRepr, LaunchConfig};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Head dims the fused attention kernels are compiled for.
 pub const FLASH_HEAD_DIMS: [usize; 6] = [16, 32, 64, 80, 96, 128];
 
 /// Head dims of the tensor-core kernels.
 pub const FLASH_TC_HEAD_DIMS: [usize; 4] = [64, 80, 96, 128];
+
+/// Head dims of the warpgroup (wgmma) forward kernels.
+pub const FLASH_WG_HEAD_DIMS: [usize; 2] = [64, 128];
+
+/// Keys per tile of the warpgroup forward kernels (`WG_KEYS`).
+const WG_KEYS: usize = 64;
+
+/// Whether the warpgroup forward kernels may run: 0 not yet decided, 1 yes, 2 no.
+static WARPGROUP: AtomicU8 = AtomicU8::new(0);
+
+/// Turns the warpgroup (wgmma) forward kernels on or off for this process; off, the
+/// `mma.sync` kernels run instead. They start on unless `SMITH_NO_WGMMA` is set.
+pub fn set_warpgroup_kernels(on: bool) {
+    WARPGROUP.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+fn warpgroup_enabled() -> bool {
+    match WARPGROUP.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var_os("SMITH_NO_WGMMA").is_none();
+            set_warpgroup_kernels(on);
+            on
+        }
+        state => state == 1,
+    }
+}
+
+/// Whether the forward runs on Hopper's warpgroup tensor cores (`wgmma`, built for sm_90a):
+/// a tensor-core case on compute capability 9.0 with head dim 64 or 128, unless turned off
+/// by [`set_warpgroup_kernels`].
+pub fn warpgroup_forward(arch: &str, dtype: DType, head_dim: usize) -> bool {
+    arch == "sm_90"
+        && tensor_cores(arch, dtype, head_dim)
+        && FLASH_WG_HEAD_DIMS.contains(&head_dim)
+        && warpgroup_enabled()
+}
+
+/// The kernel family that runs an attention call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    /// f32 or an unusual head dim: CUDA cores.
+    Cores,
+    /// `mma.sync` on sm_80 and later.
+    TensorCores,
+    /// `wgmma` on sm_90 (forward only).
+    Warpgroup,
+}
+
+impl Family {
+    fn prefix(self) -> &'static str {
+        match self {
+            Family::Cores => "",
+            Family::TensorCores => "tc_",
+            Family::Warpgroup => "wg_",
+        }
+    }
+}
 
 /// Query (or key) rows per block of the CUDA-core kernels (`FLASH_ROWS`).
 const ROWS: usize = 4;
@@ -41,6 +99,15 @@ unsafe impl DeviceRepr for HeadStrides {}
 pub fn tensor_cores(arch: &str, dtype: DType, head_dim: usize) -> bool {
     let cc: u32 = arch.trim_start_matches("sm_").parse().unwrap_or(0);
     cc >= 80 && matches!(dtype, DType::F16 | DType::BF16) && FLASH_TC_HEAD_DIMS.contains(&head_dim)
+}
+
+/// The tensor-core family when `tc`, else CUDA cores.
+fn family(tc: bool) -> Family {
+    if tc {
+        Family::TensorCores
+    } else {
+        Family::Cores
+    }
 }
 
 fn check(s: &AttnShape) -> Result<()> {
@@ -144,16 +211,22 @@ fn operands(inputs: &[&Tensor], s: &AttnShape) -> Result<Operands> {
     })
 }
 
-fn config(tc: bool, rows: usize, blocks_y: usize) -> LaunchConfig {
-    let (per_block, threads) = if tc {
-        (TC_ROWS, 128)
-    } else {
-        (ROWS, 32 * ROWS)
+/// Launch shape of `family`'s kernels over `rows` rows of `blocks_y` heads, with the
+/// dynamic shared memory of the warpgroup kernels (two stages of 16-bit K and V tiles and
+/// 1024 bytes of alignment slack, as `wg_shared_bytes`).
+fn config(family: Family, head_dim: usize, rows: usize, blocks_y: usize) -> LaunchConfig {
+    let (per_block, threads) = match family {
+        Family::Cores => (ROWS, 32 * ROWS),
+        Family::TensorCores | Family::Warpgroup => (TC_ROWS, 128),
+    };
+    let shared = match family {
+        Family::Warpgroup => 2 * 2 * WG_KEYS * head_dim * 2 + 1024,
+        _ => 0,
     };
     LaunchConfig {
         grid_dim: (rows.div_ceil(per_block) as u32, blocks_y as u32, 1),
         block_dim: (threads as u32, 1, 1),
-        shared_mem_bytes: 0,
+        shared_mem_bytes: shared as u32,
     }
 }
 
@@ -163,11 +236,11 @@ struct Args {
     strides: [HeadStrides; 5],
 }
 
-/// Launches `flash_{kernel}_{tc_}d{D}_{dtype}` over `rows` rows of `blocks_y` heads.
+/// Launches `flash_{kernel}_{prefix}d{D}_{dtype}` over `rows` rows of `blocks_y` heads.
 fn run(
     dev: &std::sync::Arc<super::CudaDevice>,
     kernel: &str,
-    tc: bool,
+    family: Family,
     dtype: DType,
     s: &AttnShape,
     (rows, blocks_y): (usize, usize),
@@ -175,10 +248,20 @@ fn run(
 ) -> Result<()> {
     let name = format!(
         "flash_{kernel}_{}d{}_{}",
-        if tc { "tc_" } else { "" },
+        family.prefix(),
         s.head_dim,
         suffix(dtype)
     );
+    let cfg = config(family, s.head_dim, rows, blocks_y);
+    if cfg.shared_mem_bytes > 48 * 1024 {
+        use cudarc::driver::sys::CUfunction_attribute_enum as Attr;
+        dev.function("flash", &name)?
+            .set_attribute(
+                Attr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                cfg.shared_mem_bytes as i32,
+            )
+            .map_err(|e| super::cuda_err("flash attention shared memory", e))?;
+    }
     let [q, k, v, o, g, lse, delta, dq, dk, dv] = a.ptrs;
     let [qs, ks, vs, os, gs] = a.strides;
     let ints = [
@@ -190,7 +273,7 @@ fn run(
         s.window as i32,
     ];
     let scale = s.scale as f32;
-    launch!(@cfg dev, "flash", name, config(tc, rows, blocks_y),
+    launch!(@cfg dev, "flash", name, cfg,
         &q, &qs, &k, &ks, &v, &vs, &o, &os, &g, &gs, &lse, &delta, &dq, &dk, &dv,
         &ints[0], &ints[1], &ints[2], &ints[3], &ints[4], &ints[5], &scale);
     Ok(())
@@ -236,10 +319,15 @@ pub fn flash_attention_forward(
             HeadStrides::default(),
         ],
     };
+    let family = if ops.tc && warpgroup_forward(&ops.dev.arch, dtype, d) {
+        Family::Warpgroup
+    } else {
+        family(ops.tc)
+    };
     run(
         &ops.dev,
         "forward",
-        ops.tc,
+        family,
         dtype,
         s,
         (s.q_len, s.batch * s.heads),
@@ -312,7 +400,7 @@ pub fn flash_attention_backward(
     run(
         &ops.dev,
         "backward_dq",
-        ops.tc,
+        family(ops.tc),
         dtype,
         s,
         (s.q_len, rows),
@@ -322,7 +410,7 @@ pub fn flash_attention_backward(
     run(
         &ops.dev,
         "backward_dkdv",
-        ops.tc,
+        family(ops.tc),
         dtype,
         s,
         kv_blocks,

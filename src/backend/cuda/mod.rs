@@ -20,8 +20,8 @@ mod timing;
 pub use attention::{decode_attention, DecodeShape, DECODE_HEAD_DIMS};
 pub use elementwise::*;
 pub use flash::{
-    flash_attention_backward, flash_attention_forward, tensor_cores, FLASH_HEAD_DIMS,
-    FLASH_TC_HEAD_DIMS,
+    flash_attention_backward, flash_attention_forward, set_warpgroup_kernels, tensor_cores,
+    warpgroup_forward, FLASH_HEAD_DIMS, FLASH_TC_HEAD_DIMS, FLASH_WG_HEAD_DIMS,
 };
 pub use gemv::{gemv, GemvNorm, GEMV_MAX_ROWS};
 pub use index::*;
@@ -183,7 +183,7 @@ impl CudaDevice {
             match modules.get(module) {
                 Some(m) => m.clone(),
                 None => {
-                    let ptx = compile::compile(module, &self.arch)?;
+                    let ptx = compile::compile(module, &compile::module_arch(module, &self.arch))?;
                     let m = self
                         .ctx
                         .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
