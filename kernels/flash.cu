@@ -532,15 +532,15 @@ __device__ void a_fragments(const T* m, long long rs, int r0, int end, unsigned 
     }
 }
 
-// The query rows of one thread (g and g + 8 of its warp's 16 in a block's 64 from i0) and
-// the keys they see: [lo0, hi0) and [lo1, hi1), and [blo, bhi) for the whole block, blo
+// The query rows of one thread (g and g + 8 of its warp's 16 in a block's `rows` from i0)
+// and the keys they see: [lo0, hi0) and [lo1, hi1), and [blo, bhi) for the whole block, blo
 // rounded down to a multiple of `tile`.
 struct TileRows {
     int r0, r1, lo0, hi0, lo1, hi1, blo, bhi;
 };
 
-__device__ __forceinline__ TileRows tile_rows(int i0, int tq, int tk, int causal, int window,
-                                              int tile) {
+__device__ __forceinline__ TileRows tile_rows(int i0, int rows, int tq, int tk, int causal,
+                                              int window, int tile) {
     TileRows r;
     r.r0 = i0 + (threadIdx.x / 32) * 16 + (threadIdx.x % 32) / 4;
     r.r1 = r.r0 + 8;
@@ -549,7 +549,7 @@ __device__ __forceinline__ TileRows tile_rows(int i0, int tq, int tk, int causal
     if (r.r0 < tq) flash_keys(r.r0, tq, tk, causal, window, &r.lo0, &r.hi0);
     if (r.r1 < tq) flash_keys(r.r1, tq, tk, causal, window, &r.lo1, &r.hi1);
     flash_keys(i0, tq, tk, causal, window, &r.blo, &unused);
-    flash_keys(min(tq, i0 + TC_ROWS) - 1, tq, tk, causal, window, &unused, &r.bhi);
+    flash_keys(min(tq, i0 + rows) - 1, tq, tk, causal, window, &unused, &r.bhi);
     r.blo = r.blo / tile * tile;  // whole tiles from a tile boundary
     return r;
 }
@@ -560,12 +560,13 @@ struct RowSoftmax {
 };
 
 // Folds the scores s of one tile (NT n-tiles of 8 keys from key t0, in the mma accumulator
-// layout: c0, c1 of row r0 and c2, c3 of row r1) into the running max and sum, leaves the
-// probabilities 2^(s sl - m) in s, and rescales the output accumulators o (DT n-tiles).
-// Keys outside a row's range are masked, in tiles that cross a range only.
-template <int NT, int DT>
-__device__ __forceinline__ void softmax_tile(float (*s)[4], float (*o)[4], int t0,
-                                             const TileRows& r, float sl, RowSoftmax& st) {
+// layout: c0, c1 of row r0 and c2, c3 of row r1) into the running max and sum, and leaves
+// the probabilities 2^(s sl - m) in s. Keys outside a row's range are masked, in tiles that
+// cross a range only. Returns the factors by which the two rows' earlier output sums must
+// be rescaled (rescale_rows).
+template <int NT>
+__device__ __forceinline__ float2 softmax_tile(float (*s)[4], int t0, const TileRows& r,
+                                               float sl, RowSoftmax& st) {
     const int t = threadIdx.x % 4;
     const bool whole = t0 >= max(r.lo0, r.lo1) && t0 + NT * 8 <= min(r.hi0, r.hi1);
     float mx0 = -INFINITY, mx1 = -INFINITY;
@@ -621,12 +622,18 @@ __device__ __forceinline__ void softmax_tile(float (*s)[4], float (*o)[4], int t
     st.l1 = st.l1 * c1 + ps1;
     st.m0 = n0;
     st.m1 = n1;
+    return make_float2(c0, c1);
+}
+
+// Multiplies a thread's two output rows (DT n-tiles of accumulators) by c.x and c.y.
+template <int DT>
+__device__ __forceinline__ void rescale_rows(float (*o)[4], float2 c) {
 #pragma unroll
     for (int n = 0; n < DT; ++n) {
-        o[n][0] *= c0;
-        o[n][1] *= c0;
-        o[n][2] *= c1;
-        o[n][3] *= c1;
+        o[n][0] *= c.x;
+        o[n][1] *= c.x;
+        o[n][2] *= c.y;
+        o[n][3] *= c.y;
     }
 }
 
@@ -669,7 +676,7 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
     // The last query blocks see the most keys under a causal mask: they start first.
     const int i0 = (gridDim.x - 1 - blockIdx.x) * TC_ROWS;
-    const TileRows r = tile_rows(i0, tq, tk, causal, window, TC_KEYS);
+    const TileRows r = tile_rows(i0, TC_ROWS, tq, tk, causal, window, TC_KEYS);
     // Q fragments, straight from global memory (rows past the end read as 0).
     unsigned qa[D / 16][4];
     a_fragments<T, D>(q + head_at(qs_, b, h), qs_.r, r.r0, tq, qa);
@@ -694,7 +701,7 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
         // S = Q K^T for this warp's 16 rows and the tile's 64 keys, then the online softmax.
         float s[NT][4];
         mma_rows_tile<T, D, NT, KP>(qa, ks + buf * TC_KEYS * KP, s, true);
-        softmax_tile<NT, DT>(s, o, r.blo + it * TC_KEYS, r, sl, st);
+        rescale_rows<DT>(o, softmax_tile<NT>(s, r.blo + it * TC_KEYS, r, sl, st));
         // O += P V: P's A fragments are the S accumulators of two adjacent n-tiles.
         mma_cols_tile<T, D, TC_KEYS / 16, KP>(s, vs + buf * TC_KEYS * KP, o);
     });

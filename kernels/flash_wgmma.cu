@@ -1,18 +1,23 @@
 // ---------------------------------------------------------------------------------------
-// Forward on Hopper's warpgroup tensor cores (wgmma, sm_90a; the module is built for
-// sm_90a on compute capability 9.0). A block is one warpgroup (4 warps) over 64 query rows,
-// as in flash_forward_tc, with the same online softmax; but S = Q K^T and O += P V are each
-// one chain of asynchronous m64nNk16 products that read K and V from shared memory
-// themselves, so no ldmatrix and no per-warp fragment loads. Q and P stay in registers as
-// A fragments (wgmma's register A layout is mma.sync's, warp w holding rows 16w..16w+15),
-// and the accumulators come back in mma.sync's layout too, so softmax_tile serves both.
+// Forward on Hopper's warpgroup tensor cores (wgmma; the attention module is built for
+// sm_90a on compute capability 9.0). A block is WG_GROUPS warpgroups of 4 warps, each over
+// 64 query rows as a whole block of flash_forward_tc is, and all of them share every K and
+// V tile staged, which halves the tile traffic per query row. S = Q K^T and O += P V are
+// each one chain of asynchronous m64nNk16 products that read K and V from shared memory
+// themselves: no ldmatrix and no per-warp fragment loads. Q and P stay in registers as A
+// fragments (wgmma's register A layout is mma.sync's, warp w of a warpgroup holding its
+// rows 16w..16w+15), and the accumulators come back in mma.sync's layout too, so the
+// online softmax (softmax_tile) and the epilogue are the mma.sync kernel's.
 //
 // K and V tiles are staged by cp.async in the 128-byte swizzled layout the descriptors
-// name: the D features split into blocks of 64 (128 bytes); a block holds WG_KEYS rows of
+// name: the D features split into blocks of 64 (128 bytes); a block holds KEYS rows of
 // 128 bytes, and 16-byte chunk c of row r sits at chunk c ^ (r % 8). K is read K-major
 // (S's reduction runs along a row); V, whose reduction runs over keys, is read N-major.
 
 #define WG_KEYS 64
+// Warpgroups per block, each over 64 query rows: they share every K and V tile staged.
+#define WG_GROUPS 2
+#define WG_ROWS (64 * WG_GROUPS)
 
 // wgmma instructions exist in sm_90a code only; the host launches these kernels on
 // compute capability 9.0 only.
@@ -39,8 +44,9 @@ __device__ __forceinline__ void wg_fence() { WG_ASM("wgmma.fence.sync.aligned;\n
 __device__ __forceinline__ void wg_commit() {
     WG_ASM("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
+template <int PENDING>
 __device__ __forceinline__ void wg_wait() {
-    WG_ASM("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    WG_ASM("wgmma.wait_group.sync.aligned %0;\n" ::"n"(PENDING) : "memory");
 }
 // Tells the compiler the accumulators changed (behind its back, until wg_wait) so it
 // neither reads them early nor keeps stale copies.
@@ -50,6 +56,14 @@ __device__ __forceinline__ void wg_hold(float (*d)[4]) {
     for (int n = 0; n < NT; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[n][e])::"memory");
+}
+// The same for A fragments, which must stay untouched until the products reading them end.
+template <int KT>
+__device__ __forceinline__ void wg_hold(unsigned (*a)[4]) {
+#pragma unroll
+    for (int n = 0; n < KT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[n][e])::"memory");
 }
 
 #define WG_D4(i) "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
@@ -102,41 +116,72 @@ __device__ __forceinline__ void wg_mma(float (*d)[4], const unsigned* a, unsigne
     }
 }
 
-// Starts copying rows t0 .. t0 + WG_KEYS - 1 of a [*, D] matrix (rows `rs` apart) into a
-// swizzled tile (layout above), zeros from `end` on.
-template <typename T, int D>
+// Starts copying rows t0 .. t0 + KEYS - 1 of a [*, D] matrix (rows `rs` apart) into a
+// swizzled tile (layout above), zeros from `end` on; thread `first` of `step` copiers.
+template <typename T, int D, int KEYS>
 __device__ __forceinline__ void stage_swizzled(const T* src, long long rs, int t0, int end,
-                                               unsigned char* tile) {
+                                               unsigned char* tile, int first, int step) {
     constexpr int CHUNKS = D / 8;  // 16-byte chunks per row
-    for (int idx = threadIdx.x; idx < WG_KEYS * CHUNKS; idx += blockDim.x) {
+    for (int idx = first; idx < KEYS * CHUNKS; idx += step) {
         const int r = idx / CHUNKS, c = idx % CHUNKS, j = t0 + r;
-        unsigned char* dst = tile + (c / 8) * (WG_KEYS * 128) + r * 128 + ((c % 8) ^ (r % 8)) * 16;
+        unsigned char* dst = tile + (c / 8) * (KEYS * 128) + r * 128 + ((c % 8) ^ (r % 8)) * 16;
         cp_async16(dst, j < end ? src + (long long)j * rs + c * 8 : src, j < end);
     }
 }
 
-// Bytes of dynamic shared memory a forward block takes: two stages of K and V tiles, plus
-// the slack that aligns them to the 1024-byte swizzle pattern.
-template <typename T, int D>
-__host__ __device__ constexpr int wg_shared_bytes() {
-    return 2 * 2 * WG_KEYS * D * (int)sizeof(T) + 1024;
+// Issues S = Q K^T for a warpgroup's 64 rows and a tile's KEYS keys (not awaited): K
+// read K-major, 16 features (32 bytes) per step within a 128-byte block, 8-row groups 1024
+// bytes apart.
+template <typename T, int D, int KEYS>
+__device__ __forceinline__ void wg_scores(const unsigned (*qa)[4], const unsigned char* kt,
+                                          float (*s)[4]) {
+    wg_fence();
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks)
+        wg_mma<T, KEYS, false>(
+            s, qa[ks], wg_desc(kt + (ks / 4) * (KEYS * 128) + (ks % 4) * 32, 16, 1024), ks > 0);
+    wg_commit();
 }
 
-template <typename T, int D>
+// Issues O += P V (not awaited): P's A fragments pa, V read N-major, 16 keys (2048 bytes)
+// per step, 64-feature blocks KEYS * 128 bytes apart, 8-key groups 1024 apart.
+template <typename T, int D, int KEYS>
+__device__ __forceinline__ void wg_values(const unsigned (*pa)[4], const unsigned char* vt,
+                                          float (*o)[4]) {
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < KEYS / 16; ++kk)
+        wg_mma<T, D, true>(o, pa[kk], wg_desc(vt + kk * 2048, KEYS * 128, 1024), 1);
+    wg_commit();
+}
+
+// P's A fragments from the probabilities in S's accumulators (two n-tiles per k-step).
+template <typename T, int KEYS>
+__device__ __forceinline__ void pack_probs(const float (*s)[4], unsigned (*pa)[4]) {
+#pragma unroll
+    for (int kk = 0; kk < KEYS / 16; ++kk) {
+        pa[kk][0] = MmaType<T>::pack(s[2 * kk][0], s[2 * kk][1]);
+        pa[kk][1] = MmaType<T>::pack(s[2 * kk][2], s[2 * kk][3]);
+        pa[kk][2] = MmaType<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        pa[kk][3] = MmaType<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    }
+}
+
+template <typename T, int D, int KEYS>
 __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,
                                  Heads vs_, T* out, Heads os_, float* lse, int heads,
                                  int kv_heads, int tq, int tk, int causal, int window,
                                  float scale) {
     static_assert(D % 64 == 0, "head dims of whole 128-byte blocks");
-    constexpr int NT = WG_KEYS / 8, DT = D / 8;
-    constexpr int TILE = WG_KEYS * D * (int)sizeof(T);  // bytes of one K or V tile
+    constexpr int NT = KEYS / 8, DT = D / 8, KT = KEYS / 16;
+    constexpr int TILE = KEYS * D * (int)sizeof(T);  // bytes of one K or V tile
     extern __shared__ __align__(16) unsigned char wg_shared[];
     const unsigned raw = (unsigned)__cvta_generic_to_shared(wg_shared);
     unsigned char* tiles = wg_shared + ((1024 - (raw & 1023)) & 1023);
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
     // The last query blocks see the most keys under a causal mask: they start first.
-    const int i0 = (gridDim.x - 1 - blockIdx.x) * TC_ROWS;
-    const TileRows r = tile_rows(i0, tq, tk, causal, window, WG_KEYS);
+    const int i0 = (gridDim.x - 1 - blockIdx.x) * WG_ROWS;
+    const TileRows r = tile_rows(i0, WG_ROWS, tq, tk, causal, window, KEYS);
     unsigned qa[D / 16][4];
     a_fragments<T, D>(q + head_at(qs_, b, h), qs_.r, r.r0, tq, qa);
     float o[DT][4];
@@ -146,57 +191,39 @@ __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, c
     const float sl = scale * LOG2E;
     const T* kb = k + head_at(ks_, b, grp);
     const T* vb = v + head_at(vs_, b, grp);
+    const int count = r.bhi > r.blo ? (r.bhi - r.blo + KEYS - 1) / KEYS : 0;
+    float s[NT][4];
+    unsigned pa[KT][4];
     auto stage = [&](int it, int buf) {
-        const int t0 = r.blo + it * WG_KEYS;
-        stage_swizzled<T, D>(kb, ks_.r, t0, tk, tiles + buf * 2 * TILE);
-        stage_swizzled<T, D>(vb, vs_.r, t0, tk, tiles + buf * 2 * TILE + TILE);
+        const int t0 = r.blo + it * KEYS;
+        stage_swizzled<T, D, KEYS>(kb, ks_.r, t0, tk, tiles + buf * 2 * TILE, threadIdx.x,
+                                   blockDim.x);
+        stage_swizzled<T, D, KEYS>(vb, vs_.r, t0, tk, tiles + buf * 2 * TILE + TILE,
+                                   threadIdx.x, blockDim.x);
         cp_async_commit();
     };
-    const int count = r.bhi > r.blo ? (r.bhi - r.blo + WG_KEYS - 1) / WG_KEYS : 0;
     pipelined_tiles<2, true>(count, stage, [&](int it, int buf) {
         const unsigned char* kt = tiles + buf * 2 * TILE;
-        const unsigned char* vt = kt + TILE;
-        // S = Q K^T: K-major B, 16 features (32 bytes) per step within a 128-byte block,
-        // 8-row groups 1024 bytes apart.
-        float s[NT][4];
-        wg_fence();
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ++ks)
-            wg_mma<T, WG_KEYS, false>(s, qa[ks],
-                                      wg_desc(kt + (ks / 4) * (WG_KEYS * 128) + (ks % 4) * 32,
-                                              16, 1024),
-                                      ks > 0);
-        wg_commit();
-        wg_wait();
+        wg_scores<T, D, KEYS>(qa, kt, s);
+        wg_wait<0>();
         wg_hold<NT>(s);
-        softmax_tile<NT, DT>(s, o, r.blo + it * WG_KEYS, r, sl, st);
-        // O += P V: P's A fragments from the probabilities; V N-major, 16 keys (2048 bytes)
-        // per step, 64-feature blocks WG_KEYS * 128 bytes apart, 8-key groups 1024 apart.
-        unsigned pa[WG_KEYS / 16][4];
-#pragma unroll
-        for (int kk = 0; kk < WG_KEYS / 16; ++kk) {
-            pa[kk][0] = MmaType<T>::pack(s[2 * kk][0], s[2 * kk][1]);
-            pa[kk][1] = MmaType<T>::pack(s[2 * kk][2], s[2 * kk][3]);
-            pa[kk][2] = MmaType<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            pa[kk][3] = MmaType<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-        }
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < WG_KEYS / 16; ++kk)
-            wg_mma<T, D, true>(o, pa[kk], wg_desc(vt + kk * 2048, WG_KEYS * 128, 1024), 1);
-        wg_commit();
-        wg_wait();
+        rescale_rows<DT>(o, softmax_tile<NT>(s, r.blo + it * KEYS, r, sl, st));
+        pack_probs<T, KEYS>(s, pa);
+        wg_values<T, D, KEYS>(pa, kt + TILE, o);
+        wg_wait<0>();
         wg_hold<DT>(o);
+        wg_hold<KT>(pa);
     });
     store_forward_rows<T, DT>(o, st, r, out + head_at(os_, b, h), os_.r,
                               lse + (long long)bh * tq, tq);
 }
 
+
 #define FLASH_WG(SUFFIX, T, D)                                                                \
-extern "C" __global__ void __launch_bounds__(128) flash_forward_wg_d##D##_##SUFFIX(         \
-        FLASH_ARGS(T)) {                                                                        \
-    flash_forward_wg<T, D>(q, qs, k, ks, v, vs, out, os, lse, heads, kv_heads, tq, tk, causal, \
-                           window, scale);                                                      \
+extern "C" __global__ void __launch_bounds__(128 * WG_GROUPS, D <= 64 ? 2 : 1)             \
+        flash_forward_wg_d##D##_##SUFFIX(FLASH_ARGS(T)) {                                      \
+    flash_forward_wg<T, D, WG_KEYS>(q, qs, k, ks, v, vs, out, os, lse, heads, kv_heads, tq, tk, \
+                                    causal, window, scale);                                     \
 }
 FLASH_WG(f16, __half, 64)
 FLASH_WG(f16, __half, 128)

@@ -25,6 +25,9 @@ pub const FLASH_WG_HEAD_DIMS: [usize; 2] = [64, 128];
 /// Keys per tile of the warpgroup forward kernels (`WG_KEYS`).
 const WG_KEYS: usize = 64;
 
+/// Query rows per block of the warpgroup forward kernels (`WG_ROWS`: two warpgroups of 64).
+const WG_ROWS: usize = 128;
+
 /// Whether the warpgroup forward kernels may run: 0 not yet decided, 1 yes, 2 no.
 static WARPGROUP: AtomicU8 = AtomicU8::new(0);
 
@@ -217,7 +220,8 @@ fn operands(inputs: &[&Tensor], s: &AttnShape) -> Result<Operands> {
 fn config(family: Family, head_dim: usize, rows: usize, blocks_y: usize) -> LaunchConfig {
     let (per_block, threads) = match family {
         Family::Cores => (ROWS, 32 * ROWS),
-        Family::TensorCores | Family::Warpgroup => (TC_ROWS, 128),
+        Family::TensorCores => (TC_ROWS, 128),
+        Family::Warpgroup => (WG_ROWS, 2 * 128),
     };
     let shared = match family {
         Family::Warpgroup => 2 * 2 * WG_KEYS * head_dim * 2 + 1024,
