@@ -14,7 +14,9 @@
 // 128 bytes, and 16-byte chunk c of row r sits at chunk c ^ (r % 8). K is read K-major
 // (S's reduction runs along a row); V, whose reduction runs over keys, is read N-major.
 
-#define WG_KEYS 64
+// Keys per K/V tile: 64 at head dim 64 (two blocks fit per SM), 128 above (one block per SM
+// anyway; S = Q K^T as m64n128k16 products).
+#define WG_KEYS(D) ((D) <= 64 ? 64 : 128)
 // Warpgroups per block, each over 64 query rows: they share every K and V tile staged.
 #define WG_GROUPS 2
 #define WG_ROWS (64 * WG_GROUPS)
@@ -222,8 +224,8 @@ __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, c
 #define FLASH_WG(SUFFIX, T, D)                                                                \
 extern "C" __global__ void __launch_bounds__(128 * WG_GROUPS, D <= 64 ? 2 : 1)             \
         flash_forward_wg_d##D##_##SUFFIX(FLASH_ARGS(T)) {                                      \
-    flash_forward_wg<T, D, WG_KEYS>(q, qs, k, ks, v, vs, out, os, lse, heads, kv_heads, tq, tk, \
-                                    causal, window, scale);                                     \
+    flash_forward_wg<T, D, WG_KEYS(D)>(q, qs, k, ks, v, vs, out, os, lse, heads, kv_heads, tq,  \
+                                       tk, causal, window, scale);                              \
 }
 FLASH_WG(f16, __half, 64)
 FLASH_WG(f16, __half, 128)

@@ -22,8 +22,14 @@ pub const FLASH_TC_HEAD_DIMS: [usize; 4] = [64, 80, 96, 128];
 /// Head dims of the warpgroup (wgmma) forward kernels.
 pub const FLASH_WG_HEAD_DIMS: [usize; 2] = [64, 128];
 
-/// Keys per tile of the warpgroup forward kernels (`WG_KEYS`).
-const WG_KEYS: usize = 64;
+/// Keys per tile of the warpgroup forward kernels at `head_dim` (`WG_KEYS(D)`).
+fn wg_keys(head_dim: usize) -> usize {
+    if head_dim <= 64 {
+        64
+    } else {
+        128
+    }
+}
 
 /// Query rows per block of the warpgroup forward kernels (`WG_ROWS`: two warpgroups of 64).
 const WG_ROWS: usize = 128;
@@ -224,7 +230,7 @@ fn config(family: Family, head_dim: usize, rows: usize, blocks_y: usize) -> Laun
         Family::Warpgroup => (WG_ROWS, 2 * 128),
     };
     let shared = match family {
-        Family::Warpgroup => 2 * 2 * WG_KEYS * head_dim * 2 + 1024,
+        Family::Warpgroup => 2 * 2 * wg_keys(head_dim) * head_dim * 2 + 1024,
         _ => 0,
     };
     LaunchConfig {
