@@ -46,9 +46,8 @@ __device__ __forceinline__ void wg_fence() { WG_ASM("wgmma.fence.sync.aligned;\n
 __device__ __forceinline__ void wg_commit() {
     WG_ASM("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
-template <int PENDING>
 __device__ __forceinline__ void wg_wait() {
-    WG_ASM("wgmma.wait_group.sync.aligned %0;\n" ::"n"(PENDING) : "memory");
+    WG_ASM("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
 // Tells the compiler the accumulators changed (behind its back, until wg_wait) so it
 // neither reads them early nor keeps stale copies.
@@ -207,12 +206,12 @@ __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, c
     pipelined_tiles<2, true>(count, stage, [&](int it, int buf) {
         const unsigned char* kt = tiles + buf * 2 * TILE;
         wg_scores<T, D, KEYS>(qa, kt, s);
-        wg_wait<0>();
+        wg_wait();
         wg_hold<NT>(s);
         rescale_rows<DT>(o, softmax_tile<NT>(s, r.blo + it * KEYS, r, sl, st));
         pack_probs<T, KEYS>(s, pa);
         wg_values<T, D, KEYS>(pa, kt + TILE, o);
-        wg_wait<0>();
+        wg_wait();
         wg_hold<DT>(o);
         wg_hold<KT>(pa);
     });
