@@ -662,6 +662,34 @@ __device__ __forceinline__ void store_forward_rows(const float (*o)[4], const Ro
     }
 }
 
+// Where a forward block works: its query head h of batch b (bh = b * heads + h), its
+// thread's rows (tile_rows) in blocks of `rows` query rows, the last block first (under a
+// causal mask it sees the most keys), the key and value head it reads, and Q's A
+// fragments, straight from global memory (rows past the end read as 0).
+template <typename T, int D>
+struct ForwardBlock {
+    int bh, b, h;
+    TileRows r;
+    const T* kb;
+    const T* vb;
+    unsigned qa[D / 16][4];
+};
+
+template <typename T, int D>
+__device__ __forceinline__ void forward_block(ForwardBlock<T, D>& f, const T* q, Heads qs_,
+                                              const T* k, Heads ks_, const T* v, Heads vs_,
+                                              int rows, int heads, int kv_heads, int tq, int tk,
+                                              int causal, int window, int tile) {
+    f.bh = blockIdx.y;
+    f.b = f.bh / heads;
+    f.h = f.bh % heads;
+    const int grp = f.h / (heads / kv_heads);
+    f.r = tile_rows((gridDim.x - 1 - blockIdx.x) * rows, rows, tq, tk, causal, window, tile);
+    f.kb = k + head_at(ks_, f.b, grp);
+    f.vb = v + head_at(vs_, f.b, grp);
+    a_fragments<T, D>(q + head_at(qs_, f.b, f.h), qs_.r, f.r.r0, tq, f.qa);
+}
+
 template <typename T, int D>
 __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,
                                  Heads vs_, T* out, Heads os_, float* lse, int heads,
@@ -673,40 +701,35 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
     constexpr int STAGES = stages_for<T, D, TC_KEYS, 2>();
     __shared__ __align__(16) T ks[STAGES * TC_KEYS * KP];
     __shared__ __align__(16) T vs[STAGES * TC_KEYS * KP];
-    const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
-    // The last query blocks see the most keys under a causal mask: they start first.
-    const int i0 = (gridDim.x - 1 - blockIdx.x) * TC_ROWS;
-    const TileRows r = tile_rows(i0, TC_ROWS, tq, tk, causal, window, TC_KEYS);
-    // Q fragments, straight from global memory (rows past the end read as 0).
-    unsigned qa[D / 16][4];
-    a_fragments<T, D>(q + head_at(qs_, b, h), qs_.r, r.r0, tq, qa);
+    ForwardBlock<T, D> f;
+    forward_block(f, q, qs_, k, ks_, v, vs_, TC_ROWS, heads, kv_heads, tq, tk, causal, window,
+                  TC_KEYS);
+    const TileRows& r = f.r;
     float o[DT][4];
 #pragma unroll
     for (int n = 0; n < DT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     RowSoftmax st = {-INFINITY, -INFINITY, 0.0f, 0.0f};
     const float sl = scale * LOG2E;  // scores in log2 units: p = 2^(s sl - m)
-    const T* kb = k + head_at(ks_, b, grp);
-    const T* vb = v + head_at(vs_, b, grp);
     // K and V tiles staged row-major (16-byte copies, zeros past the end); the mma
     // fragments come from them through ldmatrix (V's transposed). With two stages the
     // next tile's copies run under this tile's math.
     auto stage = [&](int it, int buf) {
         const int t0 = r.blo + it * TC_KEYS;
-        stage_rows<T, D, TC_KEYS, KP>(kb, ks_.r, t0, tk, ks + buf * TC_KEYS * KP);
-        stage_rows<T, D, TC_KEYS, KP>(vb, vs_.r, t0, tk, vs + buf * TC_KEYS * KP);
+        stage_rows<T, D, TC_KEYS, KP>(f.kb, ks_.r, t0, tk, ks + buf * TC_KEYS * KP);
+        stage_rows<T, D, TC_KEYS, KP>(f.vb, vs_.r, t0, tk, vs + buf * TC_KEYS * KP);
         cp_async_commit();
     };
     const int tiles = r.bhi > r.blo ? (r.bhi - r.blo + TC_KEYS - 1) / TC_KEYS : 0;
     pipelined_tiles<STAGES>(tiles, stage, [&](int it, int buf) {
         // S = Q K^T for this warp's 16 rows and the tile's 64 keys, then the online softmax.
         float s[NT][4];
-        mma_rows_tile<T, D, NT, KP>(qa, ks + buf * TC_KEYS * KP, s, true);
+        mma_rows_tile<T, D, NT, KP>(f.qa, ks + buf * TC_KEYS * KP, s, true);
         rescale_rows<DT>(o, softmax_tile<NT>(s, r.blo + it * TC_KEYS, r, sl, st));
         // O += P V: P's A fragments are the S accumulators of two adjacent n-tiles.
         mma_cols_tile<T, D, TC_KEYS / 16, KP>(s, vs + buf * TC_KEYS * KP, o);
     });
-    store_forward_rows<T, DT>(o, st, r, out + head_at(os_, b, h), os_.r,
-                              lse + (long long)bh * tq, tq);
+    store_forward_rows<T, DT>(o, st, r, out + head_at(os_, f.b, f.h), os_.r,
+                              lse + (long long)f.bh * tq, tq);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -179,33 +179,29 @@ __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, c
     extern __shared__ __align__(16) unsigned char wg_shared[];
     const unsigned raw = (unsigned)__cvta_generic_to_shared(wg_shared);
     unsigned char* tiles = wg_shared + ((1024 - (raw & 1023)) & 1023);
-    const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
-    // The last query blocks see the most keys under a causal mask: they start first.
-    const int i0 = (gridDim.x - 1 - blockIdx.x) * WG_ROWS;
-    const TileRows r = tile_rows(i0, WG_ROWS, tq, tk, causal, window, KEYS);
-    unsigned qa[D / 16][4];
-    a_fragments<T, D>(q + head_at(qs_, b, h), qs_.r, r.r0, tq, qa);
+    ForwardBlock<T, D> f;
+    forward_block(f, q, qs_, k, ks_, v, vs_, WG_ROWS, heads, kv_heads, tq, tk, causal, window,
+                  KEYS);
+    const TileRows& r = f.r;
     float o[DT][4];
 #pragma unroll
     for (int n = 0; n < DT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     RowSoftmax st = {-INFINITY, -INFINITY, 0.0f, 0.0f};
     const float sl = scale * LOG2E;
-    const T* kb = k + head_at(ks_, b, grp);
-    const T* vb = v + head_at(vs_, b, grp);
     const int count = r.bhi > r.blo ? (r.bhi - r.blo + KEYS - 1) / KEYS : 0;
     float s[NT][4];
     unsigned pa[KT][4];
     auto stage = [&](int it, int buf) {
         const int t0 = r.blo + it * KEYS;
-        stage_swizzled<T, D, KEYS>(kb, ks_.r, t0, tk, tiles + buf * 2 * TILE, threadIdx.x,
+        stage_swizzled<T, D, KEYS>(f.kb, ks_.r, t0, tk, tiles + buf * 2 * TILE, threadIdx.x,
                                    blockDim.x);
-        stage_swizzled<T, D, KEYS>(vb, vs_.r, t0, tk, tiles + buf * 2 * TILE + TILE,
+        stage_swizzled<T, D, KEYS>(f.vb, vs_.r, t0, tk, tiles + buf * 2 * TILE + TILE,
                                    threadIdx.x, blockDim.x);
         cp_async_commit();
     };
     pipelined_tiles<2, true>(count, stage, [&](int it, int buf) {
         const unsigned char* kt = tiles + buf * 2 * TILE;
-        wg_scores<T, D, KEYS>(qa, kt, s);
+        wg_scores<T, D, KEYS>(f.qa, kt, s);
         wg_wait();
         wg_hold<NT>(s);
         rescale_rows<DT>(o, softmax_tile<NT>(s, r.blo + it * KEYS, r, sl, st));
@@ -215,8 +211,8 @@ __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, c
         wg_hold<DT>(o);
         wg_hold<KT>(pa);
     });
-    store_forward_rows<T, DT>(o, st, r, out + head_at(os_, b, h), os_.r,
-                              lse + (long long)bh * tq, tq);
+    store_forward_rows<T, DT>(o, st, r, out + head_at(os_, f.b, f.h), os_.r,
+                              lse + (long long)f.bh * tq, tq);
 }
 
 
