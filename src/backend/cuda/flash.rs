@@ -1,9 +1,10 @@
-//! Fused attention on CUDA (kernels in `kernels/flash.cu`): forward with the per-row
-//! log-sum-exp, and the backward that recomputes the probabilities from it; both on tensor
-//! cores for f16 and bf16 from sm_80, on CUDA cores otherwise. Q, K, V, the output and its
-//! gradient are read in place when their features are contiguous (the heads of a fused QKV
-//! projection need no copy), and the output is written as `[B, T, H, D]`, so joining the
-//! heads afterwards needs no copy either.
+//! Fused attention on CUDA (kernels in `kernels/flash.cu` and `kernels/flash_wgmma.cu`):
+//! forward with the per-row log-sum-exp, and the backward that recomputes the probabilities
+//! from it; both on tensor cores for f16 and bf16 from sm_80 (the forward on Hopper's
+//! warpgroup `wgmma` at head dims 64 and 128 on sm_90), on CUDA cores otherwise. Q, K, V,
+//! the output and its gradient are read in place when their features are contiguous (the
+//! heads of a fused QKV projection need no copy), and the output is written as
+//! `[B, T, H, D]`, so joining the heads afterwards needs no copy either.
 
 use super::storage::suffix;
 use super::{launch, CudaStorage};
@@ -221,8 +222,8 @@ fn operands(inputs: &[&Tensor], s: &AttnShape) -> Result<Operands> {
 }
 
 /// Launch shape of `family`'s kernels over `rows` rows of `blocks_y` heads, with the
-/// dynamic shared memory of the warpgroup kernels (two stages of 16-bit K and V tiles and
-/// 1024 bytes of alignment slack, as `wg_shared_bytes`).
+/// dynamic shared memory of the warpgroup kernels: two stages of 16-bit K and V tiles of
+/// `wg_keys` rows, and 1024 bytes of slack for the swizzle pattern's alignment.
 fn config(family: Family, head_dim: usize, rows: usize, blocks_y: usize) -> LaunchConfig {
     let (per_block, threads) = match family {
         Family::Cores => (ROWS, 32 * ROWS),
