@@ -406,6 +406,16 @@ __device__ __forceinline__ void mma_rows_tile(const unsigned (*a)[4], const T* m
     }
 }
 
+// The A fragment (16 x 16, rounded to T) of two adjacent n-tiles of S-style accumulators:
+// how P, dS and their relatives feed the next product.
+template <typename T>
+__device__ __forceinline__ void a_fragment_of(const float (*x)[4], unsigned* a) {
+    a[0] = MmaType<T>::pack(x[0][0], x[0][1]);
+    a[1] = MmaType<T>::pack(x[0][2], x[0][3]);
+    a[2] = MmaType<T>::pack(x[1][0], x[1][1]);
+    a[3] = MmaType<T>::pack(x[1][2], x[1][3]);
+}
+
 // out (16 x D) += X (16 x K16 * 16, from S-style accumulators x[2 * K16][4], rounded to
 // A fragments one k-step at a time) times B, where B[k][n] = M[k][n] of a row-major shared
 // tile M (pitch P): O += P V and the gradients built like it.
@@ -415,12 +425,8 @@ __device__ __forceinline__ void mma_cols_tile(const float (*x)[4], const T* m, f
     const T* base = m + (((lane >> 3) & 1) * 8 + (lane & 7)) * P + (lane >> 4) * 8;
 #pragma unroll
     for (int kk = 0; kk < K16; ++kk) {
-        const unsigned pa[4] = {
-            MmaType<T>::pack(x[2 * kk][0], x[2 * kk][1]),
-            MmaType<T>::pack(x[2 * kk][2], x[2 * kk][3]),
-            MmaType<T>::pack(x[2 * kk + 1][0], x[2 * kk + 1][1]),
-            MmaType<T>::pack(x[2 * kk + 1][2], x[2 * kk + 1][3]),
-        };
+        unsigned pa[4];
+        a_fragment_of<T>(x + 2 * kk, pa);
 #pragma unroll
         for (int n = 0; n < D / 8; n += 2) {
             unsigned bf[4];

@@ -156,18 +156,6 @@ __device__ __forceinline__ void wg_values(const unsigned (*pa)[4], const unsigne
     wg_commit();
 }
 
-// P's A fragments from the probabilities in S's accumulators (two n-tiles per k-step).
-template <typename T, int KEYS>
-__device__ __forceinline__ void pack_probs(const float (*s)[4], unsigned (*pa)[4]) {
-#pragma unroll
-    for (int kk = 0; kk < KEYS / 16; ++kk) {
-        pa[kk][0] = MmaType<T>::pack(s[2 * kk][0], s[2 * kk][1]);
-        pa[kk][1] = MmaType<T>::pack(s[2 * kk][2], s[2 * kk][3]);
-        pa[kk][2] = MmaType<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        pa[kk][3] = MmaType<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-    }
-}
-
 template <typename T, int D, int KEYS>
 __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,
                                  Heads vs_, T* out, Heads os_, float* lse, int heads,
@@ -205,7 +193,8 @@ __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, c
         wg_wait();
         wg_hold<NT>(s);
         rescale_rows<DT>(o, softmax_tile<NT>(s, r.blo + it * KEYS, r, sl, st));
-        pack_probs<T, KEYS>(s, pa);
+#pragma unroll
+        for (int kk = 0; kk < KT; ++kk) a_fragment_of<T>(s + 2 * kk, pa[kk]);
         wg_values<T, D, KEYS>(pa, kt + TILE, o);
         wg_wait();
         wg_hold<DT>(o);
@@ -214,7 +203,6 @@ __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, c
     store_forward_rows<T, DT>(o, st, r, out + head_at(os_, f.b, f.h), os_.r,
                               lse + (long long)f.bh * tq, tq);
 }
-
 
 #define FLASH_WG(SUFFIX, T, D)                                                                \
 extern "C" __global__ void __launch_bounds__(128 * WG_GROUPS, D <= 64 ? 2 : 1)             \
