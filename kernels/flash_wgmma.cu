@@ -117,6 +117,22 @@ __device__ __forceinline__ void wg_mma(float (*d)[4], const unsigned* a, unsigne
     }
 }
 
+// d (64 x 64, f32) = A (64 x 16) B (16 x 64) + (accumulate ? d : 0), both operands read
+// K-major from shared memory through their descriptors.
+#define WG_MMA_SS(PTX)                                                                         \
+    WG_ASM("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                      \
+           "wgmma.mma_async.sync.aligned.m64n64k16.f32." PTX "." PTX " " WG_REGS32              \
+           ", %32, %33, p, 1, 1, 0, 0;\n}\n"                                                   \
+           : WG_D32(0)                                                                         \
+           : "l"(da), "l"(db), "r"(accumulate))
+
+template <typename T>
+__device__ __forceinline__ void wg_mma_ss(float (*d)[4], unsigned long long da,
+                                          unsigned long long db, int accumulate) {
+    if constexpr (IsBf16<T>::value) WG_MMA_SS("bf16");
+    else WG_MMA_SS("f16");
+}
+
 // Starts copying rows t0 .. t0 + KEYS - 1 of a [*, D] matrix (rows `rs` apart) into a
 // swizzled tile (layout above), zeros from `end` on; thread `first` of `step` copiers.
 template <typename T, int D, int KEYS>
@@ -204,11 +220,170 @@ __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, c
                               lse + (long long)f.bh * tq, tq);
 }
 
+// ---------------------------------------------------------------------------------------
+// dK and dV on warpgroups. A block owns WG_ROWS keys, 64 per warpgroup, whose K and V rows
+// are staged once (swizzled, as the A operands of S^T = K Q^T and dP^T = V dO^T); it walks
+// tiles of WG_BWD_QUERIES queries of every query head of its group, each tile's Q and dO
+// staged twice-buffered and shared by both warpgroups. With the keys as the products' rows,
+// P^T and dS^T come back in the accumulator layout, a key per row, and feed dV += P^T dO and
+// dK += dS^T Q straight from registers, Q and dO read N-major as V is in the forward. The
+// per-query log-sum-exp and D = rowsum(dO * O) of a tile are staged beside it. D is stored
+// by the dQ kernel, which runs first.
+
+#define WG_BWD_QUERIES 64
+
+template <typename T, int D>
+__device__ void flash_backward_dkdv_wg(const T* q, Heads qs_, const T* k, Heads ks_,
+                                       const T* v, Heads vs_, const T* dout, Heads gs_,
+                                       const float* lse, const float* delta, T* dk, T* dv,
+                                       int heads, int kv_heads, int tq, int tk, int causal,
+                                       int window, float scale) {
+    static_assert(D % 64 == 0, "head dims of whole 128-byte blocks");
+    constexpr int QT = WG_BWD_QUERIES, NT = QT / 8, DT = D / 8, KT = QT / 16;
+    constexpr int KV = WG_ROWS * D * (int)sizeof(T);  // bytes of the block's K (or V) rows
+    constexpr int TILE = QT * D * (int)sizeof(T);     // bytes of one Q or dO tile
+    extern __shared__ __align__(16) unsigned char wg_shared[];
+    const unsigned raw = (unsigned)__cvta_generic_to_shared(wg_shared);
+    unsigned char* kv = wg_shared + ((1024 - (raw & 1023)) & 1023);
+    unsigned char* qg = kv + 2 * KV;                     // [stage][Q, dO]
+    float* stats = reinterpret_cast<float*>(qg + 4 * TILE);  // [stage][lse, D]
+    const int wg = threadIdx.x / 128, lane = threadIdx.x % 32, t = lane % 4;
+    const int bg = blockIdx.y, b = bg / kv_heads, grp = bg % kv_heads, group = heads / kv_heads;
+    const int j0 = blockIdx.x * WG_ROWS;
+    const int kr0 = j0 + wg * 64 + ((threadIdx.x / 32) % 4) * 16 + lane / 4, kr1 = kr0 + 8;
+    stage_swizzled<T, D, WG_ROWS>(k + head_at(ks_, b, grp), ks_.r, j0, tk, kv, threadIdx.x,
+                                  blockDim.x);
+    stage_swizzled<T, D, WG_ROWS>(v + head_at(vs_, b, grp), vs_.r, j0, tk, kv + KV,
+                                  threadIdx.x, blockDim.x);
+    cp_async_commit();
+    int qlo = 0, qhi = tq;
+    if (causal) {
+        qlo = max(0, j0 + tq - tk);
+        if (window > 0) qhi = min(tq, min(tk, j0 + WG_ROWS) - 1 + tq - tk + window);
+    }
+    float ak[DT][4], av[DT][4];
+#pragma unroll
+    for (int n = 0; n < DT; ++n) {
+        ak[n][0] = ak[n][1] = ak[n][2] = ak[n][3] = 0.0f;
+        av[n][0] = av[n][1] = av[n][2] = av[n][3] = 0.0f;
+    }
+    // The queries [x, y) that see key kr (the inverse of flash_keys).
+    auto seen_by = [&](int kr) {
+        if (kr >= tk) return make_int2(0, 0);
+        if (!causal) return make_int2(0, qhi);
+        const int kq = kr + tq - tk;
+        return make_int2(max(kq, 0), window > 0 ? min(qhi, kq + window) : qhi);
+    };
+    const int2 see0 = seen_by(kr0), see1 = seen_by(kr1);
+    const float sl = scale * LOG2E;
+    // Tile `it` is query rows qlo + (it % per_head) * QT of head grp * group + it / per_head.
+    const int per_head = qhi > qlo ? (qhi - qlo + QT - 1) / QT : 0;
+    const int tiles = per_head * group;
+    auto stage = [&](int it, int buf) {
+        const int hq = grp * group + it / per_head, t0 = qlo + (it % per_head) * QT;
+        unsigned char* at = qg + buf * 2 * TILE;
+        stage_swizzled<T, D, QT>(q + head_at(qs_, b, hq), qs_.r, t0, qhi, at, threadIdx.x,
+                                 blockDim.x);
+        stage_swizzled<T, D, QT>(dout + head_at(gs_, b, hq), gs_.r, t0, qhi, at + TILE,
+                                 threadIdx.x, blockDim.x);
+        if (threadIdx.x < 2 * QT) {
+            const int c = threadIdx.x % QT, i = t0 + c;
+            const long long row = (long long)(b * heads + hq) * tq + (i < qhi ? i : 0);
+            cp_async4(stats + buf * 2 * QT + threadIdx.x,
+                      (threadIdx.x < QT ? lse : delta) + row, i < qhi);
+        }
+        cp_async_commit();
+    };
+    // A descriptor of this warpgroup's 64 key rows of K (or V), features 16 ks onwards.
+    auto rows_desc = [&](const unsigned char* m, int ks) {
+        return wg_desc(m + (ks / 4) * (WG_ROWS * 128) + wg * 64 * 128 + (ks % 4) * 32, 16, 1024);
+    };
+    auto tile_desc = [&](const unsigned char* m, int ks) {
+        return wg_desc(m + (ks / 4) * (QT * 128) + (ks % 4) * 32, 16, 1024);
+    };
+    pipelined_tiles<2, true>(tiles, stage, [&](int it, int buf) {
+        const int t0 = qlo + (it % per_head) * QT;
+        const unsigned char* qt = qg + buf * 2 * TILE;
+        const unsigned char* gt = qt + TILE;
+        const float* lt = stats + buf * 2 * QT;
+        const float* dt = lt + QT;
+        float sc[NT][4], dp[NT][4];
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ++ks)
+            wg_mma_ss<T>(sc, rows_desc(kv, ks), tile_desc(qt, ks), ks > 0);
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ++ks)
+            wg_mma_ss<T>(dp, rows_desc(kv + KV, ks), tile_desc(gt, ks), ks > 0);
+        wg_commit();
+        wg_wait();
+        wg_hold<NT>(sc);
+        wg_hold<NT>(dp);
+        // P^T = 2^(S^T sl - lse log2 e), dS^T = P^T (dP^T - D); only tiles that cross a
+        // key's query range are masked.
+        const bool whole = t0 >= max(see0.x, see1.x) && t0 + QT <= min(see0.y, see1.y);
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int c = n * 8 + 2 * t + e, i = t0 + c;
+                const float lb = lt[c] * LOG2E;
+                float p0 = fast_exp2(sc[n][e] * sl - lb);
+                float p1 = fast_exp2(sc[n][2 + e] * sl - lb);
+                if (!whole) {
+                    p0 = i >= see0.x && i < see0.y ? p0 : 0.0f;
+                    p1 = i >= see1.x && i < see1.y ? p1 : 0.0f;
+                }
+                sc[n][e] = p0;
+                sc[n][2 + e] = p1;
+                dp[n][e] = p0 * (dp[n][e] - dt[c]);
+                dp[n][2 + e] = p1 * (dp[n][2 + e] - dt[c]);
+            }
+        }
+        unsigned pa[KT][4], da[KT][4];
+#pragma unroll
+        for (int kk = 0; kk < KT; ++kk) a_fragment_of<T>(sc + 2 * kk, pa[kk]);
+        wg_values<T, D, QT>(pa, gt, av);  // dV += P^T dO
+#pragma unroll
+        for (int kk = 0; kk < KT; ++kk) a_fragment_of<T>(dp + 2 * kk, da[kk]);
+        wg_values<T, D, QT>(da, qt, ak);  // dK += dS^T Q
+        wg_wait();
+        wg_hold<DT>(av);
+        wg_hold<DT>(ak);
+        wg_hold<KT>(pa);
+        wg_hold<KT>(da);
+    });
+    if (tiles == 0) cp_async_wait(false);  // K and V were staged for nothing
+    // dK and dV are written [B, Tk, KVH, D], like the mma.sync kernel's.
+    const long long koff = ((long long)b * tk * kv_heads + grp) * D, kr = (long long)kv_heads * D;
+#pragma unroll
+    for (int n = 0; n < DT; ++n) {
+        const int c = n * 8 + 2 * t;
+        if (kr0 < tk) {
+            *reinterpret_cast<unsigned*>(dk + koff + kr0 * kr + c) =
+                MmaType<T>::pack(ak[n][0] * scale, ak[n][1] * scale);
+            *reinterpret_cast<unsigned*>(dv + koff + kr0 * kr + c) =
+                MmaType<T>::pack(av[n][0], av[n][1]);
+        }
+        if (kr1 < tk) {
+            *reinterpret_cast<unsigned*>(dk + koff + kr1 * kr + c) =
+                MmaType<T>::pack(ak[n][2] * scale, ak[n][3] * scale);
+            *reinterpret_cast<unsigned*>(dv + koff + kr1 * kr + c) =
+                MmaType<T>::pack(av[n][2], av[n][3]);
+        }
+    }
+}
+
 #define FLASH_WG(SUFFIX, T, D)                                                                \
 extern "C" __global__ void __launch_bounds__(128 * WG_GROUPS, D <= 64 ? 2 : 1)             \
         flash_forward_wg_d##D##_##SUFFIX(FLASH_ARGS(T)) {                                      \
     flash_forward_wg<T, D, WG_KEYS(D)>(q, qs, k, ks, v, vs, out, os, lse, heads, kv_heads, tq,  \
                                        tk, causal, window, scale);                              \
+}                                                                                               \
+extern "C" __global__ void __launch_bounds__(128 * WG_GROUPS, 1)                              \
+        flash_backward_dkdv_wg_d##D##_##SUFFIX(FLASH_ARGS(T)) {                                \
+    flash_backward_dkdv_wg<T, D>(q, qs, k, ks, v, vs, dout, gs, lse, delta, dk, dv, heads,    \
+                                 kv_heads, tq, tk, causal, window, scale);                      \
 }
 FLASH_WG(f16, __half, 64)
 FLASH_WG(f16, __half, 128)

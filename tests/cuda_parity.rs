@@ -1582,8 +1582,8 @@ fn fused_attention_matches_the_cpu() {
         };
         let (k, v) = (randn(&base, &mut rng), randn(&base, &mut rng));
         let probe = randn(&[b, h, tq, d], &mut rng);
-        // On sm_90 the forward of head dims 64 and 128 runs on the warpgroup kernels, and
-        // once more on the mma.sync ones.
+        // On sm_90 the forward and dK/dV of head dims 64 and 128 run on the warpgroup
+        // kernels, and once more on the mma.sync ones.
         let arch = cuda::device(0).unwrap().arch.clone();
         let mut families = vec![(DType::F32, true), (DType::F16, true), (DType::BF16, true)];
         if arch == "sm_90" && cuda::FLASH_WG_HEAD_DIMS.contains(&d) {
@@ -1615,10 +1615,10 @@ fn fused_attention_matches_the_cpu() {
             let names = kernels_run(|| got = run(dev).to_vec());
             // Half types with a supported head dim take the tensor-core kernels.
             let tc = cuda::tensor_cores(&arch, dtype, d);
-            let wg = cuda::warpgroup_forward(&arch, dtype, d);
+            let wg = cuda::warpgroup_attention(&arch, dtype, d);
             assert!(!wg || warpgroup);
             for kernel in ["forward", "backward_dq", "backward_dkdv"] {
-                let family = match (tc, wg && kernel == "forward") {
+                let family = match (tc, wg && kernel != "backward_dq") {
                     (_, true) => "wg_",
                     (true, false) => "tc_",
                     _ => "",
@@ -1682,7 +1682,7 @@ fn attention_layer_in_bf16_uses_the_fused_kernel() {
     let mut y = None;
     let names = kernels_run(|| y = Some(gpu_layer.forward(&xg).unwrap()));
     let y = y.unwrap();
-    let forward = if cuda::warpgroup_forward(&cuda::device(0).unwrap().arch, DType::BF16, 64) {
+    let forward = if cuda::warpgroup_attention(&cuda::device(0).unwrap().arch, DType::BF16, 64) {
         "flash_forward_wg_d64_bf16"
     } else {
         "flash_forward_tc_d64_bf16"

@@ -40,10 +40,16 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
     let arch = compile::module_arch("flash", "sm_90");
     assert_eq!(arch, "sm_90a");
     let ptx = compile::compile_uncached("flash", &arch).unwrap_or_else(|e| panic!("{e}"));
-    for kernel in ["flash_forward_wg_d64_bf16", "flash_forward_wg_d128_f16"] {
+    for kernel in [
+        "flash_forward_wg_d64_bf16",
+        "flash_forward_wg_d128_f16",
+        "flash_backward_dkdv_wg_d64_f16",
+        "flash_backward_dkdv_wg_d128_bf16",
+    ] {
         assert!(ptx.contains(kernel), "{kernel} missing for {arch}");
     }
     assert!(ptx.contains("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16"));
+    assert!(ptx.contains("wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16"));
 }
 
 #[test]

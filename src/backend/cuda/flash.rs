@@ -1,7 +1,8 @@
 //! Fused attention on CUDA (kernels in `kernels/flash.cu` and `kernels/flash_wgmma.cu`):
 //! forward with the per-row log-sum-exp, and the backward that recomputes the probabilities
-//! from it; both on tensor cores for f16 and bf16 from sm_80 (the forward on Hopper's
-//! warpgroup `wgmma` at head dims 64 and 128 on sm_90), on CUDA cores otherwise. Q, K, V,
+//! from it; both on tensor cores for f16 and bf16 from sm_80 (the forward and the dK/dV
+//! kernel on Hopper's warpgroup `wgmma` at head dims 64 and 128 on sm_90), on CUDA cores
+//! otherwise. Q, K, V,
 //! the output and its gradient are read in place when their features are contiguous (the
 //! heads of a fused QKV projection need no copy), and the output is written as
 //! `[B, T, H, D]`, so joining the heads afterwards needs no copy either.
@@ -20,7 +21,7 @@ pub const FLASH_HEAD_DIMS: [usize; 6] = [16, 32, 64, 80, 96, 128];
 /// Head dims of the tensor-core kernels.
 pub const FLASH_TC_HEAD_DIMS: [usize; 4] = [64, 80, 96, 128];
 
-/// Head dims of the warpgroup (wgmma) forward kernels.
+/// Head dims of the warpgroup (wgmma) kernels.
 pub const FLASH_WG_HEAD_DIMS: [usize; 2] = [64, 128];
 
 /// Keys per tile of the warpgroup forward kernels at `head_dim` (`WG_KEYS(D)`).
@@ -32,13 +33,17 @@ fn wg_keys(head_dim: usize) -> usize {
     }
 }
 
-/// Query rows per block of the warpgroup forward kernels (`WG_ROWS`: two warpgroups of 64).
+/// Query rows per block of the warpgroup forward kernels, and key rows per block of the
+/// warpgroup dK/dV kernels (`WG_ROWS`: two warpgroups of 64).
 const WG_ROWS: usize = 128;
 
-/// Whether the warpgroup forward kernels may run: 0 not yet decided, 1 yes, 2 no.
+/// Queries per tile of the warpgroup dK/dV kernels (`WG_BWD_QUERIES`).
+const WG_BWD_QUERIES: usize = 64;
+
+/// Whether the warpgroup kernels may run: 0 not yet decided, 1 yes, 2 no.
 static WARPGROUP: AtomicU8 = AtomicU8::new(0);
 
-/// Turns the warpgroup (wgmma) forward kernels on or off for this process; off, the
+/// Turns the warpgroup (wgmma) kernels on or off for this process; off, the
 /// `mma.sync` kernels run instead. They start on unless `SMITH_NO_WGMMA` is set.
 pub fn set_warpgroup_kernels(on: bool) {
     WARPGROUP.store(if on { 1 } else { 2 }, Ordering::Relaxed);
@@ -55,10 +60,11 @@ fn warpgroup_enabled() -> bool {
     }
 }
 
-/// Whether the forward runs on Hopper's warpgroup tensor cores (`wgmma`, built for sm_90a):
-/// a tensor-core case on compute capability 9.0 with head dim 64 or 128, unless turned off
-/// by [`set_warpgroup_kernels`].
-pub fn warpgroup_forward(arch: &str, dtype: DType, head_dim: usize) -> bool {
+/// Whether the forward and the dK/dV backward run on Hopper's warpgroup tensor cores
+/// (`wgmma`, built for sm_90a): a tensor-core case on compute capability 9.0 with head dim
+/// 64 or 128, unless turned off by [`set_warpgroup_kernels`]. The dQ backward stays on
+/// `mma.sync`.
+pub fn warpgroup_attention(arch: &str, dtype: DType, head_dim: usize) -> bool {
     arch == "sm_90"
         && tensor_cores(arch, dtype, head_dim)
         && FLASH_WG_HEAD_DIMS.contains(&head_dim)
@@ -72,7 +78,7 @@ enum Family {
     Cores,
     /// `mma.sync` on sm_80 and later.
     TensorCores,
-    /// `wgmma` on sm_90 (forward only).
+    /// `wgmma` on sm_90 (the forward and dK/dV).
     Warpgroup,
 }
 
@@ -221,23 +227,44 @@ fn operands(inputs: &[&Tensor], s: &AttnShape) -> Result<Operands> {
     })
 }
 
-/// Launch shape of `family`'s kernels over `rows` rows of `blocks_y` heads, with the
-/// dynamic shared memory of the warpgroup kernels: two stages of 16-bit K and V tiles of
-/// `wg_keys` rows, and 1024 bytes of slack for the swizzle pattern's alignment.
-fn config(family: Family, head_dim: usize, rows: usize, blocks_y: usize) -> LaunchConfig {
+/// Launch shape of `family`'s `kernel` over `rows` rows of `blocks_y` heads, with the
+/// dynamic shared memory of the warpgroup kernels (16-bit tiles, plus 1024 bytes of slack
+/// for the swizzle pattern's alignment): the forward's two stages of K and V tiles of
+/// `wg_keys` rows; the dK/dV kernel's block of K and V rows and two stages of Q and dO
+/// tiles with their log-sum-exps and D.
+fn config(
+    family: Family,
+    kernel: &str,
+    head_dim: usize,
+    rows: usize,
+    blocks_y: usize,
+) -> LaunchConfig {
     let (per_block, threads) = match family {
         Family::Cores => (ROWS, 32 * ROWS),
         Family::TensorCores => (TC_ROWS, 128),
         Family::Warpgroup => (WG_ROWS, 2 * 128),
     };
-    let shared = match family {
-        Family::Warpgroup => 2 * 2 * wg_keys(head_dim) * head_dim * 2 + 1024,
+    let shared = match (family, kernel) {
+        (Family::Warpgroup, "forward") => 2 * 2 * wg_keys(head_dim) * head_dim * 2 + 1024,
+        (Family::Warpgroup, _) => {
+            2 * WG_ROWS * head_dim * 2 + 2 * 2 * WG_BWD_QUERIES * (head_dim * 2 + 4) + 1024
+        }
         _ => 0,
     };
     LaunchConfig {
         grid_dim: (rows.div_ceil(per_block) as u32, blocks_y as u32, 1),
         block_dim: (threads as u32, 1, 1),
         shared_mem_bytes: shared as u32,
+    }
+}
+
+/// The family of the forward and dK/dV kernels for these operands: warpgroups where
+/// [`warpgroup_attention`] says so.
+fn attention_family(ops: &Operands, dtype: DType, head_dim: usize) -> Family {
+    if ops.tc && warpgroup_attention(&ops.dev.arch, dtype, head_dim) {
+        Family::Warpgroup
+    } else {
+        family(ops.tc)
     }
 }
 
@@ -263,7 +290,7 @@ fn run(
         s.head_dim,
         suffix(dtype)
     );
-    let cfg = config(family, s.head_dim, rows, blocks_y);
+    let cfg = config(family, kernel, s.head_dim, rows, blocks_y);
     if cfg.shared_mem_bytes > 48 * 1024 {
         use cudarc::driver::sys::CUfunction_attribute_enum as Attr;
         dev.function("flash", &name)?
@@ -330,11 +357,7 @@ pub fn flash_attention_forward(
             HeadStrides::default(),
         ],
     };
-    let family = if ops.tc && warpgroup_forward(&ops.dev.arch, dtype, d) {
-        Family::Warpgroup
-    } else {
-        family(ops.tc)
-    };
+    let family = attention_family(&ops, dtype, d);
     run(
         &ops.dev,
         "forward",
@@ -421,7 +444,7 @@ pub fn flash_attention_backward(
     run(
         &ops.dev,
         "backward_dkdv",
-        family(ops.tc),
+        attention_family(&ops, dtype, d),
         dtype,
         s,
         kv_blocks,
