@@ -750,6 +750,59 @@ __device__ void flash_forward_tc(const T* q, Heads qs_, const T* k, Heads ks_, c
 
 #define TC_BWD_TILE 32
 
+// D = rowsum(dO * O) of a thread's two query rows (r0 and r0 + 8; 0 past tq), each of the 4
+// lanes of a row taking a quarter of the features; the first lane stores it in delta.
+template <typename T, int D>
+__device__ __forceinline__ float2 store_row_deltas(const T* gh, long long grs, const T* oh,
+                                                   long long ors, int r0, int tq,
+                                                   float* delta) {
+    const int t = threadIdx.x % 4, r1 = r0 + 8;
+    float d0 = 0.0f, d1 = 0.0f;
+#pragma unroll
+    for (int s = 0; s < D / 16; ++s) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int c = 16 * s + 2 * t + 8 * half;
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                if (r0 < tq) d0 += to_compute(gh[(long long)r0 * grs + c + e]) *
+                                   to_compute(oh[(long long)r0 * ors + c + e]);
+                if (r1 < tq) d1 += to_compute(gh[(long long)r1 * grs + c + e]) *
+                                   to_compute(oh[(long long)r1 * ors + c + e]);
+            }
+        }
+    }
+    for (int off = 1; off < 4; off <<= 1) {
+        d0 += __shfl_xor_sync(0xffffffff, d0, off);
+        d1 += __shfl_xor_sync(0xffffffff, d1, off);
+    }
+    if (t == 0) {
+        if (r0 < tq) delta[r0] = d0;
+        if (r1 < tq) delta[r1] = d1;
+    }
+    return make_float2(d0, d1);
+}
+
+// dQ's store: a thread's two rows (DT n-tiles of accumulators, times `scale`) of head h of
+// batch b in [B, Tq, H, D], the layout of the projection it flows back into.
+template <typename T, int DT>
+__device__ __forceinline__ void store_dq_rows(const float (*acc)[4], T* dq, int b, int h,
+                                              int heads, int r0, int tq, float scale) {
+    const int t = threadIdx.x % 4, r1 = r0 + 8;
+    const long long qoff = ((long long)b * tq * heads + h) * (DT * 8);
+    const long long qr = (long long)heads * DT * 8;
+#pragma unroll
+    for (int n = 0; n < DT; ++n) {
+        const int c = n * 8 + 2 * t;
+        if (r0 < tq)
+            *reinterpret_cast<unsigned*>(dq + qoff + r0 * qr + c) =
+                MmaType<T>::pack(acc[n][0] * scale, acc[n][1] * scale);
+        if (r1 < tq)
+            *reinterpret_cast<unsigned*>(dq + qoff + r1 * qr + c) =
+                MmaType<T>::pack(acc[n][2] * scale, acc[n][3] * scale);
+    }
+}
+
 template <typename T, int D>
 __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks_,
                                      const T* v, Heads vs_, const T* out, Heads os_,
@@ -770,30 +823,9 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
     const T* oh = out + head_at(os_, b, h);
     a_fragments<T, D>(qh, qs_.r, i0 + warp * 16 + g, tq, qa);
     a_fragments<T, D>(gh, gs_.r, i0 + warp * 16 + g, tq, ga);
-    // D = rowsum(dO * O): each of the 4 lanes of a row takes a quarter of the features.
-    float d0 = 0.0f, d1 = 0.0f;
-#pragma unroll
-    for (int s = 0; s < D / 16; ++s) {
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            const int c = 16 * s + 2 * t + 8 * half;
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                if (r0 < tq) d0 += to_compute(gh[(long long)r0 * gs_.r + c + e]) *
-                                   to_compute(oh[(long long)r0 * os_.r + c + e]);
-                if (r1 < tq) d1 += to_compute(gh[(long long)r1 * gs_.r + c + e]) *
-                                   to_compute(oh[(long long)r1 * os_.r + c + e]);
-            }
-        }
-    }
-    for (int off = 1; off < 4; off <<= 1) {
-        d0 += __shfl_xor_sync(0xffffffff, d0, off);
-        d1 += __shfl_xor_sync(0xffffffff, d1, off);
-    }
-    if (t == 0) {
-        if (r0 < tq) delta[(long long)bh * tq + r0] = d0;
-        if (r1 < tq) delta[(long long)bh * tq + r1] = d1;
-    }
+    const float2 dd = store_row_deltas<T, D>(gh, gs_.r, oh, os_.r, r0, tq,
+                                             delta + (long long)bh * tq);
+    const float d0 = dd.x, d1 = dd.y;
     const float lse0 = r0 < tq ? lse[(long long)bh * tq + r0] : 0.0f;
     const float lse1 = r1 < tq ? lse[(long long)bh * tq + r1] : 0.0f;
     // Scores and log-sum-exps in log2 units.
@@ -842,18 +874,7 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
         }
         mma_cols_tile<T, D, K16, KP>(sc, kt, acc);
     });
-    // dQ is written [B, Tq, H, D], the layout of the projection it flows back into.
-    const long long qoff = ((long long)b * tq * heads + h) * D, qr = (long long)heads * D;
-#pragma unroll
-    for (int n = 0; n < DT; ++n) {
-        const int c = n * 8 + 2 * t;
-        if (r0 < tq)
-            *reinterpret_cast<unsigned*>(dq + qoff + r0 * qr + c) =
-                MmaType<T>::pack(acc[n][0] * scale, acc[n][1] * scale);
-        if (r1 < tq)
-            *reinterpret_cast<unsigned*>(dq + qoff + r1 * qr + c) =
-                MmaType<T>::pack(acc[n][2] * scale, acc[n][3] * scale);
-    }
+    store_dq_rows<T, DT>(acc, dq, b, h, heads, r0, tq, scale);
 }
 
 template <typename T, int D>

@@ -221,6 +221,90 @@ __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, c
 }
 
 // ---------------------------------------------------------------------------------------
+// dQ on warpgroups: the forward's shape. A block is two warpgroups over WG_ROWS query rows
+// (Q and dO held as A fragments) and walks the keys they see in tiles of WG_BWD_KEYS, K and
+// V staged swizzled and shared: S = Q K^T and dP = dO V^T read K and V K-major, dS = P (dP -
+// D) with P recomputed from the log-sum-exp, and dQ += dS K reads K N-major, dS reused
+// from the accumulators. It first stores D = rowsum(dO * O) for the dK/dV kernel.
+
+#define WG_BWD_KEYS 64
+
+template <typename T, int D>
+__device__ void flash_backward_dq_wg(const T* q, Heads qs_, const T* k, Heads ks_,
+                                     const T* v, Heads vs_, const T* out, Heads os_,
+                                     const T* dout, Heads gs_, const float* lse, float* delta,
+                                     T* dq, int heads, int kv_heads, int tq, int tk,
+                                     int causal, int window, float scale) {
+    static_assert(D % 64 == 0, "head dims of whole 128-byte blocks");
+    constexpr int KEYS = WG_BWD_KEYS, NT = KEYS / 8, DT = D / 8, KT = KEYS / 16;
+    constexpr int TILE = KEYS * D * (int)sizeof(T);  // bytes of one K or V tile
+    extern __shared__ __align__(16) unsigned char wg_shared[];
+    const unsigned raw = (unsigned)__cvta_generic_to_shared(wg_shared);
+    unsigned char* tiles = wg_shared + ((1024 - (raw & 1023)) & 1023);
+    ForwardBlock<T, D> f;
+    forward_block(f, q, qs_, k, ks_, v, vs_, WG_ROWS, heads, kv_heads, tq, tk, causal, window,
+                  KEYS);
+    const TileRows& r = f.r;
+    const T* gh = dout + head_at(gs_, f.b, f.h);
+    unsigned ga[D / 16][4];
+    a_fragments<T, D>(gh, gs_.r, r.r0, tq, ga);
+    const float2 dd = store_row_deltas<T, D>(gh, gs_.r, out + head_at(os_, f.b, f.h), os_.r,
+                                             r.r0, tq, delta + (long long)f.bh * tq);
+    const float* lrow = lse + (long long)f.bh * tq;
+    const float lb0 = r.r0 < tq ? lrow[r.r0] * LOG2E : 0.0f;
+    const float lb1 = r.r1 < tq ? lrow[r.r1] * LOG2E : 0.0f;
+    const float sl = scale * LOG2E;
+    float acc[DT][4];
+#pragma unroll
+    for (int n = 0; n < DT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    const int t = threadIdx.x % 4;
+    const int count = r.bhi > r.blo ? (r.bhi - r.blo + KEYS - 1) / KEYS : 0;
+    auto stage = [&](int it, int buf) {
+        const int t0 = r.blo + it * KEYS;
+        stage_swizzled<T, D, KEYS>(f.kb, ks_.r, t0, r.bhi, tiles + buf * 2 * TILE, threadIdx.x,
+                                   blockDim.x);
+        stage_swizzled<T, D, KEYS>(f.vb, vs_.r, t0, r.bhi, tiles + buf * 2 * TILE + TILE,
+                                   threadIdx.x, blockDim.x);
+        cp_async_commit();
+    };
+    pipelined_tiles<2, true>(count, stage, [&](int it, int buf) {
+        const int t0 = r.blo + it * KEYS;
+        const unsigned char* kt = tiles + buf * 2 * TILE;
+        float s[NT][4], dp[NT][4];
+        wg_scores<T, D, KEYS>(f.qa, kt, s);
+        wg_scores<T, D, KEYS>(ga, kt + TILE, dp);
+        wg_wait();
+        wg_hold<NT>(s);
+        wg_hold<NT>(dp);
+        // P = 2^(S sl - lse log2 e); only tiles that cross a row's key range are masked.
+        const bool whole = t0 >= max(r.lo0, r.lo1) && t0 + KEYS <= min(r.hi0, r.hi1);
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int j = t0 + n * 8 + 2 * t + e;
+                float p0 = fast_exp2(s[n][e] * sl - lb0);
+                float p1 = fast_exp2(s[n][2 + e] * sl - lb1);
+                if (!whole) {
+                    p0 = (j >= r.lo0 && j < r.hi0) ? p0 : 0.0f;
+                    p1 = (j >= r.lo1 && j < r.hi1) ? p1 : 0.0f;
+                }
+                s[n][e] = p0 * (dp[n][e] - dd.x);
+                s[n][2 + e] = p1 * (dp[n][2 + e] - dd.y);
+            }
+        }
+        unsigned da[KT][4];
+#pragma unroll
+        for (int kk = 0; kk < KT; ++kk) a_fragment_of<T>(s + 2 * kk, da[kk]);
+        wg_values<T, D, KEYS>(da, kt, acc);  // dQ += dS K
+        wg_wait();
+        wg_hold<DT>(acc);
+        wg_hold<KT>(da);
+    });
+    store_dq_rows<T, DT>(acc, dq, f.b, f.h, heads, r.r0, tq, scale);
+}
+
+// ---------------------------------------------------------------------------------------
 // dK and dV on warpgroups. A block owns WG_ROWS keys, 64 per warpgroup, whose K and V rows
 // are staged once (swizzled, as the A operands of S^T = K Q^T and dP^T = V dO^T); it walks
 // tiles of WG_BWD_QUERIES queries of every query head of its group, each tile's Q and dO
@@ -379,6 +463,11 @@ extern "C" __global__ void __launch_bounds__(128 * WG_GROUPS, D <= 64 ? 2 : 1)  
         flash_forward_wg_d##D##_##SUFFIX(FLASH_ARGS(T)) {                                      \
     flash_forward_wg<T, D, WG_KEYS(D)>(q, qs, k, ks, v, vs, out, os, lse, heads, kv_heads, tq,  \
                                        tk, causal, window, scale);                              \
+}                                                                                               \
+extern "C" __global__ void __launch_bounds__(128 * WG_GROUPS, 1)                              \
+        flash_backward_dq_wg_d##D##_##SUFFIX(FLASH_ARGS(T)) {                                  \
+    flash_backward_dq_wg<T, D>(q, qs, k, ks, v, vs, out, os, dout, gs, lse, delta, dq, heads, \
+                               kv_heads, tq, tk, causal, window, scale);                        \
 }                                                                                               \
 extern "C" __global__ void __launch_bounds__(128 * WG_GROUPS, 1)                              \
         flash_backward_dkdv_wg_d##D##_##SUFFIX(FLASH_ARGS(T)) {                                \

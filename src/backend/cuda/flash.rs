@@ -1,8 +1,7 @@
 //! Fused attention on CUDA (kernels in `kernels/flash.cu` and `kernels/flash_wgmma.cu`):
 //! forward with the per-row log-sum-exp, and the backward that recomputes the probabilities
-//! from it; both on tensor cores for f16 and bf16 from sm_80 (the forward and the dK/dV
-//! kernel on Hopper's warpgroup `wgmma` at head dims 64 and 128 on sm_90), on CUDA cores
-//! otherwise. Q, K, V,
+//! from it; both on tensor cores for f16 and bf16 from sm_80 (on Hopper's warpgroup
+//! `wgmma` at head dims 64 and 128 on sm_90), on CUDA cores otherwise. Q, K, V,
 //! the output and its gradient are read in place when their features are contiguous (the
 //! heads of a fused QKV projection need no copy), and the output is written as
 //! `[B, T, H, D]`, so joining the heads afterwards needs no copy either.
@@ -33,12 +32,15 @@ fn wg_keys(head_dim: usize) -> usize {
     }
 }
 
-/// Query rows per block of the warpgroup forward kernels, and key rows per block of the
-/// warpgroup dK/dV kernels (`WG_ROWS`: two warpgroups of 64).
+/// Query rows per block of the warpgroup forward and dQ kernels, and key rows per block of
+/// the warpgroup dK/dV kernels (`WG_ROWS`: two warpgroups of 64).
 const WG_ROWS: usize = 128;
 
 /// Queries per tile of the warpgroup dK/dV kernels (`WG_BWD_QUERIES`).
 const WG_BWD_QUERIES: usize = 64;
+
+/// Keys per tile of the warpgroup dQ kernels (`WG_BWD_KEYS`).
+const WG_BWD_KEYS: usize = 64;
 
 /// Whether the warpgroup kernels may run: 0 not yet decided, 1 yes, 2 no.
 static WARPGROUP: AtomicU8 = AtomicU8::new(0);
@@ -60,10 +62,9 @@ fn warpgroup_enabled() -> bool {
     }
 }
 
-/// Whether the forward and the dK/dV backward run on Hopper's warpgroup tensor cores
-/// (`wgmma`, built for sm_90a): a tensor-core case on compute capability 9.0 with head dim
-/// 64 or 128, unless turned off by [`set_warpgroup_kernels`]. The dQ backward stays on
-/// `mma.sync`.
+/// Whether attention (forward and both backward kernels) runs on Hopper's warpgroup tensor
+/// cores (`wgmma`, built for sm_90a): a tensor-core case on compute capability 9.0 with head
+/// dim 64 or 128, unless turned off by [`set_warpgroup_kernels`].
 pub fn warpgroup_attention(arch: &str, dtype: DType, head_dim: usize) -> bool {
     arch == "sm_90"
         && tensor_cores(arch, dtype, head_dim)
@@ -78,7 +79,7 @@ enum Family {
     Cores,
     /// `mma.sync` on sm_80 and later.
     TensorCores,
-    /// `wgmma` on sm_90 (the forward and dK/dV).
+    /// `wgmma` on sm_90.
     Warpgroup,
 }
 
@@ -229,9 +230,9 @@ fn operands(inputs: &[&Tensor], s: &AttnShape) -> Result<Operands> {
 
 /// Launch shape of `family`'s `kernel` over `rows` rows of `blocks_y` heads, with the
 /// dynamic shared memory of the warpgroup kernels (16-bit tiles, plus 1024 bytes of slack
-/// for the swizzle pattern's alignment): the forward's two stages of K and V tiles of
-/// `wg_keys` rows; the dK/dV kernel's block of K and V rows and two stages of Q and dO
-/// tiles with their log-sum-exps and D.
+/// for the swizzle pattern's alignment): two stages of K and V tiles (of `wg_keys` rows in
+/// the forward, `WG_BWD_KEYS` in dQ); the dK/dV kernel's block of K and V rows and two
+/// stages of Q and dO tiles with their log-sum-exps and D.
 fn config(
     family: Family,
     kernel: &str,
@@ -246,6 +247,7 @@ fn config(
     };
     let shared = match (family, kernel) {
         (Family::Warpgroup, "forward") => 2 * 2 * wg_keys(head_dim) * head_dim * 2 + 1024,
+        (Family::Warpgroup, "backward_dq") => 2 * 2 * WG_BWD_KEYS * head_dim * 2 + 1024,
         (Family::Warpgroup, _) => {
             2 * WG_ROWS * head_dim * 2 + 2 * 2 * WG_BWD_QUERIES * (head_dim * 2 + 4) + 1024
         }
@@ -258,8 +260,7 @@ fn config(
     }
 }
 
-/// The family of the forward and dK/dV kernels for these operands: warpgroups where
-/// [`warpgroup_attention`] says so.
+/// The kernel family for these operands: warpgroups where [`warpgroup_attention`] says so.
 fn attention_family(ops: &Operands, dtype: DType, head_dim: usize) -> Family {
     if ops.tc && warpgroup_attention(&ops.dev.arch, dtype, head_dim) {
         Family::Warpgroup
@@ -434,7 +435,7 @@ pub fn flash_attention_backward(
     run(
         &ops.dev,
         "backward_dq",
-        family(ops.tc),
+        attention_family(&ops, dtype, d),
         dtype,
         s,
         (s.q_len, rows),
