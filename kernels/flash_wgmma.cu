@@ -221,6 +221,128 @@ __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, c
 }
 
 // ---------------------------------------------------------------------------------------
+// Forward at head dim 128 with TMA copies and a producer warpgroup. The two consumer
+// warpgroups are the forward's above, but no barrier of the whole block paces them: one
+// thread of a third warpgroup copies each K and V tile with the Tensor Memory Accelerator
+// (cp.async.bulk.tensor, written in the same 128-byte swizzled layout) into a ring of
+// TMA_STAGES buffers, and an mbarrier per buffer says when a tile has landed ("full", by
+// the bytes the copies complete) and when both consumers are done with it ("empty", an
+// arrival per consumer warp). The producer warpgroup gives up most of its registers to the
+// consumers (setmaxnreg).
+
+#define TMA_STAGES 3
+
+// A CUtensorMap (cuTensorMapEncodeTiled), passed by value as a __grid_constant__ parameter.
+struct __align__(64) TmaMap {
+    unsigned long long v[16];
+};
+
+__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
+    WG_ASM("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// The producer's arrival on a "full" barrier, announcing the bytes its copies will bring.
+__device__ __forceinline__ void mbar_expect(unsigned bar, unsigned bytes) {
+    WG_ASM("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+           : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(unsigned bar) {
+    WG_ASM("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Waits until the barrier's phase of the given parity has completed.
+__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
+    WG_ASM("{\n.reg .pred done;\nLAB_WAIT:\n"
+           "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+           "@!done bra LAB_WAIT;\n}\n" ::"r"(bar),
+           "r"(parity)
+           : "memory");
+}
+// Copies the box at (c0, c1, c2, c3) of a 4-d tensor map into shared memory at dst,
+// completing its bytes on barrier bar.
+__device__ __forceinline__ void tma_load(unsigned dst, const TmaMap* map, int c0, int c1,
+                                         int c2, int c3, unsigned bar) {
+    WG_ASM("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+           " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(dst),
+           "l"((unsigned long long)map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+           : "memory");
+}
+
+template <typename T, int D, int KEYS>
+__device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,
+                                  Heads vs_, T* out, Heads os_, float* lse, int heads,
+                                  int kv_heads, int tq, int tk, int causal, int window,
+                                  float scale, const TmaMap* kmap, const TmaMap* vmap) {
+    static_assert(D % 64 == 0, "head dims of whole 128-byte blocks");
+    constexpr int NT = KEYS / 8, DT = D / 8, KT = KEYS / 16;
+    constexpr int TILE = KEYS * D * (int)sizeof(T);  // bytes of one K or V tile
+    extern __shared__ __align__(16) unsigned char wg_shared[];
+    const unsigned raw = (unsigned)__cvta_generic_to_shared(wg_shared);
+    unsigned char* tiles = wg_shared + ((1024 - (raw & 1023)) & 1023);
+    const unsigned tiles_at = (unsigned)__cvta_generic_to_shared(tiles);
+    const unsigned full = tiles_at + TMA_STAGES * 2 * TILE, empty = full + 8 * TMA_STAGES;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < TMA_STAGES; ++s) {
+            mbar_init(full + 8 * s, 1);
+            mbar_init(empty + 8 * s, 4 * WG_GROUPS);
+        }
+        WG_ASM("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    if (threadIdx.x >= 128 * WG_GROUPS) {
+        WG_ASM("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+        if (threadIdx.x != 128 * WG_GROUPS) return;
+        const int bh = blockIdx.y, b = bh / heads, grp = (bh % heads) / (heads / kv_heads);
+        const TileRows r =
+            tile_rows((gridDim.x - 1 - blockIdx.x) * WG_ROWS, WG_ROWS, tq, tk, causal, window,
+                      KEYS);
+        const int count = r.bhi > r.blo ? (r.bhi - r.blo + KEYS - 1) / KEYS : 0;
+        for (int it = 0; it < count; ++it) {
+            const int s = it % TMA_STAGES, t0 = r.blo + it * KEYS;
+            if (it >= TMA_STAGES) mbar_wait(empty + 8 * s, ((it / TMA_STAGES) + 1) & 1);
+            mbar_expect(full + 8 * s, 2 * TILE);
+            const unsigned at = tiles_at + s * 2 * TILE;
+#pragma unroll
+            for (int blk = 0; blk < D / 64; ++blk) {
+                tma_load(at + blk * KEYS * 128, kmap, blk * 64, t0, grp, b, full + 8 * s);
+                tma_load(at + TILE + blk * KEYS * 128, vmap, blk * 64, t0, grp, b, full + 8 * s);
+            }
+        }
+        return;
+    }
+    WG_ASM("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+    ForwardBlock<T, D> f;
+    forward_block(f, q, qs_, k, ks_, v, vs_, WG_ROWS, heads, kv_heads, tq, tk, causal, window,
+                  KEYS);
+    const TileRows& r = f.r;
+    float o[DT][4];
+#pragma unroll
+    for (int n = 0; n < DT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    RowSoftmax st = {-INFINITY, -INFINITY, 0.0f, 0.0f};
+    const float sl = scale * LOG2E;
+    const int count = r.bhi > r.blo ? (r.bhi - r.blo + KEYS - 1) / KEYS : 0;
+    float s[NT][4];
+    unsigned pa[KT][4];
+    for (int it = 0; it < count; ++it) {
+        const int stage = it % TMA_STAGES;
+        const unsigned char* kt = tiles + stage * 2 * TILE;
+        mbar_wait(full + 8 * stage, (it / TMA_STAGES) & 1);
+        wg_scores<T, D, KEYS>(f.qa, kt, s);
+        wg_wait();
+        wg_hold<NT>(s);
+        rescale_rows<DT>(o, softmax_tile<NT>(s, r.blo + it * KEYS, r, sl, st));
+#pragma unroll
+        for (int kk = 0; kk < KT; ++kk) a_fragment_of<T>(s + 2 * kk, pa[kk]);
+        wg_values<T, D, KEYS>(pa, kt + TILE, o);
+        wg_wait();
+        wg_hold<DT>(o);
+        wg_hold<KT>(pa);
+        __syncwarp();
+        if (threadIdx.x % 32 == 0) mbar_arrive(empty + 8 * stage);
+    }
+    store_forward_rows<T, DT>(o, st, r, out + head_at(os_, f.b, f.h), os_.r,
+                              lse + (long long)f.bh * tq, tq);
+}
+
+// ---------------------------------------------------------------------------------------
 // dQ on warpgroups: the forward's shape. A block is two warpgroups over WG_ROWS query rows
 // (Q and dO held as A fragments) and walks the keys they see in tiles of WG_BWD_KEYS, K and
 // V staged swizzled and shared: S = Q K^T and dP = dO V^T read K and V K-major, dS = P (dP -
@@ -474,6 +596,15 @@ extern "C" __global__ void __launch_bounds__(128 * WG_GROUPS, 1)                
     flash_backward_dkdv_wg<T, D>(q, qs, k, ks, v, vs, dout, gs, lse, delta, dk, dv, heads,    \
                                  kv_heads, tq, tk, causal, window, scale);                      \
 }
+#define FLASH_TMA(SUFFIX, T, D)                                                               \
+extern "C" __global__ void __launch_bounds__(128 * (WG_GROUPS + 1), 1)                        \
+        flash_forward_tma_d##D##_##SUFFIX(FLASH_ARGS(T), const __grid_constant__ TmaMap kmap,  \
+                                          const __grid_constant__ TmaMap vmap) {               \
+    flash_forward_tma<T, D, WG_KEYS(D)>(q, qs, k, ks, v, vs, out, os, lse, heads, kv_heads,     \
+                                        tq, tk, causal, window, scale, &kmap, &vmap);           \
+}
+FLASH_TMA(f16, __half, 128)
+FLASH_TMA(bf16, __nv_bfloat16, 128)
 FLASH_WG(f16, __half, 64)
 FLASH_WG(f16, __half, 128)
 FLASH_WG(bf16, __nv_bfloat16, 64)

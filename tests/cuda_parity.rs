@@ -1585,12 +1585,21 @@ fn fused_attention_matches_the_cpu() {
         // On sm_90 head dims 64 and 128 run on the warpgroup kernels, and once more on the
         // mma.sync ones.
         let arch = cuda::device(0).unwrap().arch.clone();
-        let mut families = vec![(DType::F32, true), (DType::F16, true), (DType::BF16, true)];
+        // At head dim 128 the forward also runs without TMA.
+        let mut families = vec![
+            (DType::F32, true, true),
+            (DType::F16, true, true),
+            (DType::BF16, true, true),
+        ];
         if arch == "sm_90" && cuda::FLASH_WG_HEAD_DIMS.contains(&d) {
-            families.extend([(DType::F16, false), (DType::BF16, false)]);
+            families.extend([(DType::F16, false, true), (DType::BF16, false, true)]);
+            if d == 128 {
+                families.push((DType::BF16, true, false));
+            }
         }
-        for (dtype, warpgroup) in families {
+        for (dtype, warpgroup, tma) in families {
             cuda::set_warpgroup_kernels(warpgroup);
+            cuda::set_tma_kernels(tma);
             let run = |device: Device| {
                 let on = |t: &Tensor| {
                     t.to_dtype(dtype)
@@ -1616,9 +1625,12 @@ fn fused_attention_matches_the_cpu() {
             // Half types with a supported head dim take the tensor-core kernels.
             let tc = cuda::tensor_cores(&arch, dtype, d);
             let wg = cuda::warpgroup_attention(&arch, dtype, d);
+            let by_tma = cuda::tma_forward(&arch, dtype, d);
             assert!(!wg || warpgroup);
+            assert!(!by_tma || (wg && tma));
             for kernel in ["forward", "backward_dq", "backward_dkdv"] {
                 let family = match (tc, wg) {
+                    _ if by_tma && kernel == "forward" => "tma_",
                     (_, true) => "wg_",
                     (true, false) => "tc_",
                     _ => "",
@@ -1633,11 +1645,12 @@ fn fused_attention_matches_the_cpu() {
                 let err = rel_err(g, w);
                 assert!(
                     err < tolerance,
-                    "{dtype} (warpgroup {wg}) b{b} h{h}/{kvh} tq{tq} tk{tk} d{d} {mask:?} {what}: {err:e}"
+                    "{dtype} (warpgroup {wg}, tma {by_tma}) b{b} h{h}/{kvh} tq{tq} tk{tk} d{d} {mask:?} {what}: {err:e}"
                 );
             }
         }
         cuda::set_warpgroup_kernels(true);
+        cuda::set_tma_kernels(true);
     }
     let q = randn(&[1, 1, 4, 48], &mut rng).to_device(dev).unwrap();
     let err = q

@@ -42,6 +42,91 @@ const WG_BWD_QUERIES: usize = 64;
 /// Keys per tile of the warpgroup dQ kernels (`WG_BWD_KEYS`).
 const WG_BWD_KEYS: usize = 64;
 
+/// K/V buffers in the ring of the TMA forward kernels (`TMA_STAGES`).
+const TMA_STAGES: usize = 3;
+
+/// Whether the TMA forward kernels may run: 0 not yet decided, 1 yes, 2 no.
+static TMA: AtomicU8 = AtomicU8::new(0);
+
+/// Turns the TMA forward kernels (head dim 128 on sm_90) on or off for this process; off,
+/// the warpgroup forward stages its tiles with `cp.async` instead. They start on unless
+/// `SMITH_NO_TMA` is set.
+pub fn set_tma_kernels(on: bool) {
+    TMA.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+fn tma_enabled() -> bool {
+    match TMA.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var_os("SMITH_NO_TMA").is_none();
+            set_tma_kernels(on);
+            on
+        }
+        state => state == 1,
+    }
+}
+
+/// Whether the forward runs as the TMA kernel: the warpgroup forward at head dim 128,
+/// unless turned off by [`set_tma_kernels`] (or the driver cannot map the operands).
+pub fn tma_forward(arch: &str, dtype: DType, head_dim: usize) -> bool {
+    head_dim == 128 && warpgroup_attention(arch, dtype, head_dim) && tma_enabled()
+}
+
+/// A `CUtensorMap` as the TMA forward kernels take it (`TmaMap`, by value).
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct TensorMap([u64; 16]);
+
+// SAFETY: plain old data with the layout of the kernel's `TmaMap`.
+unsafe impl DeviceRepr for TensorMap {}
+
+/// The tensor map of a `[B, heads, rows, D]` operand at `ptr` (16-bit elements, features
+/// contiguous) for boxes of 64 features by `box_rows` rows, written 128-byte swizzled; rows
+/// past the end read as zeros. None where the driver declines it (the caller falls back).
+fn tile_map(
+    ptr: u64,
+    st: HeadStrides,
+    dims: [usize; 4],
+    box_rows: u32,
+    dtype: DType,
+) -> Option<TensorMap> {
+    use cudarc::driver::sys;
+    let data_type = match dtype {
+        DType::BF16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+        DType::F16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+        _ => return None,
+    };
+    let global_dim = dims.map(|d| d as u64);
+    let bytes = |x: i64| u64::try_from(x * 2).ok();
+    let global_strides = [bytes(st.r)?, bytes(st.h)?, bytes(st.b)?];
+    let box_dim = [64u32, box_rows, 1, 1];
+    let element_strides = [1u32; 4];
+    let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::uninit();
+    // SAFETY: every pointer is to a live local array of the length the rank implies; the
+    // driver only writes the map.
+    let status = unsafe {
+        sys::cuTensorMapEncodeTiled(
+            map.as_mut_ptr(),
+            data_type,
+            4,
+            ptr as *mut std::ffi::c_void,
+            global_dim.as_ptr(),
+            global_strides.as_ptr(),
+            box_dim.as_ptr(),
+            element_strides.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    if status != sys::CUresult::CUDA_SUCCESS {
+        return None;
+    }
+    // SAFETY: the driver filled the map.
+    Some(TensorMap(unsafe { map.assume_init() }.opaque))
+}
+
 /// Whether the warpgroup kernels may run: 0 not yet decided, 1 yes, 2 no.
 static WARPGROUP: AtomicU8 = AtomicU8::new(0);
 
@@ -81,6 +166,8 @@ enum Family {
     TensorCores,
     /// `wgmma` on sm_90.
     Warpgroup,
+    /// The forward at head dim 128 on sm_90: `wgmma`, K and V copied by TMA.
+    Tma,
 }
 
 impl Family {
@@ -89,6 +176,7 @@ impl Family {
             Family::Cores => "",
             Family::TensorCores => "tc_",
             Family::Warpgroup => "wg_",
+            Family::Tma => "tma_",
         }
     }
 }
@@ -244,10 +332,12 @@ fn config(
         Family::Cores => (ROWS, 32 * ROWS),
         Family::TensorCores => (TC_ROWS, 128),
         Family::Warpgroup => (WG_ROWS, 2 * 128),
+        Family::Tma => (WG_ROWS, 3 * 128),
     };
     let shared = match (family, kernel) {
         (Family::Warpgroup, "forward") => 2 * 2 * wg_keys(head_dim) * head_dim * 2 + 1024,
         (Family::Warpgroup, "backward_dq") => 2 * 2 * WG_BWD_KEYS * head_dim * 2 + 1024,
+        (Family::Tma, _) => TMA_STAGES * 2 * wg_keys(head_dim) * head_dim * 2 + 1024 + 64,
         (Family::Warpgroup, _) => {
             2 * WG_ROWS * head_dim * 2 + 2 * 2 * WG_BWD_QUERIES * (head_dim * 2 + 4) + 1024
         }
@@ -284,6 +374,7 @@ fn run(
     s: &AttnShape,
     (rows, blocks_y): (usize, usize),
     a: &Args,
+    maps: Option<&[TensorMap; 2]>,
 ) -> Result<()> {
     let name = format!(
         "flash_{kernel}_{}d{}_{}",
@@ -312,9 +403,14 @@ fn run(
         s.window as i32,
     ];
     let scale = s.scale as f32;
-    launch!(@cfg dev, "flash", name, cfg,
-        &q, &qs, &k, &ks, &v, &vs, &o, &os, &g, &gs, &lse, &delta, &dq, &dk, &dv,
-        &ints[0], &ints[1], &ints[2], &ints[3], &ints[4], &ints[5], &scale);
+    match maps {
+        None => launch!(@cfg dev, "flash", name, cfg,
+            &q, &qs, &k, &ks, &v, &vs, &o, &os, &g, &gs, &lse, &delta, &dq, &dk, &dv,
+            &ints[0], &ints[1], &ints[2], &ints[3], &ints[4], &ints[5], &scale),
+        Some([kmap, vmap]) => launch!(@cfg dev, "flash", name, cfg,
+            &q, &qs, &k, &ks, &v, &vs, &o, &os, &g, &gs, &lse, &delta, &dq, &dk, &dv,
+            &ints[0], &ints[1], &ints[2], &ints[3], &ints[4], &ints[5], &scale, kmap, vmap),
+    }
     Ok(())
 }
 
@@ -358,7 +454,21 @@ pub fn flash_attention_forward(
             HeadStrides::default(),
         ],
     };
-    let family = attention_family(&ops, dtype, d);
+    let mut family = attention_family(&ops, dtype, d);
+    // At head dim 128 the warpgroup forward takes its K and V tiles by TMA, where the
+    // driver can describe them.
+    let maps = if family == Family::Warpgroup && tma_forward(&ops.dev.arch, dtype, d) {
+        let dims = [d, s.k_len, s.kv_heads, s.batch];
+        let keys = wg_keys(d) as u32;
+        tile_map(ops.ptrs[1], ops.strides[1], dims, keys, dtype)
+            .zip(tile_map(ops.ptrs[2], ops.strides[2], dims, keys, dtype))
+            .map(|(k, v)| [k, v])
+    } else {
+        None
+    };
+    if maps.is_some() {
+        family = Family::Tma;
+    }
     run(
         &ops.dev,
         "forward",
@@ -367,6 +477,7 @@ pub fn flash_attention_forward(
         s,
         (s.q_len, s.batch * s.heads),
         &args,
+        maps.as_ref(),
     )?;
     drop(ops.tensors);
     let out = Tensor::from_storage(Storage::Cuda(out), &[s.batch, s.q_len, s.heads, d], None);
@@ -440,6 +551,7 @@ pub fn flash_attention_backward(
         s,
         (s.q_len, rows),
         &args,
+        None,
     )?;
     let kv_blocks = (s.k_len, s.batch * s.kv_heads);
     run(
@@ -450,6 +562,7 @@ pub fn flash_attention_backward(
         s,
         kv_blocks,
         &args,
+        None,
     )?;
     drop(ops.tensors);
     // The kernels write token-major [B, T, heads, D], the layout of the projections the
