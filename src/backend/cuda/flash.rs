@@ -363,6 +363,8 @@ fn attention_family(ops: &Operands, dtype: DType, head_dim: usize) -> Family {
 struct Args {
     ptrs: [u64; 10],
     strides: [HeadStrides; 5],
+    /// The tensor maps of K and V, for the TMA kernels only.
+    maps: Option<[TensorMap; 2]>,
 }
 
 /// Launches `flash_{kernel}_{prefix}d{D}_{dtype}` over `rows` rows of `blocks_y` heads.
@@ -374,7 +376,6 @@ fn run(
     s: &AttnShape,
     (rows, blocks_y): (usize, usize),
     a: &Args,
-    maps: Option<&[TensorMap; 2]>,
 ) -> Result<()> {
     let name = format!(
         "flash_{kernel}_{}d{}_{}",
@@ -403,7 +404,7 @@ fn run(
         s.window as i32,
     ];
     let scale = s.scale as f32;
-    match maps {
+    match &a.maps {
         None => launch!(@cfg dev, "flash", name, cfg,
             &q, &qs, &k, &ks, &v, &vs, &o, &os, &g, &gs, &lse, &delta, &dq, &dk, &dv,
             &ints[0], &ints[1], &ints[2], &ints[3], &ints[4], &ints[5], &scale),
@@ -433,7 +434,7 @@ pub fn flash_attention_forward(
         h: d as i64,
         r: (s.heads * d) as i64,
     };
-    let args = Args {
+    let mut args = Args {
         ptrs: [
             ops.ptrs[0],
             ops.ptrs[1],
@@ -453,6 +454,7 @@ pub fn flash_attention_forward(
             out_strides,
             HeadStrides::default(),
         ],
+        maps: None,
     };
     let mut family = attention_family(&ops, dtype, d);
     // At head dim 128 the warpgroup forward takes its K and V tiles by TMA, where the
@@ -468,6 +470,7 @@ pub fn flash_attention_forward(
     };
     if maps.is_some() {
         family = Family::Tma;
+        args.maps = maps;
     }
     run(
         &ops.dev,
@@ -477,7 +480,6 @@ pub fn flash_attention_forward(
         s,
         (s.q_len, s.batch * s.heads),
         &args,
-        maps.as_ref(),
     )?;
     drop(ops.tensors);
     let out = Tensor::from_storage(Storage::Cuda(out), &[s.batch, s.q_len, s.heads, d], None);
@@ -541,6 +543,7 @@ pub fn flash_attention_backward(
             ops.strides[3],
             ops.strides[4],
         ],
+        maps: None,
     };
     // dQ first: it also stores D = rowsum(dO * O), which the dK/dV kernel reads.
     run(
@@ -551,7 +554,6 @@ pub fn flash_attention_backward(
         s,
         (s.q_len, rows),
         &args,
-        None,
     )?;
     let kv_blocks = (s.k_len, s.batch * s.kv_heads);
     run(
@@ -562,7 +564,6 @@ pub fn flash_attention_backward(
         s,
         kv_blocks,
         &args,
-        None,
     )?;
     drop(ops.tensors);
     // The kernels write token-major [B, T, heads, D], the layout of the projections the
