@@ -227,8 +227,8 @@ __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, c
 // (cp.async.bulk.tensor, written in the same 128-byte swizzled layout) into a ring of
 // TMA_STAGES buffers, and an mbarrier per buffer says when a tile has landed ("full", by
 // the bytes the copies complete) and when both consumers are done with it ("empty", an
-// arrival per consumer warp). The producer warpgroup gives up most of its registers to the
-// consumers (setmaxnreg).
+// arrival per consumer warp). At head dim 128 the producer warpgroup gives up most of its
+// registers to the consumers (setmaxnreg); at 64 the producer is one warp.
 
 #define TMA_STAGES 3
 
@@ -266,7 +266,7 @@ __device__ __forceinline__ void tma_load(unsigned dst, const TmaMap* map, int c0
            : "memory");
 }
 
-template <typename T, int D, int KEYS>
+template <typename T, int D, int KEYS, int PRODUCERS>
 __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,
                                   Heads vs_, T* out, Heads os_, float* lse, int heads,
                                   int kv_heads, int tq, int tk, int causal, int window,
@@ -274,11 +274,17 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
     static_assert(D % 64 == 0, "head dims of whole 128-byte blocks");
     constexpr int NT = KEYS / 8, DT = D / 8, KT = KEYS / 16;
     constexpr int TILE = KEYS * D * (int)sizeof(T);  // bytes of one K or V tile
+    // At head dim 64 Q waits in shared memory for S = Q K^T rather than in registers: two
+    // blocks share an SM, and their consumers have no registers to spare.
+    constexpr bool Q_SHARED = D == 64;
+    constexpr int Q_BYTES = Q_SHARED ? WG_ROWS * D * (int)sizeof(T) : 0;
     extern __shared__ __align__(16) unsigned char wg_shared[];
     const unsigned raw = (unsigned)__cvta_generic_to_shared(wg_shared);
     unsigned char* tiles = wg_shared + ((1024 - (raw & 1023)) & 1023);
+    unsigned char* q_tile = tiles + TMA_STAGES * 2 * TILE;  // [WG_ROWS][D], swizzled
     const unsigned tiles_at = (unsigned)__cvta_generic_to_shared(tiles);
-    const unsigned full = tiles_at + TMA_STAGES * 2 * TILE, empty = full + 8 * TMA_STAGES;
+    const unsigned full = tiles_at + TMA_STAGES * 2 * TILE + Q_BYTES;
+    const unsigned empty = full + 8 * TMA_STAGES;
     if (threadIdx.x == 0) {
         for (int s = 0; s < TMA_STAGES; ++s) {
             mbar_init(full + 8 * s, 1);
@@ -288,7 +294,7 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
     }
     __syncthreads();
     if (threadIdx.x >= 128 * WG_GROUPS) {
-        WG_ASM("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+        if constexpr (PRODUCERS == 128) WG_ASM("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
         if (threadIdx.x != 128 * WG_GROUPS) return;
         const int bh = blockIdx.y, b = bh / heads, grp = (bh % heads) / (heads / kv_heads);
         const TileRows r =
@@ -308,11 +314,24 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
         }
         return;
     }
-    WG_ASM("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
-    ForwardBlock<T, D> f;
-    forward_block(f, q, qs_, k, ks_, v, vs_, WG_ROWS, heads, kv_heads, tq, tk, causal, window,
-                  KEYS);
-    const TileRows& r = f.r;
+    if constexpr (PRODUCERS == 128) WG_ASM("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+    const int bh = blockIdx.y, b = bh / heads, h = bh % heads, wg = threadIdx.x / 128;
+    const int i0 = (gridDim.x - 1 - blockIdx.x) * WG_ROWS;
+    const TileRows r = tile_rows(i0, WG_ROWS, tq, tk, causal, window, KEYS);
+    const T* qb = q + head_at(qs_, b, h);
+    unsigned qa[Q_SHARED ? 1 : D / 16][4];
+    if constexpr (Q_SHARED) {
+        // Each consumer warpgroup stages its own 64 rows and waits for them alone.
+        stage_swizzled<T, D, 64>(qb, qs_.r, i0 + wg * 64, tq, q_tile + wg * 64 * 128,
+                                 threadIdx.x % 128, 128);
+        cp_async_commit();
+        cp_async_wait(false);
+        fence_proxy_async();
+        if (wg == 0) asm volatile("bar.sync 1, 128;\n" ::: "memory");
+        else asm volatile("bar.sync 2, 128;\n" ::: "memory");
+    } else {
+        a_fragments<T, D>(qb, qs_.r, r.r0, tq, qa);
+    }
     float o[DT][4];
 #pragma unroll
     for (int n = 0; n < DT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
@@ -325,7 +344,20 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
         const int stage = it % TMA_STAGES;
         const unsigned char* kt = tiles + stage * 2 * TILE;
         mbar_wait(full + 8 * stage, (it / TMA_STAGES) & 1);
-        wg_scores<T, D, KEYS>(f.qa, kt, s);
+        if constexpr (Q_SHARED) {
+            static_assert(KEYS == 64, "wg_mma_ss is 64 keys wide");
+            wg_fence();
+#pragma unroll
+            for (int ks = 0; ks < D / 16; ++ks) {
+                const int at = (ks / 4) * (WG_ROWS * 128) + (ks % 4) * 32;
+                wg_mma_ss<T>(s, wg_desc(q_tile + wg * 64 * 128 + at, 16, 1024),
+                             wg_desc(kt + (ks / 4) * (KEYS * 128) + (ks % 4) * 32, 16, 1024),
+                             ks > 0);
+            }
+            wg_commit();
+        } else {
+            wg_scores<T, D, KEYS>(qa, kt, s);
+        }
         wg_wait();
         wg_hold<NT>(s);
         rescale_rows<DT>(o, softmax_tile<NT>(s, r.blo + it * KEYS, r, sl, st));
@@ -338,8 +370,8 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
         __syncwarp();
         if (threadIdx.x % 32 == 0) mbar_arrive(empty + 8 * stage);
     }
-    store_forward_rows<T, DT>(o, st, r, out + head_at(os_, f.b, f.h), os_.r,
-                              lse + (long long)f.bh * tq, tq);
+    store_forward_rows<T, DT>(o, st, r, out + head_at(os_, b, h), os_.r,
+                              lse + (long long)bh * tq, tq);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -596,14 +628,21 @@ extern "C" __global__ void __launch_bounds__(128 * WG_GROUPS, 1)                
     flash_backward_dkdv_wg<T, D>(q, qs, k, ks, v, vs, dout, gs, lse, delta, dk, dv, heads,    \
                                  kv_heads, tq, tk, causal, window, scale);                      \
 }
+// The producer is a whole warpgroup at head dim 128 (so that it can hand its registers to
+// the consumers, one block per SM) and a single warp at 64 (two blocks per SM).
+#define TMA_PRODUCERS(D) ((D) <= 64 ? 32 : 128)
 #define FLASH_TMA(SUFFIX, T, D)                                                               \
-extern "C" __global__ void __launch_bounds__(128 * (WG_GROUPS + 1), 1)                        \
+extern "C" __global__ void                                                                    \
+__launch_bounds__(128 * WG_GROUPS + TMA_PRODUCERS(D), D <= 64 ? 2 : 1)                        \
         flash_forward_tma_d##D##_##SUFFIX(FLASH_ARGS(T), const __grid_constant__ TmaMap kmap,  \
                                           const __grid_constant__ TmaMap vmap) {               \
-    flash_forward_tma<T, D, WG_KEYS(D)>(q, qs, k, ks, v, vs, out, os, lse, heads, kv_heads,     \
-                                        tq, tk, causal, window, scale, &kmap, &vmap);           \
+    flash_forward_tma<T, D, WG_KEYS(D), TMA_PRODUCERS(D)>(q, qs, k, ks, v, vs, out, os, lse,    \
+                                                          heads, kv_heads, tq, tk, causal,      \
+                                                          window, scale, &kmap, &vmap);         \
 }
+FLASH_TMA(f16, __half, 64)
 FLASH_TMA(f16, __half, 128)
+FLASH_TMA(bf16, __nv_bfloat16, 64)
 FLASH_TMA(bf16, __nv_bfloat16, 128)
 FLASH_WG(f16, __half, 64)
 FLASH_WG(f16, __half, 128)

@@ -1585,7 +1585,7 @@ fn fused_attention_matches_the_cpu() {
         // On sm_90 head dims 64 and 128 run on the warpgroup kernels, and once more on the
         // mma.sync ones.
         let arch = cuda::device(0).unwrap().arch.clone();
-        // At head dim 128 the forward also runs without TMA.
+        // The warpgroup forward also runs without TMA.
         let mut families = vec![
             (DType::F32, true, true),
             (DType::F16, true, true),
@@ -1593,9 +1593,7 @@ fn fused_attention_matches_the_cpu() {
         ];
         if arch == "sm_90" && cuda::FLASH_WG_HEAD_DIMS.contains(&d) {
             families.extend([(DType::F16, false, true), (DType::BF16, false, true)]);
-            if d == 128 {
-                families.push((DType::BF16, true, false));
-            }
+            families.push((DType::BF16, true, false));
         }
         for (dtype, warpgroup, tma) in families {
             cuda::set_warpgroup_kernels(warpgroup);
@@ -1695,7 +1693,10 @@ fn attention_layer_in_bf16_uses_the_fused_kernel() {
     let mut y = None;
     let names = kernels_run(|| y = Some(gpu_layer.forward(&xg).unwrap()));
     let y = y.unwrap();
-    let forward = if cuda::warpgroup_attention(&cuda::device(0).unwrap().arch, DType::BF16, 64) {
+    let arch = cuda::device(0).unwrap().arch.clone();
+    let forward = if cuda::tma_forward(&arch, DType::BF16, 64) {
+        "flash_forward_tma_d64_bf16"
+    } else if cuda::warpgroup_attention(&arch, DType::BF16, 64) {
         "flash_forward_wg_d64_bf16"
     } else {
         "flash_forward_tc_d64_bf16"

@@ -48,7 +48,7 @@ const TMA_STAGES: usize = 3;
 /// Whether the TMA forward kernels may run: 0 not yet decided, 1 yes, 2 no.
 static TMA: AtomicU8 = AtomicU8::new(0);
 
-/// Turns the TMA forward kernels (head dim 128 on sm_90) on or off for this process; off,
+/// Turns the TMA forward kernels (head dims 64 and 128 on sm_90) on or off for this process; off,
 /// the warpgroup forward stages its tiles with `cp.async` instead. They start on unless
 /// `SMITH_NO_TMA` is set.
 pub fn set_tma_kernels(on: bool) {
@@ -66,10 +66,10 @@ fn tma_enabled() -> bool {
     }
 }
 
-/// Whether the forward runs as the TMA kernel: the warpgroup forward at head dim 128,
+/// Whether the forward runs as the TMA kernel: the warpgroup forward at head dims 64 and 128,
 /// unless turned off by [`set_tma_kernels`] (or the driver cannot map the operands).
 pub fn tma_forward(arch: &str, dtype: DType, head_dim: usize) -> bool {
-    head_dim == 128 && warpgroup_attention(arch, dtype, head_dim) && tma_enabled()
+    matches!(head_dim, 64 | 128) && warpgroup_attention(arch, dtype, head_dim) && tma_enabled()
 }
 
 /// A `CUtensorMap` as the TMA forward kernels take it (`TmaMap`, by value).
@@ -166,7 +166,7 @@ enum Family {
     TensorCores,
     /// `wgmma` on sm_90.
     Warpgroup,
-    /// The forward at head dim 128 on sm_90: `wgmma`, K and V copied by TMA.
+    /// The forward at head dims 64 and 128 on sm_90: `wgmma`, K and V copied by TMA.
     Tma,
 }
 
@@ -332,12 +332,21 @@ fn config(
         Family::Cores => (ROWS, 32 * ROWS),
         Family::TensorCores => (TC_ROWS, 128),
         Family::Warpgroup => (WG_ROWS, 2 * 128),
-        Family::Tma => (WG_ROWS, 3 * 128),
+        // A producer warp at head dim 64, a producer warpgroup at 128 (`TMA_PRODUCERS`).
+        Family::Tma => (WG_ROWS, 2 * 128 + if head_dim <= 64 { 32 } else { 128 }),
     };
     let shared = match (family, kernel) {
         (Family::Warpgroup, "forward") => 2 * 2 * wg_keys(head_dim) * head_dim * 2 + 1024,
         (Family::Warpgroup, "backward_dq") => 2 * 2 * WG_BWD_KEYS * head_dim * 2 + 1024,
-        (Family::Tma, _) => TMA_STAGES * 2 * wg_keys(head_dim) * head_dim * 2 + 1024 + 64,
+        // The ring, Q at head dim 64, alignment and the mbarriers.
+        (Family::Tma, _) => {
+            let q = if head_dim <= 64 {
+                WG_ROWS * head_dim * 2
+            } else {
+                0
+            };
+            TMA_STAGES * 2 * wg_keys(head_dim) * head_dim * 2 + q + 1024 + 64
+        }
         (Family::Warpgroup, _) => {
             2 * WG_ROWS * head_dim * 2 + 2 * 2 * WG_BWD_QUERIES * (head_dim * 2 + 4) + 1024
         }
@@ -457,7 +466,7 @@ pub fn flash_attention_forward(
         maps: None,
     };
     let mut family = attention_family(&ops, dtype, d);
-    // At head dim 128 the warpgroup forward takes its K and V tiles by TMA, where the
+    // The warpgroup forward takes its K and V tiles by TMA, where the
     // driver can describe them.
     let maps = if family == Family::Warpgroup && tma_forward(&ops.dev.arch, dtype, d) {
         let dims = [d, s.k_len, s.kv_heads, s.batch];
