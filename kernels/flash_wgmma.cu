@@ -266,6 +266,46 @@ __device__ __forceinline__ void tma_load(unsigned dst, const TmaMap* map, int c0
            : "memory");
 }
 
+// Sets up the ring's mbarriers (TMA_STAGES "full" at `full`, as many "empty" after them);
+// the whole block passes here before any copy.
+__device__ __forceinline__ void tma_ring_init(unsigned full) {
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < TMA_STAGES; ++s) {
+            mbar_init(full + 8 * s, 1);
+            mbar_init(full + 8 * (TMA_STAGES + s), 4 * WG_GROUPS);
+        }
+        WG_ASM("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+}
+
+// The producer's loop: copies the K and V tiles of KEYS rows from key blo on (count of
+// them, kv head grp of batch b) into the ring at tiles_at, each buffer once both consumer
+// warpgroups have released it.
+template <int D, int KEYS, int TILE>
+__device__ __forceinline__ void tma_ring_fill(unsigned tiles_at, unsigned full,
+                                              const TmaMap* kmap, const TmaMap* vmap, int blo,
+                                              int count, int grp, int b) {
+    const unsigned empty = full + 8 * TMA_STAGES;
+    for (int it = 0; it < count; ++it) {
+        const int s = it % TMA_STAGES, t0 = blo + it * KEYS;
+        if (it >= TMA_STAGES) mbar_wait(empty + 8 * s, ((it / TMA_STAGES) + 1) & 1);
+        mbar_expect(full + 8 * s, 2 * TILE);
+        const unsigned at = tiles_at + s * 2 * TILE;
+#pragma unroll
+        for (int blk = 0; blk < D / 64; ++blk) {
+            tma_load(at + blk * KEYS * 128, kmap, blk * 64, t0, grp, b, full + 8 * s);
+            tma_load(at + TILE + blk * KEYS * 128, vmap, blk * 64, t0, grp, b, full + 8 * s);
+        }
+    }
+}
+
+// A consumer warp is done with tile `it`'s buffer.
+__device__ __forceinline__ void tma_ring_release(unsigned full, int it) {
+    __syncwarp();
+    if (threadIdx.x % 32 == 0) mbar_arrive(full + 8 * (TMA_STAGES + it % TMA_STAGES));
+}
+
 template <typename T, int D, int KEYS, int PRODUCERS>
 __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,
                                   Heads vs_, T* out, Heads os_, float* lse, int heads,
@@ -284,15 +324,7 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
     unsigned char* q_tile = tiles + TMA_STAGES * 2 * TILE;  // [WG_ROWS][D], swizzled
     const unsigned tiles_at = (unsigned)__cvta_generic_to_shared(tiles);
     const unsigned full = tiles_at + TMA_STAGES * 2 * TILE + Q_BYTES;
-    const unsigned empty = full + 8 * TMA_STAGES;
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < TMA_STAGES; ++s) {
-            mbar_init(full + 8 * s, 1);
-            mbar_init(empty + 8 * s, 4 * WG_GROUPS);
-        }
-        WG_ASM("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
+    tma_ring_init(full);
     if (threadIdx.x >= 128 * WG_GROUPS) {
         if constexpr (PRODUCERS == 128) WG_ASM("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
         if (threadIdx.x != 128 * WG_GROUPS) return;
@@ -301,17 +333,7 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
             tile_rows((gridDim.x - 1 - blockIdx.x) * WG_ROWS, WG_ROWS, tq, tk, causal, window,
                       KEYS);
         const int count = r.bhi > r.blo ? (r.bhi - r.blo + KEYS - 1) / KEYS : 0;
-        for (int it = 0; it < count; ++it) {
-            const int s = it % TMA_STAGES, t0 = r.blo + it * KEYS;
-            if (it >= TMA_STAGES) mbar_wait(empty + 8 * s, ((it / TMA_STAGES) + 1) & 1);
-            mbar_expect(full + 8 * s, 2 * TILE);
-            const unsigned at = tiles_at + s * 2 * TILE;
-#pragma unroll
-            for (int blk = 0; blk < D / 64; ++blk) {
-                tma_load(at + blk * KEYS * 128, kmap, blk * 64, t0, grp, b, full + 8 * s);
-                tma_load(at + TILE + blk * KEYS * 128, vmap, blk * 64, t0, grp, b, full + 8 * s);
-            }
-        }
+        tma_ring_fill<D, KEYS, TILE>(tiles_at, full, kmap, vmap, r.blo, count, grp, b);
         return;
     }
     if constexpr (PRODUCERS == 128) WG_ASM("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
@@ -367,8 +389,7 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
         wg_wait();
         wg_hold<DT>(o);
         wg_hold<KT>(pa);
-        __syncwarp();
-        if (threadIdx.x % 32 == 0) mbar_arrive(empty + 8 * stage);
+        tma_ring_release(full, it);
     }
     store_forward_rows<T, DT>(o, st, r, out + head_at(os_, b, h), os_.r,
                               lse + (long long)bh * tq, tq);
@@ -379,22 +400,42 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
 // (Q and dO held as A fragments) and walks the keys they see in tiles of WG_BWD_KEYS, K and
 // V staged swizzled and shared: S = Q K^T and dP = dO V^T read K and V K-major, dS = P (dP -
 // D) with P recomputed from the log-sum-exp, and dQ += dS K reads K N-major, dS reused
-// from the accumulators. It first stores D = rowsum(dO * O) for the dK/dV kernel.
+// from the accumulators. It first stores D = rowsum(dO * O) for the dK/dV kernel. With TMA
+// the K and V tiles come through the forward's ring from a producer warpgroup; without, the
+// block stages them with cp.async, twice buffered.
 
 #define WG_BWD_KEYS 64
 
-template <typename T, int D>
+template <typename T, int D, bool TMA>
 __device__ void flash_backward_dq_wg(const T* q, Heads qs_, const T* k, Heads ks_,
                                      const T* v, Heads vs_, const T* out, Heads os_,
                                      const T* dout, Heads gs_, const float* lse, float* delta,
                                      T* dq, int heads, int kv_heads, int tq, int tk,
-                                     int causal, int window, float scale) {
+                                     int causal, int window, float scale, const TmaMap* kmap,
+                                     const TmaMap* vmap) {
     static_assert(D % 64 == 0, "head dims of whole 128-byte blocks");
     constexpr int KEYS = WG_BWD_KEYS, NT = KEYS / 8, DT = D / 8, KT = KEYS / 16;
     constexpr int TILE = KEYS * D * (int)sizeof(T);  // bytes of one K or V tile
     extern __shared__ __align__(16) unsigned char wg_shared[];
     const unsigned raw = (unsigned)__cvta_generic_to_shared(wg_shared);
     unsigned char* tiles = wg_shared + ((1024 - (raw & 1023)) & 1023);
+    const unsigned tiles_at = (unsigned)__cvta_generic_to_shared(tiles);
+    const unsigned full = tiles_at + TMA_STAGES * 2 * TILE;
+    if constexpr (TMA) {
+        // K and V tiles come by TMA from a producer warpgroup, as in the forward.
+        tma_ring_init(full);
+        if (threadIdx.x >= 128 * WG_GROUPS) {
+            WG_ASM("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+            if (threadIdx.x != 128 * WG_GROUPS) return;
+            const int bh = blockIdx.y, b = bh / heads, grp = (bh % heads) / (heads / kv_heads);
+            const TileRows r = tile_rows((gridDim.x - 1 - blockIdx.x) * WG_ROWS, WG_ROWS, tq, tk,
+                                         causal, window, KEYS);
+            const int count = r.bhi > r.blo ? (r.bhi - r.blo + KEYS - 1) / KEYS : 0;
+            tma_ring_fill<D, KEYS, TILE>(tiles_at, full, kmap, vmap, r.blo, count, grp, b);
+            return;
+        }
+        WG_ASM("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+    }
     ForwardBlock<T, D> f;
     forward_block(f, q, qs_, k, ks_, v, vs_, WG_ROWS, heads, kv_heads, tq, tk, causal, window,
                   KEYS);
@@ -421,9 +462,8 @@ __device__ void flash_backward_dq_wg(const T* q, Heads qs_, const T* k, Heads ks
                                    threadIdx.x, blockDim.x);
         cp_async_commit();
     };
-    pipelined_tiles<2, true>(count, stage, [&](int it, int buf) {
+    auto body = [&](int it, const unsigned char* kt) {
         const int t0 = r.blo + it * KEYS;
-        const unsigned char* kt = tiles + buf * 2 * TILE;
         float s[NT][4], dp[NT][4];
         wg_scores<T, D, KEYS>(f.qa, kt, s);
         wg_scores<T, D, KEYS>(ga, kt + TILE, dp);
@@ -454,7 +494,17 @@ __device__ void flash_backward_dq_wg(const T* q, Heads qs_, const T* k, Heads ks
         wg_wait();
         wg_hold<DT>(acc);
         wg_hold<KT>(da);
-    });
+    };
+    if constexpr (TMA) {
+        for (int it = 0; it < count; ++it) {
+            mbar_wait(full + 8 * (it % TMA_STAGES), (it / TMA_STAGES) & 1);
+            body(it, tiles + (it % TMA_STAGES) * 2 * TILE);
+            tma_ring_release(full, it);
+        }
+    } else {
+        pipelined_tiles<2, true>(count, stage,
+                                 [&](int it, int buf) { body(it, tiles + buf * 2 * TILE); });
+    }
     store_dq_rows<T, DT>(acc, dq, f.b, f.h, heads, r.r0, tq, scale);
 }
 
@@ -620,8 +670,9 @@ extern "C" __global__ void __launch_bounds__(128 * WG_GROUPS, D <= 64 ? 2 : 1)  
 }                                                                                               \
 extern "C" __global__ void __launch_bounds__(128 * WG_GROUPS, 1)                              \
         flash_backward_dq_wg_d##D##_##SUFFIX(FLASH_ARGS(T)) {                                  \
-    flash_backward_dq_wg<T, D>(q, qs, k, ks, v, vs, out, os, dout, gs, lse, delta, dq, heads, \
-                               kv_heads, tq, tk, causal, window, scale);                        \
+    flash_backward_dq_wg<T, D, false>(q, qs, k, ks, v, vs, out, os, dout, gs, lse, delta, dq,  \
+                                      heads, kv_heads, tq, tk, causal, window, scale, nullptr,  \
+                                      nullptr);                                                 \
 }                                                                                               \
 extern "C" __global__ void __launch_bounds__(128 * WG_GROUPS, 1)                              \
         flash_backward_dkdv_wg_d##D##_##SUFFIX(FLASH_ARGS(T)) {                                \
@@ -639,6 +690,14 @@ __launch_bounds__(128 * WG_GROUPS + TMA_PRODUCERS(D), D <= 64 ? 2 : 1)          
     flash_forward_tma<T, D, WG_KEYS(D), TMA_PRODUCERS(D)>(q, qs, k, ks, v, vs, out, os, lse,    \
                                                           heads, kv_heads, tq, tk, causal,      \
                                                           window, scale, &kmap, &vmap);         \
+}                                                                                               \
+extern "C" __global__ void __launch_bounds__(128 * (WG_GROUPS + 1), 1)                        \
+        flash_backward_dq_tma_d##D##_##SUFFIX(FLASH_ARGS(T),                                    \
+                                              const __grid_constant__ TmaMap kmap,              \
+                                              const __grid_constant__ TmaMap vmap) {            \
+    flash_backward_dq_wg<T, D, true>(q, qs, k, ks, v, vs, out, os, dout, gs, lse, delta, dq,   \
+                                     heads, kv_heads, tq, tk, causal, window, scale, &kmap,     \
+                                     &vmap);                                                    \
 }
 FLASH_TMA(f16, __half, 64)
 FLASH_TMA(f16, __half, 128)

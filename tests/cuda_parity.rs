@@ -1623,12 +1623,12 @@ fn fused_attention_matches_the_cpu() {
             // Half types with a supported head dim take the tensor-core kernels.
             let tc = cuda::tensor_cores(&arch, dtype, d);
             let wg = cuda::warpgroup_attention(&arch, dtype, d);
-            let by_tma = cuda::tma_forward(&arch, dtype, d);
+            let by_tma = cuda::tma_attention(&arch, dtype, d);
             assert!(!wg || warpgroup);
             assert!(!by_tma || (wg && tma));
             for kernel in ["forward", "backward_dq", "backward_dkdv"] {
                 let family = match (tc, wg) {
-                    _ if by_tma && kernel == "forward" => "tma_",
+                    _ if by_tma && kernel != "backward_dkdv" => "tma_",
                     (_, true) => "wg_",
                     (true, false) => "tc_",
                     _ => "",
@@ -1694,7 +1694,7 @@ fn attention_layer_in_bf16_uses_the_fused_kernel() {
     let names = kernels_run(|| y = Some(gpu_layer.forward(&xg).unwrap()));
     let y = y.unwrap();
     let arch = cuda::device(0).unwrap().arch.clone();
-    let forward = if cuda::tma_forward(&arch, DType::BF16, 64) {
+    let forward = if cuda::tma_attention(&arch, DType::BF16, 64) {
         "flash_forward_tma_d64_bf16"
     } else if cuda::warpgroup_attention(&arch, DType::BF16, 64) {
         "flash_forward_wg_d64_bf16"

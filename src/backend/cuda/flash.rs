@@ -48,9 +48,9 @@ const TMA_STAGES: usize = 3;
 /// Whether the TMA forward kernels may run: 0 not yet decided, 1 yes, 2 no.
 static TMA: AtomicU8 = AtomicU8::new(0);
 
-/// Turns the TMA forward kernels (head dims 64 and 128 on sm_90) on or off for this process; off,
-/// the warpgroup forward stages its tiles with `cp.async` instead. They start on unless
-/// `SMITH_NO_TMA` is set.
+/// Turns the TMA kernels (the forward and dQ at head dims 64 and 128 on sm_90) on or off
+/// for this process; off, the warpgroup kernels stage their K and V tiles with `cp.async`
+/// instead. They start on unless `SMITH_NO_TMA` is set.
 pub fn set_tma_kernels(on: bool) {
     TMA.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
@@ -66,9 +66,9 @@ fn tma_enabled() -> bool {
     }
 }
 
-/// Whether the forward runs as the TMA kernel: the warpgroup forward at head dims 64 and 128,
-/// unless turned off by [`set_tma_kernels`] (or the driver cannot map the operands).
-pub fn tma_forward(arch: &str, dtype: DType, head_dim: usize) -> bool {
+/// Whether the forward and dQ run as TMA kernels: the warpgroup ones at head dims 64 and
+/// 128, unless turned off by [`set_tma_kernels`] (or the driver cannot map the operands).
+pub fn tma_attention(arch: &str, dtype: DType, head_dim: usize) -> bool {
     matches!(head_dim, 64 | 128) && warpgroup_attention(arch, dtype, head_dim) && tma_enabled()
 }
 
@@ -166,7 +166,7 @@ enum Family {
     TensorCores,
     /// `wgmma` on sm_90.
     Warpgroup,
-    /// The forward at head dims 64 and 128 on sm_90: `wgmma`, K and V copied by TMA.
+    /// The forward and dQ at head dims 64 and 128 on sm_90: `wgmma`, K and V copied by TMA.
     Tma,
 }
 
@@ -332,14 +332,23 @@ fn config(
         Family::Cores => (ROWS, 32 * ROWS),
         Family::TensorCores => (TC_ROWS, 128),
         Family::Warpgroup => (WG_ROWS, 2 * 128),
-        // A producer warp at head dim 64, a producer warpgroup at 128 (`TMA_PRODUCERS`).
-        Family::Tma => (WG_ROWS, 2 * 128 + if head_dim <= 64 { 32 } else { 128 }),
+        // A producer warp for the forward at head dim 64 (`TMA_PRODUCERS`), else a
+        // producer warpgroup.
+        Family::Tma => (
+            WG_ROWS,
+            2 * 128
+                + if kernel == "forward" && head_dim <= 64 {
+                    32
+                } else {
+                    128
+                },
+        ),
     };
     let shared = match (family, kernel) {
         (Family::Warpgroup, "forward") => 2 * 2 * wg_keys(head_dim) * head_dim * 2 + 1024,
         (Family::Warpgroup, "backward_dq") => 2 * 2 * WG_BWD_KEYS * head_dim * 2 + 1024,
         // The ring, Q at head dim 64, alignment and the mbarriers.
-        (Family::Tma, _) => {
+        (Family::Tma, "forward") => {
             let q = if head_dim <= 64 {
                 WG_ROWS * head_dim * 2
             } else {
@@ -347,6 +356,7 @@ fn config(
             };
             TMA_STAGES * 2 * wg_keys(head_dim) * head_dim * 2 + q + 1024 + 64
         }
+        (Family::Tma, _) => TMA_STAGES * 2 * WG_BWD_KEYS * head_dim * 2 + 1024 + 64,
         (Family::Warpgroup, _) => {
             2 * WG_ROWS * head_dim * 2 + 2 * 2 * WG_BWD_QUERIES * (head_dim * 2 + 4) + 1024
         }
@@ -365,6 +375,27 @@ fn attention_family(ops: &Operands, dtype: DType, head_dim: usize) -> Family {
         Family::Warpgroup
     } else {
         family(ops.tc)
+    }
+}
+
+/// The family of the forward or dQ kernel, with K's and V's tensor maps (boxes of `keys`
+/// rows) where it is TMA: warpgroup kernels take their K and V tiles by TMA where the
+/// driver can describe them.
+fn tma_or_warpgroup(
+    ops: &Operands,
+    dtype: DType,
+    s: &AttnShape,
+    keys: usize,
+) -> (Family, Option<[TensorMap; 2]>) {
+    let family = attention_family(ops, dtype, s.head_dim);
+    if family != Family::Warpgroup || !tma_attention(&ops.dev.arch, dtype, s.head_dim) {
+        return (family, None);
+    }
+    let dims = [s.head_dim, s.k_len, s.kv_heads, s.batch];
+    let map = |i: usize| tile_map(ops.ptrs[i], ops.strides[i], dims, keys as u32, dtype);
+    match map(1).zip(map(2)) {
+        Some((k, v)) => (Family::Tma, Some([k, v])),
+        None => (family, None),
     }
 }
 
@@ -465,22 +496,8 @@ pub fn flash_attention_forward(
         ],
         maps: None,
     };
-    let mut family = attention_family(&ops, dtype, d);
-    // The warpgroup forward takes its K and V tiles by TMA, where the
-    // driver can describe them.
-    let maps = if family == Family::Warpgroup && tma_forward(&ops.dev.arch, dtype, d) {
-        let dims = [d, s.k_len, s.kv_heads, s.batch];
-        let keys = wg_keys(d) as u32;
-        tile_map(ops.ptrs[1], ops.strides[1], dims, keys, dtype)
-            .zip(tile_map(ops.ptrs[2], ops.strides[2], dims, keys, dtype))
-            .map(|(k, v)| [k, v])
-    } else {
-        None
-    };
-    if maps.is_some() {
-        family = Family::Tma;
-        args.maps = maps;
-    }
+    let (family, maps) = tma_or_warpgroup(&ops, dtype, s, wg_keys(d));
+    args.maps = maps;
     run(
         &ops.dev,
         "forward",
@@ -532,7 +549,8 @@ pub fn flash_attention_backward(
     let dk = CudaStorage::alloc(&ops.dev, dtype, kv_len)?;
     let dv = CudaStorage::alloc(&ops.dev, dtype, kv_len)?;
     let p = &ops.ptrs;
-    let args = Args {
+    let (dq_family, maps) = tma_or_warpgroup(&ops, dtype, s, WG_BWD_KEYS);
+    let mut args = Args {
         ptrs: [
             p[0],
             p[1],
@@ -552,18 +570,19 @@ pub fn flash_attention_backward(
             ops.strides[3],
             ops.strides[4],
         ],
-        maps: None,
+        maps,
     };
     // dQ first: it also stores D = rowsum(dO * O), which the dK/dV kernel reads.
     run(
         &ops.dev,
         "backward_dq",
-        attention_family(&ops, dtype, d),
+        dq_family,
         dtype,
         s,
         (s.q_len, rows),
         &args,
     )?;
+    args.maps = None;
     let kv_blocks = (s.k_len, s.batch * s.kv_heads);
     run(
         &ops.dev,
