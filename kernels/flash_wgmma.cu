@@ -266,12 +266,12 @@ __device__ __forceinline__ void tma_load(unsigned dst, const TmaMap* map, int c0
            : "memory");
 }
 
-// Sets up the ring's mbarriers (TMA_STAGES "full" at `full`, as many "empty" after them);
-// the whole block passes here before any copy.
-__device__ __forceinline__ void tma_ring_init(unsigned full) {
+// Sets up the ring's mbarriers (TMA_STAGES "full" at `full`, each awaiting `arrivals`, as
+// many "empty" after them); the whole block passes here before any copy.
+__device__ __forceinline__ void tma_ring_init(unsigned full, unsigned arrivals = 1) {
     if (threadIdx.x == 0) {
         for (int s = 0; s < TMA_STAGES; ++s) {
-            mbar_init(full + 8 * s, 1);
+            mbar_init(full + 8 * s, arrivals);
             mbar_init(full + 8 * (TMA_STAGES + s), 4 * WG_GROUPS);
         }
         WG_ASM("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -279,23 +279,31 @@ __device__ __forceinline__ void tma_ring_init(unsigned full) {
     __syncthreads();
 }
 
-// The producer's loop: copies the K and V tiles of KEYS rows from key blo on (count of
-// them, kv head grp of batch b) into the ring at tiles_at, each buffer once both consumer
-// warpgroups have released it.
-template <int D, int KEYS, int TILE>
+// The producer's wait before refilling buffer `it % TMA_STAGES` for tile `it`: both
+// consumer warpgroups have released the tile TMA_STAGES before.
+__device__ __forceinline__ void tma_ring_await_empty(unsigned full, int it) {
+    if (it >= TMA_STAGES)
+        mbar_wait(full + 8 * (TMA_STAGES + it % TMA_STAGES), ((it / TMA_STAGES) + 1) & 1);
+}
+
+// The producer's loop: copies `count` pairs of tiles of ROWS rows (one from each map) into
+// the ring at tiles_at, tile `it` from row where(it).x of head where(it).y of batch b,
+// each buffer once both consumer warpgroups have released it.
+template <int D, int ROWS, int TILE, typename Where>
 __device__ __forceinline__ void tma_ring_fill(unsigned tiles_at, unsigned full,
-                                              const TmaMap* kmap, const TmaMap* vmap, int blo,
-                                              int count, int grp, int b) {
-    const unsigned empty = full + 8 * TMA_STAGES;
+                                              const TmaMap* amap, const TmaMap* bmap,
+                                              int count, int b, Where where) {
     for (int it = 0; it < count; ++it) {
-        const int s = it % TMA_STAGES, t0 = blo + it * KEYS;
-        if (it >= TMA_STAGES) mbar_wait(empty + 8 * s, ((it / TMA_STAGES) + 1) & 1);
+        const int s = it % TMA_STAGES;
+        const int2 at_row = where(it);
+        tma_ring_await_empty(full, it);
         mbar_expect(full + 8 * s, 2 * TILE);
         const unsigned at = tiles_at + s * 2 * TILE;
 #pragma unroll
         for (int blk = 0; blk < D / 64; ++blk) {
-            tma_load(at + blk * KEYS * 128, kmap, blk * 64, t0, grp, b, full + 8 * s);
-            tma_load(at + TILE + blk * KEYS * 128, vmap, blk * 64, t0, grp, b, full + 8 * s);
+            tma_load(at + blk * ROWS * 128, amap, blk * 64, at_row.x, at_row.y, b, full + 8 * s);
+            tma_load(at + TILE + blk * ROWS * 128, bmap, blk * 64, at_row.x, at_row.y, b,
+                     full + 8 * s);
         }
     }
 }
@@ -333,7 +341,9 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
             tile_rows((gridDim.x - 1 - blockIdx.x) * WG_ROWS, WG_ROWS, tq, tk, causal, window,
                       KEYS);
         const int count = r.bhi > r.blo ? (r.bhi - r.blo + KEYS - 1) / KEYS : 0;
-        tma_ring_fill<D, KEYS, TILE>(tiles_at, full, kmap, vmap, r.blo, count, grp, b);
+        tma_ring_fill<D, KEYS, TILE>(tiles_at, full, kmap, vmap, count, b, [&](int it) {
+            return make_int2(r.blo + it * KEYS, grp);
+        });
         return;
     }
     if constexpr (PRODUCERS == 128) WG_ASM("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
@@ -431,7 +441,9 @@ __device__ void flash_backward_dq_wg(const T* q, Heads qs_, const T* k, Heads ks
             const TileRows r = tile_rows((gridDim.x - 1 - blockIdx.x) * WG_ROWS, WG_ROWS, tq, tk,
                                          causal, window, KEYS);
             const int count = r.bhi > r.blo ? (r.bhi - r.blo + KEYS - 1) / KEYS : 0;
-            tma_ring_fill<D, KEYS, TILE>(tiles_at, full, kmap, vmap, r.blo, count, grp, b);
+            tma_ring_fill<D, KEYS, TILE>(tiles_at, full, kmap, vmap, count, b, [&](int it) {
+                return make_int2(r.blo + it * KEYS, grp);
+            });
             return;
         }
         WG_ASM("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
@@ -516,38 +528,83 @@ __device__ void flash_backward_dq_wg(const T* q, Heads qs_, const T* k, Heads ks
 // P^T and dS^T come back in the accumulator layout, a key per row, and feed dV += P^T dO and
 // dK += dS^T Q straight from registers, Q and dO read N-major as V is in the forward. The
 // per-query log-sum-exp and D = rowsum(dO * O) of a tile are staged beside it. D is stored
-// by the dQ kernel, which runs first.
+// by the dQ kernel, which runs first. With TMA the Q and dO tiles come through a ring of
+// TMA_STAGES from a producer warpgroup, whose second warp copies the tiles' statistics.
 
 #define WG_BWD_QUERIES 64
 
-template <typename T, int D>
+template <typename T, int D, bool TMA>
 __device__ void flash_backward_dkdv_wg(const T* q, Heads qs_, const T* k, Heads ks_,
                                        const T* v, Heads vs_, const T* dout, Heads gs_,
                                        const float* lse, const float* delta, T* dk, T* dv,
                                        int heads, int kv_heads, int tq, int tk, int causal,
-                                       int window, float scale) {
+                                       int window, float scale, const TmaMap* qmap,
+                                       const TmaMap* gmap) {
     static_assert(D % 64 == 0, "head dims of whole 128-byte blocks");
     constexpr int QT = WG_BWD_QUERIES, NT = QT / 8, DT = D / 8, KT = QT / 16;
     constexpr int KV = WG_ROWS * D * (int)sizeof(T);  // bytes of the block's K (or V) rows
     constexpr int TILE = QT * D * (int)sizeof(T);     // bytes of one Q or dO tile
+    constexpr int STAGES = TMA ? TMA_STAGES : 2;
     extern __shared__ __align__(16) unsigned char wg_shared[];
     const unsigned raw = (unsigned)__cvta_generic_to_shared(wg_shared);
     unsigned char* kv = wg_shared + ((1024 - (raw & 1023)) & 1023);
-    unsigned char* qg = kv + 2 * KV;                     // [stage][Q, dO]
-    float* stats = reinterpret_cast<float*>(qg + 4 * TILE);  // [stage][lse, D]
+    unsigned char* qg = kv + 2 * KV;                              // [stage][Q, dO]
+    float* stats = reinterpret_cast<float*>(qg + STAGES * 2 * TILE);  // [stage][lse, D]
+    const unsigned full = (unsigned)__cvta_generic_to_shared(stats + STAGES * 2 * QT);
     const int wg = threadIdx.x / 128, lane = threadIdx.x % 32, t = lane % 4;
     const int bg = blockIdx.y, b = bg / kv_heads, grp = bg % kv_heads, group = heads / kv_heads;
     const int j0 = blockIdx.x * WG_ROWS;
-    const int kr0 = j0 + wg * 64 + ((threadIdx.x / 32) % 4) * 16 + lane / 4, kr1 = kr0 + 8;
-    stage_swizzled<T, D, WG_ROWS>(k + head_at(ks_, b, grp), ks_.r, j0, tk, kv, threadIdx.x,
-                                  blockDim.x);
-    stage_swizzled<T, D, WG_ROWS>(v + head_at(vs_, b, grp), vs_.r, j0, tk, kv + KV,
-                                  threadIdx.x, blockDim.x);
-    cp_async_commit();
     int qlo = 0, qhi = tq;
     if (causal) {
         qlo = max(0, j0 + tq - tk);
         if (window > 0) qhi = min(tq, min(tk, j0 + WG_ROWS) - 1 + tq - tk + window);
+    }
+    // Tile `it` is query rows qlo + (it % per_head) * QT of head grp * group + it / per_head.
+    const int per_head = qhi > qlo ? (qhi - qlo + QT - 1) / QT : 0;
+    const int tiles = per_head * group;
+    if constexpr (TMA) {
+        // A producer warpgroup: one thread copies the Q and dO tiles by TMA, a warp copies
+        // each tile's log-sum-exp and D (an arrival per lane on the "full" barrier).
+        tma_ring_init(full, 1 + 32);
+        if (threadIdx.x >= 128 * WG_GROUPS) {
+            // 24 + 2 * 240 per thread of a warpgroup: the 3 * 168 the block starts with.
+            WG_ASM("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+            const int pt = threadIdx.x - 128 * WG_GROUPS;
+            if (pt == 0) {
+                const unsigned tiles_at = (unsigned)__cvta_generic_to_shared(qg);
+                tma_ring_fill<D, QT, TILE>(tiles_at, full, qmap, gmap, tiles, b, [&](int it) {
+                    return make_int2(qlo + (it % per_head) * QT, grp * group + it / per_head);
+                });
+            } else if (pt >= 32 && pt < 64) {
+                for (int it = 0; it < tiles; ++it) {
+                    const int hq = grp * group + it / per_head, t0 = qlo + (it % per_head) * QT;
+                    const long long row0 = (long long)(b * heads + hq) * tq;
+                    float* st = stats + (it % TMA_STAGES) * 2 * QT;
+                    tma_ring_await_empty(full, it);
+#pragma unroll
+                    for (int c = pt - 32; c < QT; c += 32) {
+                        const int i = t0 + c;
+                        st[c] = i < qhi ? lse[row0 + i] : 0.0f;
+                        st[QT + c] = i < qhi ? delta[row0 + i] : 0.0f;
+                    }
+                    mbar_arrive(full + 8 * (it % TMA_STAGES));
+                }
+            }
+            return;
+        }
+        WG_ASM("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+    }
+    const int kr0 = j0 + wg * 64 + ((threadIdx.x / 32) % 4) * 16 + lane / 4, kr1 = kr0 + 8;
+    stage_swizzled<T, D, WG_ROWS>(k + head_at(ks_, b, grp), ks_.r, j0, tk, kv, threadIdx.x,
+                                  128 * WG_GROUPS);
+    stage_swizzled<T, D, WG_ROWS>(v + head_at(vs_, b, grp), vs_.r, j0, tk, kv + KV,
+                                  threadIdx.x, 128 * WG_GROUPS);
+    cp_async_commit();
+    if constexpr (TMA) {
+        // K and V must have landed before the first tile; only the consumers wait here.
+        cp_async_wait(false);
+        fence_proxy_async();
+        asm volatile("bar.sync 1, %0;\n" ::"n"(128 * WG_GROUPS) : "memory");
     }
     float ak[DT][4], av[DT][4];
 #pragma unroll
@@ -564,9 +621,6 @@ __device__ void flash_backward_dkdv_wg(const T* q, Heads qs_, const T* k, Heads 
     };
     const int2 see0 = seen_by(kr0), see1 = seen_by(kr1);
     const float sl = scale * LOG2E;
-    // Tile `it` is query rows qlo + (it % per_head) * QT of head grp * group + it / per_head.
-    const int per_head = qhi > qlo ? (qhi - qlo + QT - 1) / QT : 0;
-    const int tiles = per_head * group;
     auto stage = [&](int it, int buf) {
         const int hq = grp * group + it / per_head, t0 = qlo + (it % per_head) * QT;
         unsigned char* at = qg + buf * 2 * TILE;
@@ -589,7 +643,7 @@ __device__ void flash_backward_dkdv_wg(const T* q, Heads qs_, const T* k, Heads 
     auto tile_desc = [&](const unsigned char* m, int ks) {
         return wg_desc(m + (ks / 4) * (QT * 128) + (ks % 4) * 32, 16, 1024);
     };
-    pipelined_tiles<2, true>(tiles, stage, [&](int it, int buf) {
+    auto body = [&](int it, int buf) {
         const int t0 = qlo + (it % per_head) * QT;
         const unsigned char* qt = qg + buf * 2 * TILE;
         const unsigned char* gt = qt + TILE;
@@ -640,8 +694,17 @@ __device__ void flash_backward_dkdv_wg(const T* q, Heads qs_, const T* k, Heads 
         wg_hold<DT>(ak);
         wg_hold<KT>(pa);
         wg_hold<KT>(da);
-    });
-    if (tiles == 0) cp_async_wait(false);  // K and V were staged for nothing
+    };
+    if constexpr (TMA) {
+        for (int it = 0; it < tiles; ++it) {
+            mbar_wait(full + 8 * (it % TMA_STAGES), (it / TMA_STAGES) & 1);
+            body(it, it % TMA_STAGES);
+            tma_ring_release(full, it);
+        }
+    } else {
+        pipelined_tiles<2, true>(tiles, stage, body);
+        if (tiles == 0) cp_async_wait(false);  // K and V were staged for nothing
+    }
     // dK and dV are written [B, Tk, KVH, D], like the mma.sync kernel's.
     const long long koff = ((long long)b * tk * kv_heads + grp) * D, kr = (long long)kv_heads * D;
 #pragma unroll
@@ -676,8 +739,9 @@ extern "C" __global__ void __launch_bounds__(128 * WG_GROUPS, 1)                
 }                                                                                               \
 extern "C" __global__ void __launch_bounds__(128 * WG_GROUPS, 1)                              \
         flash_backward_dkdv_wg_d##D##_##SUFFIX(FLASH_ARGS(T)) {                                \
-    flash_backward_dkdv_wg<T, D>(q, qs, k, ks, v, vs, dout, gs, lse, delta, dk, dv, heads,    \
-                                 kv_heads, tq, tk, causal, window, scale);                      \
+    flash_backward_dkdv_wg<T, D, false>(q, qs, k, ks, v, vs, dout, gs, lse, delta, dk, dv,    \
+                                        heads, kv_heads, tq, tk, causal, window, scale,        \
+                                        nullptr, nullptr);                                     \
 }
 // The producer is a whole warpgroup at head dim 128 (so that it can hand its registers to
 // the consumers, one block per SM) and a single warp at 64 (two blocks per SM).
@@ -698,6 +762,14 @@ extern "C" __global__ void __launch_bounds__(128 * (WG_GROUPS + 1), 1)          
     flash_backward_dq_wg<T, D, true>(q, qs, k, ks, v, vs, out, os, dout, gs, lse, delta, dq,   \
                                      heads, kv_heads, tq, tk, causal, window, scale, &kmap,     \
                                      &vmap);                                                    \
+}                                                                                               \
+extern "C" __global__ void __launch_bounds__(128 * (WG_GROUPS + 1), 1)                        \
+        flash_backward_dkdv_tma_d##D##_##SUFFIX(FLASH_ARGS(T),                                  \
+                                                const __grid_constant__ TmaMap qmap,            \
+                                                const __grid_constant__ TmaMap gmap) {          \
+    flash_backward_dkdv_wg<T, D, true>(q, qs, k, ks, v, vs, dout, gs, lse, delta, dk, dv,     \
+                                       heads, kv_heads, tq, tk, causal, window, scale, &qmap,  \
+                                       &gmap);                                                  \
 }
 FLASH_TMA(f16, __half, 64)
 FLASH_TMA(f16, __half, 128)

@@ -1628,7 +1628,7 @@ fn fused_attention_matches_the_cpu() {
             assert!(!by_tma || (wg && tma));
             for kernel in ["forward", "backward_dq", "backward_dkdv"] {
                 let family = match (tc, wg) {
-                    _ if by_tma && kernel != "backward_dkdv" => "tma_",
+                    _ if by_tma => "tma_",
                     (_, true) => "wg_",
                     (true, false) => "tc_",
                     _ => "",

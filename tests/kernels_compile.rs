@@ -50,6 +50,8 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
         "flash_forward_tma_d128_bf16",
         "flash_backward_dq_tma_d64_bf16",
         "flash_backward_dq_tma_d128_bf16",
+        "flash_backward_dkdv_tma_d64_bf16",
+        "flash_backward_dkdv_tma_d128_bf16",
     ] {
         assert!(ptx.contains(kernel), "{kernel} missing for {arch}");
     }

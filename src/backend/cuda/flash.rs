@@ -48,7 +48,7 @@ const TMA_STAGES: usize = 3;
 /// Whether the TMA forward kernels may run: 0 not yet decided, 1 yes, 2 no.
 static TMA: AtomicU8 = AtomicU8::new(0);
 
-/// Turns the TMA kernels (the forward and dQ at head dims 64 and 128 on sm_90) on or off
+/// Turns the TMA kernels (forward and backward at head dims 64 and 128 on sm_90) on or off
 /// for this process; off, the warpgroup kernels stage their K and V tiles with `cp.async`
 /// instead. They start on unless `SMITH_NO_TMA` is set.
 pub fn set_tma_kernels(on: bool) {
@@ -66,8 +66,8 @@ fn tma_enabled() -> bool {
     }
 }
 
-/// Whether the forward and dQ run as TMA kernels: the warpgroup ones at head dims 64 and
-/// 128, unless turned off by [`set_tma_kernels`] (or the driver cannot map the operands).
+/// Whether the attention kernels run as TMA kernels: the warpgroup ones at head dims 64
+/// and 128, unless turned off by [`set_tma_kernels`] (or the driver cannot map the operands).
 pub fn tma_attention(arch: &str, dtype: DType, head_dim: usize) -> bool {
     matches!(head_dim, 64 | 128) && warpgroup_attention(arch, dtype, head_dim) && tma_enabled()
 }
@@ -166,7 +166,7 @@ enum Family {
     TensorCores,
     /// `wgmma` on sm_90.
     Warpgroup,
-    /// The forward and dQ at head dims 64 and 128 on sm_90: `wgmma`, K and V copied by TMA.
+    /// Head dims 64 and 128 on sm_90: `wgmma`, the streamed tiles copied by TMA.
     Tma,
 }
 
@@ -356,7 +356,14 @@ fn config(
             };
             TMA_STAGES * 2 * wg_keys(head_dim) * head_dim * 2 + q + 1024 + 64
         }
-        (Family::Tma, _) => TMA_STAGES * 2 * WG_BWD_KEYS * head_dim * 2 + 1024 + 64,
+        (Family::Tma, "backward_dq") => TMA_STAGES * 2 * WG_BWD_KEYS * head_dim * 2 + 1024 + 64,
+        // The block's K and V rows, the ring of Q and dO tiles with their log-sum-exp and D.
+        (Family::Tma, _) => {
+            2 * WG_ROWS * head_dim * 2
+                + TMA_STAGES * 2 * WG_BWD_QUERIES * (head_dim * 2 + 4)
+                + 1024
+                + 64
+        }
         (Family::Warpgroup, _) => {
             2 * WG_ROWS * head_dim * 2 + 2 * 2 * WG_BWD_QUERIES * (head_dim * 2 + 4) + 1024
         }
@@ -378,22 +385,34 @@ fn attention_family(ops: &Operands, dtype: DType, head_dim: usize) -> Family {
     }
 }
 
-/// The family of the forward or dQ kernel, with K's and V's tensor maps (boxes of `keys`
-/// rows) where it is TMA: warpgroup kernels take their K and V tiles by TMA where the
-/// driver can describe them.
+/// The operands a TMA kernel streams in tiles: K and V (the forward and dQ), or Q and dO
+/// (dK/dV).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Streamed {
+    KeysValues,
+    QueriesGrads,
+}
+
+/// The family of a kernel, with the tensor maps of the two operands it streams (boxes of
+/// `rows` rows) where it is TMA: warpgroup kernels take their tiles by TMA where the driver
+/// can describe them.
 fn tma_or_warpgroup(
     ops: &Operands,
     dtype: DType,
     s: &AttnShape,
-    keys: usize,
+    streamed: Streamed,
+    rows: usize,
 ) -> (Family, Option<[TensorMap; 2]>) {
     let family = attention_family(ops, dtype, s.head_dim);
     if family != Family::Warpgroup || !tma_attention(&ops.dev.arch, dtype, s.head_dim) {
         return (family, None);
     }
-    let dims = [s.head_dim, s.k_len, s.kv_heads, s.batch];
-    let map = |i: usize| tile_map(ops.ptrs[i], ops.strides[i], dims, keys as u32, dtype);
-    match map(1).zip(map(2)) {
+    let (operands, dims) = match streamed {
+        Streamed::KeysValues => ([1, 2], [s.head_dim, s.k_len, s.kv_heads, s.batch]),
+        Streamed::QueriesGrads => ([0, 4], [s.head_dim, s.q_len, s.heads, s.batch]),
+    };
+    let map = |i: usize| tile_map(ops.ptrs[i], ops.strides[i], dims, rows as u32, dtype);
+    match map(operands[0]).zip(map(operands[1])) {
         Some((k, v)) => (Family::Tma, Some([k, v])),
         None => (family, None),
     }
@@ -496,7 +515,7 @@ pub fn flash_attention_forward(
         ],
         maps: None,
     };
-    let (family, maps) = tma_or_warpgroup(&ops, dtype, s, wg_keys(d));
+    let (family, maps) = tma_or_warpgroup(&ops, dtype, s, Streamed::KeysValues, wg_keys(d));
     args.maps = maps;
     run(
         &ops.dev,
@@ -549,7 +568,9 @@ pub fn flash_attention_backward(
     let dk = CudaStorage::alloc(&ops.dev, dtype, kv_len)?;
     let dv = CudaStorage::alloc(&ops.dev, dtype, kv_len)?;
     let p = &ops.ptrs;
-    let (dq_family, maps) = tma_or_warpgroup(&ops, dtype, s, WG_BWD_KEYS);
+    let (dq_family, maps) = tma_or_warpgroup(&ops, dtype, s, Streamed::KeysValues, WG_BWD_KEYS);
+    let (dkdv_family, dkdv_maps) =
+        tma_or_warpgroup(&ops, dtype, s, Streamed::QueriesGrads, WG_BWD_QUERIES);
     let mut args = Args {
         ptrs: [
             p[0],
@@ -582,12 +603,12 @@ pub fn flash_attention_backward(
         (s.q_len, rows),
         &args,
     )?;
-    args.maps = None;
+    args.maps = dkdv_maps;
     let kv_blocks = (s.k_len, s.batch * s.kv_heads);
     run(
         &ops.dev,
         "backward_dkdv",
-        attention_family(&ops, dtype, d),
+        dkdv_family,
         dtype,
         s,
         kv_blocks,
