@@ -49,6 +49,10 @@ __device__ __forceinline__ void wg_commit() {
 __device__ __forceinline__ void wg_wait() {
     WG_ASM("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
+// Waits for every chain but the one committed last.
+__device__ __forceinline__ void wg_wait_older() {
+    WG_ASM("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+}
 // Tells the compiler the accumulators changed (behind its back, until wg_wait) so it
 // neither reads them early nor keeps stale copies.
 template <int NT>
@@ -117,20 +121,27 @@ __device__ __forceinline__ void wg_mma(float (*d)[4], const unsigned* a, unsigne
     }
 }
 
-// d (64 x 64, f32) = A (64 x 16) B (16 x 64) + (accumulate ? d : 0), both operands read
+// d (64 x N, f32) = A (64 x 16) B (16 x N) + (accumulate ? d : 0), both operands read
 // K-major from shared memory through their descriptors.
-#define WG_MMA_SS(PTX)                                                                         \
-    WG_ASM("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                      \
-           "wgmma.mma_async.sync.aligned.m64n64k16.f32." PTX "." PTX " " WG_REGS32              \
-           ", %32, %33, p, 1, 1, 0, 0;\n}\n"                                                   \
-           : WG_D32(0)                                                                         \
+#define WG_MMA_SS(N, PTX, REGS, ACC, A, B, KEEP)                                              \
+    WG_ASM("{\n.reg .pred p;\nsetp.ne.b32 p, " KEEP ", 0;\n"                                  \
+           "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." PTX "." PTX " " REGS ", " A ", " B \
+           ", p, 1, 1, 0, 0;\n}\n"                                                             \
+           : ACC                                                                               \
            : "l"(da), "l"(db), "r"(accumulate))
 
-template <typename T>
+template <typename T, int N = 64>
 __device__ __forceinline__ void wg_mma_ss(float (*d)[4], unsigned long long da,
                                           unsigned long long db, int accumulate) {
-    if constexpr (IsBf16<T>::value) WG_MMA_SS("bf16");
-    else WG_MMA_SS("f16");
+    static_assert(N == 64 || N == 128, "wgmma tiles of 64 or 128 columns");
+    if constexpr (N == 64 && IsBf16<T>::value)
+        WG_MMA_SS(64, "bf16", WG_REGS32, WG_D32(0), "%32", "%33", "%34");
+    else if constexpr (N == 64)
+        WG_MMA_SS(64, "f16", WG_REGS32, WG_D32(0), "%32", "%33", "%34");
+    else if constexpr (IsBf16<T>::value)
+        WG_MMA_SS(128, "bf16", WG_REGS64, WG_D64(0), "%64", "%65", "%66");
+    else
+        WG_MMA_SS(128, "f16", WG_REGS64, WG_D64(0), "%64", "%65", "%66");
 }
 
 // Starts copying rows t0 .. t0 + KEYS - 1 of a [*, D] matrix (rows `rs` apart) into a
@@ -221,9 +232,9 @@ __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, c
 }
 
 // ---------------------------------------------------------------------------------------
-// Forward at head dim 128 with TMA copies and a producer warpgroup. The two consumer
-// warpgroups are the forward's above, but no barrier of the whole block paces them: one
-// thread of a third warpgroup copies each K and V tile with the Tensor Memory Accelerator
+// Forward with TMA copies and a producer. The two consumer warpgroups are the forward's
+// above (with Q in shared memory), but no barrier of the whole block paces them: one
+// thread of the producer copies each K and V tile with the Tensor Memory Accelerator
 // (cp.async.bulk.tensor, written in the same 128-byte swizzled layout) into a ring of
 // TMA_STAGES buffers, and an mbarrier per buffer says when a tile has landed ("full", by
 // the bytes the copies complete) and when both consumers are done with it ("empty", an
@@ -322,14 +333,17 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
     static_assert(D % 64 == 0, "head dims of whole 128-byte blocks");
     constexpr int NT = KEYS / 8, DT = D / 8, KT = KEYS / 16;
     constexpr int TILE = KEYS * D * (int)sizeof(T);  // bytes of one K or V tile
-    // At head dim 64 Q waits in shared memory for S = Q K^T rather than in registers: two
-    // blocks share an SM, and their consumers have no registers to spare.
-    constexpr bool Q_SHARED = D == 64;
-    constexpr int Q_BYTES = Q_SHARED ? WG_ROWS * D * (int)sizeof(T) : 0;
+    // Q waits in shared memory for S = Q K^T rather than in registers: at head dim 64 two
+    // blocks share an SM and their consumers have no registers to spare; at 128 the
+    // registers hold a second tile's scores instead (OVERLAP).
+    constexpr int Q_BYTES = WG_ROWS * D * (int)sizeof(T);
+    // At head dim 128 a tile's S = Q K^T runs on the tensor cores while the previous tile's
+    // O += P V is issued behind it, and the softmax of the new scores overlaps that product.
+    constexpr bool OVERLAP = D == 128;
     extern __shared__ __align__(16) unsigned char wg_shared[];
     const unsigned raw = (unsigned)__cvta_generic_to_shared(wg_shared);
     unsigned char* tiles = wg_shared + ((1024 - (raw & 1023)) & 1023);
-    unsigned char* q_tile = tiles + TMA_STAGES * 2 * TILE;  // [WG_ROWS][D], swizzled
+    unsigned char* q_tile = tiles + TMA_STAGES * 2 * TILE;  // [WG_GROUPS][D / 64][64][64]
     const unsigned tiles_at = (unsigned)__cvta_generic_to_shared(tiles);
     const unsigned full = tiles_at + TMA_STAGES * 2 * TILE + Q_BYTES;
     tma_ring_init(full);
@@ -350,20 +364,15 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads, wg = threadIdx.x / 128;
     const int i0 = (gridDim.x - 1 - blockIdx.x) * WG_ROWS;
     const TileRows r = tile_rows(i0, WG_ROWS, tq, tk, causal, window, KEYS);
-    const T* qb = q + head_at(qs_, b, h);
-    unsigned qa[Q_SHARED ? 1 : D / 16][4];
-    if constexpr (Q_SHARED) {
-        // Each consumer warpgroup stages its own 64 rows and waits for them alone.
-        stage_swizzled<T, D, 64>(qb, qs_.r, i0 + wg * 64, tq, q_tile + wg * 64 * 128,
-                                 threadIdx.x % 128, 128);
-        cp_async_commit();
-        cp_async_wait(false);
-        fence_proxy_async();
-        if (wg == 0) asm volatile("bar.sync 1, 128;\n" ::: "memory");
-        else asm volatile("bar.sync 2, 128;\n" ::: "memory");
-    } else {
-        a_fragments<T, D>(qb, qs_.r, r.r0, tq, qa);
-    }
+    // Each consumer warpgroup stages its own 64 rows and waits for them alone.
+    unsigned char* my_q = q_tile + wg * 64 * D * (int)sizeof(T);
+    stage_swizzled<T, D, 64>(q + head_at(qs_, b, h), qs_.r, i0 + wg * 64, tq, my_q,
+                             threadIdx.x % 128, 128);
+    cp_async_commit();
+    cp_async_wait(false);
+    fence_proxy_async();
+    if (wg == 0) asm volatile("bar.sync 1, 128;\n" ::: "memory");
+    else asm volatile("bar.sync 2, 128;\n" ::: "memory");
     float o[DT][4];
 #pragma unroll
     for (int n = 0; n < DT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
@@ -372,34 +381,66 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
     const int count = r.bhi > r.blo ? (r.bhi - r.blo + KEYS - 1) / KEYS : 0;
     float s[NT][4];
     unsigned pa[KT][4];
-    for (int it = 0; it < count; ++it) {
-        const int stage = it % TMA_STAGES;
-        const unsigned char* kt = tiles + stage * 2 * TILE;
-        mbar_wait(full + 8 * stage, (it / TMA_STAGES) & 1);
-        if constexpr (Q_SHARED) {
-            static_assert(KEYS == 64, "wg_mma_ss is 64 keys wide");
-            wg_fence();
+    auto tile = [&](int it) { return tiles + (it % TMA_STAGES) * 2 * TILE; };
+    // Waits for tile `it` and issues its S = Q K^T (not awaited).
+    auto scores = [&](int it) {
+        mbar_wait(full + 8 * (it % TMA_STAGES), (it / TMA_STAGES) & 1);
+        const unsigned char* kt = tile(it);
+        wg_fence();
 #pragma unroll
-            for (int ks = 0; ks < D / 16; ++ks) {
-                const int at = (ks / 4) * (WG_ROWS * 128) + (ks % 4) * 32;
-                wg_mma_ss<T>(s, wg_desc(q_tile + wg * 64 * 128 + at, 16, 1024),
-                             wg_desc(kt + (ks / 4) * (KEYS * 128) + (ks % 4) * 32, 16, 1024),
-                             ks > 0);
-            }
-            wg_commit();
-        } else {
-            wg_scores<T, D, KEYS>(qa, kt, s);
+        for (int ks = 0; ks < D / 16; ++ks) {
+            const int at = (ks / 4) * (KEYS * 128) + (ks % 4) * 32;
+            wg_mma_ss<T, KEYS>(s, wg_desc(my_q + (ks / 4) * (64 * 128) + (ks % 4) * 32, 16, 1024),
+                               wg_desc(kt + at, 16, 1024), ks > 0);
         }
-        wg_wait();
-        wg_hold<NT>(s);
-        rescale_rows<DT>(o, softmax_tile<NT>(s, r.blo + it * KEYS, r, sl, st));
+        wg_commit();
+    };
+    // The probabilities of tile `it` in s become P's A fragments.
+    auto to_fragments = [&]() {
 #pragma unroll
         for (int kk = 0; kk < KT; ++kk) a_fragment_of<T>(s + 2 * kk, pa[kk]);
-        wg_values<T, D, KEYS>(pa, kt + TILE, o);
-        wg_wait();
-        wg_hold<DT>(o);
-        wg_hold<KT>(pa);
-        tma_ring_release(full, it);
+    };
+    if constexpr (OVERLAP) {
+        if (count > 0) {
+            scores(0);
+            wg_wait();
+            wg_hold<NT>(s);
+            rescale_rows<DT>(o, softmax_tile<NT>(s, r.blo, r, sl, st));
+            to_fragments();
+        }
+        for (int it = 1; it < count; ++it) {
+            scores(it);
+            wg_values<T, D, KEYS>(pa, tile(it - 1) + TILE, o);  // O += P V of tile it - 1
+            wg_wait_older();                                     // S of tile it is done
+            wg_hold<NT>(s);
+            const float2 c = softmax_tile<NT>(s, r.blo + it * KEYS, r, sl, st);
+            wg_wait();
+            wg_hold<DT>(o);
+            wg_hold<KT>(pa);
+            tma_ring_release(full, it - 1);
+            rescale_rows<DT>(o, c);
+            to_fragments();
+        }
+        if (count > 0) {
+            wg_values<T, D, KEYS>(pa, tile(count - 1) + TILE, o);
+            wg_wait();
+            wg_hold<DT>(o);
+            wg_hold<KT>(pa);
+            tma_ring_release(full, count - 1);
+        }
+    } else {
+        for (int it = 0; it < count; ++it) {
+            scores(it);
+            wg_wait();
+            wg_hold<NT>(s);
+            rescale_rows<DT>(o, softmax_tile<NT>(s, r.blo + it * KEYS, r, sl, st));
+            to_fragments();
+            wg_values<T, D, KEYS>(pa, tile(it) + TILE, o);
+            wg_wait();
+            wg_hold<DT>(o);
+            wg_hold<KT>(pa);
+            tma_ring_release(full, it);
+        }
     }
     store_forward_rows<T, DT>(o, st, r, out + head_at(os_, b, h), os_.r,
                               lse + (long long)bh * tq, tq);

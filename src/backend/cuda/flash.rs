@@ -347,14 +347,9 @@ fn config(
     let shared = match (family, kernel) {
         (Family::Warpgroup, "forward") => 2 * 2 * wg_keys(head_dim) * head_dim * 2 + 1024,
         (Family::Warpgroup, "backward_dq") => 2 * 2 * WG_BWD_KEYS * head_dim * 2 + 1024,
-        // The ring, Q at head dim 64, alignment and the mbarriers.
+        // The ring, Q, alignment and the mbarriers.
         (Family::Tma, "forward") => {
-            let q = if head_dim <= 64 {
-                WG_ROWS * head_dim * 2
-            } else {
-                0
-            };
-            TMA_STAGES * 2 * wg_keys(head_dim) * head_dim * 2 + q + 1024 + 64
+            TMA_STAGES * 2 * wg_keys(head_dim) * head_dim * 2 + WG_ROWS * head_dim * 2 + 1024 + 64
         }
         (Family::Tma, "backward_dq") => TMA_STAGES * 2 * WG_BWD_KEYS * head_dim * 2 + 1024 + 64,
         // The block's K and V rows, the ring of Q and dO tiles with their log-sum-exp and D.
