@@ -277,6 +277,16 @@ __device__ __forceinline__ void tma_load(unsigned dst, const TmaMap* map, int c0
            : "memory");
 }
 
+// Copies the box at c0 of a 1-d tensor map into shared memory at dst, completing its bytes
+// on barrier bar.
+__device__ __forceinline__ void tma_load_1d(unsigned dst, const TmaMap* map, int c0,
+                                            unsigned bar) {
+    WG_ASM("cp.async.bulk.tensor.1d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+           " [%0], [%1, {%2}], [%3];\n" ::"r"(dst),
+           "l"((unsigned long long)map), "r"(c0), "r"(bar)
+           : "memory");
+}
+
 // Sets up the ring's mbarriers (TMA_STAGES "full" at `full`, each awaiting `arrivals`, as
 // many "empty" after them); the whole block passes here before any copy.
 __device__ __forceinline__ void tma_ring_init(unsigned full, unsigned arrivals = 1) {
@@ -299,16 +309,19 @@ __device__ __forceinline__ void tma_ring_await_empty(unsigned full, int it) {
 
 // The producer's loop: copies `count` pairs of tiles of ROWS rows (one from each map) into
 // the ring at tiles_at, tile `it` from row where(it).x of head where(it).y of batch b,
-// each buffer once both consumer warpgroups have released it.
-template <int D, int ROWS, int TILE, typename Where>
+// each buffer once both consumer warpgroups have released it; extra(it, stage, barrier)
+// issues copies of `extra_bytes` more that land on the same barrier.
+template <int D, int ROWS, int TILE, typename Where, typename Extra>
 __device__ __forceinline__ void tma_ring_fill(unsigned tiles_at, unsigned full,
                                               const TmaMap* amap, const TmaMap* bmap,
-                                              int count, int b, Where where) {
+                                              int count, int b, Where where, int extra_bytes,
+                                              Extra extra) {
     for (int it = 0; it < count; ++it) {
         const int s = it % TMA_STAGES;
         const int2 at_row = where(it);
         tma_ring_await_empty(full, it);
-        mbar_expect(full + 8 * s, 2 * TILE);
+        mbar_expect(full + 8 * s, 2 * TILE + extra_bytes);
+        extra(it, s, full + 8 * s);
         const unsigned at = tiles_at + s * 2 * TILE;
 #pragma unroll
         for (int blk = 0; blk < D / 64; ++blk) {
@@ -357,7 +370,7 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
         const int count = r.bhi > r.blo ? (r.bhi - r.blo + KEYS - 1) / KEYS : 0;
         tma_ring_fill<D, KEYS, TILE>(tiles_at, full, kmap, vmap, count, b, [&](int it) {
             return make_int2(r.blo + it * KEYS, grp);
-        });
+        }, 0, [](int, int, unsigned) {});
         return;
     }
     if constexpr (PRODUCERS == 128) WG_ASM("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
@@ -484,7 +497,7 @@ __device__ void flash_backward_dq_wg(const T* q, Heads qs_, const T* k, Heads ks
             const int count = r.bhi > r.blo ? (r.bhi - r.blo + KEYS - 1) / KEYS : 0;
             tma_ring_fill<D, KEYS, TILE>(tiles_at, full, kmap, vmap, count, b, [&](int it) {
                 return make_int2(r.blo + it * KEYS, grp);
-            });
+            }, 0, [](int, int, unsigned) {});
             return;
         }
         WG_ASM("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
@@ -569,8 +582,8 @@ __device__ void flash_backward_dq_wg(const T* q, Heads qs_, const T* k, Heads ks
 // P^T and dS^T come back in the accumulator layout, a key per row, and feed dV += P^T dO and
 // dK += dS^T Q straight from registers, Q and dO read N-major as V is in the forward. The
 // per-query log-sum-exp and D = rowsum(dO * O) of a tile are staged beside it. D is stored
-// by the dQ kernel, which runs first. With TMA the Q and dO tiles come through a ring of
-// TMA_STAGES from a producer warpgroup, whose second warp copies the tiles' statistics.
+// by the dQ kernel, which runs first. With TMA the Q and dO tiles and their statistics
+// come through a ring of TMA_STAGES from a producer warpgroup.
 
 #define WG_BWD_QUERIES 64
 
@@ -580,7 +593,8 @@ __device__ void flash_backward_dkdv_wg(const T* q, Heads qs_, const T* k, Heads 
                                        const float* lse, const float* delta, T* dk, T* dv,
                                        int heads, int kv_heads, int tq, int tk, int causal,
                                        int window, float scale, const TmaMap* qmap,
-                                       const TmaMap* gmap) {
+                                       const TmaMap* gmap, const TmaMap* lmap,
+                                       const TmaMap* dmap) {
     static_assert(D % 64 == 0, "head dims of whole 128-byte blocks");
     constexpr int QT = WG_BWD_QUERIES, NT = QT / 8, DT = D / 8, KT = QT / 16;
     constexpr int KV = WG_ROWS * D * (int)sizeof(T);  // bytes of the block's K (or V) rows
@@ -604,33 +618,27 @@ __device__ void flash_backward_dkdv_wg(const T* q, Heads qs_, const T* k, Heads 
     const int per_head = qhi > qlo ? (qhi - qlo + QT - 1) / QT : 0;
     const int tiles = per_head * group;
     if constexpr (TMA) {
-        // A producer warpgroup: one thread copies the Q and dO tiles by TMA, a warp copies
-        // each tile's log-sum-exp and D (an arrival per lane on the "full" barrier).
-        tma_ring_init(full, 1 + 32);
+        // A producer warpgroup, one thread of which copies each tile's Q and dO, and its
+        // rows' log-sum-exp and D (1-d maps over [B * H * Tq]; rows past the tile's end
+        // are masked), by TMA.
+        tma_ring_init(full);
         if (threadIdx.x >= 128 * WG_GROUPS) {
             // 24 + 2 * 240 per thread of a warpgroup: the 3 * 168 the block starts with.
             WG_ASM("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
-            const int pt = threadIdx.x - 128 * WG_GROUPS;
-            if (pt == 0) {
-                const unsigned tiles_at = (unsigned)__cvta_generic_to_shared(qg);
-                tma_ring_fill<D, QT, TILE>(tiles_at, full, qmap, gmap, tiles, b, [&](int it) {
-                    return make_int2(qlo + (it % per_head) * QT, grp * group + it / per_head);
+            if (threadIdx.x != 128 * WG_GROUPS) return;
+            const unsigned tiles_at = (unsigned)__cvta_generic_to_shared(qg);
+            const unsigned stats_at = (unsigned)__cvta_generic_to_shared(stats);
+            auto tile_of = [&](int it) {
+                return make_int2(qlo + (it % per_head) * QT, grp * group + it / per_head);
+            };
+            tma_ring_fill<D, QT, TILE>(
+                tiles_at, full, qmap, gmap, tiles, b, tile_of, 2 * QT * 4,
+                [&](int it, int stage, unsigned bar) {
+                    const int2 at = tile_of(it);
+                    const int row = (b * heads + at.y) * tq + at.x;
+                    tma_load_1d(stats_at + stage * 2 * QT * 4, lmap, row, bar);
+                    tma_load_1d(stats_at + stage * 2 * QT * 4 + QT * 4, dmap, row, bar);
                 });
-            } else if (pt >= 32 && pt < 64) {
-                for (int it = 0; it < tiles; ++it) {
-                    const int hq = grp * group + it / per_head, t0 = qlo + (it % per_head) * QT;
-                    const long long row0 = (long long)(b * heads + hq) * tq;
-                    float* st = stats + (it % TMA_STAGES) * 2 * QT;
-                    tma_ring_await_empty(full, it);
-#pragma unroll
-                    for (int c = pt - 32; c < QT; c += 32) {
-                        const int i = t0 + c;
-                        st[c] = i < qhi ? lse[row0 + i] : 0.0f;
-                        st[QT + c] = i < qhi ? delta[row0 + i] : 0.0f;
-                    }
-                    mbar_arrive(full + 8 * (it % TMA_STAGES));
-                }
-            }
             return;
         }
         WG_ASM("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
@@ -782,7 +790,7 @@ extern "C" __global__ void __launch_bounds__(128 * WG_GROUPS, 1)                
         flash_backward_dkdv_wg_d##D##_##SUFFIX(FLASH_ARGS(T)) {                                \
     flash_backward_dkdv_wg<T, D, false>(q, qs, k, ks, v, vs, dout, gs, lse, delta, dk, dv,    \
                                         heads, kv_heads, tq, tk, causal, window, scale,        \
-                                        nullptr, nullptr);                                     \
+                                        nullptr, nullptr, nullptr, nullptr);                   \
 }
 // The producer is a whole warpgroup at head dim 128 (so that it can hand its registers to
 // the consumers, one block per SM) and a single warp at 64 (two blocks per SM).
@@ -807,10 +815,12 @@ extern "C" __global__ void __launch_bounds__(128 * (WG_GROUPS + 1), 1)          
 extern "C" __global__ void __launch_bounds__(128 * (WG_GROUPS + 1), 1)                        \
         flash_backward_dkdv_tma_d##D##_##SUFFIX(FLASH_ARGS(T),                                  \
                                                 const __grid_constant__ TmaMap qmap,            \
-                                                const __grid_constant__ TmaMap gmap) {          \
+                                                const __grid_constant__ TmaMap gmap,            \
+                                                const __grid_constant__ TmaMap lmap,            \
+                                                const __grid_constant__ TmaMap dmap) {          \
     flash_backward_dkdv_wg<T, D, true>(q, qs, k, ks, v, vs, dout, gs, lse, delta, dk, dv,     \
                                        heads, kv_heads, tq, tk, causal, window, scale, &qmap,  \
-                                       &gmap);                                                  \
+                                       &gmap, &lmap, &dmap);                                    \
 }
 FLASH_TMA(f16, __half, 64)
 FLASH_TMA(f16, __half, 128)

@@ -90,32 +90,62 @@ fn tile_map(
     box_rows: u32,
     dtype: DType,
 ) -> Option<TensorMap> {
-    use cudarc::driver::sys;
+    use cudarc::driver::sys::CUtensorMapDataType as Type;
     let data_type = match dtype {
-        DType::BF16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-        DType::F16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+        DType::BF16 => Type::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+        DType::F16 => Type::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
         _ => return None,
     };
-    let global_dim = dims.map(|d| d as u64);
     let bytes = |x: i64| u64::try_from(x * 2).ok();
-    let global_strides = [bytes(st.r)?, bytes(st.h)?, bytes(st.b)?];
-    let box_dim = [64u32, box_rows, 1, 1];
-    let element_strides = [1u32; 4];
+    let strides = [bytes(st.r)?, bytes(st.h)?, bytes(st.b)?];
+    encode_map(ptr, data_type, &dims, &strides, &[64, box_rows, 1, 1], true)
+}
+
+/// The tensor map of `len` f32 values at `ptr` (a per-row statistic over `[B, H, T]`) for
+/// boxes of `box_len`; values past the end read as zeros. None where the driver declines it
+/// or a coordinate would not fit the kernel's int.
+fn row_map(ptr: u64, len: usize, box_len: u32) -> Option<TensorMap> {
+    use cudarc::driver::sys::CUtensorMapDataType as Type;
+    if len > i32::MAX as usize {
+        return None;
+    }
+    let data_type = Type::CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+    encode_map(ptr, data_type, &[len], &[], &[box_len], false)
+}
+
+/// cuTensorMapEncodeTiled for a tensor of `dims` (innermost first; `strides` in bytes for
+/// every dimension but the first) read in boxes of `boxes`, 128-byte swizzled or not.
+fn encode_map(
+    ptr: u64,
+    data_type: cudarc::driver::sys::CUtensorMapDataType,
+    dims: &[usize],
+    strides: &[u64],
+    boxes: &[u32],
+    swizzle: bool,
+) -> Option<TensorMap> {
+    use cudarc::driver::sys;
+    let global_dim: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+    let element_strides = vec![1u32; dims.len()];
+    let swizzle = if swizzle {
+        sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B
+    } else {
+        sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE
+    };
     let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::uninit();
-    // SAFETY: every pointer is to a live local array of the length the rank implies; the
-    // driver only writes the map.
+    // SAFETY: every pointer is to a live local array of the length the rank implies (the
+    // strides one shorter); the driver only writes the map.
     let status = unsafe {
         sys::cuTensorMapEncodeTiled(
             map.as_mut_ptr(),
             data_type,
-            4,
+            dims.len() as u32,
             ptr as *mut std::ffi::c_void,
             global_dim.as_ptr(),
-            global_strides.as_ptr(),
-            box_dim.as_ptr(),
+            strides.as_ptr(),
+            boxes.as_ptr(),
             element_strides.as_ptr(),
             sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
-            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            swizzle,
             sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
             sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
         )
@@ -380,6 +410,13 @@ fn attention_family(ops: &Operands, dtype: DType, head_dim: usize) -> Family {
     }
 }
 
+/// Whether the dK/dV kernel runs as the TMA kernel: as [`tma_attention`], where each query
+/// tile's log-sum-exp and D start 16-byte aligned (query lengths that are multiples of 4),
+/// which the bulk copies need; elsewhere it stages them with `cp.async`.
+pub fn tma_dkdv(arch: &str, dtype: DType, head_dim: usize, q_len: usize) -> bool {
+    q_len.is_multiple_of(4) && tma_attention(arch, dtype, head_dim)
+}
+
 /// The operands a TMA kernel streams in tiles: K and V (the forward and dQ), or Q and dO
 /// (dK/dV).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -397,10 +434,10 @@ fn tma_or_warpgroup(
     s: &AttnShape,
     streamed: Streamed,
     rows: usize,
-) -> (Family, Option<[TensorMap; 2]>) {
+) -> (Family, Vec<TensorMap>) {
     let family = attention_family(ops, dtype, s.head_dim);
     if family != Family::Warpgroup || !tma_attention(&ops.dev.arch, dtype, s.head_dim) {
-        return (family, None);
+        return (family, Vec::new());
     }
     let (operands, dims) = match streamed {
         Streamed::KeysValues => ([1, 2], [s.head_dim, s.k_len, s.kv_heads, s.batch]),
@@ -408,8 +445,8 @@ fn tma_or_warpgroup(
     };
     let map = |i: usize| tile_map(ops.ptrs[i], ops.strides[i], dims, rows as u32, dtype);
     match map(operands[0]).zip(map(operands[1])) {
-        Some((k, v)) => (Family::Tma, Some([k, v])),
-        None => (family, None),
+        Some((a, b)) => (Family::Tma, vec![a, b]),
+        None => (family, Vec::new()),
     }
 }
 
@@ -417,8 +454,9 @@ fn tma_or_warpgroup(
 struct Args {
     ptrs: [u64; 10],
     strides: [HeadStrides; 5],
-    /// The tensor maps of K and V, for the TMA kernels only.
-    maps: Option<[TensorMap; 2]>,
+    /// The tensor maps of the TMA kernels (the two streamed operands, then for dK/dV the
+    /// log-sum-exp and D); empty for the others.
+    maps: Vec<TensorMap>,
 }
 
 /// Launches `flash_{kernel}_{prefix}d{D}_{dtype}` over `rows` rows of `blocks_y` heads.
@@ -458,13 +496,22 @@ fn run(
         s.window as i32,
     ];
     let scale = s.scale as f32;
-    match &a.maps {
-        None => launch!(@cfg dev, "flash", name, cfg,
+    match a.maps.as_slice() {
+        [] => launch!(@cfg dev, "flash", name, cfg,
             &q, &qs, &k, &ks, &v, &vs, &o, &os, &g, &gs, &lse, &delta, &dq, &dk, &dv,
             &ints[0], &ints[1], &ints[2], &ints[3], &ints[4], &ints[5], &scale),
-        Some([kmap, vmap]) => launch!(@cfg dev, "flash", name, cfg,
+        [m0, m1] => launch!(@cfg dev, "flash", name, cfg,
             &q, &qs, &k, &ks, &v, &vs, &o, &os, &g, &gs, &lse, &delta, &dq, &dk, &dv,
-            &ints[0], &ints[1], &ints[2], &ints[3], &ints[4], &ints[5], &scale, kmap, vmap),
+            &ints[0], &ints[1], &ints[2], &ints[3], &ints[4], &ints[5], &scale, m0, m1),
+        [m0, m1, m2, m3] => launch!(@cfg dev, "flash", name, cfg,
+            &q, &qs, &k, &ks, &v, &vs, &o, &os, &g, &gs, &lse, &delta, &dq, &dk, &dv,
+            &ints[0], &ints[1], &ints[2], &ints[3], &ints[4], &ints[5], &scale, m0, m1, m2, m3),
+        maps => {
+            return Err(Error::invalid(
+                "flash_attention",
+                format!("{name} given {} tensor maps", maps.len()),
+            ))
+        }
     }
     Ok(())
 }
@@ -508,7 +555,7 @@ pub fn flash_attention_forward(
             out_strides,
             HeadStrides::default(),
         ],
-        maps: None,
+        maps: Vec::new(),
     };
     let (family, maps) = tma_or_warpgroup(&ops, dtype, s, Streamed::KeysValues, wg_keys(d));
     args.maps = maps;
@@ -564,8 +611,24 @@ pub fn flash_attention_backward(
     let dv = CudaStorage::alloc(&ops.dev, dtype, kv_len)?;
     let p = &ops.ptrs;
     let (dq_family, maps) = tma_or_warpgroup(&ops, dtype, s, Streamed::KeysValues, WG_BWD_KEYS);
-    let (dkdv_family, dkdv_maps) =
+    let (mut dkdv_family, mut dkdv_maps) =
         tma_or_warpgroup(&ops, dtype, s, Streamed::QueriesGrads, WG_BWD_QUERIES);
+    if dkdv_family == Family::Tma && !tma_dkdv(&ops.dev.arch, dtype, d, s.q_len) {
+        dkdv_family = Family::Warpgroup;
+        dkdv_maps.clear();
+    }
+    if dkdv_family == Family::Tma {
+        // The dK/dV kernel also takes each tile's log-sum-exp and D by TMA.
+        let len = rows * s.q_len;
+        let box_len = WG_BWD_QUERIES as u32;
+        match row_map(lse_ptr, len, box_len).zip(row_map(delta.ptr(0), len, box_len)) {
+            Some((l, d)) => dkdv_maps.extend([l, d]),
+            None => {
+                dkdv_family = Family::Warpgroup;
+                dkdv_maps.clear();
+            }
+        }
+    }
     let mut args = Args {
         ptrs: [
             p[0],

@@ -21,8 +21,8 @@ pub use attention::{decode_attention, DecodeShape, DECODE_HEAD_DIMS};
 pub use elementwise::*;
 pub use flash::{
     flash_attention_backward, flash_attention_forward, set_tma_kernels, set_warpgroup_kernels,
-    tensor_cores, tma_attention, warpgroup_attention, FLASH_HEAD_DIMS, FLASH_TC_HEAD_DIMS,
-    FLASH_WG_HEAD_DIMS,
+    tensor_cores, tma_attention, tma_dkdv, warpgroup_attention, FLASH_HEAD_DIMS,
+    FLASH_TC_HEAD_DIMS, FLASH_WG_HEAD_DIMS,
 };
 pub use gemv::{gemv, GemvNorm, GEMV_MAX_ROWS};
 pub use index::*;
