@@ -877,6 +877,36 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
     store_dq_rows<T, DT>(acc, dq, b, h, heads, r0, tq, scale);
 }
 
+// The dK/dV kernels' P^T = 2^(S^T sl - lse log2 e) and dS^T = P^T (dP^T - D), in place in
+// sc and dp (accumulator layout: a key per row, the tile's NT * 8 queries from t0 across),
+// for a thread's two keys, which queries [see.x, see.y) see; lt and dt are the tile's
+// log-sum-exp and D. Only tiles that cross a key's query range are masked.
+template <int NT>
+__device__ __forceinline__ void key_gradients(float (*sc)[4], float (*dp)[4], const float* lt,
+                                              const float* dt, int t0, int2 see0, int2 see1,
+                                              float sl) {
+    const int t = threadIdx.x % 4;
+    const bool whole = t0 >= max(see0.x, see1.x) && t0 + NT * 8 <= min(see0.y, see1.y);
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int c = n * 8 + 2 * t + e, i = t0 + c;
+            const float lb = lt[c] * LOG2E;
+            float p0 = fast_exp2(sc[n][e] * sl - lb);
+            float p1 = fast_exp2(sc[n][2 + e] * sl - lb);
+            if (!whole) {
+                p0 = i >= see0.x && i < see0.y ? p0 : 0.0f;
+                p1 = i >= see1.x && i < see1.y ? p1 : 0.0f;
+            }
+            sc[n][e] = p0;
+            sc[n][2 + e] = p1;
+            dp[n][e] = p0 * (dp[n][e] - dt[c]);
+            dp[n][2 + e] = p1 * (dp[n][2 + e] - dt[c]);
+        }
+    }
+}
+
 template <typename T, int D>
 __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads ks_,
                                        const T* v, Heads vs_, const T* dout, Heads gs_,
@@ -942,27 +972,7 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
             float sc[NT][4], dp[NT][4];
             mma_rows_tile<T, D, NT, QP>(ka, qt, sc, true);
             mma_rows_tile<T, D, NT, QP>(va, gt, dp, true);
-            // P^T = 2^(S^T sl - lse log2 e); only tiles that cross a key's query range
-            // are masked.
-            const bool whole = t0 >= max(see0.x, see1.x) && t0 + TC_BWD_TILE <= min(see0.y, see1.y);
-#pragma unroll
-            for (int n = 0; n < NT; ++n) {
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int c = n * 8 + 2 * t + e, i = t0 + c;
-                    const float lb = lt[c] * LOG2E;
-                    float p0 = fast_exp2(sc[n][e] * sl - lb);
-                    float p1 = fast_exp2(sc[n][2 + e] * sl - lb);
-                    if (!whole) {
-                        p0 = i >= see0.x && i < see0.y ? p0 : 0.0f;
-                        p1 = i >= see1.x && i < see1.y ? p1 : 0.0f;
-                    }
-                    sc[n][e] = p0;
-                    sc[n][2 + e] = p1;
-                    dp[n][e] = p0 * (dp[n][e] - dt[c]);
-                    dp[n][2 + e] = p1 * (dp[n][2 + e] - dt[c]);
-                }
-            }
+            key_gradients<NT>(sc, dp, lt, dt, t0, see0, see1, sl);
             mma_cols_tile<T, D, K16, QP>(sc, gt, av);
             mma_cols_tile<T, D, K16, QP>(dp, qt, ak);
         }

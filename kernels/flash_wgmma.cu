@@ -710,27 +710,7 @@ __device__ void flash_backward_dkdv_wg(const T* q, Heads qs_, const T* k, Heads 
         wg_wait();
         wg_hold<NT>(sc);
         wg_hold<NT>(dp);
-        // P^T = 2^(S^T sl - lse log2 e), dS^T = P^T (dP^T - D); only tiles that cross a
-        // key's query range are masked.
-        const bool whole = t0 >= max(see0.x, see1.x) && t0 + QT <= min(see0.y, see1.y);
-#pragma unroll
-        for (int n = 0; n < NT; ++n) {
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                const int c = n * 8 + 2 * t + e, i = t0 + c;
-                const float lb = lt[c] * LOG2E;
-                float p0 = fast_exp2(sc[n][e] * sl - lb);
-                float p1 = fast_exp2(sc[n][2 + e] * sl - lb);
-                if (!whole) {
-                    p0 = i >= see0.x && i < see0.y ? p0 : 0.0f;
-                    p1 = i >= see1.x && i < see1.y ? p1 : 0.0f;
-                }
-                sc[n][e] = p0;
-                sc[n][2 + e] = p1;
-                dp[n][e] = p0 * (dp[n][e] - dt[c]);
-                dp[n][2 + e] = p1 * (dp[n][2 + e] - dt[c]);
-            }
-        }
+        key_gradients<NT>(sc, dp, lt, dt, t0, see0, see1, sl);
         unsigned pa[KT][4], da[KT][4];
 #pragma unroll
         for (int kk = 0; kk < KT; ++kk) a_fragment_of<T>(sc + 2 * kk, pa[kk]);

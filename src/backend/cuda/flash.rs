@@ -42,28 +42,52 @@ const WG_BWD_QUERIES: usize = 64;
 /// Keys per tile of the warpgroup dQ kernels (`WG_BWD_KEYS`).
 const WG_BWD_KEYS: usize = 64;
 
-/// K/V buffers in the ring of the TMA forward kernels (`TMA_STAGES`).
+/// Buffers in the ring of the TMA kernels (`TMA_STAGES`).
 const TMA_STAGES: usize = 3;
 
-/// Whether the TMA forward kernels may run: 0 not yet decided, 1 yes, 2 no.
-static TMA: AtomicU8 = AtomicU8::new(0);
+/// A kernel family that a process may turn off: 0 not yet decided, 1 on, 2 off; it starts
+/// on unless its environment variable is set.
+struct Switch {
+    state: AtomicU8,
+    off_by: &'static str,
+}
+
+impl Switch {
+    const fn new(off_by: &'static str) -> Self {
+        Switch {
+            state: AtomicU8::new(0),
+            off_by,
+        }
+    }
+
+    fn set(&self, on: bool) {
+        self.state.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    }
+
+    fn on(&self) -> bool {
+        match self.state.load(Ordering::Relaxed) {
+            0 => {
+                let on = std::env::var_os(self.off_by).is_none();
+                self.set(on);
+                on
+            }
+            state => state == 1,
+        }
+    }
+}
+
+/// Whether the TMA kernels may run.
+static TMA: Switch = Switch::new("SMITH_NO_TMA");
 
 /// Turns the TMA kernels (forward and backward at head dims 64 and 128 on sm_90) on or off
 /// for this process; off, the warpgroup kernels stage their K and V tiles with `cp.async`
 /// instead. They start on unless `SMITH_NO_TMA` is set.
 pub fn set_tma_kernels(on: bool) {
-    TMA.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    TMA.set(on);
 }
 
 fn tma_enabled() -> bool {
-    match TMA.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var_os("SMITH_NO_TMA").is_none();
-            set_tma_kernels(on);
-            on
-        }
-        state => state == 1,
-    }
+    TMA.on()
 }
 
 /// Whether the attention kernels run as TMA kernels: the warpgroup ones at head dims 64
@@ -72,7 +96,7 @@ pub fn tma_attention(arch: &str, dtype: DType, head_dim: usize) -> bool {
     matches!(head_dim, 64 | 128) && warpgroup_attention(arch, dtype, head_dim) && tma_enabled()
 }
 
-/// A `CUtensorMap` as the TMA forward kernels take it (`TmaMap`, by value).
+/// A `CUtensorMap` as the TMA kernels take it (`TmaMap`, by value).
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 struct TensorMap([u64; 16]);
@@ -157,24 +181,17 @@ fn encode_map(
     Some(TensorMap(unsafe { map.assume_init() }.opaque))
 }
 
-/// Whether the warpgroup kernels may run: 0 not yet decided, 1 yes, 2 no.
-static WARPGROUP: AtomicU8 = AtomicU8::new(0);
+/// Whether the warpgroup kernels may run.
+static WARPGROUP: Switch = Switch::new("SMITH_NO_WGMMA");
 
 /// Turns the warpgroup (wgmma) kernels on or off for this process; off, the
 /// `mma.sync` kernels run instead. They start on unless `SMITH_NO_WGMMA` is set.
 pub fn set_warpgroup_kernels(on: bool) {
-    WARPGROUP.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    WARPGROUP.set(on);
 }
 
 fn warpgroup_enabled() -> bool {
-    match WARPGROUP.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var_os("SMITH_NO_WGMMA").is_none();
-            set_warpgroup_kernels(on);
-            on
-        }
-        state => state == 1,
-    }
+    WARPGROUP.on()
 }
 
 /// Whether attention (forward and both backward kernels) runs on Hopper's warpgroup tensor
