@@ -803,6 +803,33 @@ __device__ __forceinline__ void store_dq_rows(const float (*acc)[4], T* dq, int 
     }
 }
 
+// The dQ kernels' dS = P (dP - D) with P = 2^(S sl - lse log2 e), left in s (accumulator
+// layout: a query per row, the tile's NT * 8 keys from t0 across), for a thread's two
+// rows, which see keys [see.x, see.y), with their lse log2 e in lb and D in d. Only tiles
+// that cross a row's key range are masked.
+template <int NT>
+__device__ __forceinline__ void row_gradients(float (*s)[4], const float (*dp)[4], int t0,
+                                              int2 see0, int2 see1, float2 lb, float2 d,
+                                              float sl) {
+    const int t = threadIdx.x % 4;
+    const bool whole = t0 >= max(see0.x, see1.x) && t0 + NT * 8 <= min(see0.y, see1.y);
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int j = t0 + n * 8 + 2 * t + e;
+            float p0 = fast_exp2(s[n][e] * sl - lb.x);
+            float p1 = fast_exp2(s[n][2 + e] * sl - lb.y);
+            if (!whole) {
+                p0 = (j >= see0.x && j < see0.y) ? p0 : 0.0f;
+                p1 = (j >= see1.x && j < see1.y) ? p1 : 0.0f;
+            }
+            s[n][e] = p0 * (dp[n][e] - d.x);
+            s[n][2 + e] = p1 * (dp[n][2 + e] - d.y);
+        }
+    }
+}
+
 template <typename T, int D>
 __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks_,
                                      const T* v, Heads vs_, const T* out, Heads os_,
@@ -813,7 +840,7 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
     constexpr int STAGES = stages_for<T, D, TC_BWD_TILE, 2>(), TILE = TC_BWD_TILE * KP;
     __shared__ __align__(16) T ks[STAGES * TILE];
     __shared__ __align__(16) T vs[STAGES * TILE];
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
     // The last query blocks see the most keys under a causal mask: they start first.
     const int i0 = (gridDim.x - 1 - blockIdx.x) * TC_ROWS, r0 = i0 + warp * 16 + g, r1 = r0 + 8;
@@ -855,23 +882,8 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
         float sc[NT][4], dp[NT][4];
         mma_rows_tile<T, D, NT, KP>(qa, kt, sc, true);
         mma_rows_tile<T, D, NT, KP>(ga, vt, dp, true);
-        // P = 2^(S sl - lse log2 e); only tiles that cross a row's key range are masked.
-        const bool whole = t0 >= max(lo0, lo1) && t0 + TC_BWD_TILE <= min(hi0, hi1);
-#pragma unroll
-        for (int n = 0; n < NT; ++n) {
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                const int j = t0 + n * 8 + 2 * t + e;
-                float p0 = fast_exp2(sc[n][e] * sl - lb0);
-                float p1 = fast_exp2(sc[n][2 + e] * sl - lb1);
-                if (!whole) {
-                    p0 = (j >= lo0 && j < hi0) ? p0 : 0.0f;
-                    p1 = (j >= lo1 && j < hi1) ? p1 : 0.0f;
-                }
-                sc[n][e] = p0 * (dp[n][e] - d0);
-                sc[n][2 + e] = p1 * (dp[n][2 + e] - d1);
-            }
-        }
+        row_gradients<NT>(sc, dp, t0, make_int2(lo0, hi0), make_int2(lo1, hi1),
+                          make_float2(lb0, lb1), make_float2(d0, d1), sl);
         mma_cols_tile<T, D, K16, KP>(sc, kt, acc);
     });
     store_dq_rows<T, DT>(acc, dq, b, h, heads, r0, tq, scale);

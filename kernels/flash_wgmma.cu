@@ -518,7 +518,6 @@ __device__ void flash_backward_dq_wg(const T* q, Heads qs_, const T* k, Heads ks
     float acc[DT][4];
 #pragma unroll
     for (int n = 0; n < DT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    const int t = threadIdx.x % 4;
     const int count = r.bhi > r.blo ? (r.bhi - r.blo + KEYS - 1) / KEYS : 0;
     auto stage = [&](int it, int buf) {
         const int t0 = r.blo + it * KEYS;
@@ -536,23 +535,8 @@ __device__ void flash_backward_dq_wg(const T* q, Heads qs_, const T* k, Heads ks
         wg_wait();
         wg_hold<NT>(s);
         wg_hold<NT>(dp);
-        // P = 2^(S sl - lse log2 e); only tiles that cross a row's key range are masked.
-        const bool whole = t0 >= max(r.lo0, r.lo1) && t0 + KEYS <= min(r.hi0, r.hi1);
-#pragma unroll
-        for (int n = 0; n < NT; ++n) {
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                const int j = t0 + n * 8 + 2 * t + e;
-                float p0 = fast_exp2(s[n][e] * sl - lb0);
-                float p1 = fast_exp2(s[n][2 + e] * sl - lb1);
-                if (!whole) {
-                    p0 = (j >= r.lo0 && j < r.hi0) ? p0 : 0.0f;
-                    p1 = (j >= r.lo1 && j < r.hi1) ? p1 : 0.0f;
-                }
-                s[n][e] = p0 * (dp[n][e] - dd.x);
-                s[n][2 + e] = p1 * (dp[n][2 + e] - dd.y);
-            }
-        }
+        row_gradients<NT>(s, dp, t0, make_int2(r.lo0, r.hi0), make_int2(r.lo1, r.hi1),
+                          make_float2(lb0, lb1), dd, sl);
         unsigned da[KT][4];
 #pragma unroll
         for (int kk = 0; kk < KT; ++kk) a_fragment_of<T>(s + 2 * kk, da[kk]);

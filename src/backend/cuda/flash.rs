@@ -86,14 +86,10 @@ pub fn set_tma_kernels(on: bool) {
     TMA.set(on);
 }
 
-fn tma_enabled() -> bool {
-    TMA.on()
-}
-
 /// Whether the attention kernels run as TMA kernels: the warpgroup ones at head dims 64
 /// and 128, unless turned off by [`set_tma_kernels`] (or the driver cannot map the operands).
 pub fn tma_attention(arch: &str, dtype: DType, head_dim: usize) -> bool {
-    matches!(head_dim, 64 | 128) && warpgroup_attention(arch, dtype, head_dim) && tma_enabled()
+    warpgroup_attention(arch, dtype, head_dim) && TMA.on()
 }
 
 /// A `CUtensorMap` as the TMA kernels take it (`TmaMap`, by value).
@@ -148,21 +144,29 @@ fn encode_map(
     swizzle: bool,
 ) -> Option<TensorMap> {
     use cudarc::driver::sys;
-    let global_dim: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
-    let element_strides = vec![1u32; dims.len()];
+    let rank = dims.len();
+    if !(1..=4).contains(&rank) || strides.len() + 1 != rank || boxes.len() != rank {
+        return None;
+    }
+    // Fixed arrays: this runs on every launch of a TMA kernel.
+    let mut global_dim = [0u64; 4];
+    for (g, &d) in global_dim.iter_mut().zip(dims) {
+        *g = d as u64;
+    }
+    let element_strides = [1u32; 4];
     let swizzle = if swizzle {
         sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B
     } else {
         sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE
     };
     let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::uninit();
-    // SAFETY: every pointer is to a live local array of the length the rank implies (the
-    // strides one shorter); the driver only writes the map.
+    // SAFETY: every pointer is to a live array at least as long as the rank (checked above;
+    // the strides one shorter); the driver only writes the map.
     let status = unsafe {
         sys::cuTensorMapEncodeTiled(
             map.as_mut_ptr(),
             data_type,
-            dims.len() as u32,
+            rank as u32,
             ptr as *mut std::ffi::c_void,
             global_dim.as_ptr(),
             strides.as_ptr(),
@@ -190,10 +194,6 @@ pub fn set_warpgroup_kernels(on: bool) {
     WARPGROUP.set(on);
 }
 
-fn warpgroup_enabled() -> bool {
-    WARPGROUP.on()
-}
-
 /// Whether attention (forward and both backward kernels) runs on Hopper's warpgroup tensor
 /// cores (`wgmma`, built for sm_90a): a tensor-core case on compute capability 9.0 with head
 /// dim 64 or 128, unless turned off by [`set_warpgroup_kernels`].
@@ -201,7 +201,7 @@ pub fn warpgroup_attention(arch: &str, dtype: DType, head_dim: usize) -> bool {
     arch == "sm_90"
         && tensor_cores(arch, dtype, head_dim)
         && FLASH_WG_HEAD_DIMS.contains(&head_dim)
-        && warpgroup_enabled()
+        && WARPGROUP.on()
 }
 
 /// The kernel family that runs an attention call.
