@@ -24,6 +24,28 @@ __device__ __forceinline__ long long head_at(const Heads& s, int b, int h) {
     return (long long)b * s.b + (long long)h * s.h;
 }
 
+// Where a block works: its head (of batch * heads, or batch * kv_heads for the key-side
+// kernels) and its tile of `rows` rows, numbered from 0, with `last_first` counting from
+// the other end. The grid is one-dimensional and blocks start in order. Without a causal
+// mask every tile weighs the same, and each head's tiles run one after another, so its
+// keys and values stay in L2. Under one, the first key tile is seen by every query and
+// the last query tile sees every key: tile 0 (of every head) runs first, then tile 1, so
+// the heaviest blocks start first and the lightest fill the end of the launch. (Measured
+// on an H100: causal attention at head dim 64, S 1024, 1.17x faster forward than each
+// head's tiles in turn; sections of heads sized to L2 were slower than all heads at once.)
+struct BlockPlace {
+    int head, tile, last_first;
+};
+
+__device__ __forceinline__ BlockPlace block_place(int rows, int len, int causal) {
+    const int tiles = (len + rows - 1) / rows, heads = gridDim.x / tiles;
+    BlockPlace p;
+    p.head = causal ? blockIdx.x % heads : blockIdx.x / tiles;
+    p.tile = causal ? blockIdx.x / heads : blockIdx.x % tiles;
+    p.last_first = tiles - 1 - p.tile;
+    return p;
+}
+
 // Keys [lo, hi) that query i sees.
 __device__ __forceinline__ void flash_keys(int i, int tq, int tk, int causal, int window,
                                            int* lo, int* hi) {
@@ -64,8 +86,9 @@ __device__ void flash_forward(const T* q, Heads qs_, const T* k, Heads ks_, cons
                               float scale) {
     constexpr int SLOTS = (D + 31) / 32;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int bh = blockIdx.y, b = bh / heads, h = bh % heads, g = h / (heads / kv_heads);
-    const int i0 = blockIdx.x * FLASH_ROWS, i = i0 + warp;
+    const BlockPlace p = block_place(FLASH_ROWS, tq, causal);
+    const int bh = p.head, b = bh / heads, h = bh % heads, g = h / (heads / kv_heads);
+    const int i0 = p.last_first * FLASH_ROWS, i = i0 + warp;
     const bool row_ok = i < tq;
     __shared__ float qs[FLASH_ROWS][D];
     __shared__ float ks[32][D + 1];
@@ -132,8 +155,9 @@ __device__ void flash_backward_dq(const T* q, Heads qs_, const T* k, Heads ks_, 
                                   int window, float scale) {
     constexpr int SLOTS = (D + 31) / 32;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int bh = blockIdx.y, b = bh / heads, h = bh % heads, g = h / (heads / kv_heads);
-    const int i0 = blockIdx.x * FLASH_ROWS, i = i0 + warp;
+    const BlockPlace p = block_place(FLASH_ROWS, tq, causal);
+    const int bh = p.head, b = bh / heads, h = bh % heads, g = h / (heads / kv_heads);
+    const int i0 = p.last_first * FLASH_ROWS, i = i0 + warp;
     const bool row_ok = i < tq;
     __shared__ float qs[FLASH_ROWS][D];
     __shared__ float gs[FLASH_ROWS][D];
@@ -204,8 +228,9 @@ __device__ void flash_backward_dkdv(const T* q, Heads qs_, const T* k, Heads ks_
                                     int tq, int tk, int causal, int window, float scale) {
     constexpr int SLOTS = (D + 31) / 32;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int bg = blockIdx.y, b = bg / kv_heads, g = bg % kv_heads, group = heads / kv_heads;
-    const int j0 = blockIdx.x * FLASH_ROWS, j = j0 + warp;
+    const BlockPlace p = block_place(FLASH_ROWS, tk, causal);
+    const int bg = p.head, b = bg / kv_heads, g = bg % kv_heads, group = heads / kv_heads;
+    const int j0 = p.tile * FLASH_ROWS, j = j0 + warp;
     const bool row_ok = j < tk;
     __shared__ float kr[FLASH_ROWS][D];
     __shared__ float vr[FLASH_ROWS][D];
@@ -686,11 +711,12 @@ __device__ __forceinline__ void forward_block(ForwardBlock<T, D>& f, const T* q,
                                               const T* k, Heads ks_, const T* v, Heads vs_,
                                               int rows, int heads, int kv_heads, int tq, int tk,
                                               int causal, int window, int tile) {
-    f.bh = blockIdx.y;
+    const BlockPlace p = block_place(rows, tq, causal);
+    f.bh = p.head;
     f.b = f.bh / heads;
     f.h = f.bh % heads;
     const int grp = f.h / (heads / kv_heads);
-    f.r = tile_rows((gridDim.x - 1 - blockIdx.x) * rows, rows, tq, tk, causal, window, tile);
+    f.r = tile_rows(p.last_first * rows, rows, tq, tk, causal, window, tile);
     f.kb = k + head_at(ks_, f.b, grp);
     f.vb = v + head_at(vs_, f.b, grp);
     a_fragments<T, D>(q + head_at(qs_, f.b, f.h), qs_.r, f.r.r0, tq, f.qa);
@@ -841,9 +867,10 @@ __device__ void flash_backward_dq_tc(const T* q, Heads qs_, const T* k, Heads ks
     __shared__ __align__(16) T ks[STAGES * TILE];
     __shared__ __align__(16) T vs[STAGES * TILE];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
-    const int bh = blockIdx.y, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
+    const BlockPlace p = block_place(TC_ROWS, tq, causal);
+    const int bh = p.head, b = bh / heads, h = bh % heads, grp = h / (heads / kv_heads);
     // The last query blocks see the most keys under a causal mask: they start first.
-    const int i0 = (gridDim.x - 1 - blockIdx.x) * TC_ROWS, r0 = i0 + warp * 16 + g, r1 = r0 + 8;
+    const int i0 = p.last_first * TC_ROWS, r0 = i0 + warp * 16 + g, r1 = r0 + 8;
     unsigned qa[D / 16][4], ga[D / 16][4];
     const T* qh = q + head_at(qs_, b, h);
     const T* gh = dout + head_at(gs_, b, h);
@@ -931,8 +958,9 @@ __device__ void flash_backward_dkdv_tc(const T* q, Heads qs_, const T* k, Heads 
     __shared__ __align__(16) T gs[STAGES * TILE];
     __shared__ __align__(16) float ls[STAGES * TC_BWD_TILE], dl[STAGES * TC_BWD_TILE];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int bg = blockIdx.y, b = bg / kv_heads, grp = bg % kv_heads, group = heads / kv_heads;
-    const int j0 = blockIdx.x * TC_ROWS, kr0 = j0 + warp * 16 + g, kr1 = kr0 + 8;
+    const BlockPlace p = block_place(TC_ROWS, tk, causal);
+    const int bg = p.head, b = bg / kv_heads, grp = bg % kv_heads, group = heads / kv_heads;
+    const int j0 = p.tile * TC_ROWS, kr0 = j0 + warp * 16 + g, kr1 = kr0 + 8;
     unsigned ka[D / 16][4], va[D / 16][4];
     a_fragments<T, D>(k + head_at(ks_, b, grp), ks_.r, j0 + warp * 16 + g, tk, ka);
     a_fragments<T, D>(v + head_at(vs_, b, grp), vs_.r, j0 + warp * 16 + g, tk, va);

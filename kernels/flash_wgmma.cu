@@ -363,9 +363,10 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
     if (threadIdx.x >= 128 * WG_GROUPS) {
         if constexpr (PRODUCERS == 128) WG_ASM("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
         if (threadIdx.x != 128 * WG_GROUPS) return;
-        const int bh = blockIdx.y, b = bh / heads, grp = (bh % heads) / (heads / kv_heads);
+        const BlockPlace p = block_place(WG_ROWS, tq, causal);
+        const int b = p.head / heads, grp = (p.head % heads) / (heads / kv_heads);
         const TileRows r =
-            tile_rows((gridDim.x - 1 - blockIdx.x) * WG_ROWS, WG_ROWS, tq, tk, causal, window,
+            tile_rows(p.last_first * WG_ROWS, WG_ROWS, tq, tk, causal, window,
                       KEYS);
         const int count = r.bhi > r.blo ? (r.bhi - r.blo + KEYS - 1) / KEYS : 0;
         tma_ring_fill<D, KEYS, TILE>(tiles_at, full, kmap, vmap, count, b, [&](int it) {
@@ -374,8 +375,9 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
         return;
     }
     if constexpr (PRODUCERS == 128) WG_ASM("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
-    const int bh = blockIdx.y, b = bh / heads, h = bh % heads, wg = threadIdx.x / 128;
-    const int i0 = (gridDim.x - 1 - blockIdx.x) * WG_ROWS;
+    const BlockPlace p = block_place(WG_ROWS, tq, causal);
+    const int bh = p.head, b = bh / heads, h = bh % heads, wg = threadIdx.x / 128;
+    const int i0 = p.last_first * WG_ROWS;
     const TileRows r = tile_rows(i0, WG_ROWS, tq, tk, causal, window, KEYS);
     // Each consumer warpgroup stages its own 64 rows and waits for them alone.
     unsigned char* my_q = q_tile + wg * 64 * D * (int)sizeof(T);
@@ -491,8 +493,9 @@ __device__ void flash_backward_dq_wg(const T* q, Heads qs_, const T* k, Heads ks
         if (threadIdx.x >= 128 * WG_GROUPS) {
             WG_ASM("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
             if (threadIdx.x != 128 * WG_GROUPS) return;
-            const int bh = blockIdx.y, b = bh / heads, grp = (bh % heads) / (heads / kv_heads);
-            const TileRows r = tile_rows((gridDim.x - 1 - blockIdx.x) * WG_ROWS, WG_ROWS, tq, tk,
+            const BlockPlace p = block_place(WG_ROWS, tq, causal);
+            const int b = p.head / heads, grp = (p.head % heads) / (heads / kv_heads);
+            const TileRows r = tile_rows(p.last_first * WG_ROWS, WG_ROWS, tq, tk,
                                          causal, window, KEYS);
             const int count = r.bhi > r.blo ? (r.bhi - r.blo + KEYS - 1) / KEYS : 0;
             tma_ring_fill<D, KEYS, TILE>(tiles_at, full, kmap, vmap, count, b, [&](int it) {
@@ -591,8 +594,9 @@ __device__ void flash_backward_dkdv_wg(const T* q, Heads qs_, const T* k, Heads 
     float* stats = reinterpret_cast<float*>(qg + STAGES * 2 * TILE);  // [stage][lse, D]
     const unsigned full = (unsigned)__cvta_generic_to_shared(stats + STAGES * 2 * QT);
     const int wg = threadIdx.x / 128, lane = threadIdx.x % 32, t = lane % 4;
-    const int bg = blockIdx.y, b = bg / kv_heads, grp = bg % kv_heads, group = heads / kv_heads;
-    const int j0 = blockIdx.x * WG_ROWS;
+    const BlockPlace p = block_place(WG_ROWS, tk, causal);
+    const int bg = p.head, b = bg / kv_heads, grp = bg % kv_heads, group = heads / kv_heads;
+    const int j0 = p.tile * WG_ROWS;
     int qlo = 0, qhi = tq;
     if (causal) {
         qlo = max(0, j0 + tq - tk);

@@ -369,9 +369,12 @@ pub const ATTENTION_SHAPES: [(usize, usize, usize, usize, bool); 3] = [
 ];
 
 /// Fused attention in bf16, forward and forward+backward, in TFLOP/s by FlashAttention's
-/// count (4·B·H·S²·D forward, halved when causal; backward 2.5× the forward).
-pub fn attention(device: Device) -> Result<Vec<Measurement>> {
+/// count (4·B·H·S²·D forward, halved when causal; backward 2.5× the forward). With
+/// `profile`, five more forward+backward passes of each shape run under the profiler and
+/// its kernel tables are returned.
+pub fn attention(device: Device, profile: bool) -> Result<(Vec<Measurement>, Option<String>)> {
     let mut out = Vec::new();
+    let mut tables = String::new();
     let mut rng = Rng::new(9);
     for (b, h, s, d, causal) in ATTENTION_SHAPES {
         let shape = [b, h, s, d];
@@ -398,6 +401,17 @@ pub fn attention(device: Device) -> Result<Vec<Measurement>> {
             "attention_b{b}_h{h}_s{s}_d{d}{}",
             if causal { "_causal" } else { "" }
         );
+        if profile && device != Device::Cpu {
+            let _scope = crate::profile::scope();
+            crate::profile::take_report()?;
+            for _ in 0..5 {
+                let y = q.flash_attention(&k, &v, mask, scale)?;
+                y.backward_with(&probe)?;
+            }
+            sync(device)?;
+            let table = crate::profile::take_report()?.table(8);
+            tables.push_str(&format!("{name}, 5 forward+backward passes:\n{table}\n"));
+        }
         out.push(Measurement {
             name: format!("{name}_fwd"),
             unit: Unit::Tflops,
@@ -411,7 +425,7 @@ pub fn attention(device: Device) -> Result<Vec<Measurement>> {
             note: format!("{:.2} ms; {:.1} GFLOP", both * 1e3, 3.5 * flops / 1e9),
         });
     }
-    Ok(out)
+    Ok((out, (!tables.is_empty()).then_some(tables)))
 }
 
 /// Greedy decoding of a GGUF model with its weights kept quantized (a 16-token prompt, then

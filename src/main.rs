@@ -72,7 +72,8 @@ struct BenchArgs {
     #[arg(long)]
     gpt2: bool,
     /// Print the profiler's kernel tables (two GPT-2 training steps with --gpt2, one
-    /// generation with --generate).
+    /// generation with --generate, five forward+backward passes of each shape with
+    /// --attention).
     #[arg(long)]
     profile: bool,
     /// Also time greedy decoding of this GGUF file with quantized weights (may be given
@@ -696,7 +697,11 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         ours.push(smith::bench::gguf_decode(path, device)?);
     }
     if a.attention {
-        ours.extend(smith::bench::attention(device)?);
+        let (measured, tables) = smith::bench::attention(device, a.profile)?;
+        ours.extend(measured);
+        if let Some(tables) = tables {
+            println!("Profile of fused attention:\n{tables}");
+        }
     }
     println!("| workload | unit | smith | PyTorch | speed ratio | note |");
     println!("|---|---|---|---|---|---|");

@@ -273,7 +273,7 @@ fn check(s: &AttnShape) -> Result<()> {
         ));
     }
     let big = [s.q_len, s.k_len, s.batch * s.heads, s.window];
-    if big.iter().any(|&n| n > i32::MAX as usize) || s.batch * s.heads > 65535 {
+    if big.iter().any(|&n| n > i32::MAX as usize) {
         return Err(Error::invalid(
             "flash_attention",
             format!("{s:?} is too large for one launch"),
@@ -363,7 +363,7 @@ fn operands(inputs: &[&Tensor], s: &AttnShape) -> Result<Operands> {
     })
 }
 
-/// Launch shape of `family`'s `kernel` over `rows` rows of `blocks_y` heads, with the
+/// Launch shape of `family`'s `kernel` over `rows` rows of `heads` heads, with the
 /// dynamic shared memory of the warpgroup kernels (16-bit tiles, plus 1024 bytes of slack
 /// for the swizzle pattern's alignment): two stages of K and V tiles (of `wg_keys` rows in
 /// the forward, `WG_BWD_KEYS` in dQ); the dK/dV kernel's block of K and V rows and two
@@ -373,8 +373,8 @@ fn config(
     kernel: &str,
     head_dim: usize,
     rows: usize,
-    blocks_y: usize,
-) -> LaunchConfig {
+    heads: usize,
+) -> Result<LaunchConfig> {
     let (per_block, threads) = match family {
         Family::Cores => (ROWS, 32 * ROWS),
         Family::TensorCores => (TC_ROWS, 128),
@@ -411,11 +411,19 @@ fn config(
         }
         _ => 0,
     };
-    LaunchConfig {
-        grid_dim: (rows.div_ceil(per_block) as u32, blocks_y as u32, 1),
+    // One block per (head, row tile), in the order `block_place` in the kernels reads.
+    let blocks = heads.saturating_mul(rows.div_ceil(per_block));
+    if blocks > i32::MAX as usize {
+        return Err(Error::invalid(
+            "flash_attention",
+            format!("{heads} heads of {rows} rows need {blocks} blocks, more than one launch has"),
+        ));
+    }
+    Ok(LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
         block_dim: (threads as u32, 1, 1),
         shared_mem_bytes: shared as u32,
-    }
+    })
 }
 
 /// The kernel family for these operands: warpgroups where [`warpgroup_attention`] says so.
@@ -476,14 +484,14 @@ struct Args {
     maps: Vec<TensorMap>,
 }
 
-/// Launches `flash_{kernel}_{prefix}d{D}_{dtype}` over `rows` rows of `blocks_y` heads.
+/// Launches `flash_{kernel}_{prefix}d{D}_{dtype}` over `rows` rows of `heads` heads.
 fn run(
     dev: &std::sync::Arc<super::CudaDevice>,
     kernel: &str,
     family: Family,
     dtype: DType,
     s: &AttnShape,
-    (rows, blocks_y): (usize, usize),
+    (rows, heads): (usize, usize),
     a: &Args,
 ) -> Result<()> {
     let name = format!(
@@ -492,7 +500,10 @@ fn run(
         s.head_dim,
         suffix(dtype)
     );
-    let cfg = config(family, kernel, s.head_dim, rows, blocks_y);
+    let cfg = config(family, kernel, s.head_dim, rows, heads)?;
+    if cfg.grid_dim.0 == 0 {
+        return Ok(()); // no rows (or no heads): nothing to write
+    }
     if cfg.shared_mem_bytes > 48 * 1024 {
         use cudarc::driver::sys::CUfunction_attribute_enum as Attr;
         dev.function("flash", &name)?
