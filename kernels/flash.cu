@@ -585,7 +585,9 @@ __device__ __forceinline__ TileRows tile_rows(int i0, int rows, int tq, int tk, 
     return r;
 }
 
-// Running max m (log2 units) and sum l of a thread's two query rows.
+// Running max m (log2 units) of a thread's two query rows and its share l of their sums:
+// the four lanes of a quad hold a row's sum between them until store_forward_rows adds
+// them (one reduction per block rather than one per tile).
 struct RowSoftmax {
     float m0, m1, l0, l1;
 };
@@ -593,21 +595,22 @@ struct RowSoftmax {
 // Folds the scores s of one tile (NT n-tiles of 8 keys from key t0, in the mma accumulator
 // layout: c0, c1 of row r0 and c2, c3 of row r1) into the running max and sum, and leaves
 // the probabilities 2^(s sl - m) in s. Keys outside a row's range are masked, in tiles that
-// cross a range only. Returns the factors by which the two rows' earlier output sums must
-// be rescaled (rescale_rows).
+// cross a range only. With a positive scale the max is taken over the raw scores and the
+// scale folds into the exponent's one FFMA. Returns the factors by which the two rows'
+// earlier output sums must be rescaled (rescale_rows).
 template <int NT>
 __device__ __forceinline__ float2 softmax_tile(float (*s)[4], int t0, const TileRows& r,
                                                float sl, RowSoftmax& st) {
     const int t = threadIdx.x % 4;
     const bool whole = t0 >= max(r.lo0, r.lo1) && t0 + NT * 8 <= min(r.hi0, r.hi1);
+    const bool raw = sl > 0.0f;      // scale after the max: it keeps the order
+    const float pre = raw ? 1.0f : sl;  // applied to the scores before the max
     float mx0 = -INFINITY, mx1 = -INFINITY;
-    if (whole) {
+    if (whole && raw) {
 #pragma unroll
         for (int n = 0; n < NT; ++n) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-                s[n][e] *= sl;
-                s[n][2 + e] *= sl;
                 mx0 = fmaxf(mx0, s[n][e]);
                 mx1 = fmaxf(mx1, s[n][2 + e]);
             }
@@ -618,8 +621,10 @@ __device__ __forceinline__ float2 softmax_tile(float (*s)[4], int t0, const Tile
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
                 const int j = t0 + n * 8 + 2 * t + e;
-                s[n][e] = (j >= r.lo0 && j < r.hi0) ? s[n][e] * sl : -INFINITY;
-                s[n][2 + e] = (j >= r.lo1 && j < r.hi1) ? s[n][2 + e] * sl : -INFINITY;
+                const bool in0 = whole || (j >= r.lo0 && j < r.hi0);
+                const bool in1 = whole || (j >= r.lo1 && j < r.hi1);
+                s[n][e] = in0 ? s[n][e] * pre : -INFINITY;
+                s[n][2 + e] = in1 ? s[n][2 + e] * pre : -INFINITY;
                 mx0 = fmaxf(mx0, s[n][e]);
                 mx1 = fmaxf(mx1, s[n][2 + e]);
             }
@@ -629,7 +634,8 @@ __device__ __forceinline__ float2 softmax_tile(float (*s)[4], int t0, const Tile
         mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, off));
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, off));
     }
-    const float n0 = fmaxf(st.m0, mx0), n1 = fmaxf(st.m1, mx1);
+    const float post = raw ? sl : 1.0f;  // applied in the exponent
+    const float n0 = fmaxf(st.m0, mx0 * post), n1 = fmaxf(st.m1, mx1 * post);
     // A row that has seen no key yet keeps m = -inf; subtracting 0 instead gives it
     // p = 2^-inf = 0 and a correction of 0 without a test per element.
     const float z0 = n0 == -INFINITY ? 0.0f : n0, z1 = n1 == -INFINITY ? 0.0f : n1;
@@ -639,15 +645,11 @@ __device__ __forceinline__ float2 softmax_tile(float (*s)[4], int t0, const Tile
     for (int n = 0; n < NT; ++n) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-            s[n][e] = fast_exp2(s[n][e] - z0);
-            s[n][2 + e] = fast_exp2(s[n][2 + e] - z1);
+            s[n][e] = fast_exp2(fmaf(s[n][e], post, -z0));
+            s[n][2 + e] = fast_exp2(fmaf(s[n][2 + e], post, -z1));
             ps0 += s[n][e];
             ps1 += s[n][2 + e];
         }
-    }
-    for (int off = 1; off < 4; off <<= 1) {
-        ps0 += __shfl_xor_sync(0xffffffff, ps0, off);
-        ps1 += __shfl_xor_sync(0xffffffff, ps1, off);
     }
     st.l0 = st.l0 * c0 + ps0;
     st.l1 = st.l1 * c1 + ps1;
@@ -656,7 +658,6 @@ __device__ __forceinline__ float2 softmax_tile(float (*s)[4], int t0, const Tile
     return make_float2(c0, c1);
 }
 
-// Multiplies a thread's two output rows (DT n-tiles of accumulators) by c.x and c.y.
 template <int DT>
 __device__ __forceinline__ void rescale_rows(float (*o)[4], float2 c) {
 #pragma unroll
@@ -675,8 +676,13 @@ __device__ __forceinline__ void store_forward_rows(const float (*o)[4], const Ro
                                                    const TileRows& r, T* out, long long orow,
                                                    float* lse, int tq) {
     const int t = threadIdx.x % 4;
-    const float inv0 = st.l0 > 0.0f ? 1.0f / st.l0 : 0.0f;
-    const float inv1 = st.l1 > 0.0f ? 1.0f / st.l1 : 0.0f;
+    float l0 = st.l0, l1 = st.l1;  // the quad's shares of the rows' sums
+    for (int off = 1; off < 4; off <<= 1) {
+        l0 += __shfl_xor_sync(0xffffffff, l0, off);
+        l1 += __shfl_xor_sync(0xffffffff, l1, off);
+    }
+    const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f;
+    const float inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
 #pragma unroll
     for (int n = 0; n < DT; ++n) {
         const int c = n * 8 + 2 * t;
@@ -688,8 +694,8 @@ __device__ __forceinline__ void store_forward_rows(const float (*o)[4], const Ro
                 MmaType<T>::pack(o[n][2] * inv1, o[n][3] * inv1);
     }
     if (t == 0) {
-        if (r.r0 < tq) lse[r.r0] = st.l0 > 0.0f ? st.m0 * LN2 + logf(st.l0) : -INFINITY;
-        if (r.r1 < tq) lse[r.r1] = st.l1 > 0.0f ? st.m1 * LN2 + logf(st.l1) : -INFINITY;
+        if (r.r0 < tq) lse[r.r0] = l0 > 0.0f ? st.m0 * LN2 + logf(l0) : -INFINITY;
+        if (r.r1 < tq) lse[r.r1] = l1 > 0.0f ? st.m1 * LN2 + logf(l1) : -INFINITY;
     }
 }
 
