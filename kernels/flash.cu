@@ -585,6 +585,8 @@ __device__ __forceinline__ TileRows tile_rows(int i0, int rows, int tq, int tk, 
     return r;
 }
 
+#define LAZY_MAX 8.0f
+
 // Running max m (log2 units) of a thread's two query rows and its share l of their sums:
 // the four lanes of a quad hold a row's sum between them until store_forward_rows adds
 // them (one reduction per block rather than one per tile).
@@ -635,7 +637,14 @@ __device__ __forceinline__ float2 softmax_tile(float (*s)[4], int t0, const Tile
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, off));
     }
     const float post = raw ? sl : 1.0f;  // applied in the exponent
-    const float n0 = fmaxf(st.m0, mx0 * post), n1 = fmaxf(st.m1, mx1 * post);
+    float n0 = fmaxf(st.m0, mx0 * post), n1 = fmaxf(st.m1, mx1 * post);
+    // A row keeps its running max until a score passes it by more than LAZY_MAX (log2
+    // units): probabilities up to 2^LAZY_MAX are as exact in f32 sums and 16-bit P as
+    // those below 1, the result is the same (l and O share the stale max), and most tiles
+    // then need no rescaling at all (rescale_rows skips them). A row that has seen no key
+    // (m = -inf) always takes the new max.
+    if (n0 - st.m0 <= LAZY_MAX) n0 = st.m0;
+    if (n1 - st.m1 <= LAZY_MAX) n1 = st.m1;
     // A row that has seen no key yet keeps m = -inf; subtracting 0 instead gives it
     // p = 2^-inf = 0 and a correction of 0 without a test per element.
     const float z0 = n0 == -INFINITY ? 0.0f : n0, z1 = n1 == -INFINITY ? 0.0f : n1;
@@ -660,6 +669,7 @@ __device__ __forceinline__ float2 softmax_tile(float (*s)[4], int t0, const Tile
 
 template <int DT>
 __device__ __forceinline__ void rescale_rows(float (*o)[4], float2 c) {
+    if (__all_sync(0xffffffff, c.x == 1.0f && c.y == 1.0f)) return;  // no row's max moved
 #pragma unroll
     for (int n = 0; n < DT; ++n) {
         o[n][0] *= c.x;
