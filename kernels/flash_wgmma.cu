@@ -39,6 +39,13 @@ __device__ __forceinline__ unsigned long long wg_desc(const void* tile, unsigned
            ((unsigned long long)((stride >> 4) & 0x3FFF) << 32) | (1ull << 62);
 }
 
+// The descriptor of the same operand `bytes` further on (a multiple of 16): shared
+// addresses stay below 2^18, so the start field never carries into the others. Loops add
+// their stage's offset to a descriptor made once rather than rebuilding it each tile.
+__device__ __forceinline__ unsigned long long wg_desc_at(unsigned long long d, unsigned bytes) {
+    return d + (bytes >> 4);
+}
+
 // Orders register use around the asynchronous products: wg_fence before a chain (its A
 // and accumulator registers are ready), wg_commit after it, wg_wait until every chain has
 // finished.
@@ -174,13 +181,18 @@ __device__ __forceinline__ void wg_scores(const unsigned (*qa)[4], const unsigne
 // Issues O += P V (not awaited): P's A fragments pa, V read N-major, 16 keys (2048 bytes)
 // per step, 64-feature blocks KEYS * 128 bytes apart, 8-key groups 1024 apart.
 template <typename T, int D, int KEYS>
-__device__ __forceinline__ void wg_values(const unsigned (*pa)[4], const unsigned char* vt,
+__device__ __forceinline__ void wg_values(const unsigned (*pa)[4], unsigned long long vd,
                                           float (*o)[4]) {
     wg_fence();
 #pragma unroll
-    for (int kk = 0; kk < KEYS / 16; ++kk)
-        wg_mma<T, D, true>(o, pa[kk], wg_desc(vt + kk * 2048, KEYS * 128, 1024), 1);
+    for (int kk = 0; kk < KEYS / 16; ++kk) wg_mma<T, D, true>(o, pa[kk], wg_desc_at(vd, kk * 2048), 1);
     wg_commit();
+}
+// The same with V's tile at vt.
+template <typename T, int D, int KEYS>
+__device__ __forceinline__ void wg_values(const unsigned (*pa)[4], const unsigned char* vt,
+                                          float (*o)[4]) {
+    wg_values<T, D, KEYS>(pa, wg_desc(vt, KEYS * 128, 1024), o);
 }
 
 template <typename T, int D, int KEYS>
@@ -396,17 +408,20 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
     const int count = r.bhi > r.blo ? (r.bhi - r.blo + KEYS - 1) / KEYS : 0;
     float s[NT][4];
     unsigned pa[KT][4];
-    auto tile = [&](int it) { return tiles + (it % TMA_STAGES) * 2 * TILE; };
+    // Descriptors of Q and of the first buffer's K and V, offset per tile below.
+    const unsigned long long qd = wg_desc(my_q, 16, 1024), kd = wg_desc(tiles, 16, 1024);
+    const unsigned long long vd = wg_desc(tiles + TILE, KEYS * 128, 1024);
+    auto tile = [&](int it) { return (unsigned)((it % TMA_STAGES) * 2 * TILE); };
     // Waits for tile `it` and issues its S = Q K^T (not awaited).
     auto scores = [&](int it) {
         mbar_wait(full + 8 * (it % TMA_STAGES), (it / TMA_STAGES) & 1);
-        const unsigned char* kt = tile(it);
+        const unsigned kt = tile(it);
         wg_fence();
 #pragma unroll
         for (int ks = 0; ks < D / 16; ++ks) {
-            const int at = (ks / 4) * (KEYS * 128) + (ks % 4) * 32;
-            wg_mma_ss<T, KEYS>(s, wg_desc(my_q + (ks / 4) * (64 * 128) + (ks % 4) * 32, 16, 1024),
-                               wg_desc(kt + at, 16, 1024), ks > 0);
+            const unsigned at = (ks / 4) * (KEYS * 128) + (ks % 4) * 32;
+            wg_mma_ss<T, KEYS>(s, wg_desc_at(qd, (ks / 4) * (64 * 128) + (ks % 4) * 32),
+                               wg_desc_at(kd, kt + at), ks > 0);
         }
         wg_commit();
     };
@@ -425,7 +440,7 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
         }
         for (int it = 1; it < count; ++it) {
             scores(it);
-            wg_values<T, D, KEYS>(pa, tile(it - 1) + TILE, o);  // O += P V of tile it - 1
+            wg_values<T, D, KEYS>(pa, wg_desc_at(vd, tile(it - 1)), o);  // O += P V of tile it - 1
             wg_wait_older();                                     // S of tile it is done
             wg_hold<NT>(s);
             const float2 c = softmax_tile<NT>(s, r.blo + it * KEYS, r, sl, st);
@@ -437,7 +452,7 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
             to_fragments();
         }
         if (count > 0) {
-            wg_values<T, D, KEYS>(pa, tile(count - 1) + TILE, o);
+            wg_values<T, D, KEYS>(pa, wg_desc_at(vd, tile(count - 1)), o);
             wg_wait();
             wg_hold<DT>(o);
             wg_hold<KT>(pa);
@@ -450,7 +465,7 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
             wg_hold<NT>(s);
             rescale_rows<DT>(o, softmax_tile<NT>(s, r.blo + it * KEYS, r, sl, st));
             to_fragments();
-            wg_values<T, D, KEYS>(pa, tile(it) + TILE, o);
+            wg_values<T, D, KEYS>(pa, wg_desc_at(vd, tile(it)), o);
             wg_wait();
             wg_hold<DT>(o);
             wg_hold<KT>(pa);
