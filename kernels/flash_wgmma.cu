@@ -185,7 +185,8 @@ __device__ __forceinline__ void wg_values(const unsigned (*pa)[4], unsigned long
                                           float (*o)[4]) {
     wg_fence();
 #pragma unroll
-    for (int kk = 0; kk < KEYS / 16; ++kk) wg_mma<T, D, true>(o, pa[kk], wg_desc_at(vd, kk * 2048), 1);
+    for (int kk = 0; kk < KEYS / 16; ++kk)
+        wg_mma<T, D, true>(o, pa[kk], wg_desc_at(vd, kk * 2048), 1);
     wg_commit();
 }
 // The same with V's tile at vt.
