@@ -76,6 +76,14 @@ fn time(device: Device, iters: usize, mut f: impl FnMut() -> Result<()>) -> Resu
     Ok(start.elapsed().as_secs_f64() / iters as f64)
 }
 
+/// The profiler's report of the kernels `work` launches, and of nothing run before it.
+fn profiled(work: impl FnOnce() -> Result<()>) -> Result<crate::profile::Report> {
+    let _scope = crate::profile::scope();
+    crate::profile::take_report()?;
+    work()?;
+    crate::profile::take_report()
+}
+
 /// The fastest of `repeats` timings by [`time`]: for kernels short enough that a single
 /// loop's figure moves with the host's scheduling.
 fn best_time(
@@ -258,11 +266,7 @@ pub fn gpt2_step(
     };
     let s = time(device, 5, &mut step)?;
     let table = if profile {
-        let _scope = crate::profile::scope();
-        crate::profile::take_report()?;
-        step()?;
-        step()?;
-        Some(crate::profile::take_report()?.table(25))
+        Some(profiled(|| step().and_then(|_| step()))?.table(25))
     } else {
         None
     };
@@ -304,10 +308,7 @@ pub fn gpt2_generate(device: Device, dtype: DType, profile: bool) -> Result<Meas
     run()?;
     sync(device)?;
     if profile && device != Device::Cpu {
-        let _scope = crate::profile::scope();
-        let _ = crate::profile::take_report()?;
-        run()?;
-        let report = crate::profile::take_report()?;
+        let report = profiled(run)?;
         let launches: u64 = report.kernels.iter().map(|k| k.calls).sum();
         println!(
             "Profile of one GPT-2 {dtype} generation ({new} tokens, {:.1} launches per token):\n{}",
@@ -402,14 +403,14 @@ pub fn attention(device: Device, profile: bool) -> Result<(Vec<Measurement>, Opt
             if causal { "_causal" } else { "" }
         );
         if profile && device != Device::Cpu {
-            let _scope = crate::profile::scope();
-            crate::profile::take_report()?;
-            for _ in 0..5 {
-                let y = q.flash_attention(&k, &v, mask, scale)?;
-                y.backward_with(&probe)?;
-            }
-            sync(device)?;
-            let table = crate::profile::take_report()?.table(8);
+            let table = profiled(|| {
+                for _ in 0..5 {
+                    let y = q.flash_attention(&k, &v, mask, scale)?;
+                    y.backward_with(&probe)?;
+                }
+                Ok(())
+            })?
+            .table(8);
             tables.push_str(&format!("{name}, 5 forward+backward passes:\n{table}\n"));
         }
         out.push(Measurement {
