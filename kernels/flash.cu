@@ -617,6 +617,21 @@ __device__ __forceinline__ float2 softmax_tile(float (*s)[4], int t0, const Tile
                 mx1 = fmaxf(mx1, s[n][2 + e]);
             }
         }
+    } else if (raw && t0 >= max(r.lo0, r.lo1)) {
+        // Only the rows' ends cross the tile (a causal diagonal): key n * 8 + e of this
+        // thread's columns is in while it stays below the row's end, a test against a
+        // constant per element.
+        const int k0 = r.hi0 - t0 - 2 * t, k1 = r.hi1 - t0 - 2 * t;
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                if (n * 8 + e >= k0) s[n][e] = -INFINITY;
+                if (n * 8 + e >= k1) s[n][2 + e] = -INFINITY;
+                mx0 = fmaxf(mx0, s[n][e]);
+                mx1 = fmaxf(mx1, s[n][2 + e]);
+            }
+        }
     } else {
 #pragma unroll
         for (int n = 0; n < NT; ++n) {

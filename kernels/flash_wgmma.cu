@@ -43,7 +43,12 @@ __device__ __forceinline__ unsigned long long wg_desc(const void* tile, unsigned
 // addresses stay below 2^18, so the start field never carries into the others. Loops add
 // their stage's offset to a descriptor made once rather than rebuilding it each tile.
 __device__ __forceinline__ unsigned long long wg_desc_at(unsigned long long d, unsigned bytes) {
-    return d + (bytes >> 4);
+    // One 32-bit add on the low word (a 64-bit add costs the carry and more moves).
+    unsigned long long r;
+    asm("mov.b64 %0, {%1, %2};"
+        : "=l"(r)
+        : "r"((unsigned)d + (bytes >> 4)), "r"((unsigned)(d >> 32)));
+    return r;
 }
 
 // Orders register use around the asynchronous products: wg_fence before a chain (its A
@@ -196,6 +201,17 @@ __device__ __forceinline__ void wg_values(const unsigned (*pa)[4], const unsigne
     wg_values<T, D, KEYS>(pa, wg_desc(vt, KEYS * 128, 1024), o);
 }
 
+// Keys [x, y) that some row of the warpgroup's 64 query rows from `first` sees (none when
+// every row is past the end); a tile outside them is all masked for the warpgroup.
+__device__ __forceinline__ int2 wg_key_span(int first, int tq, int tk, int causal,
+                                            int window) {
+    if (first >= tq) return make_int2(0, 0);
+    int lo, hi, unused;
+    flash_keys(first, tq, tk, causal, window, &lo, &unused);
+    flash_keys(min(tq, first + 64) - 1, tq, tk, causal, window, &unused, &hi);
+    return make_int2(lo, hi);
+}
+
 template <typename T, int D, int KEYS>
 __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,
                                  Heads vs_, T* out, Heads os_, float* lse, int heads,
@@ -227,12 +243,17 @@ __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, c
                                    threadIdx.x, blockDim.x);
         cp_async_commit();
     };
+    // A warpgroup skips the tiles none of its rows sees (the barriers are the block's);
+    // blocks start at multiples of 64 rows, so r0 - r0 % 64 is its first row.
+    const int2 span = wg_key_span(r.r0 - r.r0 % 64, tq, tk, causal, window);
     pipelined_tiles<2, true>(count, stage, [&](int it, int buf) {
+        const int t0 = r.blo + it * KEYS;
+        if (t0 >= span.y || t0 + KEYS <= span.x) return;
         const unsigned char* kt = tiles + buf * 2 * TILE;
         wg_scores<T, D, KEYS>(f.qa, kt, s);
         wg_wait();
         wg_hold<NT>(s);
-        rescale_rows<DT>(o, softmax_tile<NT>(s, r.blo + it * KEYS, r, sl, st));
+        rescale_rows<DT>(o, softmax_tile<NT>(s, t0, r, sl, st));
 #pragma unroll
         for (int kk = 0; kk < KT; ++kk) a_fragment_of<T>(s + 2 * kk, pa[kk]);
         wg_values<T, D, KEYS>(pa, kt + TILE, o);
@@ -460,7 +481,18 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
             tma_ring_release(full, count - 1);
         }
     } else {
-        for (int it = 0; it < count; ++it) {
+        // Tiles [seen_lo, seen_hi) hold keys that some row of this warpgroup sees; the
+        // others would be all masked for it and add nothing. They must still have landed
+        // before their buffers are released (a release counts toward its ring's phase).
+        const int2 span = wg_key_span(i0 + wg * 64, tq, tk, causal, window);
+        const int seen_lo = min(max((span.x - r.blo) / KEYS, 0), count);
+        const int seen_hi = min(max((span.y - r.blo + KEYS - 1) / KEYS, seen_lo), count);
+        auto pass = [&](int it) {
+            mbar_wait(full + 8 * (it % TMA_STAGES), (it / TMA_STAGES) & 1);
+            tma_ring_release(full, it);
+        };
+        for (int it = 0; it < seen_lo; ++it) pass(it);
+        for (int it = seen_lo; it < seen_hi; ++it) {
             scores(it);
             wg_wait();
             wg_hold<NT>(s);
@@ -472,6 +504,7 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
             wg_hold<KT>(pa);
             tma_ring_release(full, it);
         }
+        for (int it = seen_hi; it < count; ++it) pass(it);
     }
     store_forward_rows<T, DT>(o, st, r, out + head_at(os_, b, h), os_.r,
                               lse + (long long)bh * tq, tq);
@@ -546,8 +579,11 @@ __device__ void flash_backward_dq_wg(const T* q, Heads qs_, const T* k, Heads ks
                                    threadIdx.x, blockDim.x);
         cp_async_commit();
     };
+    // As in the forward, a warpgroup skips the tiles none of its rows sees.
+    const int2 span = wg_key_span(r.r0 - r.r0 % 64, tq, tk, causal, window);
     auto body = [&](int it, const unsigned char* kt) {
         const int t0 = r.blo + it * KEYS;
+        if (t0 >= span.y || t0 + KEYS <= span.x) return;
         float s[NT][4], dp[NT][4];
         wg_scores<T, D, KEYS>(f.qa, kt, s);
         wg_scores<T, D, KEYS>(ga, kt + TILE, dp);
@@ -673,6 +709,11 @@ __device__ void flash_backward_dkdv_wg(const T* q, Heads qs_, const T* k, Heads 
         return make_int2(max(kq, 0), window > 0 ? min(qhi, kq + window) : qhi);
     };
     const int2 see0 = seen_by(kr0), see1 = seen_by(kr1);
+    // The queries that see some key of this warpgroup's 64: a query tile outside them is
+    // all masked for it, and the warpgroup skips it.
+    const int kf = j0 + wg * 64;
+    const int2 span = kf < tk ? make_int2(seen_by(kf).x, seen_by(min(kf + 63, tk - 1)).y)
+                              : make_int2(0, 0);
     const float sl = scale * LOG2E;
     auto stage = [&](int it, int buf) {
         const int hq = grp * group + it / per_head, t0 = qlo + (it % per_head) * QT;
@@ -698,6 +739,7 @@ __device__ void flash_backward_dkdv_wg(const T* q, Heads qs_, const T* k, Heads 
     };
     auto body = [&](int it, int buf) {
         const int t0 = qlo + (it % per_head) * QT;
+        if (t0 >= span.y || t0 + QT <= span.x) return;
         const unsigned char* qt = qg + buf * 2 * TILE;
         const unsigned char* gt = qt + TILE;
         const float* lt = stats + buf * 2 * QT;
