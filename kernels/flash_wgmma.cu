@@ -212,6 +212,12 @@ __device__ __forceinline__ int2 wg_key_span(int first, int tq, int tk, int causa
     return make_int2(lo, hi);
 }
 
+// Whether the `width` keys (or queries) from t0 all lie outside span: none of a
+// warpgroup's rows sees them.
+__device__ __forceinline__ bool tile_unseen(int t0, int width, int2 span) {
+    return t0 >= span.y || t0 + width <= span.x;
+}
+
 template <typename T, int D, int KEYS>
 __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,
                                  Heads vs_, T* out, Heads os_, float* lse, int heads,
@@ -248,7 +254,7 @@ __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, c
     const int2 span = wg_key_span(r.r0 - r.r0 % 64, tq, tk, causal, window);
     pipelined_tiles<2, true>(count, stage, [&](int it, int buf) {
         const int t0 = r.blo + it * KEYS;
-        if (t0 >= span.y || t0 + KEYS <= span.x) return;
+        if (tile_unseen(t0, KEYS, span)) return;
         const unsigned char* kt = tiles + buf * 2 * TILE;
         wg_scores<T, D, KEYS>(f.qa, kt, s);
         wg_wait();
@@ -583,7 +589,7 @@ __device__ void flash_backward_dq_wg(const T* q, Heads qs_, const T* k, Heads ks
     const int2 span = wg_key_span(r.r0 - r.r0 % 64, tq, tk, causal, window);
     auto body = [&](int it, const unsigned char* kt) {
         const int t0 = r.blo + it * KEYS;
-        if (t0 >= span.y || t0 + KEYS <= span.x) return;
+        if (tile_unseen(t0, KEYS, span)) return;
         float s[NT][4], dp[NT][4];
         wg_scores<T, D, KEYS>(f.qa, kt, s);
         wg_scores<T, D, KEYS>(ga, kt + TILE, dp);
@@ -739,7 +745,7 @@ __device__ void flash_backward_dkdv_wg(const T* q, Heads qs_, const T* k, Heads 
     };
     auto body = [&](int it, int buf) {
         const int t0 = qlo + (it % per_head) * QT;
-        if (t0 >= span.y || t0 + QT <= span.x) return;
+        if (tile_unseen(t0, QT, span)) return;
         const unsigned char* qt = qg + buf * 2 * TILE;
         const unsigned char* gt = qt + TILE;
         const float* lt = stats + buf * 2 * QT;
