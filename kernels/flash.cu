@@ -682,6 +682,8 @@ __device__ __forceinline__ float2 softmax_tile(float (*s)[4], int t0, const Tile
     return make_float2(c0, c1);
 }
 
+// Multiplies a thread's two output rows (DT n-tiles of accumulators) by c.x and c.y, unless
+// no row of the warp needs it (both factors 1, the common case under the lazy max).
 template <int DT>
 __device__ __forceinline__ void rescale_rows(float (*o)[4], float2 c) {
     if (__all_sync(0xffffffff, c.x == 1.0f && c.y == 1.0f)) return;  // no row's max moved
