@@ -218,6 +218,13 @@ __device__ __forceinline__ bool tile_unseen(int t0, int width, int2 span) {
     return t0 >= span.y || t0 + width <= span.x;
 }
 
+// v as lane 0 of the warp has it, for values the same across the warp (a warpgroup's index
+// or first row): ptxas then knows them to be uniform and keeps what follows from them (the
+// loop over tiles, the ring's stage and the K, V and Q descriptors) in uniform registers,
+// so no R2UR moves sit between a tile's barrier and its first wgmma (49 instructions there
+// in the head dim 64 forward before, 16 after).
+__device__ __forceinline__ int warp_uniform(int v) { return __shfl_sync(0xffffffff, v, 0); }
+
 template <typename T, int D, int KEYS>
 __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, const T* v,
                                  Heads vs_, T* out, Heads os_, float* lse, int heads,
@@ -251,7 +258,7 @@ __device__ void flash_forward_wg(const T* q, Heads qs_, const T* k, Heads ks_, c
     };
     // A warpgroup skips the tiles none of its rows sees (the barriers are the block's);
     // blocks start at multiples of 64 rows, so r0 - r0 % 64 is its first row.
-    const int2 span = wg_key_span(r.r0 - r.r0 % 64, tq, tk, causal, window);
+    const int2 span = wg_key_span(warp_uniform(r.r0 - r.r0 % 64), tq, tk, causal, window);
     pipelined_tiles<2, true>(count, stage, [&](int it, int buf) {
         const int t0 = r.blo + it * KEYS;
         if (tile_unseen(t0, KEYS, span)) return;
@@ -416,7 +423,8 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
     }
     if constexpr (PRODUCERS == 128) WG_ASM("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
     const BlockPlace p = block_place(WG_ROWS, tq, causal);
-    const int bh = p.head, b = bh / heads, h = bh % heads, wg = threadIdx.x / 128;
+    const int bh = p.head, b = bh / heads, h = bh % heads;
+    const int wg = warp_uniform(threadIdx.x / 128);
     const int i0 = p.last_first * WG_ROWS;
     const TileRows r = tile_rows(i0, WG_ROWS, tq, tk, causal, window, KEYS);
     // Each consumer warpgroup stages its own 64 rows and waits for them alone.
@@ -586,7 +594,7 @@ __device__ void flash_backward_dq_wg(const T* q, Heads qs_, const T* k, Heads ks
         cp_async_commit();
     };
     // As in the forward, a warpgroup skips the tiles none of its rows sees.
-    const int2 span = wg_key_span(r.r0 - r.r0 % 64, tq, tk, causal, window);
+    const int2 span = wg_key_span(warp_uniform(r.r0 - r.r0 % 64), tq, tk, causal, window);
     auto body = [&](int it, const unsigned char* kt) {
         const int t0 = r.blo + it * KEYS;
         if (tile_unseen(t0, KEYS, span)) return;
@@ -651,7 +659,7 @@ __device__ void flash_backward_dkdv_wg(const T* q, Heads qs_, const T* k, Heads 
     unsigned char* qg = kv + 2 * KV;                              // [stage][Q, dO]
     float* stats = reinterpret_cast<float*>(qg + STAGES * 2 * TILE);  // [stage][lse, D]
     const unsigned full = (unsigned)__cvta_generic_to_shared(stats + STAGES * 2 * QT);
-    const int wg = threadIdx.x / 128, lane = threadIdx.x % 32, t = lane % 4;
+    const int wg = warp_uniform(threadIdx.x / 128), lane = threadIdx.x % 32, t = lane % 4;
     const BlockPlace p = block_place(WG_ROWS, tk, causal);
     const int bg = p.head, b = bg / kv_heads, grp = bg % kv_heads, group = heads / kv_heads;
     const int j0 = p.tile * WG_ROWS;
