@@ -379,6 +379,11 @@ __device__ __forceinline__ void tma_ring_fill(unsigned tiles_at, unsigned full,
     }
 }
 
+// A consumer's wait for tile `it` to land in its buffer.
+__device__ __forceinline__ void tma_ring_await_full(unsigned full, int it) {
+    mbar_wait(full + 8 * (it % TMA_STAGES), (it / TMA_STAGES) & 1);
+}
+
 // A consumer warp is done with tile `it`'s buffer.
 __device__ __forceinline__ void tma_ring_release(unsigned full, int it) {
     __syncwarp();
@@ -450,7 +455,7 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
     auto tile = [&](int it) { return (unsigned)((it % TMA_STAGES) * 2 * TILE); };
     // Waits for tile `it` and issues its S = Q K^T (not awaited).
     auto scores = [&](int it) {
-        mbar_wait(full + 8 * (it % TMA_STAGES), (it / TMA_STAGES) & 1);
+        tma_ring_await_full(full, it);
         const unsigned kt = tile(it);
         wg_fence();
 #pragma unroll
@@ -502,7 +507,7 @@ __device__ void flash_forward_tma(const T* q, Heads qs_, const T* k, Heads ks_, 
         const int seen_lo = min(max((span.x - r.blo) / KEYS, 0), count);
         const int seen_hi = min(max((span.y - r.blo + KEYS - 1) / KEYS, seen_lo), count);
         auto pass = [&](int it) {
-            mbar_wait(full + 8 * (it % TMA_STAGES), (it / TMA_STAGES) & 1);
+            tma_ring_await_full(full, it);
             tma_ring_release(full, it);
         };
         for (int it = 0; it < seen_lo; ++it) pass(it);
@@ -616,7 +621,7 @@ __device__ void flash_backward_dq_wg(const T* q, Heads qs_, const T* k, Heads ks
     };
     if constexpr (TMA) {
         for (int it = 0; it < count; ++it) {
-            mbar_wait(full + 8 * (it % TMA_STAGES), (it / TMA_STAGES) & 1);
+            tma_ring_await_full(full, it);
             body(it, tiles + (it % TMA_STAGES) * 2 * TILE);
             tma_ring_release(full, it);
         }
@@ -786,7 +791,7 @@ __device__ void flash_backward_dkdv_wg(const T* q, Heads qs_, const T* k, Heads 
     };
     if constexpr (TMA) {
         for (int it = 0; it < tiles; ++it) {
-            mbar_wait(full + 8 * (it % TMA_STAGES), (it / TMA_STAGES) & 1);
+            tma_ring_await_full(full, it);
             body(it, it % TMA_STAGES);
             tma_ring_release(full, it);
         }
