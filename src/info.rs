@@ -20,6 +20,13 @@ pub fn describe(path: &Path, all: bool) -> Result<String> {
     if is_gguf {
         return describe_gguf(&GgufFile::open(path)?, all);
     }
+    // A run folder of `smith train` keeps its current checkpoint in a subfolder.
+    let resolved = if path.is_dir() {
+        crate::io::checkpoint::current_checkpoint(path)?
+    } else {
+        path.to_path_buf()
+    };
+    let path = resolved.as_path();
     let file = if path.is_dir() {
         path.join("model.safetensors")
     } else {

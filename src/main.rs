@@ -1,5 +1,8 @@
 //! The `smith` command-line tool.
 
+#[path = "cli/interrupt.rs"]
+mod interrupt;
+
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use smith::data::SHAKESPEARE;
@@ -155,6 +158,10 @@ struct TrainArgs {
     /// Held-out evaluation every N steps.
     #[arg(long)]
     eval_interval: Option<u64>,
+    /// Save a checkpoint every N steps (default: at each held-out evaluation); one is
+    /// also saved at the end and when the run is interrupted (Ctrl-C or SIGTERM).
+    #[arg(long)]
+    save_interval: Option<u64>,
     /// Seed for initialisation, batches and dropout.
     #[arg(long)]
     seed: Option<u64>,
@@ -325,6 +332,15 @@ fn read_text(path: &Option<PathBuf>) -> Result<String> {
 
 fn train(a: TrainArgs) -> Result<()> {
     let device = Device::parse(&a.device)?;
+    let out = a.resume.clone().unwrap_or(a.out.clone());
+    // An unwritable folder fails now, not after the whole run.
+    smith::io::checkpoint::check_writable(&out)?;
+    if a.save_interval == Some(0) || a.eval_interval == Some(0) {
+        return Err(Error::invalid(
+            "train",
+            "--save-interval and --eval-interval must be positive",
+        ));
+    }
     // A resumed token-file run finds its token file in the checkpoint.
     let token_path = match (&a.tokens, &a.resume) {
         (Some(p), _) => Some(p.clone()),
@@ -355,8 +371,8 @@ fn train(a: TrainArgs) -> Result<()> {
     if let Some(p) = &token_path {
         trainer.token_file = Some(std::path::absolute(p).map_err(|e| Error::io(p, e))?);
     }
-    let out = a.resume.clone().unwrap_or(a.out.clone());
     let cfg = trainer.cfg.clone();
+    let save_interval = a.save_interval.unwrap_or(cfg.eval_interval);
     let tokens_per_step = (cfg.batch_size * cfg.seq_len) as f64;
     let corpus_size = match &ids {
         Some(ids) => format!("{} tokens", ids.len()),
@@ -393,6 +409,7 @@ fn train(a: TrainArgs) -> Result<()> {
         .map_err(|e| Error::invalid("progress", e.to_string()))?,
     );
     let started = Instant::now();
+    interrupt::install();
     while trainer.state.step < cfg.steps {
         let step_started = Instant::now();
         let loss = trainer.train_step()?;
@@ -425,9 +442,23 @@ fn train(a: TrainArgs) -> Result<()> {
             let line = format!("step {done}: train loss {loss:.4}, held-out loss {v:.4}");
             say(&bar, line);
         }
+        if interrupt::requested() {
+            bar.finish_and_clear();
+            trainer.save(&out)?;
+            println!(
+                "interrupted after step {done}: checkpoint saved to {}; continue with `smith train --resume {}`",
+                out.display(),
+                out.display()
+            );
+            std::process::exit(130);
+        }
+        if done % save_interval == 0 && done < cfg.steps {
+            trainer.save(&out)?;
+        }
     }
     bar.finish_and_clear();
     trainer.save(&out)?;
+    interrupt::uninstall();
     if smith::profile::enabled() {
         let report = smith::profile::take_report()?;
         println!(

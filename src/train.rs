@@ -3,6 +3,7 @@
 //! exactly.
 
 use crate::data::{CharTokenizer, Split, TextDataset};
+use crate::io::checkpoint::current_checkpoint;
 use crate::io::{load_safetensors, save_safetensors, write_atomic};
 use crate::models::{load_hf_gpt2, Gpt, GptConfig};
 use crate::optim::{clip_grad_norm_scaled, AdamW, AdamWConfig, LossScaler, WarmupCosine};
@@ -168,7 +169,22 @@ impl TrainConfig {
                     .into(),
             );
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || self.min_lr < 0.0 {
+        if self.layers == 0 || self.heads == 0 || self.dim == 0 {
+            return bad(format!(
+                "layers ({}), heads ({}) and width ({}) must be positive",
+                self.layers, self.heads, self.dim
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout)
+            || !(self.grad_clip >= 0.0 && self.grad_clip.is_finite())
+            || !(self.weight_decay >= 0.0 && self.weight_decay.is_finite())
+        {
+            return bad(format!(
+                "dropout {} must be in [0, 1), grad clip {} and weight decay {} finite and non-negative",
+                self.dropout, self.grad_clip, self.weight_decay
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.min_lr >= 0.0 && self.min_lr.is_finite()) {
             return bad(format!(
                 "learning rates {} / {} are not valid",
                 self.lr, self.min_lr
@@ -192,7 +208,7 @@ struct CheckpointConfig {
 
 /// The token file recorded in the checkpoint in `dir`, if it is a token-file run.
 pub fn checkpoint_token_file(dir: &Path) -> Result<Option<PathBuf>> {
-    Ok(read_checkpoint_config(dir)?.token_file)
+    Ok(read_checkpoint_config(&current_checkpoint(dir)?)?.token_file)
 }
 
 fn read_checkpoint_config(dir: &Path) -> Result<CheckpointConfig> {
@@ -212,12 +228,67 @@ pub struct TrainState {
     /// The generator for batches and dropout, exactly where it stopped.
     pub rng: Rng,
     /// (step, training loss) for every step.
+    #[serde(with = "loss_series")]
     pub train_losses: Vec<(u64, f64)>,
     /// (step, held-out loss) at each evaluation.
+    #[serde(with = "loss_series")]
     pub val_losses: Vec<(u64, f64)>,
     /// The loss scale of an f16 run.
     #[serde(default)]
     pub scaler: Option<LossScaler>,
+}
+
+/// (step, loss) pairs in JSON with non-finite losses spelled `"NaN"`, `"inf"`, `"-inf"`
+/// (JSON has no such numbers; writing `null` would make the file unreadable as f64).
+mod loss_series {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Loss {
+        Number(f64),
+        Word(String),
+    }
+
+    pub fn serialize<S: Serializer>(v: &[(u64, f64)], s: S) -> Result<S::Ok, S::Error> {
+        let out: Vec<(u64, Loss)> = v
+            .iter()
+            .map(|&(step, x)| {
+                let loss = match x {
+                    x if x.is_finite() => Loss::Number(x),
+                    x if x.is_nan() => Loss::Word("NaN".into()),
+                    x if x > 0.0 => Loss::Word("inf".into()),
+                    _ => Loss::Word("-inf".into()),
+                };
+                (step, loss)
+            })
+            .collect();
+        out.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u64, f64)>, D::Error> {
+        let raw: Vec<(u64, Option<Loss>)> = Vec::deserialize(d)?;
+        raw.into_iter()
+            .map(|(step, loss)| {
+                let x = match loss {
+                    Some(Loss::Number(x)) => x,
+                    // Older checkpoints wrote non-finite losses as null.
+                    None => f64::NAN,
+                    Some(Loss::Word(w)) => match w.as_str() {
+                        "NaN" => f64::NAN,
+                        "inf" => f64::INFINITY,
+                        "-inf" => f64::NEG_INFINITY,
+                        other => {
+                            return Err(serde::de::Error::custom(format!(
+                                "loss `{other}` is not a number"
+                            )))
+                        }
+                    },
+                };
+                Ok((step, x))
+            })
+            .collect()
+    }
 }
 
 /// A model, its data and optimizer, and where the run stands.
@@ -362,6 +433,7 @@ impl Trainer {
     /// Continues the run saved in `dir`, on `corpus` (the same text or token file);
     /// `steps` extends it.
     pub fn resume(dir: &Path, corpus: Corpus, steps: Option<u64>, device: Device) -> Result<Self> {
+        let dir = &current_checkpoint(dir)?;
         let ckpt_err = |msg: String| Error::Checkpoint {
             path: dir.to_path_buf(),
             msg,
@@ -369,19 +441,23 @@ impl Trainer {
         let config = read_checkpoint_config(dir)?;
         let state_path = dir.join("trainer.json");
         let state_bytes = std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?;
-        let state: TrainState = serde_json::from_slice(&state_bytes)?;
-        let mut cfg = config.train;
+        let state: TrainState =
+            serde_json::from_slice(&state_bytes).map_err(|e| Error::Checkpoint {
+                path: state_path.clone(),
+                msg: e.to_string(),
+            })?;
+        let mut cfg = config.train.clone();
         if let Some(s) = steps {
             cfg.steps = s;
         }
+        // A stored config is as untrusted as a command line: checked the same way.
+        cfg.validate()
+            .map_err(|e| ckpt_err(format!("config.json: {e}")))?;
         let tokenizer = match cfg.vocab_size {
             None => Some(CharTokenizer::from_chars(config.vocab.chars().collect())),
             Some(_) => None,
         };
-        let model = Gpt::new(config.model, &mut Rng::new(0), device)?;
-        model
-            .load_weights(&load_safetensors(&dir.join("model.safetensors"))?)
-            .map_err(|e| ckpt_err(e.to_string()))?;
+        let model = checkpoint_model(dir, &config, device)?;
         let mut t = Self::assemble(cfg, model, tokenizer, corpus, device, state.rng.clone())?;
         let moments = load_safetensors(&dir.join("optimizer.safetensors"))?;
         t.optimizer
@@ -486,15 +562,29 @@ impl Trainer {
     /// Records a held-out evaluation at the current step.
     pub fn record_eval(&mut self) -> Result<f64> {
         let v = self.evaluate()?;
+        if !v.is_finite() {
+            return Err(Error::invalid(
+                "train",
+                format!(
+                    "the held-out loss became {v} at step {}; the last checkpoint is kept",
+                    self.state.step
+                ),
+            ));
+        }
         self.state.val_losses.retain(|&(s, _)| s != self.state.step);
         self.state.val_losses.push((self.state.step, v));
         Ok(v)
     }
 
-    /// Writes weights, configuration, optimizer state and progress into `dir`, each file
-    /// atomically.
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    /// Saves the checkpoint of the current step into run folder `dir` as one set (weights,
+    /// configuration, optimizer state, progress): complete or absent, never mixed with an
+    /// earlier one (see [`crate::io::checkpoint`]). Returns the set's folder.
+    pub fn save(&self, dir: &Path) -> Result<PathBuf> {
+        crate::io::checkpoint::commit(dir, self.state.step, |set| self.write_set(set))
+    }
+
+    /// Writes the files of a checkpoint into the fresh folder `dir`.
+    fn write_set(&self, dir: &Path) -> Result<()> {
         let weights: Vec<(String, Tensor)> = self
             .model
             .params()
@@ -592,6 +682,7 @@ fn check_memory(needed: u64) -> Result<()> {
 
 /// Loads a checkpoint's model and tokenizer for generation.
 pub fn load_for_inference(dir: &Path, device: Device) -> Result<(Gpt, CharTokenizer)> {
+    let dir = &current_checkpoint(dir)?;
     let config = read_checkpoint_config(dir)?;
     if config.train.vocab_size.is_some() {
         return Err(Error::Checkpoint {
@@ -599,15 +690,33 @@ pub fn load_for_inference(dir: &Path, device: Device) -> Result<(Gpt, CharTokeni
             msg: "this run trained on token ids and has no character tokenizer; `smith train --resume DIR --steps N --export-hf OUT --tokenizer tokenizer.json` writes a GPT-2 folder to generate from".into(),
         });
     }
-    let model = Gpt::new(config.model, &mut Rng::new(0), device)?;
-    model
-        .load_weights(&load_safetensors(&dir.join("model.safetensors"))?)
-        .map_err(|e| Error::Checkpoint {
-            path: dir.to_path_buf(),
-            msg: e.to_string(),
-        })?;
+    let model = checkpoint_model(dir, &config, device)?;
     Ok((
         model,
         CharTokenizer::from_chars(config.vocab.chars().collect()),
     ))
+}
+
+/// The model of the checkpoint in `dir`: its config checked against the tensors of
+/// `model.safetensors` before anything of the config's size is allocated.
+fn checkpoint_model(dir: &Path, config: &CheckpointConfig, device: Device) -> Result<Gpt> {
+    let weights = load_safetensors(&dir.join("model.safetensors"))?;
+    crate::models::checks::check_gpt_shape(
+        &dir.join("config.json"),
+        &config.model,
+        |k| match k {
+            "n_positions" => "model.block_size".to_string(),
+            other => format!("model.{other}"),
+        },
+        |n| weights.get(n).map(|t| t.shape().to_vec()),
+        weights.keys().map(String::as_str),
+    )?;
+    let model = Gpt::new(config.model, &mut Rng::new(0), device)?;
+    model
+        .load_weights(&weights)
+        .map_err(|e| Error::Checkpoint {
+            path: dir.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+    Ok(model)
 }

@@ -293,8 +293,14 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {
     let n_tensors = r.count("tensor count", 24)?;
     let n_kv = r.count("metadata count", 13)?;
     let mut metadata = Vec::with_capacity(n_kv);
+    let mut seen = std::collections::HashSet::with_capacity(n_kv);
     for _ in 0..n_kv {
+        let at = r.pos;
         let key = r.string("metadata key")?;
+        if !seen.insert(key.clone()) {
+            // Readers disagree on which copy wins; a file that says two things is refused.
+            return Err(r.fail(at, format!("metadata key `{key}` appears twice")));
+        }
         let ty = r.u32("value type")?;
         let v = r.value(ty, 0)?;
         metadata.push((key, v));

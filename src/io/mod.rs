@@ -1,5 +1,6 @@
 //! Reading and writing files: safetensors weights, atomic writes.
 
+pub mod checkpoint;
 pub mod safetensors_io;
 
 pub mod gguf;

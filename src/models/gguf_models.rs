@@ -6,6 +6,7 @@
 
 use super::llama::SlidingWindow;
 use super::{Gpt, GptConfig, LanguageModel, Llama, LlamaConfig};
+use super::checks::{expect_layers, expect_shape, hyper_error, layers_present, mul, positive};
 use crate::io::gguf::GgufFile;
 use crate::nn::{Embedding, KvCache, Linear, Param};
 use crate::qmatrix::is_quantized;
@@ -70,6 +71,13 @@ fn hyper(f: &GgufFile, arch: &str, key: &str) -> Result<usize> {
                 format!("metadata `{arch}.{key}` is missing or not an integer"),
             )
         })
+}
+
+/// A required size `{arch}.{key}`: an unsigned integer above zero.
+fn size(f: &GgufFile, arch: &str, key: &str) -> Result<usize> {
+    let v = hyper(f, arch, key)?;
+    positive(&f.path, &format!("{arch}.{key}"), v)?;
+    Ok(v)
 }
 
 pub(super) fn hyper_f(f: &GgufFile, arch: &str, key: &str, default: f64) -> f64 {
@@ -247,16 +255,19 @@ fn load_llama(
     let embed = f
         .tensor_info("token_embd.weight")
         .ok_or_else(|| bad(f, "missing tensor `token_embd.weight`"))?;
-    let n_head = hyper(f, arch, "attention.head_count")?;
-    let dim = hyper(f, arch, "embedding_length")?;
+    let n_head = size(f, arch, "attention.head_count")?;
+    let dim = size(f, arch, "embedding_length")?;
     let mut cfg = LlamaConfig::llama(
         embed.shape[0],
-        hyper(f, arch, "context_length")?,
-        hyper(f, arch, "block_count")?,
+        size(f, arch, "context_length")?,
+        size(f, arch, "block_count")?,
         n_head,
-        hyper(f, arch, "attention.head_count_kv").unwrap_or(n_head),
+        match f.get(&format!("{arch}.attention.head_count_kv")) {
+            None => n_head,
+            Some(_) => size(f, arch, "attention.head_count_kv")?,
+        },
         dim,
-        hyper(f, arch, "feed_forward_length")?,
+        size(f, arch, "feed_forward_length")?,
         hyper_f(f, arch, "rope.freq_base", 10000.0),
     );
     // llama.cpp's converter permutes Llama's Q/K rows to adjacent rotary pairs; Qwen2 and
@@ -270,7 +281,8 @@ fn load_llama(
     cfg.qkv_bias = f.tensor_info("blk.0.attn_q.bias").is_some()
         || f.tensor_info("blk.0.attn_qkv.bias").is_some();
     cfg.tied = f.tensor_info("output.weight").is_none();
-    if let Ok(kl) = hyper(f, arch, "attention.key_length") {
+    if f.get(&format!("{arch}.attention.key_length")).is_some() {
+        let kl = size(f, arch, "attention.key_length")?;
         if kl != dim / n_head {
             cfg.head_dim = Some(kl);
         }
@@ -299,9 +311,9 @@ fn load_llama(
         }
     }
     if arch == "phi3" {
-        if let Ok(size) = hyper(f, arch, "attention.sliding_window") {
+        if f.get(&format!("{arch}.attention.sliding_window")).is_some() {
             cfg.sliding = Some(SlidingWindow {
-                size,
+                size: size(f, arch, "attention.sliding_window")?,
                 global_every: 0,
                 rope_base: cfg.rope_base,
             });
@@ -314,13 +326,16 @@ fn load_llama(
         cfg.post_norms = true;
         cfg.embed_scale = true;
         cfg.sliding = Some(SlidingWindow {
-            size: hyper(f, arch, "attention.sliding_window")?,
+            size: size(f, arch, "attention.sliding_window")?,
             // Five local layers to one global one, and a local rotary base of 10000
             // (Gemma 3's fixed choices, which the metadata may override).
             global_every: hyper(f, arch, "attention.sliding_window_pattern").unwrap_or(6),
             rope_base: hyper_f(f, arch, "rope.freq_base_swa", 10000.0),
         });
     }
+    // Phi-3 keeps gate and up in one tensor.
+    let fused_up = arch == "phi3";
+    check_llama_shape(f, arch, &cfg, fused_qkv, fused_up)?;
     let mut model = Llama::with_init_std(cfg, 0.0, &mut Rng::new(0), device)?.to_dtype(dtype)?;
     // Scaling belongs to the full-attention layers; Gemma's local ones keep plain tables.
     let interleaved = cfg.sliding.is_some_and(|s| s.global_every > 0);
@@ -329,8 +344,6 @@ fn load_llama(
             b.attn.rope_adjust = rope.adjust.clone();
         }
     }
-    // Phi-3 keeps gate and up in one tensor.
-    let fused_up = arch == "phi3";
     let qkv_names: &[&str] = if fused_qkv {
         &["attn_qkv"]
     } else {
@@ -463,10 +476,10 @@ fn load_gpt2(f: &GgufFile, device: Device, dtype: DType, quant: bool) -> Result<
     }
     let cfg = GptConfig {
         vocab_size: embed.shape[0],
-        block_size: hyper(f, "gpt2", "context_length")?,
-        n_layer: hyper(f, "gpt2", "block_count")?,
-        n_head: hyper(f, "gpt2", "attention.head_count")?,
-        n_embd: hyper(f, "gpt2", "embedding_length")?,
+        block_size: size(f, "gpt2", "context_length")?,
+        n_layer: size(f, "gpt2", "block_count")?,
+        n_head: size(f, "gpt2", "attention.head_count")?,
+        n_embd: size(f, "gpt2", "embedding_length")?,
         dropout: 0.0,
     };
     if let Some(out) = f.tensor_info("output.weight") {
@@ -480,6 +493,7 @@ fn load_gpt2(f: &GgufFile, device: Device, dtype: DType, quant: bool) -> Result<
             ));
         }
     }
+    check_gpt2_shape(f, &cfg)?;
     let mut model = Gpt::new(cfg, &mut Rng::new(0), device)?.to_dtype(dtype)?;
     let layers = [
         ("norm1", "attn_norm"),
@@ -529,4 +543,155 @@ fn load_gpt2(f: &GgufFile, device: Device, dtype: DType, quant: bool) -> Result<
     }
     load_params(f, &params, &w.map)?;
     Ok(model)
+}
+
+/// The shape of tensor `name`, if the file has it.
+fn shape_of<'a>(f: &'a GgufFile, name: &str) -> Option<&'a [usize]> {
+    f.tensor_info(name).map(|t| t.shape.as_slice())
+}
+
+/// Requires `token_embd.weight` to be `[vocab > 0, dim]`, the width named by `dim_key`.
+fn check_embedding(f: &GgufFile, dim_key: &str, dim: usize) -> Result<()> {
+    match shape_of(f, "token_embd.weight") {
+        Some(&[rows, cols]) if cols == dim && rows > 0 => Ok(()),
+        Some(&[0, _]) => Err(bad(f, "tensor `token_embd.weight` has no rows")),
+        Some(s) => Err(hyper_error(
+            &f.path,
+            dim_key,
+            dim,
+            &format!("tensor `token_embd.weight` is {s:?}"),
+        )),
+        None => Err(bad(f, "missing tensor `token_embd.weight`")),
+    }
+}
+
+/// Every size a Llama-family file claims, checked against the others and against the
+/// tensors present before the model is built (see [`super::checks`]).
+fn check_llama_shape(
+    f: &GgufFile,
+    arch: &str,
+    cfg: &LlamaConfig,
+    fused_qkv: bool,
+    fused_up: bool,
+) -> Result<()> {
+    let p = f.path.as_path();
+    let k = |key: &str| format!("{arch}.{key}");
+    positive(p, &k("context_length"), cfg.context)?;
+    positive(p, &k("embedding_length"), cfg.dim)?;
+    positive(p, &k("block_count"), cfg.n_layer)?;
+    positive(p, &k("attention.head_count"), cfg.n_head)?;
+    positive(p, &k("attention.head_count_kv"), cfg.n_kv_head)?;
+    positive(p, &k("feed_forward_length"), cfg.hidden)?;
+    if !cfg.n_head.is_multiple_of(cfg.n_kv_head) {
+        return Err(hyper_error(
+            p,
+            &k("attention.head_count_kv"),
+            cfg.n_kv_head,
+            &format!("does not divide the {} query heads", cfg.n_head),
+        ));
+    }
+    let head_dim = match cfg.head_dim {
+        Some(d) => {
+            positive(p, &k("attention.key_length"), d)?;
+            d
+        }
+        None if cfg.dim.is_multiple_of(cfg.n_head) => cfg.dim / cfg.n_head,
+        None => {
+            return Err(hyper_error(
+                p,
+                &k("attention.head_count"),
+                cfg.n_head,
+                &format!("does not divide the width {}", cfg.dim),
+            ))
+        }
+    };
+    check_embedding(f, &k("embedding_length"), cfg.dim)?;
+    if !cfg.tied {
+        let want = [cfg.vocab_size, cfg.dim];
+        if shape_of(f, "output.weight") != Some(&want[..]) {
+            return Err(bad(
+                f,
+                format!(
+                    "tensor `output.weight` is {:?}, not the {want:?} of the embedding",
+                    shape_of(f, "output.weight").unwrap_or(&[])
+                ),
+            ));
+        }
+    }
+    let present = layers_present(f.tensors.iter().map(|t| t.name.as_str()), "blk.");
+    expect_layers(p, &k("block_count"), cfg.n_layer, present)?;
+    let q_rows = mul(p, &k("attention.head_count"), cfg.n_head, head_dim)?;
+    let kv_rows = mul(p, &k("attention.head_count_kv"), cfg.n_kv_head, head_dim)?;
+    let (heads, kv_heads, ffn) = (
+        k("attention.head_count"),
+        k("attention.head_count_kv"),
+        k("feed_forward_length"),
+    );
+    let gated = !matches!(cfg.mlp, crate::nn::MlpKind::Gelu);
+    for i in 0..cfg.n_layer {
+        let t = |n: &str| format!("blk.{i}.{n}.weight");
+        let mut want: Vec<(&str, usize, String, Vec<usize>)> = Vec::new();
+        if fused_qkv {
+            want.push((&heads, cfg.n_head, t("attn_qkv"), vec![q_rows + 2 * kv_rows, cfg.dim]));
+        } else {
+            want.push((&heads, cfg.n_head, t("attn_q"), vec![q_rows, cfg.dim]));
+            want.push((&kv_heads, cfg.n_kv_head, t("attn_k"), vec![kv_rows, cfg.dim]));
+            want.push((&kv_heads, cfg.n_kv_head, t("attn_v"), vec![kv_rows, cfg.dim]));
+        }
+        want.push((&heads, cfg.n_head, t("attn_output"), vec![cfg.dim, q_rows]));
+        let up_rows = if fused_up { 2 * cfg.hidden } else { cfg.hidden };
+        want.push((&ffn, cfg.hidden, t("ffn_up"), vec![up_rows, cfg.dim]));
+        if gated && !fused_up {
+            want.push((&ffn, cfg.hidden, t("ffn_gate"), vec![cfg.hidden, cfg.dim]));
+        }
+        want.push((&ffn, cfg.hidden, t("ffn_down"), vec![cfg.dim, cfg.hidden]));
+        for (key, value, name, shape) in &want {
+            expect_shape(p, key, *value, name, shape_of(f, name), shape)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every size a GPT-2 file claims, checked against the tensors present.
+fn check_gpt2_shape(f: &GgufFile, cfg: &GptConfig) -> Result<()> {
+    let p = f.path.as_path();
+    positive(p, "gpt2.context_length", cfg.block_size)?;
+    positive(p, "gpt2.embedding_length", cfg.n_embd)?;
+    positive(p, "gpt2.block_count", cfg.n_layer)?;
+    positive(p, "gpt2.attention.head_count", cfg.n_head)?;
+    if !cfg.n_embd.is_multiple_of(cfg.n_head) {
+        return Err(hyper_error(
+            p,
+            "gpt2.attention.head_count",
+            cfg.n_head,
+            &format!("does not divide the width {}", cfg.n_embd),
+        ));
+    }
+    check_embedding(f, "gpt2.embedding_length", cfg.n_embd)?;
+    let name = "position_embd.weight";
+    let want = [cfg.block_size, cfg.n_embd];
+    expect_shape(
+        p,
+        "gpt2.context_length",
+        cfg.block_size,
+        name,
+        shape_of(f, name),
+        &want,
+    )?;
+    let present = layers_present(f.tensors.iter().map(|t| t.name.as_str()), "blk.");
+    expect_layers(p, "gpt2.block_count", cfg.n_layer, present)?;
+    let c = cfg.n_embd;
+    for i in 0..cfg.n_layer {
+        let key = "gpt2.embedding_length";
+        for (n, want) in [
+            ("attn_qkv", [3 * c, c]),
+            ("attn_output", [c, c]),
+            ("ffn_up", [4 * c, c]),
+            ("ffn_down", [c, 4 * c]),
+        ] {
+            let name = format!("blk.{i}.{n}.weight");
+            expect_shape(p, key, c, &name, shape_of(f, &name), &want)?;
+        }
+    }
+    Ok(())
 }

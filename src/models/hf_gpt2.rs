@@ -110,8 +110,20 @@ impl HfGpt2Config {
 
 /// Whether `dir` holds a Hugging Face GPT-2 (its `config.json` names `model_type: gpt2`
 /// or has GPT-2's fields).
+/// The folder is judged by the config's fields, not by whether it reads cleanly, so that a
+/// damaged GPT-2 config is reported as such rather than as some other kind of folder.
 pub fn is_hf_gpt2(dir: &Path) -> bool {
-    HfGpt2Config::read(&dir.join("config.json")).is_ok()
+    let Ok(bytes) = std::fs::read(dir.join("config.json")) else {
+        return false;
+    };
+    let Ok(serde_json::Value::Object(cfg)) = serde_json::from_slice(&bytes) else {
+        return false;
+    };
+    match cfg.get("model_type") {
+        Some(t) => t == "gpt2",
+        // A smith checkpoint's config has `model` and `train`; GPT-2's has its own fields.
+        None => cfg.contains_key("n_embd") && !cfg.contains_key("train"),
+    }
 }
 
 /// (smith name, transposed) for a GPT-2 tensor name without its `transformer.` prefix;
@@ -173,6 +185,13 @@ pub fn load_hf_gpt2(dir: &Path, device: Device) -> Result<Gpt> {
         };
         weights.insert(smith, t);
     }
+    super::checks::check_gpt_shape(
+        &dir.join("config.json"),
+        &cfg.gpt(),
+        |k| k.to_string(),
+        |n| weights.get(n).map(|t| t.shape().to_vec()),
+        weights.keys().map(String::as_str),
+    )?;
     let model = Gpt::new(cfg.gpt(), &mut Rng::new(0), device)?;
     model
         .load_weights(&weights)

@@ -1,5 +1,6 @@
 //! Model builders.
 
+pub mod checks;
 pub mod gguf_models;
 pub mod gguf_rope;
 pub mod gpt;

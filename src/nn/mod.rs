@@ -63,8 +63,33 @@ pub fn assign_params(
                 ),
             ));
         }
-        p.tensor
-            .assign(&w.to_dtype(p.tensor.dtype())?.to_device(p.tensor.device())?)?;
+        if !w.dtype().is_float() {
+            return Err(crate::Error::invalid(
+                "load weights",
+                format!(
+                    "tensor `{}` holds {} integers, not floating-point weights",
+                    p.name,
+                    w.dtype()
+                ),
+            ));
+        }
+        let w = w.to_dtype(p.tensor.dtype())?;
+        if let Some(i) = first_non_finite(&w)? {
+            return Err(crate::Error::invalid(
+                "load weights",
+                format!("tensor `{}` holds a NaN or infinity at element {i}", p.name),
+            ));
+        }
+        p.tensor.assign(&w.to_device(p.tensor.device())?)?;
     }
     Ok(())
+}
+
+/// The index of the first NaN or infinity among a weight tensor's elements, if any: the
+/// loaders' cheap guard against weights that would only ever produce garbage.
+pub fn first_non_finite(t: &crate::Tensor) -> crate::Result<Option<usize>> {
+    Ok(t.to_dtype(crate::DType::F32)?
+        .to_vec::<f32>()?
+        .iter()
+        .position(|v| !v.is_finite()))
 }

@@ -13,6 +13,16 @@ pub(crate) fn check_device(device: Device) -> Result<()> {
     }
 }
 
+/// The element count of `shape`, or an error when the product overflows (a shape read
+/// from a file must never wrap around to a small buffer).
+pub(crate) fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize / 8)
+        .ok_or_else(|| Error::invalid(op, format!("shape {shape:?} has too many elements")))
+}
+
 /// A tensor of `shape` filled in order by `sample` (drawn on the host, then placed).
 fn sampled(
     shape: &[usize],
@@ -21,7 +31,7 @@ fn sampled(
     mut sample: impl FnMut() -> f64,
 ) -> Result<Tensor> {
     check_device(device)?;
-    let values: Vec<f64> = (0..shape.iter().product::<usize>())
+    let values: Vec<f64> = (0..checked_numel("random", shape)?)
         .map(|_| sample())
         .collect();
     place(CpuStorage::from_f64s(dtype, &values), shape, device)
@@ -35,10 +45,10 @@ fn place(storage: CpuStorage, shape: &[usize], device: Device) -> Result<Tensor>
 impl Tensor {
     /// A tensor of `shape` filled with `value` (rounded to `dtype`).
     pub fn full(value: f64, shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
-        let n = shape.iter().product();
+        let n = checked_numel("full", shape)?;
         match device {
             Device::Cpu => Ok(Tensor::from_cpu(
-                CpuStorage::full(dtype, n, value),
+                CpuStorage::try_full(dtype, n, value)?,
                 shape,
                 None,
             )),
@@ -82,7 +92,7 @@ impl Tensor {
         device: Device,
     ) -> Result<Tensor> {
         check_device(device)?;
-        let n: usize = shape.iter().product();
+        let n = checked_numel("from_vec", shape)?;
         if data.len() != n {
             return Err(Error::invalid(
                 "from_vec",

@@ -82,6 +82,34 @@ impl CpuStorage {
         }
     }
 
+    /// [`CpuStorage::full`], with an allocation the system refuses returned as an error
+    /// instead of ending the process.
+    pub fn try_full(dtype: DType, n: usize, value: f64) -> crate::Result<CpuStorage> {
+        fn filled<T: Clone>(n: usize, v: T) -> crate::Result<Vec<T>> {
+            let mut out = Vec::new();
+            out.try_reserve_exact(n).map_err(|_| {
+                crate::Error::invalid(
+                    "allocate",
+                    format!(
+                        "out of memory: {n} elements of {} bytes each",
+                        std::mem::size_of::<T>()
+                    ),
+                )
+            })?;
+            out.resize(n, v);
+            Ok(out)
+        }
+        Ok(match dtype {
+            DType::F64 => CpuStorage::F64(filled(n, value)?),
+            DType::F32 => CpuStorage::F32(filled(n, value as f32)?),
+            DType::F16 => CpuStorage::F16(filled(n, <f16 as WithDType>::from_f64(value))?),
+            DType::BF16 => CpuStorage::BF16(filled(n, <bf16 as WithDType>::from_f64(value))?),
+            DType::I64 => CpuStorage::I64(filled(n, value as i64)?),
+            DType::U32 => CpuStorage::U32(filled(n, value as u32)?),
+            DType::U8 => CpuStorage::U8(filled(n, value as u8)?),
+        })
+    }
+
     /// Builds a buffer from f64 values, rounding to `dtype`.
     pub fn from_f64s(dtype: DType, v: &[f64]) -> CpuStorage {
         match dtype {
