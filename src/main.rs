@@ -54,6 +54,10 @@ struct TokenizeArgs {
     /// Where to write the ids.
     #[arg(long)]
     output: PathBuf,
+    /// Do not add the BOS/EOS tokens the tokenizer's rules add (a GGUF file's
+    /// `add_bos_token`, a tokenizer.json's post-processor).
+    #[arg(long)]
+    no_bos: bool,
 }
 
 #[derive(Args)]
@@ -230,6 +234,10 @@ struct GenerateArgs {
     /// With --chat: a system message before the user's.
     #[arg(long)]
     system: Option<String>,
+    /// Do not add the BOS/EOS tokens the tokenizer's rules add (a GGUF file's
+    /// `add_bos_token`, a tokenizer.json's post-processor).
+    #[arg(long)]
+    no_bos: bool,
 }
 
 #[derive(Args)]
@@ -255,6 +263,10 @@ struct PerplexityArgs {
     /// How far each window moves (defaults to the window length).
     #[arg(long)]
     stride: Option<usize>,
+    /// Do not add the BOS/EOS tokens the tokenizer's rules add (a GGUF file's
+    /// `add_bos_token`, a tokenizer.json's post-processor).
+    #[arg(long)]
+    no_bos: bool,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -268,8 +280,10 @@ fn main() {
         Command::Perplexity(a) => perplexity_cmd(a),
         Command::Info(a) => smith::info::describe(&a.path, a.all).map(|s| print!("{s}")),
         Command::Bench(a) => bench_cmd(a),
-        Command::Tokenize(a) => smith::token_file::tokenize_file(&a.tokenizer, &a.input, &a.output)
-            .map(|n| println!("{n} tokens written to {}", a.output.display())),
+        Command::Tokenize(a) => {
+            smith::token_file::tokenize_file(&a.tokenizer, &a.input, &a.output, !a.no_bos)
+                .map(|n| println!("{n} tokens written to {}", a.output.display()))
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -555,6 +569,12 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
         repetition_penalty: a.repetition_penalty,
     };
     sampling.validate()?;
+    if a.stop.iter().any(|s| s.is_empty()) {
+        return Err(Error::invalid(
+            "generate",
+            "--stop needs a non-empty string (every text contains the empty one)",
+        ));
+    }
     let template = if a.chat {
         Some(smith::inference::chat_template(&a.model)?.ok_or_else(|| {
             Error::invalid(
@@ -585,7 +605,7 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let prompts = texts_in
         .iter()
-        .map(|p| tok.encode(p, true))
+        .map(|p| tok.encode_with(p, true, !a.no_bos))
         .collect::<Result<Vec<_>>>()?;
     if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
         return Err(Error::invalid(
@@ -670,7 +690,7 @@ fn perplexity_cmd(a: PerplexityArgs) -> Result<()> {
     let device = Device::parse(&a.device)?;
     let (model, tok) = load_model(&a.model, device)?;
     let text = std::fs::read_to_string(&a.file).map_err(|e| Error::io(&a.file, e))?;
-    let ids = tok.encode(&text, false)?;
+    let ids = tok.encode_with(&text, false, !a.no_bos)?;
     let ctx = a.ctx.unwrap_or(model.context()).min(model.context());
     let stride = a.stride.unwrap_or(ctx);
     let started = Instant::now();

@@ -60,11 +60,12 @@ pub fn read_token_file(path: &Path) -> Result<Vec<u32>> {
 }
 
 /// Tokenizes the text file `input` with the tokenizer at `tokenizer` into the token file
-/// `output`; returns the number of tokens.
-pub fn tokenize_file(tokenizer: &Path, input: &Path, output: &Path) -> Result<usize> {
+/// `output`, with the BOS/EOS the tokenizer's rules add when `bos` is true; returns the
+/// number of tokens.
+pub fn tokenize_file(tokenizer: &Path, input: &Path, output: &Path, bos: bool) -> Result<usize> {
     let tok = load_tokenizer(tokenizer)?;
     let text = std::fs::read_to_string(input).map_err(|e| Error::io(input, e))?;
-    let ids = tok.encode(&text, false)?;
+    let ids = tok.encode_with(&text, false, bos)?;
     write_token_file(&ids, output)?;
     Ok(ids.len())
 }

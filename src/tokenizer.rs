@@ -41,6 +41,22 @@ impl TextTokenizer {
         }
     }
 
+    /// Token ids of `text` with the BOS/EOS the tokenizer's own rules add when `bos` is
+    /// true (a GGUF file's `add_bos_token` / `add_eos_token`, a `tokenizer.json`'s
+    /// post-processor), none when false; `special` turns control tokens spelled in the text
+    /// into their ids (SentencePiece; a `tokenizer.json` always does).
+    pub fn encode_with(&self, text: &str, special: bool, bos: bool) -> Result<Vec<u32>> {
+        match self {
+            TextTokenizer::Chars(c) => c.encode(text),
+            TextTokenizer::Hf(t) => Ok(t
+                .encode(text, bos)
+                .map_err(|e| tok_err("encode", e))?
+                .get_ids()
+                .to_vec()),
+            TextTokenizer::Spm(t) => t.encode_with(text, special, bos),
+        }
+    }
+
     /// The text of `ids` (special tokens skipped).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         match self {

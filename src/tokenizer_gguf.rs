@@ -98,6 +98,30 @@ impl TextTokenizer {
                        "rstrip": false, "normalized": false, "special": true})
             })
             .collect();
+        // BOS and EOS as the file says, with llama.cpp's defaults where it is silent (BOS
+        // for Llama 3's pre-tokenizer, none for the others).
+        let flag = |key: &str, default: bool| match f.get(key) {
+            Some(Value::Bool(b)) => *b,
+            _ => default,
+        };
+        let id = |key: &str| -> Result<Option<u32>> {
+            match f.get(key).map(|v| v.as_u64()) {
+                None => Ok(None),
+                Some(Some(i)) if (i as usize) < tokens.len() => Ok(Some(i as u32)),
+                Some(v) => Err(bad(
+                    f,
+                    format!(
+                        "`{key}` = {v:?} is not a token of the {} in the vocabulary",
+                        tokens.len()
+                    ),
+                )),
+            }
+        };
+        let add_bos = flag("tokenizer.ggml.add_bos_token", split == LLAMA3);
+        let add_eos = flag("tokenizer.ggml.add_eos_token", false);
+        let bos = id("tokenizer.ggml.bos_token_id")?.filter(|_| add_bos);
+        let eos = id("tokenizer.ggml.eos_token_id")?.filter(|_| add_eos);
+        let post_processor = post_processor(&tokens, bos, eos);
         let byte_level = |regex: bool| {
             json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false,
                    "use_regex": regex})
@@ -121,7 +145,7 @@ impl TextTokenizer {
             "added_tokens": added,
             "normalizer": if nfc { json!({"type": "NFC"}) } else { json!(null) },
             "pre_tokenizer": pre_tokenizer,
-            "post_processor": null,
+            "post_processor": post_processor,
             "decoder": byte_level(true),
             "model": {"type": "BPE", "dropout": null, "unk_token": null,
                       "continuing_subword_prefix": null, "end_of_word_suffix": null,
@@ -134,6 +158,38 @@ impl TextTokenizer {
             .map_err(|e| bad(f, format!("cannot build its tokenizer: {e}")))?;
         Ok(TextTokenizer::Hf(Box::new(tok)))
     }
+}
+
+/// A template that puts `bos` before and `eos` after every encoded text (`null` when
+/// neither is added).
+fn post_processor(tokens: &[String], bos: Option<u32>, eos: Option<u32>) -> serde_json::Value {
+    if bos.is_none() && eos.is_none() {
+        return json!(null);
+    }
+    let mut single = Vec::new();
+    let mut pair = Vec::new();
+    let mut specials = serde_json::Map::new();
+    let special = |id: u32| {
+        let t = tokens[id as usize].clone();
+        (json!({"SpecialToken": {"id": t, "type_id": 0}}), t, id)
+    };
+    if let Some(b) = bos {
+        let (piece, t, id) = special(b);
+        single.push(piece.clone());
+        pair.push(piece);
+        specials.insert(t.clone(), json!({"id": t, "ids": [id], "tokens": [t]}));
+    }
+    single.push(json!({"Sequence": {"id": "A", "type_id": 0}}));
+    pair.push(json!({"Sequence": {"id": "A", "type_id": 0}}));
+    pair.push(json!({"Sequence": {"id": "B", "type_id": 1}}));
+    if let Some(e) = eos {
+        let (piece, t, id) = special(e);
+        single.push(piece.clone());
+        pair.push(piece);
+        specials.insert(t.clone(), json!({"id": t, "ids": [id], "tokens": [t]}));
+    }
+    json!({"type": "TemplateProcessing", "single": single, "pair": pair,
+           "special_tokens": specials})
 }
 
 /// A Llama-style SentencePiece tokenizer from `tokenizer.ggml.{tokens,scores,token_type}`.

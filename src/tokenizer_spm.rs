@@ -105,8 +105,14 @@ impl SpmTokenizer {
     /// control and user-defined pieces spelled in the text (`<start_of_turn>`) into their
     /// tokens.
     pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
+        self.encode_with(text, special, special)
+    }
+
+    /// [`SpmTokenizer::encode`] with BOS (when the model asks for it) chosen apart from the
+    /// parsing of control pieces.
+    pub fn encode_with(&self, text: &str, special: bool, bos: bool) -> Result<Vec<u32>> {
         let mut out = Vec::new();
-        if special && self.add_bos {
+        if bos && self.add_bos {
             out.extend(self.bos);
         }
         if !special {

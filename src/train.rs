@@ -175,16 +175,17 @@ impl TrainConfig {
                 self.layers, self.heads, self.dim
             ));
         }
-        if !(0.0..1.0).contains(&self.dropout)
-            || !(self.grad_clip >= 0.0 && self.grad_clip.is_finite())
-            || !(self.weight_decay >= 0.0 && self.weight_decay.is_finite())
-        {
+        let non_negative = |v: f64| v >= 0.0 && v.is_finite();
+        let sane = (0.0..1.0).contains(&self.dropout)
+            && non_negative(self.grad_clip)
+            && non_negative(self.weight_decay);
+        if !sane {
             return bad(format!(
                 "dropout {} must be in [0, 1), grad clip {} and weight decay {} finite and non-negative",
                 self.dropout, self.grad_clip, self.weight_decay
             ));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.min_lr >= 0.0 && self.min_lr.is_finite()) {
+        if !(self.lr > 0.0 && self.lr.is_finite() && non_negative(self.min_lr)) {
             return bad(format!(
                 "learning rates {} / {} are not valid",
                 self.lr, self.min_lr

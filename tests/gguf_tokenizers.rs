@@ -117,7 +117,7 @@ fn token_files_hold_gpt2_ids_as_u16() {
     for (i, (text, want)) in vectors(&dir, "ggml-vocab-gpt-2").iter().enumerate() {
         let (input, output) = (tmp.join("in.txt"), tmp.join("out.bin"));
         std::fs::write(&input, text).unwrap();
-        let n = tokenize_file(&vocab, &input, &output).unwrap();
+        let n = tokenize_file(&vocab, &input, &output, false).unwrap();
         assert_eq!(n, want.len(), "text {i}");
         assert_eq!(std::fs::metadata(&output).unwrap().len(), 2 * n as u64);
         assert_eq!(
@@ -131,4 +131,42 @@ fn token_files_hold_gpt2_ids_as_u16() {
     std::fs::write(&bad, [1u8, 2, 3]).unwrap();
     assert!(read_token_file(&bad).is_err());
     std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+/// BOS as the file says: `tokenizer.ggml.add_bos_token` true or false wins; without it,
+/// llama.cpp's default (BOS for Llama 3's pre-tokenizer, none for GPT-2's).
+#[test]
+fn bos_follows_the_file_and_llama_cpp_defaults() {
+    use smith::io::gguf::Value;
+    let Some(dir) = vocab_dir() else { return };
+    for (name, default_bos) in [("ggml-vocab-llama-bpe", true), ("ggml-vocab-gpt-2", false)] {
+        let mut f = GgufFile::open(&dir.join(format!("{name}.gguf"))).unwrap();
+        let key = "tokenizer.ggml.add_bos_token";
+        f.metadata.retain(|(k, _)| k != key);
+        let bos = f
+            .get("tokenizer.ggml.bos_token_id")
+            .and_then(|v| v.as_u64())
+            .map(|v| v as u32);
+        let plain = TextTokenizer::from_gguf(&f)
+            .unwrap()
+            .encode_with("Hello world", false, false)
+            .unwrap();
+        for setting in [None, Some(true), Some(false)] {
+            f.metadata.retain(|(k, _)| k != key);
+            if let Some(b) = setting {
+                f.metadata.push((key.to_string(), Value::Bool(b)));
+            }
+            let tok = TextTokenizer::from_gguf(&f).unwrap();
+            let got = tok.encode_with("Hello world", false, true).unwrap();
+            let want_bos = setting.unwrap_or(default_bos) && bos.is_some();
+            let mut want = Vec::new();
+            if want_bos {
+                want.extend(bos);
+            }
+            want.extend(&plain);
+            assert_eq!(got, want, "{name}, add_bos_token {setting:?}");
+            // --no-bos: never a BOS.
+            assert_eq!(tok.encode_with("Hello world", false, false).unwrap(), plain);
+        }
+    }
 }

@@ -81,8 +81,8 @@ fn damaged_checkpoints_are_clear_errors() {
     let dir = scratch("damaged");
     let mut t = Trainer::new(tiny(2, None), text(), Device::Cpu).unwrap();
     run_to_end(&mut t);
-    t.save(&dir).unwrap();
-    let weights_path = dir.join("model.safetensors");
+    let set = t.save(&dir).unwrap();
+    let weights_path = set.join("model.safetensors");
     let original = std::fs::read(&weights_path).unwrap();
     let weights = load_safetensors(&weights_path).unwrap();
     let mut names: Vec<_> = weights.keys().cloned().collect();
@@ -140,14 +140,24 @@ fn atomic_writes_leave_no_temporary_files() {
     let mut t = Trainer::new(tiny(1, None), text(), Device::Cpu).unwrap();
     run_to_end(&mut t);
     t.save(&dir).unwrap();
-    t.save(&dir).unwrap();
-    let mut files: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
+    let set = t.save(&dir).unwrap();
+    let list = |d: &std::path::Path| {
+        let mut files: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        files
+    };
+    // The second save at the same step is a new set; the first is gone after the switch.
+    let name = set.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(list(&dir), ["latest".to_string(), name.clone()]);
     assert_eq!(
-        files,
+        std::fs::read_to_string(dir.join("latest")).unwrap().trim(),
+        name
+    );
+    assert_eq!(
+        list(&set),
         [
             "config.json",
             "model.safetensors",
@@ -155,6 +165,12 @@ fn atomic_writes_leave_no_temporary_files() {
             "trainer.json"
         ]
     );
+    // Leftovers of an interrupted save are cleaned by the next one.
+    std::fs::create_dir(dir.join("step-000099.tmp")).unwrap();
+    std::fs::write(dir.join(".latest.tmp"), b"x").unwrap();
+    let set = t.save(&dir).unwrap();
+    let name = set.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(list(&dir), ["latest".to_string(), name]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -210,4 +226,146 @@ fn mixed_precision_runs_track_f32_and_f16_backs_off_on_overflow() {
     assert_eq!(back.state.scaler, t.state.scaler);
     assert_eq!(back.cfg.precision, Precision::F16);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `smith train` on a small text with a checkpoint at every step (or every 3rd), so that
+/// kills land inside saves.
+fn train_cmd(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    save_every: u64,
+) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_smith"));
+    c.args([
+        "train",
+        "--device",
+        "cpu",
+        "--steps",
+        "60",
+        "--lr-decay-steps",
+        "60",
+    ])
+    .args([
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+    ])
+    .args([
+        "--dim",
+        "16",
+        "--eval-interval",
+        "20",
+        "--sample-tokens",
+        "0",
+    ])
+    .arg("--save-interval")
+    .arg(save_every.to_string())
+    .arg("--data")
+    .arg(data)
+    .arg("--out")
+    .arg(dir)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    c
+}
+
+/// The losses of the uninterrupted run, step by step.
+fn reference_losses(data: &std::path::Path) -> Vec<f64> {
+    let dir = scratch("kill_reference");
+    assert!(train_cmd(&dir, data, 20).status().unwrap().success());
+    let t = Trainer::resume(
+        &dir,
+        Corpus::Text(&std::fs::read_to_string(data).unwrap()),
+        None,
+        Device::Cpu,
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    t.state.train_losses.iter().map(|p| p.1).collect()
+}
+
+#[test]
+fn sigkill_at_random_moments_always_leaves_a_checkpoint_that_resumes_exactly() {
+    let data = scratch("kill_text.txt");
+    std::fs::write(&data, text()).unwrap();
+    let text = std::fs::read_to_string(&data).unwrap();
+    let want = reference_losses(&data);
+    // How long a whole run takes, to spread the kills over it.
+    let dir = scratch("kill_timing");
+    let started = std::time::Instant::now();
+    assert!(train_cmd(&dir, &data, 1).status().unwrap().success());
+    let whole = started.elapsed().as_micros() as u64;
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut rng = smith::Rng::new(11);
+    let mut resumed_from = Vec::new();
+    for round in 0..24 {
+        let dir = scratch(&format!("kill_{round}"));
+        let mut child = train_cmd(&dir, &data, if round % 2 == 0 { 1 } else { 3 })
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(rng.below(whole.max(1))));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        if !dir.join("latest").exists() {
+            // Killed before the first save: nothing, which is allowed; but no set either.
+            continue;
+        }
+        let mut t = Trainer::resume(&dir, Corpus::Text(&text), None, Device::Cpu)
+            .unwrap_or_else(|e| panic!("round {round}: the checkpoint does not load: {e}"));
+        let from = t.state.step as usize;
+        resumed_from.push(from);
+        for (step, want) in want.iter().enumerate().skip(from).take(3) {
+            let loss = t.train_step().unwrap();
+            assert_eq!(
+                loss.to_bits(),
+                want.to_bits(),
+                "round {round}, step {}",
+                step + 1
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert!(
+        resumed_from.len() >= 10,
+        "too few kills after a save: {resumed_from:?}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn sigint_saves_the_step_and_resumes_exactly() {
+    let data = scratch("int_text.txt");
+    std::fs::write(&data, text()).unwrap();
+    let text = std::fs::read_to_string(&data).unwrap();
+    let want = reference_losses(&data);
+    let dir = scratch("sigint");
+    let mut child = train_cmd(&dir, &data, 1000).spawn().unwrap();
+    // Wait until training is under way (the first evaluation's save), then interrupt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !dir.join("latest").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let mut t = Trainer::resume(&dir, Corpus::Text(&text), None, Device::Cpu).unwrap();
+    let from = t.state.step as usize;
+    assert!(from >= 20, "saved at step {from}");
+    if status.code() == Some(130) {
+        assert!(from < 60);
+    }
+    for (step, want) in want.iter().enumerate().skip(from) {
+        assert_eq!(
+            t.train_step().unwrap().to_bits(),
+            want.to_bits(),
+            "step {}",
+            step + 1
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

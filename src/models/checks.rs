@@ -135,5 +135,10 @@ pub fn check_gpt_shape<'a>(
         shape("wpe.weight").as_deref(),
         &[cfg.block_size, cfg.n_embd],
     )?;
-    expect_layers(path, &key("n_layer"), cfg.n_layer, layers_present(names, "h."))
+    expect_layers(
+        path,
+        &key("n_layer"),
+        cfg.n_layer,
+        layers_present(names, "h."),
+    )
 }

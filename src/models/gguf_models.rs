@@ -4,9 +4,9 @@
 //! and lookups dequantize in the kernel); everything else is converted to the requested
 //! dtype.
 
+use super::checks::{expect_layers, expect_shape, hyper_error, layers_present, mul, positive};
 use super::llama::SlidingWindow;
 use super::{Gpt, GptConfig, LanguageModel, Llama, LlamaConfig};
-use super::checks::{expect_layers, expect_shape, hyper_error, layers_present, mul, positive};
 use crate::io::gguf::GgufFile;
 use crate::nn::{Embedding, KvCache, Linear, Param};
 use crate::qmatrix::is_quantized;
@@ -288,6 +288,9 @@ fn load_llama(
         }
     }
     let head_dim = cfg.head_dim.unwrap_or(dim / n_head);
+    // Phi-3 keeps gate and up in one tensor; Phi-2's MLP has no gate.
+    let fused_up = arch == "phi3";
+    check_llama_shape(f, arch, &cfg, fused_qkv, fused_up, arch != "phi2")?;
     if let Ok(rot) = hyper(f, arch, "rope.dimension_count") {
         if rot == 0 || rot > head_dim || rot % 2 != 0 {
             return Err(bad(
@@ -310,14 +313,12 @@ fn load_llama(
             return Err(bad(f, "phi2 needs its biased `output.weight` head"));
         }
     }
-    if arch == "phi3" {
-        if f.get(&format!("{arch}.attention.sliding_window")).is_some() {
-            cfg.sliding = Some(SlidingWindow {
-                size: size(f, arch, "attention.sliding_window")?,
-                global_every: 0,
-                rope_base: cfg.rope_base,
-            });
-        }
+    if arch == "phi3" && f.get(&format!("{arch}.attention.sliding_window")).is_some() {
+        cfg.sliding = Some(SlidingWindow {
+            size: size(f, arch, "attention.sliding_window")?,
+            global_every: 0,
+            rope_base: cfg.rope_base,
+        });
     }
     if arch == "gemma3" {
         // Norm weights in Gemma GGUF files already include Gemma's `1 +`.
@@ -333,9 +334,6 @@ fn load_llama(
             rope_base: hyper_f(f, arch, "rope.freq_base_swa", 10000.0),
         });
     }
-    // Phi-3 keeps gate and up in one tensor.
-    let fused_up = arch == "phi3";
-    check_llama_shape(f, arch, &cfg, fused_qkv, fused_up)?;
     let mut model = Llama::with_init_std(cfg, 0.0, &mut Rng::new(0), device)?.to_dtype(dtype)?;
     // Scaling belongs to the full-attention layers; Gemma's local ones keep plain tables.
     let interleaved = cfg.sliding.is_some_and(|s| s.global_every > 0);
@@ -573,6 +571,7 @@ fn check_llama_shape(
     cfg: &LlamaConfig,
     fused_qkv: bool,
     fused_up: bool,
+    gated: bool,
 ) -> Result<()> {
     let p = f.path.as_path();
     let k = |key: &str| format!("{arch}.{key}");
@@ -627,16 +626,30 @@ fn check_llama_shape(
         k("attention.head_count_kv"),
         k("feed_forward_length"),
     );
-    let gated = !matches!(cfg.mlp, crate::nn::MlpKind::Gelu);
     for i in 0..cfg.n_layer {
         let t = |n: &str| format!("blk.{i}.{n}.weight");
         let mut want: Vec<(&str, usize, String, Vec<usize>)> = Vec::new();
         if fused_qkv {
-            want.push((&heads, cfg.n_head, t("attn_qkv"), vec![q_rows + 2 * kv_rows, cfg.dim]));
+            want.push((
+                &heads,
+                cfg.n_head,
+                t("attn_qkv"),
+                vec![q_rows + 2 * kv_rows, cfg.dim],
+            ));
         } else {
             want.push((&heads, cfg.n_head, t("attn_q"), vec![q_rows, cfg.dim]));
-            want.push((&kv_heads, cfg.n_kv_head, t("attn_k"), vec![kv_rows, cfg.dim]));
-            want.push((&kv_heads, cfg.n_kv_head, t("attn_v"), vec![kv_rows, cfg.dim]));
+            want.push((
+                &kv_heads,
+                cfg.n_kv_head,
+                t("attn_k"),
+                vec![kv_rows, cfg.dim],
+            ));
+            want.push((
+                &kv_heads,
+                cfg.n_kv_head,
+                t("attn_v"),
+                vec![kv_rows, cfg.dim],
+            ));
         }
         want.push((&heads, cfg.n_head, t("attn_output"), vec![cfg.dim, q_rows]));
         let up_rows = if fused_up { 2 * cfg.hidden } else { cfg.hidden };

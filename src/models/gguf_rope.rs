@@ -27,6 +27,12 @@ pub fn rope_settings(f: &GgufFile, arch: &str, rot_dims: usize, base: f64) -> Re
             "LongRoPE factors (`rope_factors_long/short`, Phi-3 128k style) are not supported",
         ));
     }
+    if !(base > 1.0 && base.is_finite()) {
+        return Err(bad(
+            f,
+            format!("`{arch}.rope.freq_base` = {base}: must be a finite number above 1"),
+        ));
+    }
     let kind = f
         .get(&format!("{arch}.rope.scaling.type"))
         .and_then(|v| v.as_str())
@@ -61,6 +67,15 @@ pub fn rope_settings(f: &GgufFile, arch: &str, rot_dims: usize, base: f64) -> Re
             let beta_fast = hyper_f(f, arch, "rope.scaling.yarn_beta_fast", 32.0);
             let beta_slow = hyper_f(f, arch, "rope.scaling.yarn_beta_slow", 1.0);
             let attn = hyper_f(f, arch, "rope.scaling.attn_factor", 1.0);
+            let sane = |v: f64| v > 0.0 && v.is_finite();
+            if !(sane(beta_fast) && sane(beta_slow) && beta_fast > beta_slow && sane(attn)) {
+                return Err(bad(
+                    f,
+                    format!(
+                        "YaRN betas {beta_fast} / {beta_slow} (fast above slow) and attention factor {attn} must be positive and finite"
+                    ),
+                ));
+            }
             Ok(RopeSettings {
                 scale: None,
                 adjust: Some(RopeAdjust {
