@@ -30,15 +30,7 @@ impl TextTokenizer {
 
     /// Token ids of `text`; `special` adds the tokenizer's own BOS/EOS template.
     pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
-        match self {
-            TextTokenizer::Chars(c) => c.encode(text),
-            TextTokenizer::Hf(t) => Ok(t
-                .encode(text, special)
-                .map_err(|e| tok_err("encode", e))?
-                .get_ids()
-                .to_vec()),
-            TextTokenizer::Spm(t) => t.encode(text, special),
-        }
+        self.encode_with(text, special, special)
     }
 
     /// Token ids of `text` with the BOS/EOS the tokenizer's own rules add when `bos` is
