@@ -6,7 +6,7 @@
 //! whose V rows were quantized more finely, as llama.cpp's mixed formats do).
 
 use crate::backend::{cpu, cuda};
-use crate::io::quant::GgmlType;
+use crate::io::quant::{first_non_finite_scale, GgmlType};
 use crate::storage::Storage;
 use crate::{DType, Device, Error, Result, Tensor};
 
@@ -71,6 +71,12 @@ impl QMatrix {
                 return Err(err(format!(
                     "{} bytes do not hold {rows} rows of {cols} {} values",
                     bytes.len(),
+                    ty.name()
+                )));
+            }
+            if let Some(block) = first_non_finite_scale(ty, bytes) {
+                return Err(err(format!(
+                    "block {block} of the {} data has a NaN or infinite scale",
                     ty.name()
                 )));
             }

@@ -215,9 +215,9 @@ pub fn checkpoint_token_file(dir: &Path) -> Result<Option<PathBuf>> {
 fn read_checkpoint_config(dir: &Path) -> Result<CheckpointConfig> {
     let path = dir.join("config.json");
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
+    crate::io::parse_json(&bytes).map_err(|msg| Error::Checkpoint {
         path: path.clone(),
-        msg: e.to_string(),
+        msg,
     })
 }
 
@@ -443,9 +443,9 @@ impl Trainer {
         let state_path = dir.join("trainer.json");
         let state_bytes = std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?;
         let state: TrainState =
-            serde_json::from_slice(&state_bytes).map_err(|e| Error::Checkpoint {
+            crate::io::parse_json(&state_bytes).map_err(|msg| Error::Checkpoint {
                 path: state_path.clone(),
-                msg: e.to_string(),
+                msg,
             })?;
         let mut cfg = config.train.clone();
         if let Some(s) = steps {

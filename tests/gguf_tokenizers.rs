@@ -170,3 +170,115 @@ fn bos_follows_the_file_and_llama_cpp_defaults() {
         }
     }
 }
+
+/// Token ids against transformers' GGUF tokenizer (`AutoTokenizer.from_pretrained(dir,
+/// gguf_file=...)`, fixture by tools/make_gguf_tokenizer_reference.py) for files whose
+/// `add_bos_token` is true, false and absent; and `perplexity` scores as many tokens as
+/// transformers' sliding-window recipe over the same ids.
+///
+/// Two differences are known, and the test expects exactly them, so that anything else
+/// fails: a Llama-3 (`llama-bpe`) file without the key, where smith keeps llama.cpp's
+/// default (BOS) and transformers adds none; and a text that starts with a space in the
+/// Llama SentencePiece vocabulary, where smith (like llama.cpp and sentencepiece, see the
+/// vector tests above) keeps the lone `▁` piece that transformers' rebuilt tokenizer drops.
+#[test]
+fn bos_settings_match_transformers_gguf_tokenizer() {
+    use smith::inference::perplexity;
+    use smith::io::gguf::Value;
+    use smith::models::{Gpt, GptConfig};
+    let Some(dir) = vocab_dir() else { return };
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf_bos.json");
+    let fixture: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let texts: Vec<&str> = fixture["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let key = "tokenizer.ggml.add_bos_token";
+    let cases = fixture["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 15, "five vocabularies, three settings each");
+    let mut models: std::collections::HashMap<String, Gpt> = Default::default();
+    let mut failed = Vec::new();
+    for case in cases {
+        let vocab = case["vocab"].as_str().unwrap();
+        let setting = case["add_bos_token"].as_str().unwrap();
+        assert!(
+            case.get("error").is_none(),
+            "{vocab} {setting}: {}",
+            case["error"]
+        );
+        let mut f = GgufFile::open(&dir.join(format!("{vocab}.gguf"))).unwrap();
+        f.metadata.retain(|(k, _)| k != key);
+        match setting {
+            "true" => f.metadata.push((key.into(), Value::Bool(true))),
+            "false" => f.metadata.push((key.into(), Value::Bool(false))),
+            _ => {}
+        }
+        let tok = TextTokenizer::from_gguf(&f).unwrap();
+        let bos = case["bos_token_id"].as_u64().unwrap() as u32;
+        let llama_cpp_default = vocab == "ggml-vocab-llama-bpe" && setting == "absent";
+        for (text, want) in texts.iter().zip(case["ids"].as_array().unwrap()) {
+            let mut want: Vec<u32> = want
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            if llama_cpp_default {
+                want.insert(0, bos);
+            }
+            if vocab == "ggml-vocab-llama-spm" && text.starts_with(' ') {
+                let at = usize::from(want.first() == Some(&bos));
+                want.insert(at, tok.token_id("\u{2581}").unwrap());
+            }
+            // `generate` parses control tokens, `perplexity` does not; these texts hold none.
+            for special in [true, false] {
+                let got = tok.encode_with(text, special, true).unwrap();
+                if got != want {
+                    failed.push(format!(
+                        "{vocab}, add_bos_token {setting}: {text:?}: got {got:?}, want {want:?}"
+                    ));
+                }
+            }
+        }
+        // The longest text, scored in windows as the recipe does.
+        let ppl = &case["perplexity"];
+        let (ctx, stride) = (
+            ppl["ctx"].as_u64().unwrap() as usize,
+            ppl["stride"].as_u64().unwrap() as usize,
+        );
+        let ids = tok
+            .encode_with(texts[texts.len() - 1], false, true)
+            .unwrap();
+        let hf_ids = ppl["ids"].as_u64().unwrap() as usize;
+        assert_eq!(ids.len(), hf_ids + llama_cpp_default as usize);
+        let vocab_size = f
+            .get("tokenizer.ggml.tokens")
+            .and_then(|v| match v {
+                Value::Array(a) => Some(a.len()),
+                _ => None,
+            })
+            .unwrap();
+        let model = models.entry(vocab.to_string()).or_insert_with(|| {
+            let cfg = GptConfig {
+                vocab_size,
+                block_size: ctx,
+                n_layer: 1,
+                n_head: 1,
+                n_embd: 8,
+                dropout: 0.0,
+            };
+            Gpt::new(cfg, &mut smith::Rng::new(1), smith::Device::Cpu).unwrap()
+        });
+        let (value, scored) = perplexity(&*model, &ids, ctx, stride, smith::Device::Cpu).unwrap();
+        assert!(
+            value.is_finite() && value > 1.0,
+            "{vocab}: perplexity {value}"
+        );
+        let want = ppl["scored"].as_u64().unwrap() as usize + llama_cpp_default as usize;
+        assert_eq!(scored, want, "{vocab} {setting}: tokens scored");
+        assert_eq!(scored, ids.len() - 1);
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}

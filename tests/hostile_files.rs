@@ -266,6 +266,24 @@ fn non_finite_weights_are_refused() {
     expect_error(&p, &["NaN"]);
 }
 
+#[test]
+fn non_finite_quantized_scales_are_refused() {
+    for (file, ty) in [("llama_q8_0.gguf", 8), ("llama_q4_0.gguf", 2)] {
+        let (meta, mut tensors) = parts(file);
+        let t = tensors
+            .iter_mut()
+            .find(|t| t.0 == "blk.0.attn_q.weight")
+            .unwrap();
+        assert_eq!(t.2, ty, "{file}: blk.0.attn_q.weight type");
+        // The f16 scale `d` leads every block of these types; the third block's becomes NaN.
+        let block = if ty == 8 { 34 } else { 18 };
+        t.3[2 * block..2 * block + 2].copy_from_slice(&[0x00, 0x7e]);
+        let p = scratch(&format!("nan_scale_{file}"));
+        write_gguf(&p, &meta, &tensors);
+        expect_error(&p, &["blk.0.attn_q.weight", "block 2", "NaN"]);
+    }
+}
+
 /// A copy of the Hugging Face GPT-2 fixture folder with `config.json` edited by `edit`.
 fn hf_with(edit: impl FnOnce(&mut serde_json::Value), name: &str) -> PathBuf {
     let src = fixture("hf_gpt2");
@@ -294,7 +312,7 @@ fn hf_config_sizes_are_checked_before_building() {
     let dir = hf_with(|c| c["n_head"] = "twelve".into(), "hf_type");
     let e = load_model(&dir, Device::Cpu).err().unwrap().to_string();
     assert!(
-        e.contains("invalid type") && !e.contains("field `model`"),
+        e.contains("invalid type") && e.contains("`n_head`") && !e.contains("field `model`"),
         "{e}"
     );
 }
@@ -331,6 +349,13 @@ fn a_checkpoint_claiming_more_layers_than_it_holds_is_refused() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("eval interval"), "{e}");
+    // A value of the wrong type is named by its path in the file.
+    v["train"]["eval_interval"] = "often".into();
+    std::fs::write(&path, v.to_string()).unwrap();
+    let e = Trainer::resume(&dir, smith::train::Corpus::Text(&text), None, Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("`train.eval_interval`"), "{e}");
 }
 
 #[test]

@@ -132,6 +132,32 @@ impl GgmlType {
     }
 }
 
+/// Byte offsets, within one block, of the f16 scale fields of a quantized type (the block's
+/// `d`, and `dmin`/`m` where it has one); empty for the dense types.
+fn scale_offsets(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => &[],
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+        GgmlType::Q2K => &[80, 82],
+        GgmlType::Q3K => &[108],
+        GgmlType::Q6K => &[208],
+    }
+}
+
+/// The index of the first block of `data` (whole blocks of `ty`) whose f16 scale is a NaN
+/// or an infinity: such a block dequantizes to non-finite weights, so loaders refuse it
+/// without dequantizing the whole tensor.
+pub fn first_non_finite_scale(ty: GgmlType, data: &[u8]) -> Option<usize> {
+    let offsets = scale_offsets(ty);
+    if offsets.is_empty() {
+        return None;
+    }
+    let (_, bytes) = ty.block();
+    data.chunks_exact(bytes)
+        .position(|b| offsets.iter().any(|&o| !f16_at(b, o).is_finite()))
+}
+
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
@@ -322,5 +348,54 @@ fn k4_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
             (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
             (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUANTIZED: [GgmlType; 10] = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+    ];
+
+    /// Each listed offset really is a scale: an infinity there makes the block dequantize
+    /// to non-finite values, and the check finds that block.
+    #[test]
+    fn non_finite_scales_are_found_where_dequantization_would_spread_them() {
+        for ty in QUANTIZED {
+            let (_, bytes) = ty.block();
+            // Three blocks of 0x11 bytes: small finite scales and non-zero quants.
+            let mut data = vec![0x11u8; 3 * bytes];
+            assert_eq!(first_non_finite_scale(ty, &data), None, "{}", ty.name());
+            assert!(dequantize(ty, &data).unwrap().iter().all(|v| v.is_finite()));
+            for &o in scale_offsets(ty) {
+                let mut bad = data.clone();
+                bad[bytes + o..bytes + o + 2].copy_from_slice(&f16::INFINITY.to_le_bytes());
+                assert_eq!(
+                    first_non_finite_scale(ty, &bad),
+                    Some(1),
+                    "{} +{o}",
+                    ty.name()
+                );
+                let values = dequantize(ty, &bad).unwrap();
+                assert!(
+                    values.iter().any(|v| !v.is_finite()),
+                    "{}: an infinity at byte {o} should reach the values",
+                    ty.name()
+                );
+            }
+            data[2 * bytes] = 0;
+            assert_eq!(first_non_finite_scale(ty, &data), None);
+        }
     }
 }

@@ -55,8 +55,7 @@ impl HfGpt2Config {
     /// Reads and checks `config.json`: what smith's GPT cannot represent is an error.
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let cfg: HfGpt2Config =
-            serde_json::from_slice(&bytes).map_err(|e| bad(path, e.to_string()))?;
+        let cfg: HfGpt2Config = crate::io::parse_json(&bytes).map_err(|e| bad(path, e))?;
         if let Some(t) = &cfg.model_type {
             if t != "gpt2" {
                 return Err(bad(path, format!("model_type `{t}` is not gpt2")));
