@@ -228,6 +228,14 @@ fn mixed_precision_runs_track_f32_and_f16_backs_off_on_overflow() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The `smith` binary under test: the one cargo built beside this test, or `SMITH_BIN` when
+/// the tests run on a machine apart from their build.
+fn smith_bin() -> std::path::PathBuf {
+    std::env::var_os("SMITH_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_smith").into())
+}
+
 /// `smith train` on a small text with a checkpoint at every step (or every 3rd), so that
 /// kills land inside saves.
 fn train_cmd(
@@ -235,7 +243,7 @@ fn train_cmd(
     data: &std::path::Path,
     save_every: u64,
 ) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_smith"));
+    let mut c = std::process::Command::new(smith_bin());
     c.args([
         "train",
         "--device",
@@ -274,9 +282,11 @@ fn train_cmd(
     c
 }
 
-/// The losses of the uninterrupted run, step by step.
+/// The losses of the uninterrupted run, step by step (in a folder of its own per data file:
+/// the tests that call this run in parallel).
 fn reference_losses(data: &std::path::Path) -> Vec<f64> {
-    let dir = scratch("kill_reference");
+    let name = data.file_name().unwrap().to_string_lossy();
+    let dir = scratch(&format!("reference_{name}"));
     assert!(train_cmd(&dir, data, 20).status().unwrap().success());
     let t = Trainer::resume(
         &dir,
