@@ -21,7 +21,6 @@ pub mod plot;
 pub mod profile;
 pub mod qmatrix;
 pub mod rng;
-pub mod storage;
 mod tensor;
 pub mod token_file;
 pub mod tokenizer;
@@ -30,6 +29,7 @@ pub mod tokenizer_spm;
 pub mod train;
 
 pub use autograd::{no_grad, GradStore};
+pub use backend::storage;
 pub use backend::{BinaryOp, CmpOp, ReduceOp, RotaryStyle, UnaryOp};
 pub use device::Device;
 pub use dtype::{DType, WithDType};

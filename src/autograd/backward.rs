@@ -2,11 +2,9 @@
 //! does not compile.
 
 use super::Op;
-use crate::backend::cpu::{self, NormKind};
-use crate::backend::cuda;
+use crate::backend::NormKind;
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::layout::keepdim_shape;
-use crate::storage::Storage;
 use crate::{Error, Result, Tensor};
 
 /// Gradients of `node`'s inputs, given the gradient `g` of `node` (same shape as `node`).
@@ -50,18 +48,12 @@ pub(super) fn input_grads(op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> 
             (b.clone(), reduce_to_shape(g, b.shape())?),
         ],
         Op::Softmax { x, y, log, causal } => {
-            let dx = match (&*y.read_storage(), &*g.read_storage()) {
-                (Storage::Cuda(ys), Storage::Cuda(gs)) => Storage::Cuda(
-                    cuda::softmax_last_backward(ys, y.layout(), gs, g.layout(), *log, *causal)?,
-                ),
-                (ys, gs) => Storage::Cpu(cpu::softmax_last_backward(
-                    ys.cpu()?,
-                    y.layout(),
-                    gs.cpu()?,
-                    g.layout(),
-                    *log,
-                )?),
-            };
+            let dx = y.read_storage().softmax_last_backward(
+                y.layout(),
+                (&g.read_storage(), g.layout()),
+                *log,
+                *causal,
+            )?;
             vec![(x.clone(), Tensor::from_storage(dx, x.shape(), None))]
         }
         Op::Norm {
@@ -76,59 +68,24 @@ pub(super) fn input_grads(op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> 
             targets,
             ignore,
         } => {
-            let d = match (
-                &*logits.read_storage(),
-                &*targets.read_storage(),
-                &*g.read_storage(),
-            ) {
-                (Storage::Cuda(ls), Storage::Cuda(ts), Storage::Cuda(gs)) => {
-                    Storage::Cuda(cuda::cross_entropy_backward(
-                        ls,
-                        logits.layout(),
-                        ts,
-                        targets.layout(),
-                        *ignore,
-                        (gs, g.layout()),
-                    )?)
-                }
-                (ls, ts, _) => {
-                    let scale = g.to_scalar()?;
-                    let ids = ts.cpu()?.to_indices("cross_entropy", targets.layout())?;
-                    Storage::Cpu(cpu::cross_entropy_backward(
-                        ls.cpu()?,
-                        logits.layout(),
-                        &ids,
-                        *ignore,
-                        scale,
-                    )?)
-                }
-            };
+            let d = logits.read_storage().cross_entropy_backward(
+                logits.layout(),
+                (&targets.read_storage(), targets.layout()),
+                *ignore,
+                (&g.read_storage(), g.layout()),
+            )?;
             vec![(
                 logits.clone(),
                 Tensor::from_storage(d, logits.shape(), None),
             )]
         }
         Op::IndexSelect { src, ids, dim } => {
-            let d = match (&*g.read_storage(), &*ids.read_storage()) {
-                (Storage::Cuda(gs), Storage::Cuda(is)) => Storage::Cuda(cuda::index_add_zeros(
-                    gs,
-                    g.layout(),
-                    src.shape(),
-                    *dim,
-                    is,
-                    ids.layout(),
-                )?),
-                (gs, is) => {
-                    let idx = is.cpu()?.to_indices("index_select", ids.layout())?;
-                    Storage::Cpu(cpu::index_add_zeros(
-                        gs.cpu()?,
-                        g.layout(),
-                        src.shape(),
-                        *dim,
-                        &idx,
-                    )?)
-                }
-            };
+            let d = g.read_storage().index_add_zeros(
+                g.layout(),
+                src.shape(),
+                *dim,
+                (&ids.read_storage(), ids.layout()),
+            )?;
             vec![(src.clone(), Tensor::from_storage(d, src.shape(), None))]
         }
         Op::Gather { src, index, dim } => {
@@ -277,33 +234,14 @@ fn norm_grads(
     g: &Tensor,
 ) -> Result<Vec<(Tensor, Tensor)>> {
     let (dx, dw, db) = {
-        let xs = x.read_storage();
-        let gs = g.read_storage();
         let ws = weight.map(|w| w.read_storage());
-        match (&*xs, &*gs) {
-            (Storage::Cuda(xc), Storage::Cuda(gc)) => {
-                let wp = crate::ops::cuda_param(&ws, weight)?;
-                let (dx, dw, db) =
-                    cuda::norm_backward(xc, x.layout(), gc, g.layout(), wp, kind, eps)?;
-                (Storage::Cuda(dx), Storage::Cuda(dw), Storage::Cuda(db))
-            }
-            _ => {
-                let wp = match (&ws, weight) {
-                    (Some(s), Some(w)) => Some((s.cpu()?, w.layout())),
-                    _ => None,
-                };
-                let (dx, dw, db) = cpu::norm_backward(
-                    xs.cpu()?,
-                    x.layout(),
-                    gs.cpu()?,
-                    g.layout(),
-                    wp,
-                    kind,
-                    eps,
-                )?;
-                (Storage::Cpu(dx), Storage::Cpu(dw), Storage::Cpu(db))
-            }
-        }
+        x.read_storage().norm_backward(
+            x.layout(),
+            (&g.read_storage(), g.layout()),
+            crate::ops::view(&ws, weight),
+            kind,
+            eps,
+        )?
     };
     let c = *x.shape().last().unwrap_or(&1);
     let mut out = vec![(x.clone(), Tensor::from_storage(dx, x.shape(), None))];

@@ -1,6 +1,6 @@
 //! What an op result remembers for the backward pass.
 
-use crate::backend::cpu::NormKind;
+use crate::backend::NormKind;
 use crate::backend::{BinaryOp, RotaryStyle, UnaryOp};
 use crate::Tensor;
 

@@ -4,6 +4,20 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod interface;
+pub mod storage;
+
+pub use interface::{BackendStorage, View};
+
+/// Which normalization a transformer uses, and a norm kernel computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    /// LayerNorm: subtract the mean, divide by the standard deviation (GPT, GPT-2).
+    Layer,
+    /// RMSNorm: divide by the root mean square (Llama).
+    Rms,
+}
 
 /// Elementwise ops with one input. The `*Deriv` variants are the derivatives used by
 /// backward passes (they are not differentiable themselves).

@@ -283,15 +283,7 @@ impl RmsNorm {
     }
 }
 
-/// Which normalization a transformer uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NormKind {
-    /// LayerNorm with bias (GPT, GPT-2).
-    Layer,
-    /// RMSNorm (Llama).
-    Rms,
-}
+pub use crate::backend::NormKind;
 
 /// Either norm, chosen by configuration.
 #[derive(Clone, Debug)]

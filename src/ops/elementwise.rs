@@ -2,10 +2,8 @@
 
 use super::{check_float, check_same};
 use crate::autograd::{record, Op};
-use crate::backend::{cpu, cuda};
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::layout::broadcast_shapes;
-use crate::storage::Storage;
 use crate::{Error, Result, Tensor};
 
 impl BinaryOp {
@@ -26,10 +24,7 @@ impl BinaryOp {
 impl Tensor {
     pub(crate) fn unary(&self, op: UnaryOp) -> Result<Tensor> {
         check_float("unary", self)?;
-        let out = match &*self.read_storage() {
-            Storage::Cpu(s) => Storage::Cpu(cpu::unary(s, self.layout(), op)?),
-            Storage::Cuda(s) => Storage::Cuda(cuda::unary(s, self.layout(), op)?),
-        };
+        let out = self.read_storage().unary(self.layout(), op)?;
         let differentiable = !matches!(
             op,
             UnaryOp::Step | UnaryOp::GeluTanhDeriv | UnaryOp::GeluErfDeriv | UnaryOp::SiluDeriv
@@ -124,21 +119,9 @@ impl Tensor {
         check_same(op.name(), self, rhs)?;
         check_float(op.name(), self)?;
         let (a, b) = Tensor::broadcast_pair(op.name(), self, rhs)?;
-        let out = {
-            let (sa, sb) = (a.read_storage(), b.read_storage());
-            match (&*sa, &*sb) {
-                (Storage::Cuda(x), Storage::Cuda(y)) => {
-                    Storage::Cuda(cuda::binary(x, a.layout(), y, b.layout(), op)?)
-                }
-                _ => Storage::Cpu(cpu::binary(
-                    sa.cpu()?,
-                    a.layout(),
-                    sb.cpu()?,
-                    b.layout(),
-                    op,
-                )?),
-            }
-        };
+        let out = a
+            .read_storage()
+            .binary(a.layout(), (&b.read_storage(), b.layout()), op)?;
         let rec = record(&[&a, &b], || Op::Binary(a.clone(), b.clone(), op));
         Ok(Tensor::from_storage(out, a.shape(), rec))
     }
@@ -176,15 +159,9 @@ impl Tensor {
     pub fn cmp(&self, rhs: &Tensor, op: CmpOp) -> Result<Tensor> {
         check_same("cmp", self, rhs)?;
         let (a, b) = Tensor::broadcast_pair("cmp", self, rhs)?;
-        let out = {
-            let (sa, sb) = (a.read_storage(), b.read_storage());
-            match (&*sa, &*sb) {
-                (Storage::Cuda(x), Storage::Cuda(y)) => {
-                    Storage::Cuda(cuda::cmp(x, a.layout(), y, b.layout(), op)?)
-                }
-                _ => Storage::Cpu(cpu::cmp(sa.cpu()?, a.layout(), sb.cpu()?, b.layout(), op)?),
-            }
-        };
+        let out = a
+            .read_storage()
+            .cmp(a.layout(), (&b.read_storage(), b.layout()), op)?;
         Ok(Tensor::from_storage(out, a.shape(), None))
     }
     /// `self == rhs` as a mask.
@@ -238,22 +215,11 @@ impl Tensor {
             }
         };
         let (c, a, b) = (bc(cond)?, bc(a)?, bc(b)?);
-        let out = {
-            let (sc, sa, sb) = (c.read_storage(), a.read_storage(), b.read_storage());
-            match (&*sc, &*sa, &*sb) {
-                (Storage::Cuda(x), Storage::Cuda(y), Storage::Cuda(z)) => Storage::Cuda(
-                    cuda::where_cond(x, c.layout(), y, a.layout(), z, b.layout())?,
-                ),
-                _ => Storage::Cpu(cpu::where_cond(
-                    sc.cpu()?,
-                    c.layout(),
-                    sa.cpu()?,
-                    a.layout(),
-                    sb.cpu()?,
-                    b.layout(),
-                )?),
-            }
-        };
+        let out = c.read_storage().where_cond(
+            c.layout(),
+            (&a.read_storage(), a.layout()),
+            (&b.read_storage(), b.layout()),
+        )?;
         let rec = record(&[&a, &b], || Op::Where(c.clone(), a.clone(), b.clone()));
         Ok(Tensor::from_storage(out, &shape, rec))
     }

@@ -2,8 +2,7 @@
 
 use super::check_float;
 use crate::autograd::{record, Op};
-use crate::backend::{cpu, cuda};
-use crate::storage::Storage;
+
 use crate::{Error, Result, Tensor};
 
 fn check_index(op: &'static str, t: &Tensor) -> Result<()> {
@@ -45,15 +44,11 @@ impl Tensor {
             ));
         }
         super::check_same_device("index_select", self, ids)?;
-        let out = match (&*self.read_storage(), &*ids.read_storage()) {
-            (Storage::Cuda(s), Storage::Cuda(i)) => {
-                Storage::Cuda(cuda::index_select(s, self.layout(), dim, i, ids.layout())?)
-            }
-            (s, i) => {
-                let idx = i.cpu()?.to_indices("index_select", ids.layout())?;
-                Storage::Cpu(cpu::index_select(s.cpu()?, self.layout(), dim, &idx)?)
-            }
-        };
+        let out = self.read_storage().index_select(
+            self.layout(),
+            dim,
+            (&ids.read_storage(), ids.layout()),
+        )?;
         let mut shape = self.shape().to_vec();
         shape[dim] = ids.numel();
         let differentiable = self.dtype().is_float();
@@ -88,21 +83,11 @@ impl Tensor {
         check_index("gather", index)?;
         check_gather_shapes("gather", self, index, dim)?;
         super::check_same_device("gather", self, index)?;
-        let out = match (&*self.read_storage(), &*index.read_storage()) {
-            (Storage::Cuda(s), Storage::Cuda(i)) => {
-                Storage::Cuda(cuda::gather(s, self.layout(), dim, i, index.layout())?)
-            }
-            (s, i) => {
-                let idx = i.cpu()?.to_indices("gather", index.layout())?;
-                Storage::Cpu(cpu::gather(
-                    s.cpu()?,
-                    self.layout(),
-                    dim,
-                    &idx,
-                    index.shape(),
-                )?)
-            }
-        };
+        let out = self.read_storage().gather(
+            self.layout(),
+            dim,
+            (&index.read_storage(), index.layout()),
+        )?;
         let rec = if self.dtype().is_float() {
             record(&[self], || Op::Gather {
                 src: self.clone(),
@@ -130,30 +115,12 @@ impl Tensor {
             });
         }
         super::check_same_device("scatter_add", self, index)?;
-        let out = {
-            let (sd, si, ss) = (
-                self.read_storage(),
-                index.read_storage(),
-                src.read_storage(),
-            );
-            match (&*sd, &*si, &*ss) {
-                (Storage::Cuda(d), Storage::Cuda(i), Storage::Cuda(s)) => Storage::Cuda(
-                    cuda::scatter_add(d, self.layout(), dim, i, index.layout(), s, src.layout())?,
-                ),
-                _ => {
-                    let idx = si.cpu()?.to_indices("scatter_add", index.layout())?;
-                    Storage::Cpu(cpu::scatter_add(
-                        sd.cpu()?,
-                        self.layout(),
-                        dim,
-                        &idx,
-                        index.shape(),
-                        ss.cpu()?,
-                        src.layout(),
-                    )?)
-                }
-            }
-        };
+        let out = self.read_storage().scatter_add(
+            self.layout(),
+            dim,
+            (&index.read_storage(), index.layout()),
+            (&src.read_storage(), src.layout()),
+        )?;
         let rec = record(&[self, src], || Op::ScatterAdd {
             dst: self.clone(),
             index: index.clone(),

@@ -31,15 +31,9 @@ impl Tensor {
         );
         let a = self.broadcast_as(&[batch.as_slice(), &[m, k]].concat())?;
         let b = rhs.broadcast_as(&[batch.as_slice(), &[k, n]].concat())?;
-        let out = {
-            let (sa, sb) = (a.read_storage(), b.read_storage());
-            match (&*sa, &*sb) {
-                (Storage::Cuda(x), Storage::Cuda(y)) => {
-                    Storage::Cuda(cuda::matmul(x, a.layout(), y, b.layout())?)
-                }
-                _ => Storage::Cpu(cpu::matmul(sa.cpu()?, a.layout(), sb.cpu()?, b.layout())?),
-            }
-        };
+        let out = a
+            .read_storage()
+            .matmul(a.layout(), (&b.read_storage(), b.layout()))?;
         let rec = record(&[&a, &b], || Op::Matmul(a.clone(), b.clone()));
         Ok(Tensor::from_storage(
             out,

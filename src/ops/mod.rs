@@ -12,7 +12,7 @@ mod shape;
 pub(crate) use attention::flash_attention_grads;
 pub use attention::AttnMask;
 pub use matmul::FoldedNorm;
-pub(crate) use nn::cuda_param;
+pub(crate) use nn::view;
 pub use nn::{causal_mask, rotary_tables, rotary_tables_for, rotary_tables_scaled, RotarySpec};
 
 use crate::{Error, Result, Tensor};

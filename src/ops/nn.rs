@@ -3,8 +3,7 @@
 
 use super::{check_float, check_same};
 use crate::autograd::{record, Op};
-use crate::backend::cpu::{self, NormKind};
-use crate::backend::cuda;
+use crate::backend::NormKind;
 use crate::backend::RotaryStyle;
 use crate::storage::Storage;
 use crate::{DType, Device, Error, Result, Rng, Tensor};
@@ -20,10 +19,9 @@ impl Tensor {
                 .softmax_impl(last, log, causal)?
                 .transpose(dim, last);
         }
-        let out = match &*self.read_storage() {
-            Storage::Cpu(s) => Storage::Cpu(cpu::softmax_last(s, self.layout(), log, causal)?),
-            Storage::Cuda(s) => Storage::Cuda(cuda::softmax_last(s, self.layout(), log, causal)?),
-        };
+        let out = self
+            .read_storage()
+            .softmax_last(self.layout(), log, causal)?;
         let y = Tensor::from_storage(out, self.shape(), None);
         let rec = record(&[self], || Op::Softmax {
             x: self.clone(),
@@ -85,23 +83,15 @@ impl Tensor {
             }
         }
         let out = {
-            let xs = self.read_storage();
             let ws = weight.map(|w| w.read_storage());
             let bs = bias.map(|b| b.read_storage());
-            if let Storage::Cuda(x) = &*xs {
-                let (wp, bp) = (cuda_param(&ws, weight)?, cuda_param(&bs, bias)?);
-                Storage::Cuda(cuda::norm(x, self.layout(), wp, bp, kind, eps)?)
-            } else {
-                let wp = match (&ws, weight) {
-                    (Some(s), Some(w)) => Some((s.cpu()?, w.layout())),
-                    _ => None,
-                };
-                let bp = match (&bs, bias) {
-                    (Some(s), Some(b)) => Some((s.cpu()?, b.layout())),
-                    _ => None,
-                };
-                Storage::Cpu(cpu::norm(xs.cpu()?, self.layout(), (wp, bp), kind, eps)?)
-            }
+            self.read_storage().norm(
+                self.layout(),
+                view(&ws, weight),
+                view(&bs, bias),
+                kind,
+                eps,
+            )?
         };
         let mut inputs = vec![self];
         inputs.extend(weight);
@@ -172,25 +162,12 @@ impl Tensor {
             });
         }
         super::check_same_device("cross_entropy", self, targets)?;
-        let out = match (&*self.read_storage(), &*targets.read_storage()) {
-            (Storage::Cuda(x), Storage::Cuda(t)) => Storage::Cuda(cuda::cross_entropy(
-                x,
-                self.layout(),
-                t,
-                targets.layout(),
-                ignore_index,
-                out,
-            )?),
-            (x, t) => {
-                let ids = t.cpu()?.to_indices("cross_entropy", targets.layout())?;
-                Storage::Cpu(cpu::cross_entropy(
-                    x.cpu()?,
-                    self.layout(),
-                    &ids,
-                    ignore_index,
-                )?)
-            }
-        };
+        let out = self.read_storage().cross_entropy(
+            self.layout(),
+            (&targets.read_storage(), targets.layout()),
+            ignore_index,
+            out,
+        )?;
         let rec = record(&[self], || Op::CrossEntropy {
             logits: self.clone(),
             targets: targets.clone(),
@@ -246,27 +223,13 @@ impl Tensor {
             });
         }
         let out = {
-            let (xs, cs, ss) = (self.read_storage(), cos.read_storage(), sin.read_storage());
-            match (&*xs, &*cs, &*ss) {
-                (Storage::Cuda(x), Storage::Cuda(c), Storage::Cuda(s)) => {
-                    Storage::Cuda(cuda::rotary(
-                        x,
-                        self.layout(),
-                        (c, cos.layout()),
-                        (s, sin.layout()),
-                        style,
-                        inverse,
-                    )?)
-                }
-                _ => Storage::Cpu(cpu::rotary(
-                    xs.cpu()?,
-                    self.layout(),
-                    (cs.cpu()?, cos.layout()),
-                    (ss.cpu()?, sin.layout()),
-                    style,
-                    inverse,
-                )?),
-            }
+            self.read_storage().rotary(
+                self.layout(),
+                (&cos.read_storage(), cos.layout()),
+                (&sin.read_storage(), sin.layout()),
+                style,
+                inverse,
+            )?
         };
         let rec = record(&[self], || Op::Rotary {
             x: self.clone(),
@@ -448,19 +411,13 @@ pub fn causal_mask(t: usize, device: Device) -> Result<Tensor> {
     Tensor::from_vec(m, &[t, t], device)
 }
 
-/// A norm parameter's GPU buffer and layout (it must live on the GPU like the input).
-pub(crate) fn cuda_param<'a>(
+/// An optional parameter's buffer (read through `guard`) and layout, for the backend.
+pub(crate) fn view<'a>(
     guard: &'a Option<std::sync::RwLockReadGuard<'_, Storage>>,
     t: Option<&'a Tensor>,
-) -> Result<Option<(&'a cuda::CudaStorage, &'a crate::Layout)>> {
+) -> Option<(&'a Storage, &'a crate::Layout)> {
     match (guard, t) {
-        (Some(g), Some(t)) => match &**g {
-            Storage::Cuda(s) => Ok(Some((s, t.layout()))),
-            Storage::Cpu(_) => Err(Error::invalid(
-                "norm",
-                format!("the input is on a GPU but a parameter is on {}", t.device()),
-            )),
-        },
-        _ => Ok(None),
+        (Some(g), Some(t)) => Some((&**g, t.layout())),
+        _ => None,
     }
 }

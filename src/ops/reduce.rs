@@ -2,9 +2,8 @@
 
 use super::check_float;
 use crate::autograd::{record, Op};
-use crate::backend::{cpu, cuda, ReduceOp};
+use crate::backend::ReduceOp;
 use crate::layout::keepdim_shape;
-use crate::storage::Storage;
 use crate::{Error, Result, Tensor};
 
 /// Validated, sorted, de-duplicated dims.
@@ -38,10 +37,7 @@ impl Tensor {
         check_float(op_name, self)?;
         let dims = normalize_dims(op_name, self, dims)?;
         let keep = keepdim_shape(self.shape(), &dims);
-        let out = match &*self.read_storage() {
-            Storage::Cpu(s) => Storage::Cpu(cpu::reduce(s, self.layout(), &dims, op)?),
-            Storage::Cuda(s) => Storage::Cuda(cuda::reduce(s, self.layout(), &dims, op)?),
-        };
+        let out = self.read_storage().reduce(self.layout(), &dims, op)?;
         let result = match op {
             ReduceOp::Sum => {
                 let rec = record(&[self], || Op::Sum(self.clone(), dims.clone()));
@@ -101,10 +97,7 @@ impl Tensor {
 
     fn arg_reduce(&self, dim: usize, keepdim: bool, max: bool) -> Result<Tensor> {
         self.layout().check_dim("argmax", dim)?;
-        let out = match &*self.read_storage() {
-            Storage::Cpu(s) => Storage::Cpu(cpu::arg_reduce(s, self.layout(), dim, max)?),
-            Storage::Cuda(s) => Storage::Cuda(cuda::arg_reduce(s, self.layout(), dim, max)?),
-        };
+        let out = self.read_storage().arg_reduce(self.layout(), dim, max)?;
         let shape = if keepdim {
             keepdim_shape(self.shape(), &[dim])
         } else {

@@ -2,7 +2,6 @@
 //! explicit copies (contiguous, cast), and concat / stack / split.
 
 use crate::autograd::{record, Op};
-use crate::backend::{cpu, cuda};
 use crate::storage::Storage;
 use crate::{DType, Error, Result, Tensor};
 
@@ -124,10 +123,7 @@ impl Tensor {
 
     /// A contiguous copy that owns fresh storage.
     pub fn copy(&self) -> Result<Tensor> {
-        let out = match &*self.read_storage() {
-            Storage::Cpu(s) => Storage::Cpu(cpu::copy_contiguous(s, self.layout())),
-            Storage::Cuda(s) => Storage::Cuda(cuda::copy_contiguous(s, self.layout())?),
-        };
+        let out = self.read_storage().copy_contiguous(self.layout())?;
         let rec = record(&[self], || Op::Copy(self.clone()));
         Ok(Tensor::from_storage(out, self.shape(), rec))
     }
@@ -137,10 +133,7 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let out = match &*self.read_storage() {
-            Storage::Cpu(s) => Storage::Cpu(cpu::cast(s, self.layout(), dtype)),
-            Storage::Cuda(s) => Storage::Cuda(cuda::cast(s, self.layout(), dtype)?),
-        };
+        let out = self.read_storage().cast(self.layout(), dtype)?;
         let rec = if dtype.is_float() && self.dtype().is_float() {
             record(&[self], || Op::Cast(self.clone()))
         } else {
@@ -176,26 +169,12 @@ impl Tensor {
         }
         let out = {
             let guards: Vec<_> = tensors.iter().map(|t| t.read_storage()).collect();
-            if matches!(&*guards[0], Storage::Cuda(_)) {
-                let parts: Vec<_> = guards
-                    .iter()
-                    .zip(tensors)
-                    .map(|(g, t)| match &**g {
-                        Storage::Cuda(s) => Ok((s, t.layout())),
-                        Storage::Cpu(_) => {
-                            Err(Error::invalid("cat", "inputs are on different devices"))
-                        }
-                    })
-                    .collect::<Result<_>>()?;
-                Storage::Cuda(cuda::cat(&parts, dim, &shape)?)
-            } else {
-                let parts: Vec<_> = guards
-                    .iter()
-                    .zip(tensors)
-                    .map(|(g, t)| Ok((g.cpu()?, t.layout())))
-                    .collect::<Result<_>>()?;
-                Storage::Cpu(cpu::cat(&parts, dim, &shape)?)
-            }
+            let parts: Vec<_> = guards
+                .iter()
+                .zip(tensors)
+                .map(|(g, t)| (&**g, t.layout()))
+                .collect();
+            Storage::cat(&parts, dim, &shape)?
         };
         let refs: Vec<&Tensor> = tensors.iter().collect();
         let rec = record(&refs, || Op::Cat(tensors.to_vec(), dim));

@@ -7,6 +7,7 @@
 mod attention;
 mod elementwise;
 mod index;
+mod interface;
 mod matmul;
 mod nn;
 mod quant;

@@ -156,14 +156,7 @@ pub fn softmax_last_backward(
     }))
 }
 
-/// Which normalization a norm kernel computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NormKind {
-    /// Subtract the mean, divide by the standard deviation.
-    Layer,
-    /// Divide by the root mean square.
-    Rms,
-}
+pub use crate::backend::NormKind;
 
 /// Mean (0 for RMS norm) and reciprocal standard deviation of one row.
 fn row_stats<T: Real>(xr: &[T], kind: NormKind, eps: f64) -> (T, T) {

@@ -7,6 +7,7 @@ mod elementwise;
 mod flash;
 mod gemv;
 mod index;
+mod interface;
 mod linear;
 mod matmul;
 mod nn;

@@ -3,7 +3,7 @@
 
 use super::storage::suffix;
 use super::{copy_contiguous, launch, row_config, CudaStorage};
-use crate::backend::cpu::NormKind;
+use crate::backend::NormKind;
 use crate::{DType, Error, Layout, Result};
 
 /// A device pointer to the input's elements in contiguous order: the input itself when it

@@ -1,0 +1,334 @@
+//! Device storage behind a tensor: one variant per backend.
+
+use super::cpu::CpuStorage;
+use super::cuda::CudaStorage;
+use super::interface::{BackendStorage, View};
+use super::{BinaryOp, CmpOp, NormKind, ReduceOp, RotaryStyle, UnaryOp};
+use crate::{DType, Device, Error, Layout, Result};
+
+/// A buffer on some device. Views of one tensor share a single `Storage`.
+#[derive(Debug)]
+pub enum Storage {
+    /// Host memory.
+    Cpu(CpuStorage),
+    /// GPU memory.
+    Cuda(CudaStorage),
+}
+
+impl Storage {
+    /// Element type of the buffer.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(s) => s.dtype(),
+            Storage::Cuda(s) => s.dtype(),
+        }
+    }
+
+    /// Device that holds the buffer.
+    pub fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(s) => Device::Cuda(s.device().ordinal),
+        }
+    }
+
+    /// The host buffer, or an error for ops that do not run on the GPU yet.
+    pub fn cpu(&self) -> Result<&CpuStorage> {
+        match self {
+            Storage::Cpu(s) => Ok(s),
+            Storage::Cuda(s) => Err(Error::DeviceUnavailable {
+                device: Device::Cuda(s.device().ordinal),
+                reason: "this op is not implemented on CUDA yet; move its inputs to the CPU with `to_device(Device::Cpu)`".into(),
+            }),
+        }
+    }
+
+    /// The host buffer, mutably (same rule as [`Storage::cpu`]).
+    pub fn cpu_mut(&mut self) -> Result<&mut CpuStorage> {
+        match self {
+            Storage::Cpu(s) => Ok(s),
+            Storage::Cuda(s) => Err(Error::DeviceUnavailable {
+                device: Device::Cuda(s.device().ordinal),
+                reason: "in-place updates are not implemented on CUDA yet".into(),
+            }),
+        }
+    }
+}
+
+/// The error of an op whose inputs live on different devices.
+fn mixed_devices(op: &'static str) -> Error {
+    Error::invalid(op, "the inputs live on different devices")
+}
+
+/// Runs `$body` on the backend storages inside the `Storage`s named (all on one device),
+/// wrapping the result back; inputs on different devices are an error.
+macro_rules! on_backend {
+    ($op:expr; $($v:ident),+ => $body:expr) => {
+        match ($($v,)+) {
+            ($(Storage::Cpu($v),)+) => Ok(Storage::Cpu($body)),
+            ($(Storage::Cuda($v),)+) => Ok(Storage::Cuda($body)),
+            #[allow(unreachable_patterns)]
+            _ => Err(mixed_devices($op)),
+        }
+    };
+}
+
+/// An optional (buffer, layout) input on the CPU.
+fn cpu_view<'a>(
+    op: &'static str,
+    v: Option<View<'a, Storage>>,
+) -> Result<Option<View<'a, CpuStorage>>> {
+    match v {
+        Some((Storage::Cpu(s), l)) => Ok(Some((s, l))),
+        Some(_) => Err(mixed_devices(op)),
+        None => Ok(None),
+    }
+}
+
+/// An optional (buffer, layout) input on the GPU.
+fn cuda_view<'a>(
+    op: &'static str,
+    v: Option<View<'a, Storage>>,
+) -> Result<Option<View<'a, CudaStorage>>> {
+    match v {
+        Some((Storage::Cuda(s), l)) => Ok(Some((s, l))),
+        Some(_) => Err(mixed_devices(op)),
+        None => Ok(None),
+    }
+}
+
+/// The ops of [`BackendStorage`] on whichever backend holds the buffers: the one place
+/// where the layers above meet a device.
+impl Storage {
+    /// See [`BackendStorage::unary`].
+    pub fn unary(&self, l: &Layout, op: UnaryOp) -> Result<Storage> {
+        let s = self;
+        on_backend!("unary"; s => s.unary(l, op)?)
+    }
+
+    /// See [`BackendStorage::binary`].
+    pub fn binary(&self, l: &Layout, (b, lb): View<'_, Storage>, op: BinaryOp) -> Result<Storage> {
+        let a = self;
+        on_backend!(op.name(); a, b => a.binary(l, (b, lb), op)?)
+    }
+
+    /// See [`BackendStorage::cmp`].
+    pub fn cmp(&self, l: &Layout, (b, lb): View<'_, Storage>, op: CmpOp) -> Result<Storage> {
+        let a = self;
+        on_backend!("cmp"; a, b => a.cmp(l, (b, lb), op)?)
+    }
+
+    /// See [`BackendStorage::where_cond`].
+    pub fn where_cond(
+        &self,
+        l: &Layout,
+        (a, la): View<'_, Storage>,
+        (b, lb): View<'_, Storage>,
+    ) -> Result<Storage> {
+        let c = self;
+        on_backend!("where_cond"; c, a, b => c.where_cond(l, (a, la), (b, lb))?)
+    }
+
+    /// See [`BackendStorage::reduce`].
+    pub fn reduce(&self, l: &Layout, dims: &[usize], op: ReduceOp) -> Result<Storage> {
+        let s = self;
+        on_backend!("reduce"; s => s.reduce(l, dims, op)?)
+    }
+
+    /// See [`BackendStorage::arg_reduce`].
+    pub fn arg_reduce(&self, l: &Layout, dim: usize, max: bool) -> Result<Storage> {
+        let s = self;
+        on_backend!("argmax"; s => s.arg_reduce(l, dim, max)?)
+    }
+
+    /// See [`BackendStorage::copy_contiguous`].
+    pub fn copy_contiguous(&self, l: &Layout) -> Result<Storage> {
+        let s = self;
+        on_backend!("contiguous"; s => s.copy_contiguous(l)?)
+    }
+
+    /// See [`BackendStorage::cast`].
+    pub fn cast(&self, l: &Layout, dtype: DType) -> Result<Storage> {
+        let s = self;
+        on_backend!("to_dtype"; s => s.cast(l, dtype)?)
+    }
+
+    /// See [`BackendStorage::index_select`].
+    pub fn index_select(
+        &self,
+        l: &Layout,
+        dim: usize,
+        (i, li): View<'_, Storage>,
+    ) -> Result<Storage> {
+        let s = self;
+        on_backend!("index_select"; s, i => s.index_select(l, dim, (i, li))?)
+    }
+
+    /// See [`BackendStorage::gather`].
+    pub fn gather(&self, l: &Layout, dim: usize, (i, li): View<'_, Storage>) -> Result<Storage> {
+        let s = self;
+        on_backend!("gather"; s, i => s.gather(l, dim, (i, li))?)
+    }
+
+    /// See [`BackendStorage::index_add_zeros`].
+    pub fn index_add_zeros(
+        &self,
+        l: &Layout,
+        out_shape: &[usize],
+        dim: usize,
+        (i, li): View<'_, Storage>,
+    ) -> Result<Storage> {
+        let s = self;
+        on_backend!("index_select (backward)"; s, i => s.index_add_zeros(l, out_shape, dim, (i, li))?)
+    }
+
+    /// See [`BackendStorage::scatter_add`].
+    pub fn scatter_add(
+        &self,
+        l: &Layout,
+        dim: usize,
+        (i, li): View<'_, Storage>,
+        (src, ls): View<'_, Storage>,
+    ) -> Result<Storage> {
+        let d = self;
+        on_backend!("scatter_add"; d, i, src => d.scatter_add(l, dim, (i, li), (src, ls))?)
+    }
+
+    /// See [`BackendStorage::cat`]; every part must live on the device of the first.
+    pub fn cat(parts: &[View<'_, Storage>], dim: usize, out_shape: &[usize]) -> Result<Storage> {
+        match parts.first() {
+            Some((Storage::Cuda(_), _)) => {
+                let parts = parts
+                    .iter()
+                    .map(|&(s, l)| match s {
+                        Storage::Cuda(c) => Ok((c, l)),
+                        Storage::Cpu(_) => Err(mixed_devices("cat")),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Storage::Cuda(CudaStorage::cat(&parts, dim, out_shape)?))
+            }
+            _ => {
+                let parts = parts
+                    .iter()
+                    .map(|&(s, l)| match s {
+                        Storage::Cpu(c) => Ok((c, l)),
+                        Storage::Cuda(_) => Err(mixed_devices("cat")),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Storage::Cpu(CpuStorage::cat(&parts, dim, out_shape)?))
+            }
+        }
+    }
+
+    /// See [`BackendStorage::matmul`].
+    pub fn matmul(&self, l: &Layout, (b, lb): View<'_, Storage>) -> Result<Storage> {
+        let a = self;
+        on_backend!("matmul"; a, b => a.matmul(l, (b, lb))?)
+    }
+
+    /// See [`BackendStorage::softmax_last`].
+    pub fn softmax_last(&self, l: &Layout, log: bool, causal: bool) -> Result<Storage> {
+        let s = self;
+        on_backend!("softmax"; s => s.softmax_last(l, log, causal)?)
+    }
+
+    /// See [`BackendStorage::softmax_last_backward`].
+    pub fn softmax_last_backward(
+        &self,
+        l: &Layout,
+        (g, lg): View<'_, Storage>,
+        log: bool,
+        causal: bool,
+    ) -> Result<Storage> {
+        let y = self;
+        on_backend!("softmax (backward)"; y, g => y.softmax_last_backward(l, (g, lg), log, causal)?)
+    }
+
+    /// See [`BackendStorage::norm`].
+    pub fn norm(
+        &self,
+        l: &Layout,
+        weight: Option<View<'_, Storage>>,
+        bias: Option<View<'_, Storage>>,
+        kind: NormKind,
+        eps: f64,
+    ) -> Result<Storage> {
+        Ok(match self {
+            Storage::Cpu(x) => Storage::Cpu(x.norm(
+                l,
+                cpu_view("norm", weight)?,
+                cpu_view("norm", bias)?,
+                kind,
+                eps,
+            )?),
+            Storage::Cuda(x) => Storage::Cuda(x.norm(
+                l,
+                cuda_view("norm", weight)?,
+                cuda_view("norm", bias)?,
+                kind,
+                eps,
+            )?),
+        })
+    }
+
+    /// See [`BackendStorage::norm_backward`].
+    pub fn norm_backward(
+        &self,
+        l: &Layout,
+        (g, lg): View<'_, Storage>,
+        weight: Option<View<'_, Storage>>,
+        kind: NormKind,
+        eps: f64,
+    ) -> Result<(Storage, Storage, Storage)> {
+        match (self, g) {
+            (Storage::Cpu(x), Storage::Cpu(g)) => {
+                let (dx, dw, db) =
+                    x.norm_backward(l, (g, lg), cpu_view("norm", weight)?, kind, eps)?;
+                Ok((Storage::Cpu(dx), Storage::Cpu(dw), Storage::Cpu(db)))
+            }
+            (Storage::Cuda(x), Storage::Cuda(g)) => {
+                let (dx, dw, db) =
+                    x.norm_backward(l, (g, lg), cuda_view("norm", weight)?, kind, eps)?;
+                Ok((Storage::Cuda(dx), Storage::Cuda(dw), Storage::Cuda(db)))
+            }
+            _ => Err(mixed_devices("norm (backward)")),
+        }
+    }
+
+    /// See [`BackendStorage::cross_entropy`].
+    pub fn cross_entropy(
+        &self,
+        l: &Layout,
+        (t, lt): View<'_, Storage>,
+        ignore: i64,
+        out_dtype: DType,
+    ) -> Result<Storage> {
+        let x = self;
+        on_backend!("cross_entropy"; x, t => x.cross_entropy(l, (t, lt), ignore, out_dtype)?)
+    }
+
+    /// See [`BackendStorage::cross_entropy_backward`].
+    pub fn cross_entropy_backward(
+        &self,
+        l: &Layout,
+        (t, lt): View<'_, Storage>,
+        ignore: i64,
+        (g, lg): View<'_, Storage>,
+    ) -> Result<Storage> {
+        let x = self;
+        on_backend!("cross_entropy (backward)"; x, t, g => x.cross_entropy_backward(l, (t, lt), ignore, (g, lg))?)
+    }
+
+    /// See [`BackendStorage::rotary`].
+    pub fn rotary(
+        &self,
+        l: &Layout,
+        (c, lc): View<'_, Storage>,
+        (s, ls): View<'_, Storage>,
+        style: RotaryStyle,
+        inverse: bool,
+    ) -> Result<Storage> {
+        let x = self;
+        on_backend!("rotary"; x, c, s => x.rotary(l, (c, lc), (s, ls), style, inverse)?)
+    }
+}
