@@ -5,7 +5,8 @@
 //! A matrix may be a vertical stack of parts of different types (a fused Q/K/V projection
 //! whose V rows were quantized more finely, as llama.cpp's mixed formats do).
 
-use crate::backend::{cpu, cuda};
+use crate::backend::cuda;
+use crate::backend::interface::QPart as BackendPart;
 use crate::io::quant::{first_non_finite_scale, GgmlType};
 use crate::storage::Storage;
 use crate::{DType, Device, Error, Result, Tensor};
@@ -142,54 +143,27 @@ impl QMatrix {
         })
     }
 
-    fn qshape(&self, p: &QPart) -> cuda::QShape {
-        cuda::QShape {
-            ty: p.ty,
-            rows: p.rows,
-            k: self.cols,
-        }
+    /// Runs `f` on the parts as the backend sees them (read-locked meanwhile).
+    fn with_parts<R>(&self, f: impl FnOnce(&[BackendPart<'_, Storage>]) -> Result<R>) -> Result<R> {
+        let guards: Vec<_> = self.parts.iter().map(|p| p.data.read_storage()).collect();
+        let views: Vec<_> = self
+            .parts
+            .iter()
+            .zip(&guards)
+            .map(|(p, g)| BackendPart {
+                ty: p.ty,
+                rows: p.rows,
+                data: (&**g, p.data.layout()),
+            })
+            .collect();
+        f(&views)
     }
 
     /// The whole matrix as a dense `[rows, cols]` tensor of `dtype`.
     pub fn dequantize(&self, dtype: DType) -> Result<Tensor> {
         let [rows, cols] = self.shape();
-        if self.device() == Device::Cpu {
-            let mut values = Vec::with_capacity(rows * cols);
-            for p in &self.parts {
-                with_bytes(&p.data, |b| {
-                    values.extend(cpu::qrows(
-                        b,
-                        p.ty,
-                        p.rows,
-                        cols,
-                        &(0..p.rows).collect::<Vec<_>>(),
-                    ))
-                })?;
-            }
-            return Tensor::from_vec(values, &[rows, cols], Device::Cpu)?.to_dtype(dtype);
-        }
-        check_float(dtype)?;
-        let out = {
-            let first = self.parts[0].data.read_storage();
-            let Storage::Cuda(s) = &*first else {
-                return Err(err("parts on different devices"));
-            };
-            cuda::CudaStorage::alloc(s.device(), dtype, rows * cols)?
-        };
-        let mut row0 = 0;
-        for p in &self.parts {
-            let data = p.data.read_storage();
-            let Storage::Cuda(w) = &*data else {
-                return Err(err("parts on different devices"));
-            };
-            cuda::qrows_into(w, self.qshape(p), None, p.rows, &out, row0 * cols)?;
-            row0 += p.rows;
-        }
-        Ok(Tensor::from_storage(
-            Storage::Cuda(out),
-            &[rows, cols],
-            None,
-        ))
+        let out = self.with_parts(|parts| Storage::quant_rows(parts, cols, None, dtype))?;
+        Ok(Tensor::from_storage(out, &[rows, cols], None))
     }
 
     /// Rows for integer `ids` of any shape, dequantized to `dtype`: `ids.shape + [cols]`
@@ -209,39 +183,14 @@ impl QMatrix {
                 self.device()
             )));
         }
-        let [rows, cols] = self.shape();
-        if self.parts.len() != 1 {
-            return Err(err("an embedding table must be a single part"));
-        }
-        let p = &self.parts[0];
+        let cols = self.cols;
         let mut shape = ids.shape().to_vec();
         shape.push(cols);
-        if self.device() == Device::Cpu {
-            let ids: Vec<usize> = ids
-                .to_vec_f64()?
-                .into_iter()
-                .map(|id| {
-                    if id >= 0.0 && (id as usize) < rows {
-                        Ok(id as usize)
-                    } else {
-                        Err(err(format!(
-                            "token id {id} is outside the table of {rows} rows"
-                        )))
-                    }
-                })
-                .collect::<Result<_>>()?;
-            let values = with_bytes(&p.data, |b| cpu::qrows(b, p.ty, rows, cols, &ids))?;
-            return Tensor::from_vec(values, &shape, Device::Cpu)?.to_dtype(dtype);
-        }
-        check_float(dtype)?;
-        let n = ids.numel();
-        let (data, idx) = (p.data.read_storage(), ids.read_storage());
-        let (Storage::Cuda(w), Storage::Cuda(is)) = (&*data, &*idx) else {
-            return Err(err("ids and table on different devices"));
-        };
-        let out = cuda::CudaStorage::alloc(w.device(), dtype, n * cols)?;
-        cuda::qrows_into(w, self.qshape(p), Some((is, ids.layout())), n, &out, 0)?;
-        Ok(Tensor::from_storage(Storage::Cuda(out), &shape, None))
+        let idx = ids.read_storage();
+        let out = self.with_parts(|parts| {
+            Storage::quant_rows(parts, cols, Some((&*idx, ids.layout())), dtype)
+        })?;
+        Ok(Tensor::from_storage(out, &shape, None))
     }
 
     /// `x @ W^T` for `x [.., cols]` of a float dtype, giving `[.., rows]` in x's dtype.
@@ -256,7 +205,12 @@ impl QMatrix {
                 rhs: vec![rows, cols],
             });
         }
-        check_float(x.dtype())?;
+        if !matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+            return Err(Error::UnsupportedDType {
+                op: "quantized matrix",
+                dtype: x.dtype(),
+            });
+        }
         if x.tracks_grad() && crate::autograd::is_grad_enabled() {
             return Err(err(
                 "quantized weights are for inference: run under `no_grad` or load dense weights",
@@ -274,58 +228,12 @@ impl QMatrix {
         let mut shape = lead.to_vec();
         shape.push(rows);
         let x2 = x.reshape(&[m, cols])?.contiguous()?;
-        if self.device() == Device::Cpu {
-            let xs = x2.to_dtype(DType::F32)?.to_vec::<f32>()?;
-            let mut pieces = Vec::with_capacity(self.parts.len());
-            for p in &self.parts {
-                let y = with_bytes(&p.data, |b| cpu::qmatmul(b, p.ty, p.rows, cols, &xs, m))?;
-                pieces.push(Tensor::from_vec(y, &[m, p.rows], Device::Cpu)?);
-            }
-            let y = if pieces.len() == 1 {
-                pieces.pop().ok_or_else(|| err("no parts"))?
-            } else {
-                Tensor::cat(&pieces, 1)?
-            };
-            return y.to_dtype(x.dtype())?.reshape(&shape);
-        }
-        if m > cuda::QGEMV_MAX_ROWS {
+        if m > x2.read_storage().quant_linear_max_rows() {
             let w = self.dequantize(x.dtype())?;
             return x2.linear(&w, None)?.reshape(&shape);
         }
         let xs = x2.read_storage();
-        let Storage::Cuda(xc) = &*xs else {
-            return Err(err("input not on the GPU"));
-        };
-        let out = cuda::CudaStorage::alloc(xc.device(), x.dtype(), m * rows)?;
-        let mut col0 = 0;
-        for p in &self.parts {
-            let data = p.data.read_storage();
-            let Storage::Cuda(w) = &*data else {
-                return Err(err("parts on different devices"));
-            };
-            cuda::qgemv(w, self.qshape(p), xc, x2.layout(), &out, col0, rows)?;
-            col0 += p.rows;
-        }
-        Ok(Tensor::from_storage(Storage::Cuda(out), &shape, None))
-    }
-}
-
-fn check_float(dtype: DType) -> Result<()> {
-    if matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
-        Ok(())
-    } else {
-        Err(Error::UnsupportedDType {
-            op: "quantized matrix",
-            dtype,
-        })
-    }
-}
-
-/// Runs `f` on the bytes of a u8 tensor on the CPU.
-fn with_bytes<R>(t: &Tensor, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-    let s = t.read_storage();
-    match s.cpu()? {
-        cpu::CpuStorage::U8(v) => Ok(f(&v[t.layout().offset()..t.layout().offset() + t.numel()])),
-        _ => Err(err("quantized data must be bytes")),
+        let out = self.with_parts(|parts| xs.quant_linear(x2.layout(), parts, cols))?;
+        Ok(Tensor::from_storage(out, &shape, None))
     }
 }

@@ -9,10 +9,85 @@
 //! asks then takes its general path, in one place.
 
 use super::{BinaryOp, CmpOp, NormKind, ReduceOp, RotaryStyle, UnaryOp};
+use crate::io::quant::GgmlType;
 use crate::{DType, Layout, Result};
 
 /// A buffer and the layout through which an op reads it.
 pub type View<'a, S> = (&'a S, &'a Layout);
+
+/// What a fused linear layer's GEMM applies after the product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Epilogue {
+    /// `+ bias`.
+    Bias,
+    /// `gelu_tanh(. + bias)`.
+    GeluBias,
+}
+
+/// A layer norm (gamma and beta) or RMS norm (gamma alone) folded into the decode product.
+pub struct GemvNorm<'a, S> {
+    pub gamma: View<'a, S>,
+    pub beta: Option<View<'a, S>>,
+    pub rms: bool,
+    pub eps: f32,
+}
+
+/// One part of a quantized matrix: `rows` rows of one ggml type, their bytes in a u8
+/// buffer (a matrix is a vertical stack of parts, all of the matrix's width).
+pub struct QPart<'a, S> {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub data: View<'a, S>,
+}
+
+/// AdamW's per-step constants.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWStep {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// `1 - lr * weight_decay` (1 without decay).
+    pub decay: f32,
+    /// `lr / (1 - beta1^t)`.
+    pub step_size: f32,
+    /// `sqrt(1 - beta2^t)`.
+    pub bc2_sqrt: f32,
+}
+
+/// One parameter of a multi-tensor AdamW update: the (contiguous) parameter and its
+/// element offset, its gradient, the f32 moments, its element count and decay factor.
+pub struct AdamWSlot<'a, S> {
+    pub param: (&'a S, usize),
+    pub grad: View<'a, S>,
+    pub m: &'a S,
+    pub v: &'a S,
+    pub n: usize,
+    pub decay: f32,
+}
+
+/// One decoding step's attention over a key/value cache (one new position per sequence).
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeShape {
+    pub batch: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Positions in the cache after this step (the new one included).
+    pub len: usize,
+    /// Keys each query sees (0: all).
+    pub window: usize,
+    pub scale: f32,
+}
+
+/// The operands of the fused decode product `gelu?(norm?(x) @ weight^T + bias) + residual`
+/// (a few rows of `x`: one token per sequence).
+pub struct Gemv<'a, S> {
+    pub weight: View<'a, S>,
+    pub bias: Option<View<'a, S>>,
+    pub residual: Option<View<'a, S>>,
+    pub gelu: bool,
+    pub norm: Option<GemvNorm<'a, S>>,
+}
 
 /// The ops every backend implements, on its own storage type.
 pub trait BackendStorage: Sized {
@@ -53,6 +128,9 @@ pub trait BackendStorage: Sized {
         index: View<'_, Self>,
         src: View<'_, Self>,
     ) -> Result<Self>;
+    /// Overwrites the (contiguous) elements under `layout` with those of `src`, of the
+    /// same dtype and count; `src` never shares this buffer.
+    fn assign(&mut self, layout: &Layout, src: View<'_, Self>) -> Result<()>;
     /// The parts joined along `dim` into `out_shape`.
     fn cat(parts: &[View<'_, Self>], dim: usize, out_shape: &[usize]) -> Result<Self>;
     /// Batched `a @ b` over the last two dimensions.
@@ -113,4 +191,84 @@ pub trait BackendStorage: Sized {
         style: RotaryStyle,
         inverse: bool,
     ) -> Result<Self>;
+
+    /// The quantized matrix stacked from `parts` (`cols` wide), dequantized to `dtype`:
+    /// every row in order, or the rows `ids` (integers of any shape, an embedding lookup;
+    /// the result is `ids.shape + [cols]` in elements).
+    fn quant_rows(
+        parts: &[QPart<'_, Self>],
+        cols: usize,
+        ids: Option<View<'_, Self>>,
+        dtype: DType,
+    ) -> Result<Self>;
+
+    /// `x @ W^T` for `self` = `x [m, cols]` (contiguous, a float dtype) and the quantized
+    /// `W` stacked from `parts`: `[m, rows]` in x's dtype.
+    fn quant_linear(&self, layout: &Layout, parts: &[QPart<'_, Self>], cols: usize)
+        -> Result<Self>;
+
+    /// The most rows of `x` for which [`BackendStorage::quant_linear`] reads the quantized
+    /// weights directly; for more, the caller dequantizes once and runs a GEMM.
+    fn quant_linear_max_rows(&self) -> usize;
+
+    // Fast paths. A backend without one keeps these defaults (`None`: "not here"), and the
+    // op that asks runs its general form instead.
+
+    /// The most rows of `x` that [`BackendStorage::gemv`] takes (0: it has no such path).
+    fn gemv_max_rows(&self) -> usize {
+        0
+    }
+
+    /// The fused decode product of [`Gemv`] for `self` = `x [rows, k]`, or `None` when the
+    /// backend has none or the operands do not suit it.
+    fn gemv(&self, _layout: &Layout, _args: Gemv<'_, Self>) -> Result<Option<Self>> {
+        Ok(None)
+    }
+
+    /// Decoding attention for `self` = the queries `[B, H, 1, d]`: appends the new key and
+    /// value (`[B, KVH, 1, d]`) to the caches `(keys, values, layout)` at position
+    /// `shape.len - 1` and attends over all cached positions in one launch; `[B, 1, H * d]`.
+    /// `None` (nothing appended) when the backend has none or the operands do not suit it.
+    fn decode_attention(
+        &self,
+        _layout: &Layout,
+        _key: View<'_, Self>,
+        _value: View<'_, Self>,
+        _cache: (&Self, &Self, &Layout),
+        _shape: DecodeShape,
+    ) -> Result<Option<Self>> {
+        Ok(None)
+    }
+
+    /// AdamW over many parameters of this backend in a few launches, updating parameters
+    /// and moments in place; `false` (nothing done) when the backend has no such path.
+    fn adamw_multi(_slots: &[AdamWSlot<'_, Self>], _step: AdamWStep) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Adds the sum of squares of the elements under `layout` into the f64 scalar `acc`
+    /// (on this backend, for gradient clipping without a host round trip); `false` when
+    /// the backend has no such path.
+    fn sum_squares_into(&self, _layout: &Layout, _acc: &Self) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Whether [`BackendStorage::linear_epilogue`] exists here (asked before preparing its
+    /// operands).
+    fn has_linear_epilogue(&self) -> bool {
+        false
+    }
+
+    /// `epilogue(x @ w^T + b) (+ residual)` in one GEMM for `self` = `x [rows, k]`, or
+    /// `None` when the backend has none or the operands do not suit it.
+    fn linear_epilogue(
+        &self,
+        _layout: &Layout,
+        _weight: View<'_, Self>,
+        _bias: View<'_, Self>,
+        _epilogue: Epilogue,
+        _residual: Option<View<'_, Self>>,
+    ) -> Result<Option<Self>> {
+        Ok(None)
+    }
 }

@@ -2,7 +2,9 @@
 
 use super::cpu::CpuStorage;
 use super::cuda::CudaStorage;
-use super::interface::{BackendStorage, View};
+use super::interface::{
+    AdamWSlot, AdamWStep, BackendStorage, DecodeShape, Epilogue, Gemv, GemvNorm, QPart, View,
+};
 use super::{BinaryOp, CmpOp, NormKind, ReduceOp, RotaryStyle, UnaryOp};
 use crate::{DType, Device, Error, Layout, Result};
 
@@ -51,6 +53,49 @@ impl Storage {
                 device: Device::Cuda(s.device().ordinal),
                 reason: "in-place updates are not implemented on CUDA yet".into(),
             }),
+        }
+    }
+}
+
+/// Buffers made, moved and overwritten: where a tensor's memory comes from.
+impl Storage {
+    /// `n` elements of `dtype`, all `value`, on `device`.
+    pub fn full(device: Device, dtype: DType, n: usize, value: f64) -> Result<Storage> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(CpuStorage::try_full(dtype, n, value)?)),
+            Device::Cuda(i) => {
+                let dev = super::cuda::device(i)?;
+                Ok(Storage::Cuda(super::cuda::full(&dev, dtype, n, value)?))
+            }
+        }
+    }
+
+    /// A contiguous host copy of the elements under `layout` (waits for the GPU).
+    pub fn to_host(&self, layout: &Layout) -> Result<CpuStorage> {
+        match self {
+            Storage::Cpu(s) => Ok(super::cpu::copy_contiguous(s, layout)),
+            Storage::Cuda(s) => s.to_cpu(layout),
+        }
+    }
+
+    /// The contiguous host buffer `host` on `device`.
+    pub fn from_host(host: CpuStorage, device: Device) -> Result<Storage> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(host)),
+            Device::Cuda(i) => {
+                let dev = super::cuda::device(i)?;
+                let layout = Layout::contiguous(&[host.len()]);
+                Ok(Storage::Cuda(CudaStorage::from_cpu(&dev, &host, &layout)?))
+            }
+        }
+    }
+
+    /// See [`BackendStorage::assign`].
+    pub fn assign(&mut self, l: &Layout, (src, ls): View<'_, Storage>) -> Result<()> {
+        match (self, src) {
+            (Storage::Cpu(d), Storage::Cpu(s)) => d.assign(l, (s, ls)),
+            (Storage::Cuda(d), Storage::Cuda(s)) => d.assign(l, (s, ls)),
+            _ => Err(mixed_devices("assign")),
         }
     }
 }
@@ -330,5 +375,263 @@ impl Storage {
     ) -> Result<Storage> {
         let x = self;
         on_backend!("rotary"; x, c, s => x.rotary(l, (c, lc), (s, ls), style, inverse)?)
+    }
+}
+
+/// The same view, when its buffer is of backend `S` (picked out by `pick`).
+fn narrow<'a, S>(
+    (s, l): View<'a, Storage>,
+    pick: fn(&'a Storage) -> Option<&'a S>,
+) -> Option<View<'a, S>> {
+    pick(s).map(|s| (s, l))
+}
+
+/// An optional view narrowed like [`narrow`]: `Some(None)` when absent, `None` when it is
+/// on another backend.
+fn narrow_opt<'a, S>(
+    v: Option<View<'a, Storage>>,
+    pick: fn(&'a Storage) -> Option<&'a S>,
+) -> Option<Option<View<'a, S>>> {
+    match v {
+        None => Some(None),
+        Some(v) => narrow(v, pick).map(Some),
+    }
+}
+
+impl<'a> Gemv<'a, Storage> {
+    /// The operands on backend `S`, or `None` when any of them lives elsewhere.
+    fn narrow<S>(self, pick: fn(&'a Storage) -> Option<&'a S>) -> Option<Gemv<'a, S>> {
+        let norm = match self.norm {
+            None => None,
+            Some(n) => Some(GemvNorm {
+                gamma: narrow(n.gamma, pick)?,
+                beta: narrow_opt(n.beta, pick)?,
+                rms: n.rms,
+                eps: n.eps,
+            }),
+        };
+        Some(Gemv {
+            weight: narrow(self.weight, pick)?,
+            bias: narrow_opt(self.bias, pick)?,
+            residual: narrow_opt(self.residual, pick)?,
+            gelu: self.gelu,
+            norm,
+        })
+    }
+}
+
+fn pick_cpu(s: &Storage) -> Option<&CpuStorage> {
+    match s {
+        Storage::Cpu(c) => Some(c),
+        Storage::Cuda(_) => None,
+    }
+}
+
+fn pick_cuda(s: &Storage) -> Option<&CudaStorage> {
+    match s {
+        Storage::Cuda(c) => Some(c),
+        Storage::Cpu(_) => None,
+    }
+}
+
+/// The parts on backend `S`, or an error naming the op when any lives elsewhere.
+fn narrow_parts<'a, S>(
+    parts: &[QPart<'a, Storage>],
+    pick: fn(&'a Storage) -> Option<&'a S>,
+) -> Result<Vec<QPart<'a, S>>> {
+    parts
+        .iter()
+        .map(|p| {
+            Ok(QPart {
+                ty: p.ty,
+                rows: p.rows,
+                data: narrow(p.data, pick).ok_or_else(|| mixed_devices("quantized matrix"))?,
+            })
+        })
+        .collect()
+}
+
+/// Quantized matrices on whichever backend holds their parts.
+impl Storage {
+    /// See [`BackendStorage::quant_rows`].
+    pub fn quant_rows(
+        parts: &[QPart<'_, Storage>],
+        cols: usize,
+        ids: Option<View<'_, Storage>>,
+        dtype: DType,
+    ) -> Result<Storage> {
+        let err = || mixed_devices("quantized matrix");
+        match parts.first().map(|p| p.data.0) {
+            Some(Storage::Cuda(_)) => Ok(Storage::Cuda(CudaStorage::quant_rows(
+                &narrow_parts(parts, pick_cuda)?,
+                cols,
+                narrow_opt(ids, pick_cuda).ok_or_else(err)?,
+                dtype,
+            )?)),
+            _ => Ok(Storage::Cpu(CpuStorage::quant_rows(
+                &narrow_parts(parts, pick_cpu)?,
+                cols,
+                narrow_opt(ids, pick_cpu).ok_or_else(err)?,
+                dtype,
+            )?)),
+        }
+    }
+
+    /// See [`BackendStorage::quant_linear`].
+    pub fn quant_linear(
+        &self,
+        l: &Layout,
+        parts: &[QPart<'_, Storage>],
+        cols: usize,
+    ) -> Result<Storage> {
+        Ok(match self {
+            Storage::Cpu(x) => {
+                Storage::Cpu(x.quant_linear(l, &narrow_parts(parts, pick_cpu)?, cols)?)
+            }
+            Storage::Cuda(x) => {
+                Storage::Cuda(x.quant_linear(l, &narrow_parts(parts, pick_cuda)?, cols)?)
+            }
+        })
+    }
+
+    /// See [`BackendStorage::quant_linear_max_rows`].
+    pub fn quant_linear_max_rows(&self) -> usize {
+        match self {
+            Storage::Cpu(s) => s.quant_linear_max_rows(),
+            Storage::Cuda(s) => s.quant_linear_max_rows(),
+        }
+    }
+}
+
+/// The fast paths of [`BackendStorage`]: `None` where the backend has none, or where the
+/// operands are not all on the backend of `self`.
+impl Storage {
+    /// See [`BackendStorage::gemv_max_rows`].
+    pub fn gemv_max_rows(&self) -> usize {
+        match self {
+            Storage::Cpu(s) => s.gemv_max_rows(),
+            Storage::Cuda(s) => s.gemv_max_rows(),
+        }
+    }
+
+    /// See [`BackendStorage::gemv`].
+    pub fn gemv(&self, l: &Layout, args: Gemv<'_, Storage>) -> Result<Option<Storage>> {
+        Ok(match self {
+            Storage::Cpu(x) => match args.narrow(pick_cpu) {
+                Some(a) => x.gemv(l, a)?.map(Storage::Cpu),
+                None => None,
+            },
+            Storage::Cuda(x) => match args.narrow(pick_cuda) {
+                Some(a) => x.gemv(l, a)?.map(Storage::Cuda),
+                None => None,
+            },
+        })
+    }
+
+    /// See [`BackendStorage::decode_attention`].
+    pub fn decode_attention(
+        &self,
+        l: &Layout,
+        (k, lk): View<'_, Storage>,
+        (v, lv): View<'_, Storage>,
+        (kc, vc, lc): (&Storage, &Storage, &Layout),
+        shape: DecodeShape,
+    ) -> Result<Option<Storage>> {
+        Ok(match (self, k, v, kc, vc) {
+            (
+                Storage::Cpu(q),
+                Storage::Cpu(k),
+                Storage::Cpu(v),
+                Storage::Cpu(kc),
+                Storage::Cpu(vc),
+            ) => q
+                .decode_attention(l, (k, lk), (v, lv), (kc, vc, lc), shape)?
+                .map(Storage::Cpu),
+            (
+                Storage::Cuda(q),
+                Storage::Cuda(k),
+                Storage::Cuda(v),
+                Storage::Cuda(kc),
+                Storage::Cuda(vc),
+            ) => q
+                .decode_attention(l, (k, lk), (v, lv), (kc, vc, lc), shape)?
+                .map(Storage::Cuda),
+            _ => None,
+        })
+    }
+
+    /// See [`BackendStorage::adamw_multi`]: every slot on the backend of the first, or an
+    /// error.
+    pub fn adamw_multi(slots: &[AdamWSlot<'_, Storage>], step: AdamWStep) -> Result<bool> {
+        fn on<'a, S>(
+            slots: &[AdamWSlot<'a, Storage>],
+            pick: fn(&'a Storage) -> Option<&'a S>,
+        ) -> Result<Vec<AdamWSlot<'a, S>>> {
+            let err = || mixed_devices("AdamW (parameter, gradient and moments)");
+            slots
+                .iter()
+                .map(|s| {
+                    Ok(AdamWSlot {
+                        param: (pick(s.param.0).ok_or_else(err)?, s.param.1),
+                        grad: narrow(s.grad, pick).ok_or_else(err)?,
+                        m: pick(s.m).ok_or_else(err)?,
+                        v: pick(s.v).ok_or_else(err)?,
+                        n: s.n,
+                        decay: s.decay,
+                    })
+                })
+                .collect()
+        }
+        match slots.first().map(|s| s.param.0) {
+            None => Ok(true),
+            Some(Storage::Cuda(_)) => CudaStorage::adamw_multi(&on(slots, pick_cuda)?, step),
+            Some(Storage::Cpu(_)) => CpuStorage::adamw_multi(&on(slots, pick_cpu)?, step),
+        }
+    }
+
+    /// See [`BackendStorage::sum_squares_into`]; `false` when `acc` is elsewhere.
+    pub fn sum_squares_into(&self, l: &Layout, acc: &Storage) -> Result<bool> {
+        match (self, acc) {
+            (Storage::Cpu(s), Storage::Cpu(a)) => s.sum_squares_into(l, a),
+            (Storage::Cuda(s), Storage::Cuda(a)) => s.sum_squares_into(l, a),
+            _ => Ok(false),
+        }
+    }
+
+    /// See [`BackendStorage::has_linear_epilogue`].
+    pub fn has_linear_epilogue(&self) -> bool {
+        match self {
+            Storage::Cpu(s) => s.has_linear_epilogue(),
+            Storage::Cuda(s) => s.has_linear_epilogue(),
+        }
+    }
+
+    /// See [`BackendStorage::linear_epilogue`].
+    pub fn linear_epilogue(
+        &self,
+        l: &Layout,
+        w: View<'_, Storage>,
+        b: View<'_, Storage>,
+        epilogue: Epilogue,
+        residual: Option<View<'_, Storage>>,
+    ) -> Result<Option<Storage>> {
+        macro_rules! go {
+            ($x:expr, $pick:expr, $wrap:expr) => {
+                match (
+                    narrow(w, $pick),
+                    narrow(b, $pick),
+                    narrow_opt(residual, $pick),
+                ) {
+                    (Some(w), Some(b), Some(r)) => {
+                        $x.linear_epilogue(l, w, b, epilogue, r)?.map($wrap)
+                    }
+                    _ => None,
+                }
+            };
+        }
+        Ok(match self {
+            Storage::Cpu(x) => go!(x, pick_cpu, Storage::Cpu),
+            Storage::Cuda(x) => go!(x, pick_cuda, Storage::Cuda),
+        })
     }
 }

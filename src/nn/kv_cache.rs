@@ -1,7 +1,6 @@
 //! The key/value cache of one attention layer, allocated once for the longest sequence.
 
-use crate::backend::cuda;
-use crate::storage::Storage;
+use crate::backend::interface::DecodeShape;
 use crate::{DType, Device, Error, Result, Tensor};
 
 /// Keys and values of the positions seen so far, stored `[max_len, batch, kv_heads,
@@ -89,16 +88,15 @@ impl KvCache {
         window: Option<usize>,
         scale: f64,
     ) -> Result<Option<Tensor>> {
-        let on_gpu = matches!(self.k.device(), Device::Cuda(_));
         let tracked = q.tracks_grad() || k.tracks_grad() || v.tracks_grad();
-        if !on_gpu || tracked || q.rank() != 4 || q.shape()[2] != 1 {
+        if tracked || q.rank() != 4 || q.shape()[2] != 1 {
             return Ok(None);
         }
         if self.len >= self.capacity() {
             return Ok(None);
         }
         let (b, h, d) = (q.shape()[0], q.shape()[1], q.shape()[3]);
-        let shape = cuda::DecodeShape {
+        let shape = DecodeShape {
             batch: b,
             heads: h,
             kv_heads: self.k.shape()[2],
@@ -108,38 +106,21 @@ impl KvCache {
             scale: scale as f32,
         };
         let out = {
-            let (qs, ks, vs) = (q.read_storage(), k.read_storage(), v.read_storage());
+            let (ks, vs) = (k.read_storage(), v.read_storage());
+            // The caches are written in place by the launch: held exclusively meanwhile.
             let (kc, vc) = (self.k.write_storage(), self.v.write_storage());
-            match (&*qs, &*ks, &*vs, &*kc, &*vc) {
-                (
-                    Storage::Cuda(qs),
-                    Storage::Cuda(ks),
-                    Storage::Cuda(vs),
-                    Storage::Cuda(kc),
-                    Storage::Cuda(vc),
-                ) => cuda::decode_attention(
-                    qs,
-                    q.layout(),
-                    ks,
-                    k.layout(),
-                    vs,
-                    v.layout(),
-                    kc,
-                    vc,
-                    self.k.layout(),
-                    shape,
-                )?,
-                _ => None,
-            }
+            q.read_storage().decode_attention(
+                q.layout(),
+                (&*ks, k.layout()),
+                (&*vs, v.layout()),
+                (&*kc, &*vc, self.k.layout()),
+                shape,
+            )?
         };
         let Some(out) = out else {
             return Ok(None);
         };
         self.len += 1;
-        Ok(Some(Tensor::from_storage(
-            Storage::Cuda(out),
-            &[b, 1, h * d],
-            None,
-        )))
+        Ok(Some(Tensor::from_storage(out, &[b, 1, h * d], None)))
     }
 }

@@ -2,9 +2,9 @@
 
 use super::{check_float, check_same};
 use crate::autograd::{record, Op};
-use crate::backend::{cpu, cuda};
+use crate::backend::interface::{Epilogue, Gemv, GemvNorm};
 use crate::layout::broadcast_shapes;
-use crate::storage::Storage;
+use crate::ops::view;
 use crate::{Error, Result, Tensor};
 
 impl Tensor {
@@ -157,10 +157,7 @@ impl Tensor {
         gelu: bool,
     ) -> Result<Option<Tensor>> {
         let inputs = [Some(self), Some(weight), bias, Some(norm.gamma), norm.beta];
-        if recording(&inputs) || !matches!(self.device(), crate::Device::Cuda(_)) {
-            return Ok(None);
-        }
-        if inputs.iter().flatten().any(|t| t.device() != self.device()) {
+        if recording(&inputs) || inputs.iter().flatten().any(|t| t.device() != self.device()) {
             return Ok(None);
         }
         if self.rank() == 0 || weight.rank() != 2 {
@@ -169,46 +166,32 @@ impl Tensor {
         let (n, k) = (weight.shape()[0], weight.shape()[1]);
         let lead = &self.shape()[..self.rank() - 1];
         let rows: usize = lead.iter().product();
-        if self.shape().last() != Some(&k) || rows > cuda::GEMV_MAX_ROWS {
+        if self.shape().last() != Some(&k) || rows > self.read_storage().gemv_max_rows() {
             return Ok(None);
         }
         let x = self.reshape(&[rows, k])?;
         let out = {
-            let (xs, ws, gs) = (
-                x.read_storage(),
-                weight.read_storage(),
-                norm.gamma.read_storage(),
-            );
+            let (ws, gs) = (weight.read_storage(), norm.gamma.read_storage());
             let bs = bias.map(|t| t.read_storage());
             let betas = norm.beta.map(|t| t.read_storage());
-            let b = cuda_pair(bs.as_deref(), bias);
-            let beta = cuda_pair(betas.as_deref(), norm.beta);
-            let gamma = cuda_pair(Some(&*gs), Some(norm.gamma));
-            match (&*xs, &*ws, gamma) {
-                (Storage::Cuda(xc), Storage::Cuda(wc), Some(gamma)) => {
-                    let folded = cuda::GemvNorm {
-                        gamma,
-                        beta,
-                        rms: norm.beta.is_none(),
-                        eps: norm.eps as f32,
-                    };
-                    cuda::gemv(
-                        xc,
-                        x.layout(),
-                        wc,
-                        weight.layout(),
-                        b,
-                        None,
-                        gelu,
-                        Some(folded),
-                    )?
-                }
-                _ => None,
-            }
+            let folded = GemvNorm {
+                gamma: (&*gs, norm.gamma.layout()),
+                beta: view(&betas, norm.beta),
+                rms: norm.beta.is_none(),
+                eps: norm.eps as f32,
+            };
+            let args = Gemv {
+                weight: (&*ws, weight.layout()),
+                bias: view(&bs, bias),
+                residual: None,
+                gelu,
+                norm: Some(folded),
+            };
+            x.read_storage().gemv(x.layout(), args)?
         };
         let mut shape = lead.to_vec();
         shape.push(n);
-        Ok(out.map(|o| Tensor::from_storage(Storage::Cuda(o), &shape, None)))
+        Ok(out.map(|o| Tensor::from_storage(o, &shape, None)))
     }
 }
 
@@ -226,7 +209,7 @@ fn small_gemv(
     residual: Option<&Tensor>,
     gelu: bool,
 ) -> Result<Option<Tensor>> {
-    if !matches!(x.device(), crate::Device::Cuda(_)) || x.shape()[0] > cuda::GEMV_MAX_ROWS {
+    if x.shape()[0] > x.read_storage().gemv_max_rows() {
         return Ok(None);
     }
     let all = [Some(x), Some(w), b, residual];
@@ -234,33 +217,19 @@ fn small_gemv(
         return Ok(None);
     }
     let out = {
-        let (xs, ws) = (x.read_storage(), w.read_storage());
+        let ws = w.read_storage();
         let bs = b.map(|t| t.read_storage());
         let rs = residual.map(|t| t.read_storage());
-        let bias = cuda_pair(bs.as_deref(), b);
-        let res = cuda_pair(rs.as_deref(), residual);
-        if bias.is_some() != b.is_some() || res.is_some() != residual.is_some() {
-            return Ok(None);
-        }
-        match (&*xs, &*ws) {
-            (Storage::Cuda(xc), Storage::Cuda(wc)) => {
-                cuda::gemv(xc, x.layout(), wc, w.layout(), bias, res, gelu, None)?
-            }
-            _ => None,
-        }
+        let args = Gemv {
+            weight: (&*ws, w.layout()),
+            bias: view(&bs, b),
+            residual: view(&rs, residual),
+            gelu,
+            norm: None,
+        };
+        x.read_storage().gemv(x.layout(), args)?
     };
-    Ok(out.map(|o| Tensor::from_storage(Storage::Cuda(o), &[x.shape()[0], w.shape()[0]], None)))
-}
-
-/// A GPU buffer with its tensor's layout, when both are there and the buffer is on a GPU.
-fn cuda_pair<'a>(
-    g: Option<&'a Storage>,
-    t: Option<&'a Tensor>,
-) -> Option<(&'a cuda::CudaStorage, &'a crate::Layout)> {
-    match (g, t) {
-        (Some(Storage::Cuda(s)), Some(t)) => Some((s, t.layout())),
-        _ => None,
-    }
+    Ok(out.map(|o| Tensor::from_storage(o, &[x.shape()[0], w.shape()[0]], None)))
 }
 
 /// The one-GEMM form of [`Tensor::linear_fused`] on a GPU; `None` when it does not apply.
@@ -272,12 +241,11 @@ fn fused_epilogue(
     residual: Option<&Tensor>,
 ) -> Result<Option<Tensor>> {
     let devices = [Some(x), Some(w), Some(b), residual];
-    let on_one_gpu = devices
+    let on_one_device = devices
         .iter()
         .flatten()
-        .all(|t| t.device() == x.device() && t.dtype() == x.dtype())
-        && matches!(x.device(), crate::Device::Cuda(_));
-    if !on_one_gpu || w.rank() != 2 || x.rank() == 0 {
+        .all(|t| t.device() == x.device() && t.dtype() == x.dtype());
+    if !on_one_device || !x.read_storage().has_linear_epilogue() || w.rank() != 2 || x.rank() == 0 {
         return Ok(None);
     }
     let (n, k) = (w.shape()[0], w.shape()[1]);
@@ -294,33 +262,22 @@ fn fused_epilogue(
     let x2 = x.reshape(&[rows, k])?;
     let r2 = residual.map(|r| r.reshape(&[rows, n])).transpose()?;
     let epilogue = if gelu {
-        cuda::Epilogue::GeluBias
+        Epilogue::GeluBias
     } else {
-        cuda::Epilogue::Bias
+        Epilogue::Bias
     };
     let out = {
-        let (xs, ws, bs) = (x2.read_storage(), w.read_storage(), b.read_storage());
+        let (ws, bs) = (w.read_storage(), b.read_storage());
         let rs = r2.as_ref().map(|r| r.read_storage());
-        let res = match (&r2, rs.as_deref()) {
-            (Some(r), Some(Storage::Cuda(rc))) => Some((rc, r.layout())),
-            (None, _) => None,
-            _ => return Ok(None),
-        };
-        match (&*xs, &*ws, &*bs) {
-            (Storage::Cuda(xc), Storage::Cuda(wc), Storage::Cuda(bc)) => cuda::linear_epilogue(
-                xc,
-                x2.layout(),
-                wc,
-                w.layout(),
-                bc,
-                b.layout(),
-                epilogue,
-                res,
-            )?,
-            _ => None,
-        }
+        x2.read_storage().linear_epilogue(
+            x2.layout(),
+            (&*ws, w.layout()),
+            (&*bs, b.layout()),
+            epilogue,
+            view(&rs, r2.as_ref()),
+        )?
     };
-    Ok(out.map(|o| Tensor::from_storage(Storage::Cuda(o), &shape, None)))
+    Ok(out.map(|o| Tensor::from_storage(o, &shape, None)))
 }
 
 /// `x @ w^T + b` through cuBLASLt's bias epilogue, when all three are on one GPU in one
@@ -333,13 +290,14 @@ fn fused_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
         return Ok(None);
     }
     let out = {
-        let (xs, ws, bs) = (x.read_storage(), w.read_storage(), b.read_storage());
-        match (&*xs, &*ws, &*bs) {
-            (Storage::Cuda(xc), Storage::Cuda(wc), Storage::Cuda(bc)) => {
-                cuda::linear_bias(xc, x.layout(), wc, w.layout(), bc, b.layout())?
-            }
-            _ => None,
-        }
+        let (ws, bs) = (w.read_storage(), b.read_storage());
+        x.read_storage().linear_epilogue(
+            x.layout(),
+            (&*ws, w.layout()),
+            (&*bs, b.layout()),
+            Epilogue::Bias,
+            None,
+        )?
     };
     let Some(out) = out else {
         return Ok(None);
@@ -348,7 +306,7 @@ fn fused_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
         Op::LinearBias(x.clone(), w.clone(), b.clone())
     });
     Ok(Some(Tensor::from_storage(
-        Storage::Cuda(out),
+        out,
         &[x.shape()[0], w.shape()[0]],
         rec,
     )))

@@ -1,6 +1,6 @@
 //! AdamW: Adam with bias correction and decoupled weight decay (Loshchilov & Hutter).
 
-use crate::backend::cuda;
+use crate::backend::interface::{AdamWSlot, AdamWStep};
 use crate::nn::Param;
 use crate::storage::Storage;
 use crate::{DType, Device, Error, GradStore, Result, Tensor};
@@ -85,7 +85,7 @@ impl AdamW {
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
-        let k = cuda::AdamWStep {
+        let k = AdamWStep {
             beta1: self.cfg.beta1 as f32,
             beta2: self.cfg.beta2 as f32,
             eps: self.cfg.eps as f32,
@@ -104,9 +104,7 @@ impl AdamW {
                 1.0
             };
             match moments {
-                Moments::Host(m, v) => {
-                    host_step(&p.tensor, g, m, v, cuda::AdamWStep { decay, ..k })?
-                }
+                Moments::Host(m, v) => host_step(&p.tensor, g, m, v, AdamWStep { decay, ..k })?,
                 Moments::Device(m, v) => on_device.push((&p.tensor, g, &*m, &*v, decay)),
             }
         }
@@ -171,13 +169,7 @@ impl AdamW {
 }
 
 /// The AdamW update of one parameter on the CPU.
-fn host_step(
-    p: &Tensor,
-    g: &Tensor,
-    m: &mut [f32],
-    v: &mut [f32],
-    k: cuda::AdamWStep,
-) -> Result<()> {
+fn host_step(p: &Tensor, g: &Tensor, m: &mut [f32], v: &mut [f32], k: AdamWStep) -> Result<()> {
     let g = g.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?;
     p.with_f32_mut(|w| {
         for i in 0..w.len() {
@@ -193,25 +185,20 @@ fn host_step(
 /// A GPU parameter's step inputs: parameter, gradient, moments, decay factor.
 type DeviceItem<'a> = (&'a Tensor, &'a Tensor, &'a Tensor, &'a Tensor, f32);
 
-/// The AdamW update of every GPU parameter: a few multi-tensor launches per device.
-fn device_step(items: &[DeviceItem], k: cuda::AdamWStep) -> Result<()> {
-    let mut by_device: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+/// The AdamW update of every device-resident parameter: a few multi-tensor launches per
+/// device, through the backend's fused path.
+fn device_step(items: &[DeviceItem], k: AdamWStep) -> Result<()> {
+    let mut by_device: std::collections::HashMap<Device, Vec<usize>> = Default::default();
     for (i, (p, g, ..)) in items.iter().enumerate() {
-        let Device::Cuda(n) = p.device() else {
-            return Err(Error::invalid(
-                "AdamW",
-                "device moments for a CPU parameter",
-            ));
-        };
         if !p.is_contiguous() || g.device() != p.device() {
             return Err(Error::invalid(
                 "AdamW",
                 "parameters must be contiguous and on their gradients' device",
             ));
         }
-        by_device.entry(n).or_default().push(i);
+        by_device.entry(p.device()).or_default().push(i);
     }
-    for indices in by_device.values() {
+    for (device, indices) in &by_device {
         let guards: Vec<_> = indices
             .iter()
             .map(|&i| {
@@ -224,29 +211,27 @@ fn device_step(items: &[DeviceItem], k: cuda::AdamWStep) -> Result<()> {
                 )
             })
             .collect();
-        let mut slots = Vec::with_capacity(indices.len());
-        for (&i, (ps, gs, ms, vs)) in indices.iter().zip(&guards) {
-            let (p, g, _, _, decay) = &items[i];
-            match (&**ps, &**gs, &**ms, &**vs) {
-                (Storage::Cuda(pc), Storage::Cuda(gc), Storage::Cuda(mc), Storage::Cuda(vc)) => {
-                    slots.push(cuda::AdamWSlot {
-                        param: (pc, p.layout().offset()),
-                        grad: (gc, g.layout()),
-                        m: mc,
-                        v: vc,
-                        n: p.numel(),
-                        decay: *decay,
-                    })
+        let slots: Vec<_> = indices
+            .iter()
+            .zip(&guards)
+            .map(|(&i, (ps, gs, ms, vs))| {
+                let (p, g, _, _, decay) = &items[i];
+                AdamWSlot {
+                    param: (&**ps, p.layout().offset()),
+                    grad: (&**gs, g.layout()),
+                    m: &**ms,
+                    v: &**vs,
+                    n: p.numel(),
+                    decay: *decay,
                 }
-                _ => {
-                    return Err(Error::invalid(
-                        "AdamW",
-                        "parameter, gradient and moments must share a device",
-                    ))
-                }
-            }
+            })
+            .collect();
+        if !Storage::adamw_multi(&slots, k)? {
+            return Err(Error::invalid(
+                "AdamW",
+                format!("device moments on {device}, which has no fused AdamW"),
+            ));
         }
-        cuda::adamw_multi(&slots, k)?;
     }
     Ok(())
 }

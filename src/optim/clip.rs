@@ -1,10 +1,7 @@
 //! Global-norm gradient clipping.
 
-use crate::backend::cuda;
 use crate::nn::Param;
-use crate::storage::Storage;
 use crate::{DType, Device, GradStore, Result, Tensor};
-use std::collections::BTreeMap;
 
 /// Scales every gradient by `max_norm / (norm + 1e-6)` when the global L2 norm over all
 /// of `params`' gradients exceeds `max_norm`. Returns the norm before clipping.
@@ -26,35 +23,30 @@ pub fn clip_grad_norm_scaled(
     loss_scale: f64,
 ) -> Result<f64> {
     let mut sum_sq = 0f64;
-    let mut device_acc: BTreeMap<usize, Tensor> = BTreeMap::new();
+    // One accumulator per device, in the order the devices first appear (a fixed order,
+    // so the final sum rounds the same way every run).
+    let mut device_acc: Vec<(Device, Tensor)> = Vec::new();
     for p in params {
         let Some(g) = grads.get(&p.tensor) else {
             continue;
         };
-        match g.device() {
-            Device::Cpu => sum_sq += g.to_vec_f64()?.iter().map(|x| x * x).sum::<f64>(),
-            Device::Cuda(n) => {
-                let acc = match device_acc.get(&n) {
-                    Some(a) => a.clone(),
-                    None => {
-                        let a = Tensor::zeros(&[1], DType::F64, g.device())?;
-                        device_acc.insert(n, a.clone());
-                        a
-                    }
-                };
-                let (gs, accs) = (g.read_storage(), acc.read_storage());
-                if let (Storage::Cuda(gc), Storage::Cuda(ac)) = (&*gs, &*accs) {
-                    if g.dtype().is_float() && g.dtype() != DType::F64 {
-                        cuda::sum_squares_into(gc, g.layout(), ac)?;
-                        continue;
-                    }
-                }
-                drop((gs, accs));
-                sum_sq += g.to_vec_f64()?.iter().map(|x| x * x).sum::<f64>();
+        // A device accumulator where the backend sums on the device; the host otherwise.
+        let acc = match device_acc.iter().find(|(d, _)| *d == g.device()) {
+            Some((_, a)) => a.clone(),
+            None => {
+                let a = Tensor::zeros(&[1], DType::F64, g.device())?;
+                device_acc.push((g.device(), a.clone()));
+                a
             }
+        };
+        let summed = g
+            .read_storage()
+            .sum_squares_into(g.layout(), &acc.read_storage())?;
+        if !summed {
+            sum_sq += g.to_vec_f64()?.iter().map(|x| x * x).sum::<f64>();
         }
     }
-    for acc in device_acc.values() {
+    for (_, acc) in &device_acc {
         sum_sq += acc.to_scalar()?;
     }
     let norm = sum_sq.sqrt() / loss_scale;

@@ -46,18 +46,11 @@ impl Tensor {
     /// A tensor of `shape` filled with `value` (rounded to `dtype`).
     pub fn full(value: f64, shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
         let n = checked_numel("full", shape)?;
-        match device {
-            Device::Cpu => Ok(Tensor::from_cpu(
-                CpuStorage::try_full(dtype, n, value)?,
-                shape,
-                None,
-            )),
-            Device::Cuda(i) => {
-                let dev = crate::backend::cuda::device(i)?;
-                let s = crate::backend::cuda::full(&dev, dtype, n, value)?;
-                Ok(Tensor::from_storage(Storage::Cuda(s), shape, None))
-            }
-        }
+        Ok(Tensor::from_storage(
+            Storage::full(device, dtype, n, value)?,
+            shape,
+            None,
+        ))
     }
 
     /// A tensor of zeros. The buffer is freshly zeroed, never recycled.

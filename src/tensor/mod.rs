@@ -59,10 +59,7 @@ impl Tensor {
 
     /// A contiguous host copy of the elements, whatever the device (waits for the GPU).
     pub(crate) fn to_host(&self) -> Result<CpuStorage> {
-        match &*self.read_storage() {
-            Storage::Cpu(s) => Ok(crate::backend::cpu::copy_contiguous(s, self.layout())),
-            Storage::Cuda(s) => s.to_cpu(self.layout()),
-        }
+        self.read_storage().to_host(self.layout())
     }
 
     /// This tensor on `device`: the same tensor when already there, else an explicit copy
@@ -71,17 +68,7 @@ impl Tensor {
         if device == self.device() {
             return Ok(self.clone());
         }
-        let storage = match device {
-            Device::Cpu => Storage::Cpu(self.to_host()?),
-            Device::Cuda(n) => {
-                let dev = crate::backend::cuda::device(n)?;
-                let host = self.to_host()?;
-                let layout = Layout::contiguous(self.shape());
-                Storage::Cuda(crate::backend::cuda::CudaStorage::from_cpu(
-                    &dev, &host, &layout,
-                )?)
-            }
-        };
+        let storage = Storage::from_host(self.to_host()?, device)?;
         let rec = crate::autograd::record(&[self], || Op::ToDevice(self.clone()));
         Ok(Tensor::from_storage(storage, self.shape(), rec))
     }
@@ -263,36 +250,18 @@ impl Tensor {
         if !self.is_contiguous() {
             return Err(Error::invalid("assign", "destination must be contiguous"));
         }
-        if let Device::Cuda(_) = self.device() {
-            // A source on another device, or sharing this storage, is first copied, so the
-            // kernel never reads what it writes and no lock is taken twice.
-            let src = if src.device() == self.device() && !src.shares_storage_with(self) {
-                src.clone()
-            } else {
-                src.to_device(self.device())?.copy()?
-            };
-            let guard = src.read_storage();
-            let (Storage::Cuda(from), Storage::Cuda(to)) = (&*guard, &*self.read_storage()) else {
-                return Err(Error::invalid("assign", "storage moved between devices"));
-            };
-            return crate::backend::cuda::assign(to, self.layout(), from, src.layout());
-        }
-        let data = src.to_host()?;
-        let mut guard = self.write_storage();
-        let off = self.layout().offset();
-        let n = self.numel();
-        macro_rules! put {
-            ($($variant:ident),*) => {
-                match (guard.cpu_mut()?, data) {
-                    $((CpuStorage::$variant(dst), CpuStorage::$variant(s)) => {
-                        dst[off..off + n].copy_from_slice(&s)
-                    })*
-                    _ => return Err(Error::invalid("assign", "storage dtype changed")),
-                }
-            };
-        }
-        put!(F64, F32, F16, BF16, I64, U32, U8);
-        Ok(())
+        // A source on another device, or sharing this storage, is first copied, so the
+        // backend never reads what it writes and no lock is taken twice.
+        let src = if src.device() != self.device() {
+            src.to_device(self.device())?
+        } else if src.shares_storage_with(self) {
+            src.copy()?
+        } else {
+            src.clone()
+        };
+        let from = src.read_storage();
+        self.write_storage()
+            .assign(self.layout(), (&from, src.layout()))
     }
 
     /// Runs `f` on the mutable contiguous f32 elements of this tensor (used by optimizers).

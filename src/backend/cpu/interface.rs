@@ -2,9 +2,32 @@
 //! same name in this backend (integer inputs are read into `i64` first).
 
 use super::CpuStorage;
-use crate::backend::interface::{BackendStorage, View};
+use crate::backend::interface::{BackendStorage, QPart, View};
 use crate::backend::{BinaryOp, CmpOp, NormKind, ReduceOp, RotaryStyle, UnaryOp};
-use crate::{DType, Layout, Result};
+use crate::{DType, Error, Layout, Result};
+
+fn quant_err(msg: impl Into<String>) -> Error {
+    Error::invalid("quantized matrix", msg)
+}
+
+/// The bytes of one quantized part.
+fn part_bytes<'a>(p: &QPart<'a, CpuStorage>) -> Result<&'a [u8]> {
+    let (s, l) = p.data;
+    match s {
+        CpuStorage::U8(v) => Ok(&v[l.offset()..l.offset() + l.numel()]),
+        _ => Err(quant_err("quantized data must be bytes")),
+    }
+}
+
+/// `values` (f32, contiguous `shape`) as a buffer of `dtype`.
+fn f32_as(values: Vec<f32>, shape: &[usize], dtype: DType) -> CpuStorage {
+    let s = CpuStorage::F32(values);
+    if dtype == DType::F32 {
+        s
+    } else {
+        super::cast(&s, &Layout::contiguous(shape), dtype)
+    }
+}
 
 impl BackendStorage for CpuStorage {
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
@@ -69,6 +92,23 @@ impl BackendStorage for CpuStorage {
     ) -> Result<Self> {
         let index = i.to_indices("scatter_add", li)?;
         super::scatter_add(self, layout, dim, &index, li.shape(), s, ls)
+    }
+
+    fn assign(&mut self, layout: &Layout, (s, ls): View<'_, Self>) -> Result<()> {
+        let data = super::copy_contiguous(s, ls);
+        let (off, n) = (layout.offset(), layout.numel());
+        macro_rules! put {
+            ($($variant:ident),*) => {
+                match (self, data) {
+                    $((CpuStorage::$variant(dst), CpuStorage::$variant(s)) => {
+                        dst[off..off + n].copy_from_slice(&s)
+                    })*
+                    _ => return Err(Error::invalid("assign", "storage dtype changed")),
+                }
+            };
+        }
+        put!(F64, F32, F16, BF16, I64, U32, U8);
+        Ok(())
     }
 
     fn cat(parts: &[View<'_, Self>], dim: usize, out_shape: &[usize]) -> Result<Self> {
@@ -149,5 +189,65 @@ impl BackendStorage for CpuStorage {
         inverse: bool,
     ) -> Result<Self> {
         super::rotary(self, layout, cos, sin, style, inverse)
+    }
+
+    /// On the CPU an id out of range is an error.
+    fn quant_rows(
+        parts: &[QPart<'_, Self>],
+        cols: usize,
+        ids: Option<View<'_, Self>>,
+        dtype: DType,
+    ) -> Result<Self> {
+        let Some((i, li)) = ids else {
+            let rows: usize = parts.iter().map(|p| p.rows).sum();
+            let mut values = Vec::with_capacity(rows * cols);
+            for p in parts {
+                let all: Vec<usize> = (0..p.rows).collect();
+                values.extend(super::qrows(part_bytes(p)?, p.ty, p.rows, cols, &all));
+            }
+            return Ok(f32_as(values, &[rows, cols], dtype));
+        };
+        let [p] = parts else {
+            return Err(quant_err("an embedding table must be a single part"));
+        };
+        let ids = i
+            .to_indices("quantized embedding", li)?
+            .into_iter()
+            .map(|id| match usize::try_from(id) {
+                Ok(r) if r < p.rows => Ok(r),
+                _ => Err(quant_err(format!(
+                    "token id {id} is outside the table of {} rows",
+                    p.rows
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let values = super::qrows(part_bytes(p)?, p.ty, p.rows, cols, &ids);
+        Ok(f32_as(values, &[ids.len(), cols], dtype))
+    }
+
+    fn quant_linear(
+        &self,
+        layout: &Layout,
+        parts: &[QPart<'_, Self>],
+        cols: usize,
+    ) -> Result<Self> {
+        let xs: Vec<f32> = self.to_f64s(layout).into_iter().map(|v| v as f32).collect();
+        let m = layout.shape()[0];
+        let rows: usize = parts.iter().map(|p| p.rows).sum();
+        let mut y = vec![0f32; m * rows];
+        let mut col0 = 0;
+        for p in parts {
+            let piece = super::qmatmul(part_bytes(p)?, p.ty, p.rows, cols, &xs, m);
+            for (out, got) in y.chunks_exact_mut(rows).zip(piece.chunks_exact(p.rows)) {
+                out[col0..col0 + p.rows].copy_from_slice(got);
+            }
+            col0 += p.rows;
+        }
+        Ok(f32_as(y, &[m, rows], self.dtype()))
+    }
+
+    /// Every row count: the CPU kernel reads the quantized weights for any batch.
+    fn quant_linear_max_rows(&self) -> usize {
+        usize::MAX
     }
 }

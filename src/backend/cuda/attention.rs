@@ -10,19 +10,7 @@ use cudarc::driver::{DevicePtr, LaunchConfig};
 /// Head dims the decoding kernel is compiled for.
 pub const DECODE_HEAD_DIMS: [usize; 7] = [16, 32, 64, 80, 96, 128, 256];
 
-/// Shape of one decoding step.
-#[derive(Clone, Copy, Debug)]
-pub struct DecodeShape {
-    pub batch: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    /// Positions in the cache after this step (the new one included).
-    pub len: usize,
-    /// Keys each query sees (0: all).
-    pub window: usize,
-    pub scale: f32,
-}
+pub use crate::backend::interface::DecodeShape;
 
 /// The batch stride of a `[B, heads, 1, d]` view whose heads and features are packed
 /// (head stride d, feature stride 1), or `None`.

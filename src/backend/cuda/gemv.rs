@@ -12,12 +12,7 @@ pub const GEMV_MAX_ROWS: usize = 8;
 
 /// A norm applied to x's rows inside the product: layer norm (gamma and beta) or RMS norm
 /// (gamma only), each `[k]`.
-pub struct GemvNorm<'a> {
-    pub gamma: (&'a CudaStorage, &'a Layout),
-    pub beta: Option<(&'a CudaStorage, &'a Layout)>,
-    pub rms: bool,
-    pub eps: f32,
-}
+pub type GemvNorm<'a> = crate::backend::interface::GemvNorm<'a, CudaStorage>;
 
 /// `gelu?(norm?(x) @ w^T + bias) + residual` into a new `[m, n]`, or `None` when the
 /// operands do not suit the kernel (more than 8 rows, non-contiguous rows, misaligned,

@@ -2,9 +2,35 @@
 //! in this backend.
 
 use super::CudaStorage;
-use crate::backend::interface::{BackendStorage, View};
+use crate::backend::interface::{
+    AdamWSlot, AdamWStep, BackendStorage, DecodeShape, Epilogue, Gemv, QPart, View,
+};
 use crate::backend::{BinaryOp, CmpOp, NormKind, ReduceOp, RotaryStyle, UnaryOp};
-use crate::{DType, Layout, Result};
+use crate::{DType, Error, Layout, Result};
+
+fn quant_err(msg: impl Into<String>) -> Error {
+    Error::invalid("quantized matrix", msg)
+}
+
+/// The kernels write f32, f16 or bf16.
+fn check_float(dtype: DType) -> Result<()> {
+    if matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedDType {
+            op: "quantized matrix",
+            dtype,
+        })
+    }
+}
+
+fn qshape(p: &QPart<'_, CudaStorage>, cols: usize) -> super::QShape {
+    super::QShape {
+        ty: p.ty,
+        rows: p.rows,
+        k: cols,
+    }
+}
 
 impl BackendStorage for CudaStorage {
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
@@ -65,6 +91,11 @@ impl BackendStorage for CudaStorage {
         (s, ls): View<'_, Self>,
     ) -> Result<Self> {
         super::scatter_add(self, layout, dim, i, li, s, ls)
+    }
+
+    /// The kernel writes through the device pointer; `&mut` is the lock's promise.
+    fn assign(&mut self, layout: &Layout, (s, ls): View<'_, Self>) -> Result<()> {
+        super::assign(self, layout, s, ls)
     }
 
     fn cat(parts: &[View<'_, Self>], dim: usize, out_shape: &[usize]) -> Result<Self> {
@@ -140,5 +171,105 @@ impl BackendStorage for CudaStorage {
         inverse: bool,
     ) -> Result<Self> {
         super::rotary(self, layout, cos, sin, style, inverse)
+    }
+
+    /// On a GPU an id out of range reads as NaN, as an embedding lookup does.
+    fn quant_rows(
+        parts: &[QPart<'_, Self>],
+        cols: usize,
+        ids: Option<View<'_, Self>>,
+        dtype: DType,
+    ) -> Result<Self> {
+        check_float(dtype)?;
+        let first = parts.first().ok_or_else(|| quant_err("no parts"))?;
+        let Some((i, li)) = ids else {
+            let rows: usize = parts.iter().map(|p| p.rows).sum();
+            let out = CudaStorage::alloc(first.data.0.device(), dtype, rows * cols)?;
+            let mut row0 = 0;
+            for p in parts {
+                super::qrows_into(p.data.0, qshape(p, cols), None, p.rows, &out, row0 * cols)?;
+                row0 += p.rows;
+            }
+            return Ok(out);
+        };
+        let [p] = parts else {
+            return Err(quant_err("an embedding table must be a single part"));
+        };
+        let n = li.numel();
+        let out = CudaStorage::alloc(p.data.0.device(), dtype, n * cols)?;
+        super::qrows_into(p.data.0, qshape(p, cols), Some((i, li)), n, &out, 0)?;
+        Ok(out)
+    }
+
+    fn quant_linear(
+        &self,
+        layout: &Layout,
+        parts: &[QPart<'_, Self>],
+        cols: usize,
+    ) -> Result<Self> {
+        let (m, rows) = (
+            layout.shape()[0],
+            parts.iter().map(|p| p.rows).sum::<usize>(),
+        );
+        let out = CudaStorage::alloc(self.device(), self.dtype(), m * rows)?;
+        let mut col0 = 0;
+        for p in parts {
+            super::qgemv(p.data.0, qshape(p, cols), self, layout, &out, col0, rows)?;
+            col0 += p.rows;
+        }
+        Ok(out)
+    }
+
+    fn quant_linear_max_rows(&self) -> usize {
+        super::QGEMV_MAX_ROWS
+    }
+
+    fn gemv_max_rows(&self) -> usize {
+        super::GEMV_MAX_ROWS
+    }
+
+    fn gemv(&self, layout: &Layout, a: Gemv<'_, Self>) -> Result<Option<Self>> {
+        let (w, lw) = a.weight;
+        super::gemv(self, layout, w, lw, a.bias, a.residual, a.gelu, a.norm)
+    }
+
+    fn decode_attention(
+        &self,
+        layout: &Layout,
+        (k, lk): View<'_, Self>,
+        (v, lv): View<'_, Self>,
+        (kc, vc, lc): (&Self, &Self, &Layout),
+        shape: DecodeShape,
+    ) -> Result<Option<Self>> {
+        super::decode_attention(self, layout, k, lk, v, lv, kc, vc, lc, shape)
+    }
+
+    fn adamw_multi(slots: &[AdamWSlot<'_, Self>], step: AdamWStep) -> Result<bool> {
+        super::adamw_multi(slots, step)?;
+        Ok(true)
+    }
+
+    /// Floating-point gradients other than f64 (the kernel reads those types).
+    fn sum_squares_into(&self, layout: &Layout, acc: &Self) -> Result<bool> {
+        if !self.dtype().is_float() || self.dtype() == DType::F64 {
+            return Ok(false);
+        }
+        super::sum_squares_into(self, layout, acc)?;
+        Ok(true)
+    }
+
+    fn has_linear_epilogue(&self) -> bool {
+        true
+    }
+
+    fn linear_epilogue(
+        &self,
+        layout: &Layout,
+        (w, lw): View<'_, Self>,
+        (b, lb): View<'_, Self>,
+        epilogue: Epilogue,
+        residual: Option<View<'_, Self>>,
+    ) -> Result<Option<Self>> {
+        super::linear_epilogue(self, layout, w, lw, b, lb, epilogue, residual)
     }
 }

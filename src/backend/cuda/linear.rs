@@ -39,14 +39,7 @@ unsafe impl Sync for LtState {}
 /// (rows, out features, in features, dtype, TF32, epilogue, residual added).
 type AlgoKey = (usize, usize, usize, DType, bool, Epilogue, bool);
 
-/// What the GEMM's epilogue applies after the product.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Epilogue {
-    /// `+ bias`.
-    Bias,
-    /// `gelu_tanh(. + bias)`.
-    GeluBias,
-}
+pub use crate::backend::interface::Epilogue;
 
 /// A descriptor destroyed when dropped.
 struct Desc(sys::cublasLtMatmulDesc_t);

@@ -4,19 +4,10 @@ use super::storage::suffix;
 use super::{launch, CudaStorage};
 use crate::{DType, Error, Layout, Result};
 
-/// AdamW's per-step constants.
-#[derive(Clone, Copy, Debug)]
-pub struct AdamWStep {
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    /// `1 - lr * weight_decay` (1 without decay).
-    pub decay: f32,
-    /// `lr / (1 - beta1^t)`.
-    pub step_size: f32,
-    /// `sqrt(1 - beta2^t)`.
-    pub bc2_sqrt: f32,
-}
+pub use crate::backend::interface::AdamWStep;
+
+/// One parameter of a multi-tensor AdamW launch on this backend.
+pub type AdamWSlot<'a> = crate::backend::interface::AdamWSlot<'a, CudaStorage>;
 
 /// Adds the sum of squares of the elements under `l` into the f64 slot `acc` (device).
 pub fn sum_squares_into(s: &CudaStorage, l: &Layout, acc: &CudaStorage) -> Result<()> {
@@ -74,17 +65,6 @@ impl AdamWGroup {
             block_chunk: [0; GROUP_BLOCKS],
         }
     }
-}
-
-/// One parameter of a multi-tensor AdamW step: the parameter (storage, offset), its
-/// gradient, its two moments, its length, and its decay factor for this step.
-pub struct AdamWSlot<'a> {
-    pub param: (&'a CudaStorage, usize),
-    pub grad: (&'a CudaStorage, &'a Layout),
-    pub m: &'a CudaStorage,
-    pub v: &'a CudaStorage,
-    pub n: usize,
-    pub decay: f32,
 }
 
 /// AdamW over many parameters of one device in a few launches (up to 24 tensors and 320
