@@ -1,28 +1,80 @@
 //! The tokenizers GGUF files embed, against llama.cpp's test vectors: vocab-only GGUF
 //! files with `.inp` (texts) and `.out` (token ids) pairs, fetched by
 //! tools/fetch_vocab_tests.sh into target/vocab-tests (or SMITH_VOCAB_TESTS). Without them
-//! the test says so loudly, and fails when SMITH_REQUIRE_VOCAB_TESTS is set (as in CI).
+//! the tests are reported as ignored, with the reason; under SMITH_REQUIRE_VOCAB_TESTS (as
+//! in CI) they run and fail.
 
 use smith::io::gguf::GgufFile;
 use smith::tokenizer::TextTokenizer;
 use std::path::PathBuf;
 
-fn vocab_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SMITH_VOCAB_TESTS")
+mod common;
+
+fn vocab_root() -> PathBuf {
+    std::env::var_os("SMITH_VOCAB_TESTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/vocab-tests"));
-    if dir.join("ggml-vocab-gpt-2.gguf.out").exists() {
-        return Some(dir);
-    }
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/vocab-tests"))
+}
+
+/// The folder of test vectors (the tests are ignored when it is missing; see [`missing`]).
+fn vocab_dir() -> PathBuf {
+    let dir = vocab_root();
     assert!(
-        std::env::var_os("SMITH_REQUIRE_VOCAB_TESTS").is_none(),
-        "SMITH_REQUIRE_VOCAB_TESTS is set but {} has no test vectors",
+        dir.join("ggml-vocab-gpt-2.gguf.out").exists(),
+        "{} has no tokenizer test vectors: run tools/fetch_vocab_tests.sh",
         dir.display()
     );
-    eprintln!(
-        "TOKENIZER TEST VECTORS MISSING: run tools/fetch_vocab_tests.sh; the test did NOT run"
-    );
-    None
+    dir
+}
+
+/// Why these tests cannot run here, if they cannot (under SMITH_REQUIRE_VOCAB_TESTS they
+/// always run, and fail when the vectors are missing).
+fn missing() -> Option<String> {
+    let dir = vocab_root();
+    if dir.join("ggml-vocab-gpt-2.gguf.out").exists()
+        || std::env::var_os("SMITH_REQUIRE_VOCAB_TESTS").is_some()
+    {
+        return None;
+    }
+    Some(format!(
+        "{} has no llama.cpp tokenizer test vectors (tools/fetch_vocab_tests.sh fetches them)",
+        dir.display()
+    ))
+}
+
+fn main() {
+    let tests: Vec<(&'static str, fn())> = vec![
+        (
+            "gguf_bpe_tokenizers_match_llama_cpp_vectors",
+            gguf_bpe_tokenizers_match_llama_cpp_vectors,
+        ),
+        (
+            "gguf_sentencepiece_tokenizers_match_llama_cpp_vectors",
+            gguf_sentencepiece_tokenizers_match_llama_cpp_vectors,
+        ),
+        (
+            "unsupported_tokenizer_kinds_are_named",
+            unsupported_tokenizer_kinds_are_named,
+        ),
+        (
+            "token_files_hold_gpt2_ids_as_u16",
+            token_files_hold_gpt2_ids_as_u16,
+        ),
+        (
+            "bos_follows_the_file_and_llama_cpp_defaults",
+            bos_follows_the_file_and_llama_cpp_defaults,
+        ),
+        (
+            "bos_settings_match_transformers_gguf_tokenizer",
+            bos_settings_match_transformers_gguf_tokenizer,
+        ),
+    ];
+    common::run_suite(
+        tests
+            .into_iter()
+            .map(|(name, body)| (name, body, missing()))
+            .collect(),
+    )
 }
 
 /// (text, expected ids) pairs of one vocabulary.
@@ -51,7 +103,7 @@ fn vectors(dir: &std::path::Path, name: &str) -> Vec<(String, Vec<u32>)> {
 /// Encodes every vector of each vocabulary in `names` and compares with llama.cpp's ids;
 /// with `round_trip`, decoding must give the text back after the added leading space.
 fn check_vocabularies(names: &[&str], round_trip: bool) {
-    let Some(dir) = vocab_dir() else { return };
+    let dir = vocab_dir();
     for name in names {
         let f = GgufFile::open(&dir.join(format!("{name}.gguf"))).unwrap();
         let tok = TextTokenizer::from_gguf(&f).unwrap();
@@ -79,7 +131,6 @@ fn check_vocabularies(names: &[&str], round_trip: bool) {
     }
 }
 
-#[test]
 fn gguf_bpe_tokenizers_match_llama_cpp_vectors() {
     check_vocabularies(
         &[
@@ -92,14 +143,12 @@ fn gguf_bpe_tokenizers_match_llama_cpp_vectors() {
     );
 }
 
-#[test]
 fn gguf_sentencepiece_tokenizers_match_llama_cpp_vectors() {
     check_vocabularies(&["ggml-vocab-llama-spm", "ggml-vocab-phi-3"], true);
 }
 
-#[test]
 fn unsupported_tokenizer_kinds_are_named() {
-    let Some(dir) = vocab_dir() else { return };
+    let dir = vocab_dir();
     let f = GgufFile::open(&dir.join("ggml-vocab-bert-bge.gguf")).unwrap();
     let err = TextTokenizer::from_gguf(&f).err().unwrap().to_string();
     assert!(err.contains("bert"), "{err}");
@@ -107,10 +156,9 @@ fn unsupported_tokenizer_kinds_are_named() {
 
 /// `smith tokenize`'s library side: every GPT-2 test text written as u16 ids and read back
 /// equals llama.cpp's ids; ids past u16 and odd-sized files are errors.
-#[test]
 fn token_files_hold_gpt2_ids_as_u16() {
     use smith::token_file::{read_token_file, tokenize_file, write_token_file};
-    let Some(dir) = vocab_dir() else { return };
+    let dir = vocab_dir();
     let tmp = std::env::temp_dir().join(format!("smith_tokens_{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let vocab = dir.join("ggml-vocab-gpt-2.gguf");
@@ -135,10 +183,9 @@ fn token_files_hold_gpt2_ids_as_u16() {
 
 /// BOS as the file says: `tokenizer.ggml.add_bos_token` true or false wins; without it,
 /// llama.cpp's default (BOS for Llama 3's pre-tokenizer, none for GPT-2's).
-#[test]
 fn bos_follows_the_file_and_llama_cpp_defaults() {
     use smith::io::gguf::Value;
-    let Some(dir) = vocab_dir() else { return };
+    let dir = vocab_dir();
     for (name, default_bos) in [("ggml-vocab-llama-bpe", true), ("ggml-vocab-gpt-2", false)] {
         let mut f = GgufFile::open(&dir.join(format!("{name}.gguf"))).unwrap();
         let key = "tokenizer.ggml.add_bos_token";
@@ -181,12 +228,11 @@ fn bos_follows_the_file_and_llama_cpp_defaults() {
 /// default (BOS) and transformers adds none; and a text that starts with a space in the
 /// Llama SentencePiece vocabulary, where smith (like llama.cpp and sentencepiece, see the
 /// vector tests above) keeps the lone `▁` piece that transformers' rebuilt tokenizer drops.
-#[test]
 fn bos_settings_match_transformers_gguf_tokenizer() {
     use smith::inference::perplexity;
     use smith::io::gguf::Value;
     use smith::models::{Gpt, GptConfig};
-    let Some(dir) = vocab_dir() else { return };
+    let dir = vocab_dir();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf_bos.json");
     let fixture: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     let texts: Vec<&str> = fixture["texts"]

@@ -1,6 +1,6 @@
-//! Real models fetched by tools/fetch_models.sh into target/models (or SMITH_MODELS): used
-//! when present; without them the test says so loudly (and fails when SMITH_REQUIRE_MODELS
-//! is set).
+//! Real models fetched by tools/fetch_models.sh into target/models (or SMITH_MODELS): a
+//! test whose model is absent is reported as ignored, with the reason (and fails when
+//! SMITH_REQUIRE_MODELS is set).
 
 mod common;
 
@@ -8,33 +8,68 @@ use smith::inference::{load_model, load_model_as};
 use smith::{DType, Device};
 use std::path::PathBuf;
 
-fn model_path(file: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("SMITH_MODELS")
+fn models_dir() -> PathBuf {
+    std::env::var_os("SMITH_MODELS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/models"));
-    let path = dir.join(file);
-    if path.exists() {
-        return Some(path);
-    }
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/models"))
+}
+
+/// The model file `file` (the test is ignored when it is missing; see [`missing`]).
+fn model_path(file: &str) -> PathBuf {
+    let path = models_dir().join(file);
     assert!(
-        std::env::var_os("SMITH_REQUIRE_MODELS").is_none(),
-        "SMITH_REQUIRE_MODELS is set but {} is missing",
+        path.exists(),
+        "{} is missing: run tools/fetch_models.sh",
         path.display()
     );
-    eprintln!(
-        "REAL MODEL MISSING: {} (run tools/fetch_models.sh); the test did NOT run",
+    path
+}
+
+/// Why a test of `file` cannot run here, if it cannot (under SMITH_REQUIRE_MODELS it always
+/// runs, and fails when the file is missing).
+fn missing(file: &str) -> Option<String> {
+    let path = models_dir().join(file);
+    if path.exists() || std::env::var_os("SMITH_REQUIRE_MODELS").is_some() {
+        return None;
+    }
+    Some(format!(
+        "{} is missing (tools/fetch_models.sh fetches it)",
         path.display()
-    );
-    None
+    ))
+}
+
+const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
+
+fn main() {
+    common::run_suite(vec![
+        (
+            "smollm2_answers_greedily_on_the_cpu",
+            smollm2_answers_greedily_on_the_cpu,
+            missing(SMOLLM2),
+        ),
+        (
+            "smollm2_matches_transformers_token_for_token",
+            smollm2_matches_transformers_token_for_token,
+            missing(SMOLLM2),
+        ),
+        (
+            "gemma3_matches_transformers_token_for_token",
+            gemma3_matches_transformers_token_for_token,
+            missing(GEMMA3),
+        ),
+        (
+            "smollm2_answers_in_its_chat_template",
+            smollm2_answers_in_its_chat_template,
+            missing(SMOLLM2),
+        ),
+    ])
 }
 
 /// SmolLM2-135M-Instruct (Q4_1, llama architecture, `smollm` BPE tokenizer) loads from its
 /// GGUF file and answers a factual prompt greedily on the CPU.
-#[test]
 fn smollm2_answers_greedily_on_the_cpu() {
-    let Some(path) = model_path("SmolLM2-135M-Instruct.Q4_1.gguf") else {
-        return;
-    };
+    let path = model_path(SMOLLM2);
     let (model, tok) = load_model(&path, Device::Cpu).unwrap();
     assert_eq!(model.vocab_size(), 49152);
     let prompt = tok.encode("The capital of France is", true).unwrap();
@@ -62,9 +97,7 @@ fn gpu() -> Option<Device> {
 /// token ids, and the same 32 greedy tokens (or the same stop at `stop`), with the
 /// weights kept quantized and f32 activations, on `device`.
 fn matches_transformers(file: &str, fixture: &str, stop: &str, device: Device) {
-    let Some(path) = model_path(file) else {
-        return;
-    };
+    let path = model_path(file);
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(fixture);
@@ -95,9 +128,8 @@ fn matches_transformers(file: &str, fixture: &str, stop: &str, device: Device) {
 }
 
 /// SmolLM2-135M-Instruct Q4_1 (llama architecture, `smollm` BPE tokenizer).
-#[test]
 fn smollm2_matches_transformers_token_for_token() {
-    let (file, fixture) = ("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2_greedy.json");
+    let (file, fixture) = (SMOLLM2, "smollm2_greedy.json");
     matches_transformers(file, fixture, "<|im_end|>", Device::Cpu);
     if let Some(dev) = gpu() {
         matches_transformers(file, fixture, "<|im_end|>", dev);
@@ -106,9 +138,8 @@ fn smollm2_matches_transformers_token_for_token() {
 
 /// Gemma 3 270M Q4_K_M (gemma3 architecture: sliding-window layers, QK norms, post norms;
 /// SentencePiece tokenizer without a space prefix; Q4_K, Q5_0, Q6_K and Q8_0 matrices).
-#[test]
 fn gemma3_matches_transformers_token_for_token() {
-    let (file, fixture) = ("gemma-3-270m-q4_k_m.gguf", "gemma3_greedy.json");
+    let (file, fixture) = (GEMMA3, "gemma3_greedy.json");
     matches_transformers(file, fixture, "<eos>", Device::Cpu);
     if let Some(dev) = gpu() {
         matches_transformers(file, fixture, "<eos>", dev);
@@ -117,11 +148,8 @@ fn gemma3_matches_transformers_token_for_token() {
 
 /// SmolLM2-135M-Instruct answers a question laid out with its own chat template (ChatML
 /// with its default system prompt) and stops at the end of its turn.
-#[test]
 fn smollm2_answers_in_its_chat_template() {
-    let Some(path) = model_path("SmolLM2-135M-Instruct.Q4_1.gguf") else {
-        return;
-    };
+    let path = model_path(SMOLLM2);
     let template = smith::inference::chat_template(&path).unwrap().unwrap();
     let text = template
         .render(&[smith::chat::Message::new(

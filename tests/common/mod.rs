@@ -277,3 +277,32 @@ pub fn tiny_gemma(window: usize, rng: &mut Rng, device: Device) -> smith::models
     let _ = device;
     model.to_dtype(DType::F32).unwrap()
 }
+
+/// A test of a suite that runs under [`run_suite`]: its name, its body, and why it cannot
+/// run here (`Some(reason)`: an input is missing), if it cannot.
+pub type SuiteTest = (&'static str, fn(), Option<String>);
+
+/// Runs `tests` with the standard test arguments (filters, `--ignored`, `--list`): a test
+/// whose input is missing is reported as ignored, with the reason printed once, never as
+/// passed. `--ignored` runs such tests anyway (they then fail, saying what is missing).
+pub fn run_suite(tests: Vec<SuiteTest>) -> ! {
+    let args = libtest_mimic::Arguments::from_args();
+    let mut reasons: Vec<&str> = Vec::new();
+    for r in tests.iter().filter_map(|t| t.2.as_deref()) {
+        if !reasons.contains(&r) {
+            eprintln!("ignored: {r}");
+            reasons.push(r);
+        }
+    }
+    let trials = tests
+        .into_iter()
+        .map(|(name, body, missing)| {
+            libtest_mimic::Trial::test(name, move || {
+                body();
+                Ok(())
+            })
+            .with_ignored_flag(missing.is_some())
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit()
+}
