@@ -1,6 +1,7 @@
 // Elementwise kernels: unary maps, binary ops, comparisons, where, fill and casts.
-// Inputs are read through their strides; outputs are contiguous. Op codes match
-// the Rust enums in src/backend/cuda/elementwise.rs.
+// Inputs are read through their strides; outputs are contiguous. The op codes
+// (UNARY_*, BINARY_*, CMP_*) are #defines generated from the Rust enums in
+// src/backend/op_kinds.rs; an unknown code traps.
 
 template <typename C>
 __device__ __forceinline__ C sigmoid_of(C v) { return C(1) / (C(1) + exp(-v)); }
@@ -10,54 +11,55 @@ __device__ __forceinline__ C apply_unary(int op, C v, C p0, C p1) {
     const C k2 = C(2.0 * 0.7978845608028654);  // 2 * sqrt(2 / pi)
     const C g = C(0.044715);
     switch (op) {
-        case 0: return -v;
-        case 1: return exp(v);
-        case 2: return log(v);
-        case 3: return sqrt(v);
-        case 4: return tanh(v);
-        case 5: return sigmoid_of(v);
-        case 6: return v > C(0) ? v : C(0);
-        case 7: return fabs(v);
-        case 8: return v * sigmoid_of(k2 * (v + g * v * v * v));                       // GELU (tanh)
-        case 9: return C(0.5) * v * (C(1) + erf(v * C(0.7071067811865476)));            // GELU (erf)
-        case 10: return v * sigmoid_of(v);                                              // SiLU
-        case 11: return v * p0 + p1;                                                    // affine
-        case 12: return pow(v, p0);                                                     // powf
-        case 13: return v > C(0) ? C(1) : C(0);                                         // step
-        case 14: {                                                                      // GELU' (tanh)
+        case UNARY_NEG: return -v;
+        case UNARY_EXP: return exp(v);
+        case UNARY_LOG: return log(v);
+        case UNARY_SQRT: return sqrt(v);
+        case UNARY_TANH: return tanh(v);
+        case UNARY_SIGMOID: return sigmoid_of(v);
+        case UNARY_RELU: return v > C(0) ? v : C(0);
+        case UNARY_ABS: return fabs(v);
+        case UNARY_GELU_TANH: return v * sigmoid_of(k2 * (v + g * v * v * v));                       // GELU (tanh)
+        case UNARY_GELU_ERF: return C(0.5) * v * (C(1) + erf(v * C(0.7071067811865476)));            // GELU (erf)
+        case UNARY_SILU: return v * sigmoid_of(v);                                              // SiLU
+        case UNARY_AFFINE: return v * p0 + p1;                                                    // affine
+        case UNARY_POWF: return pow(v, p0);                                                     // powf
+        case UNARY_STEP: return v > C(0) ? C(1) : C(0);                                         // step
+        case UNARY_GELU_TANH_DERIV: {                                                                      // GELU' (tanh)
             C s = sigmoid_of(k2 * (v + g * v * v * v));
             return s + v * s * (C(1) - s) * k2 * (C(1) + C(3) * g * v * v);
         }
-        case 15:                                                                        // GELU' (erf)
+        case UNARY_GELU_ERF_DERIV:                                                                        // GELU' (erf)
             return C(0.5) * (C(1) + erf(v * C(0.7071067811865476)))
                  + v * C(0.3989422804014327) * exp(C(-0.5) * v * v);
-        case 16: { C s = sigmoid_of(v); return s * (C(1) + v * (C(1) - s)); }           // SiLU'
-        default: return v;
+        case UNARY_SILU_DERIV: { C s = sigmoid_of(v); return s * (C(1) + v * (C(1) - s)); }           // SiLU'
+        default: __trap(); return v;  // an op code the kernel does not know
     }
 }
 
 template <typename C>
 __device__ __forceinline__ C apply_binary(int op, C a, C b) {
     switch (op) {
-        case 0: return a + b;
-        case 1: return a - b;
-        case 2: return a * b;
-        case 3: return a / b;
-        case 4: return pow(a, b);
-        case 5: return (a >= b || isnan(a)) ? a : b;
-        case 6: return (a <= b || isnan(a)) ? a : b;
-        default: return a;
+        case BINARY_ADD: return a + b;
+        case BINARY_SUB: return a - b;
+        case BINARY_MUL: return a * b;
+        case BINARY_DIV: return a / b;
+        case BINARY_POW: return pow(a, b);
+        case BINARY_MAXIMUM: return (a >= b || isnan(a)) ? a : b;
+        case BINARY_MINIMUM: return (a <= b || isnan(a)) ? a : b;
+        default: __trap(); return a;
     }
 }
 
 __device__ __forceinline__ unsigned char apply_cmp(int op, double a, double b) {
     switch (op) {
-        case 0: return a == b;
-        case 1: return a != b;
-        case 2: return a < b;
-        case 3: return a <= b;
-        case 4: return a > b;
-        default: return a >= b;
+        case CMP_EQ: return a == b;
+        case CMP_NE: return a != b;
+        case CMP_LT: return a < b;
+        case CMP_LE: return a <= b;
+        case CMP_GT: return a > b;
+        case CMP_GE: return a >= b;
+        default: __trap(); return 0;
     }
 }
 

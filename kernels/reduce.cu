@@ -4,8 +4,8 @@
 
 template <typename C>
 __device__ __forceinline__ C combine(int op, C a, C b) {
-    if (op == 0) return a + b;
-    if (op == 1) return (a >= b || isnan(a)) ? a : b;
+    if (op == REDUCE_SUM) return a + b;
+    if (op == REDUCE_MAX) return (a >= b || isnan(a)) ? a : b;
     return (a <= b || isnan(a)) ? a : b;
 }
 
@@ -14,7 +14,7 @@ __device__ void reduce_impl(int op, const T* x, Strided v, T* y, long long outs,
     const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const long long warps = ((long long)gridDim.x * blockDim.x) / 32;
     const int lane = threadIdx.x % 32;
-    const C init = op == 0 ? C(0) : (op == 1 ? C(-INFINITY) : C(INFINITY));
+    const C init = op == REDUCE_SUM ? C(0) : (op == REDUCE_MAX ? C(-INFINITY) : C(INFINITY));
     for (long long o = warp; o < outs; o += warps) {
         C acc = init;
         for (long long j = lane; j < r; j += 32) acc = combine<C>(op, acc, to_compute(x[strided_index(v, o * r + j)]));
@@ -75,7 +75,7 @@ __device__ void reduce_block_impl(int op, const T* x, Strided v, T* y, long long
     __shared__ C part[32];
     const long long o = blockIdx.x;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-    const C init = op == 0 ? C(0) : (op == 1 ? C(-INFINITY) : C(INFINITY));
+    const C init = op == REDUCE_SUM ? C(0) : (op == REDUCE_MAX ? C(-INFINITY) : C(INFINITY));
     C acc = init;
     for (long long j0 = threadIdx.x; j0 < r; j0 += BLOCK_REDUCE_BATCH * blockDim.x) {
         C vals[BLOCK_REDUCE_BATCH];

@@ -30,7 +30,7 @@ pub mod train;
 
 pub use autograd::{no_grad, GradStore};
 pub use backend::storage;
-pub use backend::{BinaryOp, CmpOp, ReduceOp, RotaryStyle, UnaryOp};
+pub use backend::{BinaryOp, CmpOp, ReduceOp, RotaryStyle, UnaryKind, UnaryOp};
 pub use device::Device;
 pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};

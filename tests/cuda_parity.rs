@@ -101,25 +101,15 @@ fn check(
 fn unary_ops_on_strided_inputs() {
     let mut rng = Rng::new(1);
     let x = randn(&[33, 65], &mut rng).affine(2.0, 0.0).unwrap();
-    type F = fn(&Tensor) -> smith::Result<Tensor>;
-    let ops: Vec<(&str, F)> = vec![
-        ("neg", |t| t.neg()),
-        ("exp", |t| t.exp()),
-        ("log|x|", |t| t.abs()?.add_scalar(0.1)?.log()),
-        ("sqrt|x|", |t| t.abs()?.sqrt()),
-        ("tanh", |t| t.tanh()),
-        ("sigmoid", |t| t.sigmoid()),
-        ("relu", |t| t.relu()),
-        ("gelu", |t| t.gelu()),
-        ("gelu_erf", |t| t.gelu_erf()),
-        ("silu", |t| t.silu()),
-        ("affine", |t| t.affine(-0.5, 3.0)),
-        ("powf", |t| t.abs()?.powf(1.7)),
-    ];
+    // Every unary op (`UnaryKind::ALL`), inside its domain.
+    let ops: Vec<(&str, smith::UnaryOp)> = smith::UnaryKind::ALL
+        .iter()
+        .map(|k| (k.name(), k.example()))
+        .collect();
     for dtype in FLOATS {
         for (name, op) in &ops {
             check(name, std::slice::from_ref(&x), dtype, tol(dtype), |t| {
-                op(&t[0].t()?.narrow(0, 3, 60)?)
+                common::unary_input(*op, &t[0].t()?.narrow(0, 3, 60)?)?.unary(*op)
             });
         }
     }
@@ -128,13 +118,13 @@ fn unary_ops_on_strided_inputs() {
     let y = randn(&[64, 132], &mut rng);
     for (name, op) in &ops {
         check(name, std::slice::from_ref(&y), DType::F32, 1e-5, |t| {
-            op(&t[0])
+            common::unary_input(*op, &t[0])?.unary(*op)
         });
         check(name, std::slice::from_ref(&y), DType::F32, 1e-5, |t| {
-            op(&t[0].narrow(0, 1, 8)?)
+            common::unary_input(*op, &t[0].narrow(0, 1, 8)?)?.unary(*op)
         });
         check(name, std::slice::from_ref(&y), DType::F32, 1e-5, |t| {
-            op(&t[0].flatten_all()?.narrow(0, 1, 400)?)
+            common::unary_input(*op, &t[0].flatten_all()?.narrow(0, 1, 400)?)?.unary(*op)
         });
     }
     check("copy", std::slice::from_ref(&y), DType::F32, 0.0, |t| {

@@ -3,7 +3,9 @@
 
 mod common;
 use common::{assert_close, rand64, rel_err};
-use smith::{causal_mask, rotary_tables, DType, Device, Rng, RotaryStyle, Tensor};
+use smith::{
+    causal_mask, rotary_tables, DType, Device, Rng, RotaryStyle, Tensor, UnaryKind, UnaryOp,
+};
 
 const CPU: Device = Device::Cpu;
 
@@ -23,61 +25,78 @@ fn tol(dtype: DType) -> f64 {
 
 const FLOATS: [DType; 4] = [DType::F64, DType::F32, DType::F16, DType::BF16];
 
+/// Every unary op (`UnaryKind::ALL`) against its f64 definition, on a transposed view.
 #[test]
 fn unary_ops_match_scalar_formulas_on_strided_input() {
     let mut rng = Rng::new(1);
     let base = rand64(&[5, 7], &mut rng).affine(3.0, 0.0).unwrap();
-    let x = base.t().unwrap(); // non-contiguous [7, 5]
-    let xs = x.to_vec_f64().unwrap();
-    let gelu_t =
-        |v: f64| 0.5 * v * (1.0 + (0.7978845608028654 * (v + 0.044715 * v * v * v)).tanh());
-    let gelu_e = |v: f64| 0.5 * v * (1.0 + libm_erf(v / std::f64::consts::SQRT_2));
-    let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
-    type Case = (
-        &'static str,
-        fn(&Tensor) -> smith::Result<Tensor>,
-        Box<dyn Fn(f64) -> f64>,
-    );
-    let cases: Vec<Case> = vec![
-        ("neg", |t| t.neg(), Box::new(|v| -v)),
-        ("exp", |t| t.exp(), Box::new(f64::exp)),
-        ("tanh", |t| t.tanh(), Box::new(f64::tanh)),
-        ("sigmoid", |t| t.sigmoid(), Box::new(sig)),
-        ("relu", |t| t.relu(), Box::new(|v| v.max(0.0))),
-        ("abs", |t| t.abs(), Box::new(f64::abs)),
-        ("gelu", |t| t.gelu(), Box::new(gelu_t)),
-        ("gelu_erf", |t| t.gelu_erf(), Box::new(gelu_e)),
-        ("silu", |t| t.silu(), Box::new(move |v| v * sig(v))),
-        (
-            "affine",
-            |t| t.affine(2.0, -1.0),
-            Box::new(|v| 2.0 * v - 1.0),
-        ),
-        (
-            "log|x|",
-            |t| t.abs()?.log(),
-            Box::new(|v: f64| v.abs().ln()),
-        ),
-        (
-            "sqrt|x|",
-            |t| t.abs()?.sqrt(),
-            Box::new(|v: f64| v.abs().sqrt()),
-        ),
-        (
-            "powf",
-            |t| t.abs()?.powf(1.5),
-            Box::new(|v: f64| v.abs().powf(1.5)),
-        ),
-    ];
-    for (name, op, reference) in cases {
-        let want: Vec<f64> = xs.iter().map(|&v| reference(v)).collect();
+    for &kind in UnaryKind::ALL {
+        let op = kind.example();
+        let x = common::unary_input(op, &base.t().unwrap()).unwrap(); // non-contiguous
+        let want: Vec<f64> = x
+            .to_vec_f64()
+            .unwrap()
+            .iter()
+            .map(|&v| op.reference(v))
+            .collect();
         for dtype in FLOATS {
-            let got = op(&x.to_dtype(dtype).unwrap()).unwrap();
+            let got = x.to_dtype(dtype).unwrap().unary(op).unwrap();
             assert_eq!(got.dtype(), dtype);
             let err = rel_err(&got.to_vec_f64().unwrap(), &want);
+            let name = kind.name();
             assert!(err < tol(dtype), "{name} {dtype}: relative error {err:e}");
         }
     }
+}
+
+/// The named methods are the ops they say, and GELU's erf agrees with an independent erf.
+#[test]
+fn unary_methods_are_their_ops() {
+    let mut rng = Rng::new(3);
+    let x = rand64(&[4, 6], &mut rng).affine(3.0, 0.0).unwrap();
+    type Method = fn(&Tensor) -> smith::Result<Tensor>;
+    let methods: Vec<(Method, UnaryOp)> = vec![
+        (|t| t.neg(), UnaryOp::Neg),
+        (|t| t.exp(), UnaryOp::Exp),
+        (|t| t.tanh(), UnaryOp::Tanh),
+        (|t| t.sigmoid(), UnaryOp::Sigmoid),
+        (|t| t.relu(), UnaryOp::Relu),
+        (|t| t.abs(), UnaryOp::Abs),
+        (|t| t.gelu(), UnaryOp::GeluTanh),
+        (|t| t.gelu_erf(), UnaryOp::GeluErf),
+        (|t| t.silu(), UnaryOp::Silu),
+        (
+            |t| t.affine(2.0, -1.0),
+            UnaryOp::Affine {
+                mul: 2.0,
+                add: -1.0,
+            },
+        ),
+        (|t| t.abs()?.log(), UnaryOp::Log),
+        (|t| t.abs()?.sqrt(), UnaryOp::Sqrt),
+        (|t| t.abs()?.powf(1.5), UnaryOp::Powf(1.5)),
+    ];
+    for (method, op) in methods {
+        let input = if op.domain() == smith::backend::Domain::Positive {
+            x.abs().unwrap()
+        } else {
+            x.clone()
+        };
+        let got = method(&x).unwrap().to_vec_f64().unwrap();
+        let want = input.unary(op).unwrap().to_vec_f64().unwrap();
+        assert_eq!(got, want, "{}", op.kind().name());
+    }
+    let xs = x.to_vec_f64().unwrap();
+    let gelu_e: Vec<f64> = xs
+        .iter()
+        .map(|&v| 0.5 * v * (1.0 + libm_erf(v / std::f64::consts::SQRT_2)))
+        .collect();
+    assert_close(
+        &x.gelu_erf().unwrap().to_vec_f64().unwrap(),
+        &gelu_e,
+        1e-12,
+        "gelu_erf",
+    );
 }
 
 fn libm_erf(x: f64) -> f64 {

@@ -6,30 +6,13 @@ use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::layout::broadcast_shapes;
 use crate::{Error, Result, Tensor};
 
-impl BinaryOp {
-    /// Name used in error messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            BinaryOp::Add => "add",
-            BinaryOp::Sub => "sub",
-            BinaryOp::Mul => "mul",
-            BinaryOp::Div => "div",
-            BinaryOp::Pow => "pow",
-            BinaryOp::Max => "maximum",
-            BinaryOp::Min => "minimum",
-        }
-    }
-}
-
 impl Tensor {
-    pub(crate) fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+    /// `op` applied elementwise (every unary op, by its kind; the named methods below are
+    /// shorthands). Recorded for autograd when the op is differentiable.
+    pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
         check_float("unary", self)?;
         let out = self.read_storage().unary(self.layout(), op)?;
-        let differentiable = !matches!(
-            op,
-            UnaryOp::Step | UnaryOp::GeluTanhDeriv | UnaryOp::GeluErfDeriv | UnaryOp::SiluDeriv
-        );
-        let rec = if differentiable {
+        let rec = if op.differentiable() {
             record(&[self], || Op::Unary(self.clone(), op))
         } else {
             None

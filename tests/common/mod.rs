@@ -306,3 +306,17 @@ pub fn run_suite(tests: Vec<SuiteTest>) -> ! {
         .collect();
     libtest_mimic::run(&args, trials).exit()
 }
+
+/// `x` moved into the domain of `op` (see `UnaryOp::domain`): `|x| + 0.1` for ops defined
+/// on positive numbers, `x ± 0.1` away from zero for ops with a kink there.
+pub fn unary_input(op: smith::UnaryOp, x: &Tensor) -> Result<Tensor> {
+    use smith::backend::Domain;
+    match op.domain() {
+        Domain::Any => Ok(x.clone()),
+        Domain::Positive => x.abs()?.add_scalar(0.1),
+        Domain::AwayFromZero => {
+            let zero = Tensor::scalar(0.0, x.dtype(), x.device())?;
+            Tensor::where_cond(&x.gt(&zero)?, &x.add_scalar(0.1)?, &x.add_scalar(-0.1)?)
+        }
+    }
+}

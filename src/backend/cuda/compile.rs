@@ -46,7 +46,8 @@ pub fn full_source(name: &str) -> Result<String> {
         .find(|(n, _)| *n == name)
         .map(|(_, s)| *s)
         .ok_or_else(|| Error::invalid("cuda", format!("no kernel module named `{name}`")))?;
-    Ok(format!("{PRELUDE}\n{src}"))
+    let codes = crate::backend::op_kinds::cuda_op_defines();
+    Ok(format!("{PRELUDE}\n{codes}\n{src}"))
 }
 
 /// True when the NVRTC library can be loaded.

@@ -6,49 +6,18 @@ use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::{DType, Error, Layout, Result};
 use std::sync::Arc;
 
+/// The kernel's op code and parameters (codes from the one declaration in `op_kinds`).
 fn unary_code(op: UnaryOp) -> (i32, f64, f64) {
-    match op {
-        UnaryOp::Neg => (0, 0.0, 0.0),
-        UnaryOp::Exp => (1, 0.0, 0.0),
-        UnaryOp::Log => (2, 0.0, 0.0),
-        UnaryOp::Sqrt => (3, 0.0, 0.0),
-        UnaryOp::Tanh => (4, 0.0, 0.0),
-        UnaryOp::Sigmoid => (5, 0.0, 0.0),
-        UnaryOp::Relu => (6, 0.0, 0.0),
-        UnaryOp::Abs => (7, 0.0, 0.0),
-        UnaryOp::GeluTanh => (8, 0.0, 0.0),
-        UnaryOp::GeluErf => (9, 0.0, 0.0),
-        UnaryOp::Silu => (10, 0.0, 0.0),
-        UnaryOp::Affine { mul, add } => (11, mul, add),
-        UnaryOp::Powf(e) => (12, e, 0.0),
-        UnaryOp::Step => (13, 0.0, 0.0),
-        UnaryOp::GeluTanhDeriv => (14, 0.0, 0.0),
-        UnaryOp::GeluErfDeriv => (15, 0.0, 0.0),
-        UnaryOp::SiluDeriv => (16, 0.0, 0.0),
-    }
+    let (p0, p1) = op.params();
+    (op.kind().code(), p0, p1)
 }
 
 fn binary_code(op: BinaryOp) -> i32 {
-    match op {
-        BinaryOp::Add => 0,
-        BinaryOp::Sub => 1,
-        BinaryOp::Mul => 2,
-        BinaryOp::Div => 3,
-        BinaryOp::Pow => 4,
-        BinaryOp::Max => 5,
-        BinaryOp::Min => 6,
-    }
+    op.code()
 }
 
 fn cmp_code(op: CmpOp) -> i32 {
-    match op {
-        CmpOp::Eq => 0,
-        CmpOp::Ne => 1,
-        CmpOp::Lt => 2,
-        CmpOp::Le => 3,
-        CmpOp::Gt => 4,
-        CmpOp::Ge => 5,
-    }
+    op.code()
 }
 
 fn check_float(op: &'static str, dtype: DType) -> Result<()> {

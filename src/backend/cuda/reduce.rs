@@ -35,12 +35,7 @@ pub fn reduce(
             ),
         ));
     }
-    let code: i32 = match op {
-        ReduceOp::Sum => 0,
-        ReduceOp::Max => 1,
-        ReduceOp::Min => 2,
-    };
-    launch_over_view("reduce", code, s, layout, &view, outs, r, s.dtype)
+    launch_over_view("reduce", op.code(), s, layout, &view, outs, r, s.dtype)
 }
 
 /// Sum over the first `k` dims of a contiguous tensor: coalesced column sums in two
