@@ -3,7 +3,7 @@
 
 use super::Op;
 use crate::backend::NormKind;
-use crate::backend::{BinaryOp, CmpOp, UnaryOp};
+use crate::backend::{BinaryOp, CmpOp, Gradient, UnaryOp};
 use crate::layout::keepdim_shape;
 use crate::{Error, Result, Tensor};
 
@@ -163,9 +163,20 @@ fn reduce_to_shape(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
 }
 
 fn unary_grad(x: &Tensor, op: UnaryOp, g: &Tensor) -> Result<Tensor> {
+    match op.gradient() {
+        Gradient::Op(d) => g.mul(&x.unary(d)?),
+        Gradient::Formula => unary_formula(x, op, g),
+        Gradient::None => Err(Error::invalid(
+            "backward",
+            format!("{op:?} is not differentiable"),
+        )),
+    }
+}
+
+/// The gradients that are not another op of the input (`Gradient::Formula`).
+fn unary_formula(x: &Tensor, op: UnaryOp, g: &Tensor) -> Result<Tensor> {
     match op {
         UnaryOp::Neg => g.neg(),
-        UnaryOp::Exp => g.mul(&x.exp()?),
         UnaryOp::Log => g.div(x),
         UnaryOp::Sqrt => g.div(&x.sqrt()?.affine(2.0, 0.0)?),
         UnaryOp::Tanh => {
@@ -176,21 +187,18 @@ fn unary_grad(x: &Tensor, op: UnaryOp, g: &Tensor) -> Result<Tensor> {
             let s = x.sigmoid()?;
             g.mul(&s.mul(&s.affine(-1.0, 1.0)?)?)
         }
-        UnaryOp::Relu => g.mul(&x.unary(UnaryOp::Step)?),
         UnaryOp::Abs => {
             let sign = x
                 .unary(UnaryOp::Step)?
                 .sub(&x.neg()?.unary(UnaryOp::Step)?)?;
             g.mul(&sign)
         }
-        UnaryOp::GeluTanh => g.mul(&x.unary(UnaryOp::GeluTanhDeriv)?),
-        UnaryOp::GeluErf => g.mul(&x.unary(UnaryOp::GeluErfDeriv)?),
-        UnaryOp::Silu => g.mul(&x.unary(UnaryOp::SiluDeriv)?),
         UnaryOp::Affine { mul, .. } => g.affine(mul, 0.0),
         UnaryOp::Powf(e) => g.mul(&x.powf(e - 1.0)?.affine(e, 0.0)?),
-        UnaryOp::Step | UnaryOp::GeluTanhDeriv | UnaryOp::GeluErfDeriv | UnaryOp::SiluDeriv => Err(
-            Error::invalid("backward", format!("{op:?} is not differentiable")),
-        ),
+        other => Err(Error::invalid(
+            "backward",
+            format!("{other:?} is declared with a gradient formula, but has none"),
+        )),
     }
 }
 

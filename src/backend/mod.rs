@@ -9,7 +9,7 @@ pub mod op_kinds;
 pub mod storage;
 
 pub use interface::{BackendStorage, View};
-pub use op_kinds::{BinaryOp, CmpOp, Domain, ReduceOp, UnaryKind, UnaryOp};
+pub use op_kinds::{BinaryOp, CmpOp, Domain, Gradient, ReduceOp, UnaryKind, UnaryOp};
 
 /// Which normalization a transformer uses, and a norm kernel computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -222,16 +222,33 @@ impl UnaryOp {
         }
     }
 
-    /// Whether autograd records the op (the `*Deriv` helpers and `Step` are only used
-    /// inside backward formulas).
+    /// How autograd differentiates the op: the one place that says which ops are
+    /// differentiable. A new op whose derivative is another unary op of its input says so
+    /// here, and needs nothing in the autograd layer.
+    pub fn gradient(self) -> Gradient {
+        match self {
+            UnaryOp::Exp => Gradient::Op(UnaryOp::Exp),
+            UnaryOp::Relu => Gradient::Op(UnaryOp::Step),
+            UnaryOp::GeluTanh => Gradient::Op(UnaryOp::GeluTanhDeriv),
+            UnaryOp::GeluErf => Gradient::Op(UnaryOp::GeluErfDeriv),
+            UnaryOp::Silu => Gradient::Op(UnaryOp::SiluDeriv),
+            UnaryOp::Neg
+            | UnaryOp::Log
+            | UnaryOp::Sqrt
+            | UnaryOp::Tanh
+            | UnaryOp::Sigmoid
+            | UnaryOp::Abs
+            | UnaryOp::Affine { .. }
+            | UnaryOp::Powf(_) => Gradient::Formula,
+            UnaryOp::Step | UnaryOp::GeluTanhDeriv | UnaryOp::GeluErfDeriv | UnaryOp::SiluDeriv => {
+                Gradient::None
+            }
+        }
+    }
+
+    /// Whether autograd records the op (see [`UnaryOp::gradient`]).
     pub fn differentiable(self) -> bool {
-        !matches!(
-            self.kind(),
-            UnaryKind::Step
-                | UnaryKind::GeluTanhDeriv
-                | UnaryKind::GeluErfDeriv
-                | UnaryKind::SiluDeriv
-        )
+        !matches!(self.gradient(), Gradient::None)
     }
 
     /// Inputs on which the op is defined and smooth enough for a finite-difference check:
@@ -243,6 +260,17 @@ impl UnaryOp {
             _ => Domain::Any,
         }
     }
+}
+
+/// How autograd differentiates a unary op (see [`UnaryOp::gradient`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Gradient {
+    /// `g · d(x)`: the derivative is the unary op `d` of the input.
+    Op(UnaryOp),
+    /// A formula of its own in `autograd/backward.rs` (from the output, a sign, a scale).
+    Formula,
+    /// Not differentiable: a helper used inside backward formulas.
+    None,
 }
 
 /// Where a unary op's test inputs may be drawn from (see [`UnaryOp::domain`]).
