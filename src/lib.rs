@@ -2,7 +2,6 @@
 
 pub mod autograd;
 pub mod backend;
-pub mod bench;
 pub mod chat;
 pub mod data;
 pub mod device;
@@ -10,14 +9,12 @@ pub mod dtype;
 pub mod error;
 pub mod generate;
 pub mod inference;
-pub mod info;
 pub mod io;
 pub mod layout;
 pub mod models;
 pub mod nn;
 mod ops;
 pub mod optim;
-pub mod plot;
 pub mod profile;
 pub mod qmatrix;
 pub mod rng;

@@ -1,7 +1,13 @@
 //! The `smith` command-line tool.
 
+#[path = "cli/bench.rs"]
+mod bench;
+#[path = "cli/info.rs"]
+mod info;
 #[path = "cli/interrupt.rs"]
 mod interrupt;
+#[path = "cli/plot.rs"]
+mod plot;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -278,7 +284,7 @@ fn main() {
         Command::Train(a) => train(*a),
         Command::Generate(a) => generate_cmd(a),
         Command::Perplexity(a) => perplexity_cmd(a),
-        Command::Info(a) => smith::info::describe(&a.path, a.all).map(|s| print!("{s}")),
+        Command::Info(a) => info::describe(&a.path, a.all).map(|s| print!("{s}")),
         Command::Bench(a) => bench_cmd(a),
         Command::Tokenize(a) => {
             smith::token_file::tokenize_file(&a.tokenizer, &a.input, &a.output, !a.no_bos)
@@ -486,7 +492,7 @@ fn train(a: TrainArgs) -> Result<()> {
         );
     }
 
-    smith::plot::write_loss_svg(
+    plot::write_loss_svg(
         &out.join("loss.svg"),
         &trainer.state.train_losses,
         &trainer.state.val_losses,
@@ -723,16 +729,16 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
             (a.attention, "--attention"),
         ];
         let flags: Vec<&str> = flags.iter().filter(|f| f.0).map(|f| f.1).collect();
-        smith::bench::torch_baseline(&a.baseline, &flags)?
+        bench::torch_baseline(&a.baseline, &flags)?
     };
     let mut ours = if models_only {
         Vec::new()
     } else {
-        smith::bench::run(device, quick)?
+        bench::run(device, quick)?
     };
     if a.gpt2 {
         for compute in [smith::DType::F32, smith::DType::BF16] {
-            let (m, table) = smith::bench::gpt2_step(device, a.profile, compute)?;
+            let (m, table) = bench::gpt2_step(device, a.profile, compute)?;
             ours.push(m);
             if let Some(table) = table {
                 println!("Profile of two GPT-2 124M training steps ({compute}):\n{table}");
@@ -741,14 +747,14 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
     }
     if a.generate {
         for dtype in [smith::DType::F32, smith::DType::BF16] {
-            ours.push(smith::bench::gpt2_generate(device, dtype, a.profile)?);
+            ours.push(bench::gpt2_generate(device, dtype, a.profile)?);
         }
     }
     for path in &a.gguf {
-        ours.push(smith::bench::gguf_decode(path, device)?);
+        ours.push(bench::gguf_decode(path, device)?);
     }
     if a.attention {
-        let (measured, tables) = smith::bench::attention(device, a.profile)?;
+        let (measured, tables) = bench::attention(device, a.profile)?;
         ours.extend(measured);
         if let Some(tables) = tables {
             println!("Profile of fused attention:\n{tables}");

@@ -1,8 +1,8 @@
 //! `smith bench`: the workloads that matter, timed on one device, printed beside PyTorch's
 //! figures for the same workloads (measured by tools/torch_baseline.py in the same run).
 
-use crate::backend::cuda;
-use crate::{DType, Device, Error, Result, Rng, Tensor};
+use smith::backend::cuda;
+use smith::{DType, Device, Error, Result, Rng, Tensor};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -77,11 +77,11 @@ fn time(device: Device, iters: usize, mut f: impl FnMut() -> Result<()>) -> Resu
 }
 
 /// The profiler's report of the kernels `work` launches, and of nothing run before it.
-fn profiled(work: impl FnOnce() -> Result<()>) -> Result<crate::profile::Report> {
-    let _scope = crate::profile::scope();
-    crate::profile::take_report()?;
+fn profiled(work: impl FnOnce() -> Result<()>) -> Result<smith::profile::Report> {
+    let _scope = smith::profile::scope();
+    smith::profile::take_report()?;
     work()?;
-    crate::profile::take_report()
+    smith::profile::take_report()
 }
 
 /// The fastest of `repeats` timings by [`time`]: for kernels short enough that a single
@@ -107,7 +107,7 @@ fn randn(shape: &[usize], dtype: DType, device: Device, rng: &mut Rng) -> Result
 
 /// Runs every workload on `device`; `quick` uses smaller sizes (for a CPU).
 pub fn run(device: Device, quick: bool) -> Result<Vec<Measurement>> {
-    let _guard = crate::no_grad();
+    let _guard = smith::no_grad();
     let mut rng = Rng::new(0);
     let mut out = Vec::new();
     let gemm_sizes: &[usize] = if quick {
@@ -242,7 +242,7 @@ pub fn gpt2_step(
     compute: DType,
 ) -> Result<(Measurement, Option<String>)> {
     let (b, t) = (16, 1024);
-    let cfg = crate::models::GptConfig {
+    let cfg = smith::models::GptConfig {
         vocab_size: 50304,
         block_size: t,
         n_layer: 12,
@@ -251,9 +251,9 @@ pub fn gpt2_step(
         dropout: 0.0,
     };
     let mut rng = Rng::new(0);
-    let model = crate::models::Gpt::new(cfg, &mut rng, device)?;
+    let model = smith::models::Gpt::new(cfg, &mut rng, device)?;
     let params = model.params();
-    let mut opt = crate::optim::AdamW::new(params.clone(), crate::optim::AdamWConfig::default())?;
+    let mut opt = smith::optim::AdamW::new(params.clone(), smith::optim::AdamWConfig::default())?;
     let ids: Vec<i64> = (0..b * (t + 1)).map(|_| rng.below(50257) as i64).collect();
     let all = Tensor::from_vec(ids, &[b, t + 1], device)?;
     let x = all.narrow(1, 0, t)?.contiguous()?;
@@ -261,7 +261,7 @@ pub fn gpt2_step(
     let mut step = || -> Result<()> {
         let loss = model.loss_in(&x, &y, None, compute)?;
         let mut grads = loss.backward()?;
-        crate::optim::clip_grad_norm(&mut grads, &params, 1.0)?;
+        smith::optim::clip_grad_norm(&mut grads, &params, 1.0)?;
         opt.step(&grads, 6e-4)
     };
     let s = time(device, 5, &mut step)?;
@@ -287,7 +287,7 @@ pub fn gpt2_step(
 /// Tokens per second over the whole call (prefill included). With `profile`, prints the
 /// kernels of one run and the launches per token first.
 pub fn gpt2_generate(device: Device, dtype: DType, profile: bool) -> Result<Measurement> {
-    let cfg = crate::models::GptConfig {
+    let cfg = smith::models::GptConfig {
         vocab_size: 50257,
         block_size: 1024,
         n_layer: 12,
@@ -296,7 +296,7 @@ pub fn gpt2_generate(device: Device, dtype: DType, profile: bool) -> Result<Meas
         dropout: 0.0,
     };
     let mut rng = Rng::new(0);
-    let model = crate::models::Gpt::new(cfg, &mut rng, device)?.to_dtype(dtype)?;
+    let model = smith::models::Gpt::new(cfg, &mut rng, device)?.to_dtype(dtype)?;
     let prompt: Vec<u32> = (0..16).map(|i| (i * 997 % 50257) as u32).collect();
     let new = 256;
     let run = || -> Result<()> {
@@ -341,11 +341,11 @@ pub fn gpt2_generate(device: Device, dtype: DType, profile: bool) -> Result<Meas
 /// back), over a few steps that stay well inside the driver's launch queue: below the
 /// per-token time the GPU is the limit, near it the host is.
 fn host_queue_ms(
-    model: &dyn crate::models::LanguageModel,
+    model: &dyn smith::models::LanguageModel,
     prompt: &[u32],
     device: Device,
 ) -> Result<f64> {
-    let _g = crate::no_grad();
+    let _g = smith::no_grad();
     let steps = 8;
     let mut caches = model.new_caches(1, prompt.len() + steps + 1)?;
     let ids: Vec<i64> = prompt.iter().map(|&t| t as i64).collect();
@@ -384,14 +384,14 @@ pub fn attention(device: Device, profile: bool) -> Result<(Vec<Measurement>, Opt
         };
         let (q, k, v) = (leaf(&mut rng)?, leaf(&mut rng)?, leaf(&mut rng)?);
         let probe = randn(&shape, DType::BF16, device, &mut rng)?;
-        let mask = crate::AttnMask {
+        let mask = smith::AttnMask {
             causal,
             window: None,
         };
         let scale = 1.0 / (d as f64).sqrt();
         let flops = 4.0 * (b * h * s * s * d) as f64 / if causal { 2.0 } else { 1.0 };
         let fwd = best_time(device, 40, 3, || {
-            let _g = crate::no_grad();
+            let _g = smith::no_grad();
             q.flash_attention(&k, &v, mask, scale).map(|_| ())
         })?;
         let both = best_time(device, 15, 3, || {
@@ -439,8 +439,8 @@ pub fn gguf_decode(path: &std::path::Path, device: Device) -> Result<Measurement
     } else {
         DType::BF16
     };
-    let (model, file) = crate::models::gguf_models::load_gguf_model(path, device, dtype)?;
-    let vocab = crate::models::LanguageModel::vocab_size(&model) as u32;
+    let (model, file) = smith::models::gguf_models::load_gguf_model(path, device, dtype)?;
+    let vocab = smith::models::LanguageModel::vocab_size(&model) as u32;
     let prompt: Vec<u32> = (0..16u32).map(|i| (i * 997 + 13) % vocab).collect();
     let new = 256;
     let run = || greedy_tokens(&model, &prompt, new, device);
@@ -482,16 +482,16 @@ pub fn gguf_decode(path: &std::path::Path, device: Device) -> Result<Measurement
 /// Greedy continuation of `prompt` by up to `new` tokens (batch 1, no stop tokens): the
 /// generated count.
 fn greedy_tokens(
-    model: &dyn crate::models::LanguageModel,
+    model: &dyn smith::models::LanguageModel,
     prompt: &[u32],
     new: usize,
     device: Device,
 ) -> Result<usize> {
-    let out = crate::generate::generate_batch(
+    let out = smith::generate::generate_batch(
         model,
         &[prompt.to_vec()],
         new,
-        &crate::generate::Sampling::default(),
+        &smith::generate::Sampling::default(),
         &[],
         &mut Rng::new(0),
         device,
@@ -527,7 +527,7 @@ fn gpt2_shapes() -> Vec<Vec<usize>> {
 fn adamw_step_ms(device: Device, scale: usize, rng: &mut Rng) -> Result<(f64, usize, usize)> {
     let shapes = gpt2_shapes();
     let mut params = Vec::new();
-    let mut grads = crate::GradStore::new();
+    let mut grads = smith::GradStore::new();
     let mut total = 0;
     for (i, shape) in shapes.iter().enumerate() {
         let mut shape = shape.clone();
@@ -535,13 +535,13 @@ fn adamw_step_ms(device: Device, scale: usize, rng: &mut Rng) -> Result<(f64, us
         total += shape.iter().product::<usize>();
         let p = randn(&shape, DType::F32, device, rng)?.requires_grad()?;
         grads.insert(&p, randn(&shape, DType::F32, device, rng)?);
-        params.push(crate::nn::Param {
+        params.push(smith::nn::Param {
             name: format!("p{i}"),
             tensor: p,
             decay: shape.len() == 2,
         });
     }
-    let mut opt = crate::optim::AdamW::new(params, crate::optim::AdamWConfig::default())?;
+    let mut opt = smith::optim::AdamW::new(params, smith::optim::AdamWConfig::default())?;
     let s = time(device, 10, || opt.step(&grads, 1e-4))?;
     Ok((s * 1e3, shapes.len(), total))
 }

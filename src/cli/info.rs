@@ -1,8 +1,8 @@
 //! `smith info`: what a model file holds, without loading its weights.
 
-use crate::io::gguf::GgufFile;
-use crate::io::load_safetensors;
-use crate::{Error, Result};
+use smith::io::gguf::GgufFile;
+use smith::io::load_safetensors;
+use smith::{Error, Result};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
@@ -22,7 +22,7 @@ pub fn describe(path: &Path, all: bool) -> Result<String> {
     }
     // A run folder of `smith train` keeps its current checkpoint in a subfolder.
     let resolved = if path.is_dir() {
-        crate::io::checkpoint::current_checkpoint(path)?
+        smith::io::checkpoint::current_checkpoint(path)?
     } else {
         path.to_path_buf()
     };

@@ -1,6 +1,6 @@
 //! Loss curves as a standalone SVG image.
 
-use crate::Result;
+use smith::Result;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -82,5 +82,5 @@ pub fn write_loss_svg(path: &Path, train: &[(u64, f64)], val: &[(u64, f64)]) -> 
         lx2 = W - PAD - 60.0,
         by = H - 15.0
     );
-    crate::io::write_atomic(path, svg.as_bytes())
+    smith::io::write_atomic(path, svg.as_bytes())
 }
