@@ -118,28 +118,13 @@ macro_rules! on_backend {
     };
 }
 
-/// An optional (buffer, layout) input on the CPU.
-fn cpu_view<'a>(
+/// An optional input narrowed to backend `S`, or the mixed-devices error of `op`.
+fn on_same<'a, S>(
     op: &'static str,
     v: Option<View<'a, Storage>>,
-) -> Result<Option<View<'a, CpuStorage>>> {
-    match v {
-        Some((Storage::Cpu(s), l)) => Ok(Some((s, l))),
-        Some(_) => Err(mixed_devices(op)),
-        None => Ok(None),
-    }
-}
-
-/// An optional (buffer, layout) input on the GPU.
-fn cuda_view<'a>(
-    op: &'static str,
-    v: Option<View<'a, Storage>>,
-) -> Result<Option<View<'a, CudaStorage>>> {
-    match v {
-        Some((Storage::Cuda(s), l)) => Ok(Some((s, l))),
-        Some(_) => Err(mixed_devices(op)),
-        None => Ok(None),
-    }
+    pick: fn(&'a Storage) -> Option<&'a S>,
+) -> Result<Option<View<'a, S>>> {
+    narrow_opt(v, pick).ok_or_else(|| mixed_devices(op))
 }
 
 /// The ops of [`BackendStorage`] on whichever backend holds the buffers: the one place
@@ -241,27 +226,26 @@ impl Storage {
 
     /// See [`BackendStorage::cat`]; every part must live on the device of the first.
     pub fn cat(parts: &[View<'_, Storage>], dim: usize, out_shape: &[usize]) -> Result<Storage> {
+        fn all<'a, S>(
+            parts: &[View<'a, Storage>],
+            pick: fn(&'a Storage) -> Option<&'a S>,
+        ) -> Result<Vec<View<'a, S>>> {
+            parts
+                .iter()
+                .map(|&p| narrow(p, pick).ok_or_else(|| mixed_devices("cat")))
+                .collect()
+        }
         match parts.first() {
-            Some((Storage::Cuda(_), _)) => {
-                let parts = parts
-                    .iter()
-                    .map(|&(s, l)| match s {
-                        Storage::Cuda(c) => Ok((c, l)),
-                        Storage::Cpu(_) => Err(mixed_devices("cat")),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Storage::Cuda(CudaStorage::cat(&parts, dim, out_shape)?))
-            }
-            _ => {
-                let parts = parts
-                    .iter()
-                    .map(|&(s, l)| match s {
-                        Storage::Cpu(c) => Ok((c, l)),
-                        Storage::Cuda(_) => Err(mixed_devices("cat")),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Storage::Cpu(CpuStorage::cat(&parts, dim, out_shape)?))
-            }
+            Some((Storage::Cuda(_), _)) => Ok(Storage::Cuda(CudaStorage::cat(
+                &all(parts, pick_cuda)?,
+                dim,
+                out_shape,
+            )?)),
+            _ => Ok(Storage::Cpu(CpuStorage::cat(
+                &all(parts, pick_cpu)?,
+                dim,
+                out_shape,
+            )?)),
         }
     }
 
@@ -301,15 +285,15 @@ impl Storage {
         Ok(match self {
             Storage::Cpu(x) => Storage::Cpu(x.norm(
                 l,
-                cpu_view("norm", weight)?,
-                cpu_view("norm", bias)?,
+                on_same("norm", weight, pick_cpu)?,
+                on_same("norm", bias, pick_cpu)?,
                 kind,
                 eps,
             )?),
             Storage::Cuda(x) => Storage::Cuda(x.norm(
                 l,
-                cuda_view("norm", weight)?,
-                cuda_view("norm", bias)?,
+                on_same("norm", weight, pick_cuda)?,
+                on_same("norm", bias, pick_cuda)?,
                 kind,
                 eps,
             )?),
@@ -328,12 +312,12 @@ impl Storage {
         match (self, g) {
             (Storage::Cpu(x), Storage::Cpu(g)) => {
                 let (dx, dw, db) =
-                    x.norm_backward(l, (g, lg), cpu_view("norm", weight)?, kind, eps)?;
+                    x.norm_backward(l, (g, lg), on_same("norm", weight, pick_cpu)?, kind, eps)?;
                 Ok((Storage::Cpu(dx), Storage::Cpu(dw), Storage::Cpu(db)))
             }
             (Storage::Cuda(x), Storage::Cuda(g)) => {
                 let (dx, dw, db) =
-                    x.norm_backward(l, (g, lg), cuda_view("norm", weight)?, kind, eps)?;
+                    x.norm_backward(l, (g, lg), on_same("norm", weight, pick_cuda)?, kind, eps)?;
                 Ok((Storage::Cuda(dx), Storage::Cuda(dw), Storage::Cuda(db)))
             }
             _ => Err(mixed_devices("norm (backward)")),

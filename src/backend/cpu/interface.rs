@@ -231,13 +231,16 @@ impl BackendStorage for CpuStorage {
         parts: &[QPart<'_, Self>],
         cols: usize,
     ) -> Result<Self> {
-        let xs: Vec<f32> = self.to_f64s(layout).into_iter().map(|v| v as f32).collect();
+        let f32s = super::cast(self, layout, DType::F32);
+        let CpuStorage::F32(xs) = &f32s else {
+            return Err(quant_err("activations did not cast to f32"));
+        };
         let m = layout.shape()[0];
         let rows: usize = parts.iter().map(|p| p.rows).sum();
         let mut y = vec![0f32; m * rows];
         let mut col0 = 0;
         for p in parts {
-            let piece = super::qmatmul(part_bytes(p)?, p.ty, p.rows, cols, &xs, m);
+            let piece = super::qmatmul(part_bytes(p)?, p.ty, p.rows, cols, xs, m);
             for (out, got) in y.chunks_exact_mut(rows).zip(piece.chunks_exact(p.rows)) {
                 out[col0..col0 + p.rows].copy_from_slice(got);
             }
