@@ -43,6 +43,15 @@ impl Device {
 }
 
 impl Device {
+    /// Whether this device can be used here; the error says why not (no driver, no such
+    /// GPU).
+    pub fn check(self) -> crate::Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::Cuda(n) => crate::backend::cuda::device(n).map(|_| ()),
+        }
+    }
+
     /// Bytes held by this process's tensors on a GPU now, and the most held at once
     /// (`None` for the CPU, whose memory is not tracked).
     pub fn memory_stats(self) -> crate::Result<Option<(usize, usize)>> {

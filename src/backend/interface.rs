@@ -79,6 +79,51 @@ pub struct DecodeShape {
     pub scale: f32,
 }
 
+/// Shape and mask of one attention call. Queries `[batch, heads, q_len, head_dim]`, keys and
+/// values `[batch, kv_heads, k_len, head_dim]`, all contiguous; query head h reads key/value
+/// head `h / (heads / kv_heads)`. Queries are aligned to the end of the keys: query i sits
+/// at position `k_len - q_len + i` (a prefill after cached keys, FlashAttention 2's causal
+/// convention).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnShape {
+    pub batch: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub q_len: usize,
+    pub k_len: usize,
+    pub head_dim: usize,
+    /// Query at position p sees no key after p.
+    pub causal: bool,
+    /// With `causal`: query at position p sees only keys after `p - window` (0: no limit).
+    pub window: usize,
+    /// Multiplies the scores (usually `1 / sqrt(head_dim)`).
+    pub scale: f64,
+}
+
+impl AttnShape {
+    /// The keys `lo..hi` query `i` sees (empty when a causal query comes before every key).
+    pub fn keys(&self, i: usize) -> (usize, usize) {
+        if !self.causal {
+            return (0, self.k_len);
+        }
+        // Position of query i among the keys, plus one.
+        let end = (i + self.k_len + 1)
+            .saturating_sub(self.q_len)
+            .min(self.k_len);
+        let lo = if self.window > 0 {
+            end.saturating_sub(self.window)
+        } else {
+            0
+        };
+        (lo.min(end), end)
+    }
+
+    /// Query heads per key/value head.
+    pub fn group(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+}
+
 /// The operands of the fused decode product `gelu?(norm?(x) @ weight^T + bias) + residual`
 /// (a few rows of `x`: one token per sequence).
 pub struct Gemv<'a, S> {
@@ -192,6 +237,34 @@ pub trait BackendStorage: Sized {
         inverse: bool,
     ) -> Result<Self>;
 
+    /// Fused attention (FlashAttention) for `self` = the queries `[B, H, Tq, D]` over keys
+    /// and values `[B, KVH, Tk, D]` as `shape` describes them: the output `[B, H, Tq, D]` in
+    /// the queries' dtype (a buffer and the layout to read it through, which need not be
+    /// contiguous) and each query row's log-sum-exp `[B, H, Tq]`, contiguous, in f32 or
+    /// wider (the CPU reference keeps f64).
+    fn flash_attention(
+        &self,
+        layout: &Layout,
+        k: View<'_, Self>,
+        v: View<'_, Self>,
+        shape: &AttnShape,
+    ) -> Result<((Self, Layout), Self)>;
+
+    /// Gradients (dq, dk, dv) of [`BackendStorage::flash_attention`] from its inputs, its
+    /// output and log-sum-exp and the output's gradient `g`, in the queries' dtype, each a
+    /// buffer and the layout to read it through (q's shape, then k's and v's).
+    #[allow(clippy::too_many_arguments)]
+    fn flash_attention_backward(
+        &self,
+        layout: &Layout,
+        k: View<'_, Self>,
+        v: View<'_, Self>,
+        out: View<'_, Self>,
+        lse: View<'_, Self>,
+        g: View<'_, Self>,
+        shape: &AttnShape,
+    ) -> Result<[(Self, Layout); 3]>;
+
     /// The quantized matrix stacked from `parts` (`cols` wide), dequantized to `dtype`:
     /// every row in order, or the rows `ids` (integers of any shape, an embedding lookup;
     /// the result is `ids.shape + [cols]` in elements).
@@ -251,6 +324,19 @@ pub trait BackendStorage: Sized {
     /// the backend has no such path.
     fn sum_squares_into(&self, _layout: &Layout, _acc: &Self) -> Result<bool> {
         Ok(false)
+    }
+
+    /// Whether [`BackendStorage::cross_entropy`] reads f16/bf16 logits as they are and
+    /// honours an f32 `out_dtype` (so mixed precision needs no f32 copy of the logits).
+    fn cross_entropy_reads_half(&self) -> bool {
+        false
+    }
+
+    /// Whether [`BackendStorage::flash_attention`] is the fast way to attend over queries
+    /// like `self` (of `dtype`, heads of `head_dim`) here; where it is not, attention runs
+    /// as GEMMs and a softmax.
+    fn prefers_fused_attention(&self, _dtype: DType, _head_dim: usize) -> bool {
+        false
     }
 
     /// Whether [`BackendStorage::linear_epilogue`] exists here (asked before preparing its

@@ -3,7 +3,8 @@
 use super::cpu::CpuStorage;
 use super::cuda::CudaStorage;
 use super::interface::{
-    AdamWSlot, AdamWStep, BackendStorage, DecodeShape, Epilogue, Gemv, GemvNorm, QPart, View,
+    AdamWSlot, AdamWStep, AttnShape, BackendStorage, DecodeShape, Epilogue, Gemv, GemvNorm, QPart,
+    View,
 };
 use super::{BinaryOp, CmpOp, NormKind, ReduceOp, RotaryStyle, UnaryOp};
 use crate::{DType, Device, Error, Layout, Result};
@@ -324,6 +325,82 @@ impl Storage {
         }
     }
 
+    /// See [`BackendStorage::flash_attention`].
+    pub fn flash_attention(
+        &self,
+        l: &Layout,
+        (k, lk): View<'_, Storage>,
+        (v, lv): View<'_, Storage>,
+        shape: &AttnShape,
+    ) -> Result<((Storage, Layout), Storage)> {
+        match (self, k, v) {
+            (Storage::Cpu(q), Storage::Cpu(k), Storage::Cpu(v)) => {
+                let ((o, lo), lse) = q.flash_attention(l, (k, lk), (v, lv), shape)?;
+                Ok(((Storage::Cpu(o), lo), Storage::Cpu(lse)))
+            }
+            (Storage::Cuda(q), Storage::Cuda(k), Storage::Cuda(v)) => {
+                let ((o, lo), lse) = q.flash_attention(l, (k, lk), (v, lv), shape)?;
+                Ok(((Storage::Cuda(o), lo), Storage::Cuda(lse)))
+            }
+            _ => Err(mixed_devices("flash_attention")),
+        }
+    }
+
+    /// See [`BackendStorage::flash_attention_backward`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn flash_attention_backward(
+        &self,
+        l: &Layout,
+        (k, lk): View<'_, Storage>,
+        (v, lv): View<'_, Storage>,
+        (o, lo): View<'_, Storage>,
+        (lse, ll): View<'_, Storage>,
+        (g, lg): View<'_, Storage>,
+        shape: &AttnShape,
+    ) -> Result<[(Storage, Layout); 3]> {
+        match (self, k, v, o, lse, g) {
+            (
+                Storage::Cpu(q),
+                Storage::Cpu(k),
+                Storage::Cpu(v),
+                Storage::Cpu(o),
+                Storage::Cpu(lse),
+                Storage::Cpu(g),
+            ) => {
+                let grads = q.flash_attention_backward(
+                    l,
+                    (k, lk),
+                    (v, lv),
+                    (o, lo),
+                    (lse, ll),
+                    (g, lg),
+                    shape,
+                )?;
+                Ok(grads.map(|(s, layout)| (Storage::Cpu(s), layout)))
+            }
+            (
+                Storage::Cuda(q),
+                Storage::Cuda(k),
+                Storage::Cuda(v),
+                Storage::Cuda(o),
+                Storage::Cuda(lse),
+                Storage::Cuda(g),
+            ) => {
+                let grads = q.flash_attention_backward(
+                    l,
+                    (k, lk),
+                    (v, lv),
+                    (o, lo),
+                    (lse, ll),
+                    (g, lg),
+                    shape,
+                )?;
+                Ok(grads.map(|(s, layout)| (Storage::Cuda(s), layout)))
+            }
+            _ => Err(mixed_devices("flash_attention (backward)")),
+        }
+    }
+
     /// See [`BackendStorage::cross_entropy`].
     pub fn cross_entropy(
         &self,
@@ -579,6 +656,22 @@ impl Storage {
             (Storage::Cpu(s), Storage::Cpu(a)) => s.sum_squares_into(l, a),
             (Storage::Cuda(s), Storage::Cuda(a)) => s.sum_squares_into(l, a),
             _ => Ok(false),
+        }
+    }
+
+    /// See [`BackendStorage::cross_entropy_reads_half`].
+    pub fn cross_entropy_reads_half(&self) -> bool {
+        match self {
+            Storage::Cpu(s) => s.cross_entropy_reads_half(),
+            Storage::Cuda(s) => s.cross_entropy_reads_half(),
+        }
+    }
+
+    /// See [`BackendStorage::prefers_fused_attention`].
+    pub fn prefers_fused_attention(&self, dtype: DType, head_dim: usize) -> bool {
+        match self {
+            Storage::Cpu(s) => s.prefers_fused_attention(dtype, head_dim),
+            Storage::Cuda(s) => s.prefers_fused_attention(dtype, head_dim),
         }
     }
 

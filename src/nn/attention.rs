@@ -298,12 +298,8 @@ impl CausalSelfAttention {
 /// cores the kernel supports, with a head dim it is compiled for. f32 keeps the TF32 GEMM
 /// path, and the CPU the GEMM path (its fused op is the reference).
 fn fused_attention_applies(q: &Tensor, head_dim: usize) -> bool {
-    match q.device() {
-        Device::Cuda(n) => crate::backend::cuda::device(n)
-            .map(|d| crate::backend::cuda::tensor_cores(&d.arch, q.dtype(), head_dim))
-            .unwrap_or(false),
-        Device::Cpu => false,
-    }
+    q.read_storage()
+        .prefers_fused_attention(q.dtype(), head_dim)
 }
 
 /// An additive `[t, keys]` mask (0 or -inf, like `scores`) letting query i, at position

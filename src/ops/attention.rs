@@ -4,8 +4,8 @@
 
 use super::{check_float, check_same};
 use crate::autograd::{record, Op};
-use crate::backend::cpu::{self, AttnShape};
-use crate::{Device, Error, Result, Tensor};
+use crate::backend::interface::AttnShape;
+use crate::{Error, Result, Tensor};
 
 /// Which keys each query sees in [`Tensor::flash_attention`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,22 +30,14 @@ impl Tensor {
         scale: f64,
     ) -> Result<Tensor> {
         let shape = attn_shape(self, k, v, mask, scale)?;
-        let (out, lse) = match self.device() {
-            Device::Cpu => {
-                let (out, lse) = cpu::flash_forward(
-                    &self.to_vec_f64()?,
-                    &k.to_vec_f64()?,
-                    &v.to_vec_f64()?,
-                    &shape,
-                );
-                let lse_shape = [shape.batch, shape.heads, shape.q_len];
-                (
-                    Tensor::from_vec(out, self.shape(), Device::Cpu)?.to_dtype(self.dtype())?,
-                    Tensor::from_vec(lse, &lse_shape, Device::Cpu)?,
-                )
-            }
-            Device::Cuda(_) => crate::backend::cuda::flash_attention_forward(self, k, v, &shape)?,
-        };
+        let ((out, out_layout), lse) = self.read_storage().flash_attention(
+            self.layout(),
+            (&k.read_storage(), k.layout()),
+            (&v.read_storage(), v.layout()),
+            &shape,
+        )?;
+        let out = Tensor::from_storage_in(out, out_layout, None);
+        let lse = Tensor::from_storage(lse, &[shape.batch, shape.heads, shape.q_len], None);
         let rec = record(&[self, k, v], || Op::FlashAttention {
             q: self.clone(),
             k: k.clone(),
@@ -133,24 +125,15 @@ pub(crate) fn flash_attention_grads(
     scale: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let shape = attn_shape(q, k, v, mask, scale)?;
-    match q.device() {
-        Device::Cpu => {
-            let (dq, dk, dv) = cpu::flash_backward(
-                &q.to_vec_f64()?,
-                &k.to_vec_f64()?,
-                &v.to_vec_f64()?,
-                &out.to_vec_f64()?,
-                &lse.to_vec_f64()?,
-                &g.to_vec_f64()?,
-                &shape,
-            );
-            let back = |data: Vec<f64>, like: &Tensor| -> Result<Tensor> {
-                Tensor::from_vec(data, like.shape(), Device::Cpu)?.to_dtype(like.dtype())
-            };
-            Ok((back(dq, q)?, back(dk, k)?, back(dv, v)?))
-        }
-        Device::Cuda(_) => {
-            crate::backend::cuda::flash_attention_backward(q, k, v, out, lse, g, &shape)
-        }
-    }
+    let [dq, dk, dv] = q.read_storage().flash_attention_backward(
+        q.layout(),
+        (&k.read_storage(), k.layout()),
+        (&v.read_storage(), v.layout()),
+        (&out.read_storage(), out.layout()),
+        (&lse.read_storage(), lse.layout()),
+        (&g.read_storage(), g.layout()),
+        &shape,
+    )?;
+    let grad = |(s, layout)| Tensor::from_storage_in(s, layout, None);
+    Ok((grad(dq), grad(dk), grad(dv)))
 }

@@ -128,13 +128,13 @@ impl Tensor {
     }
 
     /// [`Tensor::cross_entropy`] with the loss in f32 whatever the logits' dtype, as mixed
-    /// precision wants it. On a GPU, f16/bf16 logits are read as they are, their rows
-    /// accumulated in f32 and their gradient rounded once: what casting them to f32 first
-    /// gives, without the f32 copy of the logits and its gradient. Elsewhere the logits
-    /// are cast.
+    /// precision wants it. Where the backend can (the GPU), f16/bf16 logits are read as
+    /// they are, their rows accumulated in f32 and their gradient rounded once: what
+    /// casting them to f32 first gives, without the f32 copy of the logits and its
+    /// gradient. Elsewhere the logits are cast.
     pub fn cross_entropy_f32(&self, targets: &Tensor, ignore_index: i64) -> Result<Tensor> {
         let half = matches!(self.dtype(), DType::F16 | DType::BF16);
-        if half && matches!(self.device(), crate::Device::Cuda(_)) {
+        if half && self.read_storage().cross_entropy_reads_half() {
             return self.cross_entropy_as(targets, ignore_index, DType::F32);
         }
         let logits = if self.dtype() == DType::F32 {

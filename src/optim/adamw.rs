@@ -27,14 +27,11 @@ impl Default for AdamWConfig {
     }
 }
 
-/// First and second moments of one parameter, kept where the parameter lives.
-enum Moments {
-    Host(Vec<f32>, Vec<f32>),
-    Device(Tensor, Tensor),
-}
+/// First and second moments (f32) of one parameter, kept where the parameter lives.
+struct Moments(Tensor, Tensor);
 
-/// AdamW over a fixed list of f32 parameters, updated in place in one fused pass each
-/// (a loop on the CPU, one kernel on the GPU).
+/// AdamW over a fixed list of f32 parameters, updated in place: a few multi-tensor
+/// launches where the backend has them (the GPU), else one loop per parameter (the CPU).
 pub struct AdamW {
     pub cfg: AdamWConfig,
     params: Vec<Param>,
@@ -54,14 +51,11 @@ impl AdamW {
                     dtype: p.tensor.dtype(),
                 });
             }
-            let n = p.tensor.numel();
-            moments.push(match p.tensor.device() {
-                Device::Cpu => Moments::Host(vec![0.0; n], vec![0.0; n]),
-                d => Moments::Device(
-                    Tensor::zeros(p.tensor.shape(), DType::F32, d)?,
-                    Tensor::zeros(p.tensor.shape(), DType::F32, d)?,
-                ),
-            });
+            let (shape, device) = (p.tensor.shape(), p.tensor.device());
+            moments.push(Moments(
+                Tensor::zeros(shape, DType::F32, device)?,
+                Tensor::zeros(shape, DType::F32, device)?,
+            ));
         }
         Ok(AdamW {
             cfg,
@@ -93,7 +87,7 @@ impl AdamW {
             step_size: (lr / (1.0 - self.cfg.beta1.powi(t))) as f32,
             bc2_sqrt: (1.0 - self.cfg.beta2.powi(t)).sqrt() as f32,
         };
-        let mut on_device = Vec::new();
+        let mut items = Vec::new();
         for (p, moments) in self.params.iter().zip(self.moments.iter_mut()) {
             let Some(g) = grads.get(&p.tensor) else {
                 continue;
@@ -103,27 +97,17 @@ impl AdamW {
             } else {
                 1.0
             };
-            match moments {
-                Moments::Host(m, v) => host_step(&p.tensor, g, m, v, AdamWStep { decay, ..k })?,
-                Moments::Device(m, v) => on_device.push((&p.tensor, g, &*m, &*v, decay)),
-            }
+            items.push((&p.tensor, g, &moments.0, &moments.1, decay));
         }
-        device_step(&on_device, k)
+        update(&items, k)
     }
 
     /// The optimizer state as named tensors (`m.NAME`, `v.NAME`) on the CPU, plus the
     /// step count.
     pub fn state(&self) -> Result<(HashMap<String, Tensor>, u64)> {
         let mut out = HashMap::new();
-        for (p, moments) in self.params.iter().zip(&self.moments) {
-            let shape = p.tensor.shape();
-            let (m, v) = match moments {
-                Moments::Host(m, v) => (
-                    Tensor::from_slice(m, shape, Device::Cpu)?,
-                    Tensor::from_slice(v, shape, Device::Cpu)?,
-                ),
-                Moments::Device(m, v) => (m.to_device(Device::Cpu)?, v.to_device(Device::Cpu)?),
-            };
+        for (p, Moments(m, v)) in self.params.iter().zip(&self.moments) {
+            let (m, v) = (m.to_device(Device::Cpu)?, v.to_device(Device::Cpu)?);
             out.insert(format!("m.{}", p.name), m);
             out.insert(format!("v.{}", p.name), v);
         }
@@ -133,7 +117,7 @@ impl AdamW {
     /// Restores state saved by [`AdamW::state`]; every moment must be present with the
     /// parameter's shape.
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>, step: u64) -> Result<()> {
-        for (p, moments) in self.params.iter().zip(self.moments.iter_mut()) {
+        for (p, Moments(m, v)) in self.params.iter().zip(&self.moments) {
             let (mk, vk) = (format!("m.{}", p.name), format!("v.{}", p.name));
             let mut loaded = Vec::with_capacity(2);
             for key in [&mk, &vk] {
@@ -152,42 +136,40 @@ impl AdamW {
                 }
                 loaded.push(t.to_dtype(DType::F32)?);
             }
-            match moments {
-                Moments::Host(m, v) => {
-                    *m = loaded[0].to_vec::<f32>()?;
-                    *v = loaded[1].to_vec::<f32>()?;
-                }
-                Moments::Device(m, v) => {
-                    m.assign(&loaded[0])?;
-                    v.assign(&loaded[1])?;
-                }
-            }
+            m.assign(&loaded[0])?;
+            v.assign(&loaded[1])?;
         }
         self.step = step;
         Ok(())
     }
 }
 
-/// The AdamW update of one parameter on the CPU.
-fn host_step(p: &Tensor, g: &Tensor, m: &mut [f32], v: &mut [f32], k: AdamWStep) -> Result<()> {
+/// The AdamW update of one parameter, one element at a time on the host: the path of a
+/// backend without a fused one (the CPU).
+fn host_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, k: AdamWStep) -> Result<()> {
     let g = g.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?;
-    p.with_f32_mut(|w| {
-        for i in 0..w.len() {
-            let gi = g[i];
-            m[i] = k.beta1 * m[i] + (1.0 - k.beta1) * gi;
-            v[i] = k.beta2 * v[i] + (1.0 - k.beta2) * gi * gi;
-            let denom = v[i].sqrt() / k.bc2_sqrt + k.eps;
-            w[i] = w[i] * k.decay - k.step_size * m[i] / denom;
-        }
-    })
+    m.with_f32_mut(|m| {
+        v.with_f32_mut(|v| {
+            p.with_f32_mut(|w| {
+                for i in 0..w.len() {
+                    let gi = g[i];
+                    m[i] = k.beta1 * m[i] + (1.0 - k.beta1) * gi;
+                    v[i] = k.beta2 * v[i] + (1.0 - k.beta2) * gi * gi;
+                    let denom = v[i].sqrt() / k.bc2_sqrt + k.eps;
+                    w[i] = w[i] * k.decay - k.step_size * m[i] / denom;
+                }
+            })
+        })
+    })???;
+    Ok(())
 }
 
-/// A GPU parameter's step inputs: parameter, gradient, moments, decay factor.
-type DeviceItem<'a> = (&'a Tensor, &'a Tensor, &'a Tensor, &'a Tensor, f32);
+/// One parameter's step inputs: parameter, gradient, moments, decay factor.
+type Item<'a> = (&'a Tensor, &'a Tensor, &'a Tensor, &'a Tensor, f32);
 
-/// The AdamW update of every device-resident parameter: a few multi-tensor launches per
-/// device, through the backend's fused path.
-fn device_step(items: &[DeviceItem], k: AdamWStep) -> Result<()> {
+/// The AdamW update of every parameter: a few multi-tensor launches per device through
+/// the backend's fused path, or [`host_step`] per parameter where it has none.
+fn update(items: &[Item], k: AdamWStep) -> Result<()> {
     let mut by_device: std::collections::HashMap<Device, Vec<usize>> = Default::default();
     for (i, (p, g, ..)) in items.iter().enumerate() {
         if !p.is_contiguous() || g.device() != p.device() {
@@ -198,40 +180,46 @@ fn device_step(items: &[DeviceItem], k: AdamWStep) -> Result<()> {
         }
         by_device.entry(p.device()).or_default().push(i);
     }
-    for (device, indices) in &by_device {
-        let guards: Vec<_> = indices
-            .iter()
-            .map(|&i| {
-                let (p, g, m, v, _) = &items[i];
-                (
-                    p.read_storage(),
-                    g.read_storage(),
-                    m.read_storage(),
-                    v.read_storage(),
-                )
-            })
-            .collect();
-        let slots: Vec<_> = indices
-            .iter()
-            .zip(&guards)
-            .map(|(&i, (ps, gs, ms, vs))| {
-                let (p, g, _, _, decay) = &items[i];
-                AdamWSlot {
-                    param: (&**ps, p.layout().offset()),
-                    grad: (&**gs, g.layout()),
-                    m: &**ms,
-                    v: &**vs,
-                    n: p.numel(),
-                    decay: *decay,
-                }
-            })
-            .collect();
-        if !Storage::adamw_multi(&slots, k)? {
-            return Err(Error::invalid(
-                "AdamW",
-                format!("device moments on {device}, which has no fused AdamW"),
-            ));
+    for indices in by_device.values() {
+        if !fused_update(items, indices, k)? {
+            for &i in indices {
+                let (p, g, m, v, decay) = items[i];
+                host_step(p, g, m, v, AdamWStep { decay, ..k })?;
+            }
         }
     }
     Ok(())
+}
+
+/// The backend's multi-tensor AdamW over `items[indices]` (one device); `false` (nothing
+/// done) where it has none.
+fn fused_update(items: &[Item], indices: &[usize], k: AdamWStep) -> Result<bool> {
+    let guards: Vec<_> = indices
+        .iter()
+        .map(|&i| {
+            let (p, g, m, v, _) = &items[i];
+            (
+                p.read_storage(),
+                g.read_storage(),
+                m.read_storage(),
+                v.read_storage(),
+            )
+        })
+        .collect();
+    let slots: Vec<_> = indices
+        .iter()
+        .zip(&guards)
+        .map(|(&i, (ps, gs, ms, vs))| {
+            let (p, g, _, _, decay) = &items[i];
+            AdamWSlot {
+                param: (&**ps, p.layout().offset()),
+                grad: (&**gs, g.layout()),
+                m: &**ms,
+                v: &**vs,
+                n: p.numel(),
+                decay: *decay,
+            }
+        })
+        .collect();
+    Storage::adamw_multi(&slots, k)
 }

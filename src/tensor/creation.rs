@@ -5,14 +5,6 @@ use crate::backend::cpu::{CpuStorage, IntoCpuStorage};
 use crate::storage::Storage;
 use crate::{DType, Device, Error, Result, Rng};
 
-/// Refuses devices that cannot be used here, with a message that says why.
-pub(crate) fn check_device(device: Device) -> Result<()> {
-    match device {
-        Device::Cpu => Ok(()),
-        Device::Cuda(n) => crate::backend::cuda::device(n).map(|_| ()),
-    }
-}
-
 /// The element count of `shape`, or an error when the product overflows (a shape read
 /// from a file must never wrap around to a small buffer).
 pub(crate) fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
@@ -30,7 +22,7 @@ fn sampled(
     device: Device,
     mut sample: impl FnMut() -> f64,
 ) -> Result<Tensor> {
-    check_device(device)?;
+    device.check()?;
     let values: Vec<f64> = (0..checked_numel("random", shape)?)
         .map(|_| sample())
         .collect();
@@ -84,7 +76,7 @@ impl Tensor {
         shape: &[usize],
         device: Device,
     ) -> Result<Tensor> {
-        check_device(device)?;
+        device.check()?;
         let n = checked_numel("from_vec", shape)?;
         if data.len() != n {
             return Err(Error::invalid(
@@ -115,7 +107,7 @@ impl Tensor {
         dtype: DType,
         device: Device,
     ) -> Result<Tensor> {
-        check_device(device)?;
+        device.check()?;
         if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
             return Err(Error::invalid(
                 "arange",

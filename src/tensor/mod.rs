@@ -45,11 +45,17 @@ impl Tensor {
 
     /// Wraps fresh storage on any device (contiguous layout of `shape`).
     pub(crate) fn from_storage(storage: Storage, shape: &[usize], op: Option<Op>) -> Tensor {
+        Tensor::from_storage_in(storage, Layout::contiguous(shape), op)
+    }
+
+    /// Wraps fresh storage on any device, read through `layout` (a backend's result that
+    /// is a view of its buffer).
+    pub(crate) fn from_storage_in(storage: Storage, layout: Layout, op: Option<Op>) -> Tensor {
         let (dtype, device) = (storage.dtype(), storage.device());
         Tensor(Arc::new(TensorInner {
             id: TensorId::fresh(),
             storage: Arc::new(RwLock::new(storage)),
-            layout: Layout::contiguous(shape),
+            layout,
             dtype,
             device,
             op,

@@ -2,7 +2,7 @@
 //! same name in this backend (integer inputs are read into `i64` first).
 
 use super::CpuStorage;
-use crate::backend::interface::{BackendStorage, QPart, View};
+use crate::backend::interface::{AttnShape, BackendStorage, QPart, View};
 use crate::backend::{BinaryOp, CmpOp, NormKind, ReduceOp, RotaryStyle, UnaryOp};
 use crate::{DType, Error, Layout, Result};
 
@@ -189,6 +189,49 @@ impl BackendStorage for CpuStorage {
         inverse: bool,
     ) -> Result<Self> {
         super::rotary(self, layout, cos, sin, style, inverse)
+    }
+
+    fn flash_attention(
+        &self,
+        layout: &Layout,
+        (k, lk): View<'_, Self>,
+        (v, lv): View<'_, Self>,
+        shape: &AttnShape,
+    ) -> Result<((Self, Layout), Self)> {
+        let (out, lse) =
+            super::flash_forward(&self.to_f64s(layout), &k.to_f64s(lk), &v.to_f64s(lv), shape);
+        let out = CpuStorage::from_f64s(self.dtype(), &out);
+        let out_layout = Layout::contiguous(layout.shape());
+        // The reference keeps the log-sum-exp in f64.
+        Ok(((out, out_layout), CpuStorage::F64(lse)))
+    }
+
+    fn flash_attention_backward(
+        &self,
+        layout: &Layout,
+        (k, lk): View<'_, Self>,
+        (v, lv): View<'_, Self>,
+        (out, lo): View<'_, Self>,
+        (lse, ll): View<'_, Self>,
+        (g, lg): View<'_, Self>,
+        shape: &AttnShape,
+    ) -> Result<[(Self, Layout); 3]> {
+        let (dq, dk, dv) = super::flash_backward(
+            &self.to_f64s(layout),
+            &k.to_f64s(lk),
+            &v.to_f64s(lv),
+            &out.to_f64s(lo),
+            &lse.to_f64s(ll),
+            &g.to_f64s(lg),
+            shape,
+        );
+        let back = |data: Vec<f64>, like: &Layout| {
+            (
+                CpuStorage::from_f64s(self.dtype(), &data),
+                Layout::contiguous(like.shape()),
+            )
+        };
+        Ok([back(dq, layout), back(dk, lk), back(dv, lv)])
     }
 
     /// On the CPU an id out of range is an error.

@@ -4,8 +4,8 @@
 //! widened to f32 for the arithmetic and rounded back, so every sum accumulates in f32 or
 //! better.
 
-mod attention;
 mod elementwise;
+mod flash;
 mod index;
 mod interface;
 mod matmul;
@@ -14,8 +14,8 @@ mod quant;
 pub mod real;
 mod reduce;
 
-pub use attention::{flash_backward, flash_forward, AttnShape};
 pub use elementwise::*;
+pub use flash::{flash_backward, flash_forward};
 pub use index::*;
 pub use matmul::*;
 pub use nn::*;

@@ -6,11 +6,11 @@
 //! heads of a fused QKV projection need no copy), and the output is written as
 //! `[B, T, H, D]`, so joining the heads afterwards needs no copy either.
 
+use super::elementwise::{cast, copy_contiguous};
 use super::storage::suffix;
 use super::{launch, CudaStorage};
-use crate::backend::cpu::AttnShape;
-use crate::storage::Storage;
-use crate::{DType, Error, Result, Tensor};
+use crate::backend::interface::{AttnShape, View};
+use crate::{DType, Error, Layout, Result};
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -282,80 +282,102 @@ fn check(s: &AttnShape) -> Result<()> {
     Ok(())
 }
 
-/// An operand the kernels can read: `t` itself when its features are contiguous, else a
-/// contiguous copy.
-fn operand(t: &Tensor) -> Result<Tensor> {
-    if t.layout().strides()[3] == 1 || t.shape()[3] == 1 {
-        Ok(t.clone())
+/// A buffer the kernels read: an input in place, or a contiguous copy of it.
+enum Buf<'a> {
+    Borrowed(&'a CudaStorage),
+    Owned(CudaStorage),
+}
+
+/// One operand: its buffer and the layout the kernels read it through.
+struct Operand<'a> {
+    buf: Buf<'a>,
+    layout: Layout,
+}
+
+impl Operand<'_> {
+    fn storage(&self) -> &CudaStorage {
+        match &self.buf {
+            Buf::Borrowed(s) => s,
+            Buf::Owned(s) => s,
+        }
+    }
+
+    /// Device address of the operand's first element.
+    fn ptr(&self) -> u64 {
+        self.storage().ptr(self.layout.offset())
+    }
+
+    fn strides(&self) -> HeadStrides {
+        let s = self.layout.strides();
+        HeadStrides {
+            b: s[0] as i64,
+            h: s[1] as i64,
+            r: s[2] as i64,
+        }
+    }
+
+    /// This operand with contiguous elements (itself when they already are).
+    fn contiguous(self) -> Result<Self> {
+        if self.layout.is_contiguous() {
+            return Ok(self);
+        }
+        Ok(Operand {
+            buf: Buf::Owned(copy_contiguous(self.storage(), &self.layout)?),
+            layout: Layout::contiguous(self.layout.shape()),
+        })
+    }
+}
+
+/// An operand the kernels can read: the input itself when its features are contiguous,
+/// else a contiguous copy.
+fn operand<'a>((s, l): View<'a, CudaStorage>) -> Result<Operand<'a>> {
+    let op = Operand {
+        buf: Buf::Borrowed(s),
+        layout: l.clone(),
+    };
+    if l.strides()[3] == 1 || l.shape()[3] == 1 {
+        Ok(op)
     } else {
-        t.contiguous()
-    }
-}
-
-fn strides(t: &Tensor) -> HeadStrides {
-    let s = t.layout().strides();
-    HeadStrides {
-        b: s[0] as i64,
-        h: s[1] as i64,
-        r: s[2] as i64,
-    }
-}
-
-fn cuda_of(s: &Storage) -> Result<&CudaStorage> {
-    match s {
-        Storage::Cuda(c) => Ok(c),
-        Storage::Cpu(_) => Err(Error::invalid(
-            "flash_attention",
-            "every input must be on the same GPU",
-        )),
+        op.contiguous()
     }
 }
 
 /// Operands read in place, their pointers and strides, and whether the tensor-core
 /// kernels can take them (16-byte aligned rows; otherwise contiguous copies are tried).
-struct Operands {
-    tensors: Vec<Tensor>,
+struct Operands<'a> {
+    operands: Vec<Operand<'a>>,
     ptrs: Vec<u64>,
     strides: Vec<HeadStrides>,
     tc: bool,
     dev: std::sync::Arc<super::CudaDevice>,
 }
 
-fn operands(inputs: &[&Tensor], s: &AttnShape) -> Result<Operands> {
-    let dtype = inputs[0].dtype();
-    let resolve = |tensors: &[Tensor]| -> Result<(Vec<u64>, std::sync::Arc<super::CudaDevice>)> {
-        let mut ptrs = Vec::with_capacity(tensors.len());
-        let mut dev = None;
-        for t in tensors {
-            let guard = t.read_storage();
-            let c = cuda_of(&guard)?;
-            ptrs.push(c.ptr(t.layout().offset()));
-            dev = Some(c.dev.clone());
-        }
-        let dev = dev.ok_or_else(|| Error::invalid("flash_attention", "no inputs"))?;
-        Ok((ptrs, dev))
-    };
-    let aligned = |t: &Tensor, p: u64| {
-        let st = strides(t);
+fn operands<'a>(inputs: &[View<'a, CudaStorage>], s: &AttnShape) -> Result<Operands<'a>> {
+    let (first, _) = inputs
+        .first()
+        .ok_or_else(|| Error::invalid("flash_attention", "no inputs"))?;
+    let (dtype, dev) = (first.dtype(), first.dev.clone());
+    let aligned = |o: &Operand, p: u64| {
+        let st = o.strides();
         p.is_multiple_of(16) && [st.b, st.h, st.r].iter().all(|x| x % 8 == 0)
     };
-    let mut tensors = inputs
+    let mut operands = inputs
         .iter()
-        .map(|t| operand(t))
+        .map(|&v| operand(v))
         .collect::<Result<Vec<_>>>()?;
-    let (mut ptrs, dev) = resolve(&tensors)?;
+    let mut ptrs: Vec<u64> = operands.iter().map(Operand::ptr).collect();
     let mut tc = tensor_cores(&dev.arch, dtype, s.head_dim);
-    if tc && !tensors.iter().zip(&ptrs).all(|(t, &p)| aligned(t, p)) {
-        tensors = tensors
-            .iter()
-            .map(|t| t.contiguous())
+    if tc && !operands.iter().zip(&ptrs).all(|(o, &p)| aligned(o, p)) {
+        operands = operands
+            .into_iter()
+            .map(Operand::contiguous)
             .collect::<Result<_>>()?;
-        ptrs = resolve(&tensors)?.0;
-        tc = tensors.iter().zip(&ptrs).all(|(t, &p)| aligned(t, p));
+        ptrs = operands.iter().map(Operand::ptr).collect();
+        tc = operands.iter().zip(&ptrs).all(|(o, &p)| aligned(o, p));
     }
-    let strides = tensors.iter().map(strides).collect();
+    let strides = operands.iter().map(Operand::strides).collect();
     Ok(Operands {
-        tensors,
+        operands,
         ptrs,
         strides,
         tc,
@@ -544,17 +566,22 @@ fn run(
     Ok(())
 }
 
+/// The heads of token-major `[B, T, heads, D]` storage as a `[B, heads, T, D]` layout.
+fn heads_view(batch: usize, len: usize, heads: usize, d: usize) -> Result<Layout> {
+    Layout::contiguous(&[batch, len, heads, d]).transpose(1, 2)
+}
+
 /// Output `[B, H, Tq, D]` (q's dtype; a view of `[B, Tq, H, D]` storage) and log-sum-exp
 /// `[B, H, Tq]` (f32).
 pub fn flash_attention_forward(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+    q: View<'_, CudaStorage>,
+    k: View<'_, CudaStorage>,
+    v: View<'_, CudaStorage>,
     s: &AttnShape,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<((CudaStorage, Layout), CudaStorage)> {
     check(s)?;
     let ops = operands(&[q, k, v], s)?;
-    let dtype = q.dtype();
+    let dtype = q.0.dtype();
     let d = s.head_dim;
     let out = CudaStorage::alloc(&ops.dev, dtype, s.batch * s.q_len * s.heads * d)?;
     let lse = CudaStorage::alloc(&ops.dev, DType::F32, s.batch * s.heads * s.q_len)?;
@@ -596,40 +623,41 @@ pub fn flash_attention_forward(
         (s.q_len, s.batch * s.heads),
         &args,
     )?;
-    drop(ops.tensors);
-    let out = Tensor::from_storage(Storage::Cuda(out), &[s.batch, s.q_len, s.heads, d], None);
-    Ok((
-        out.transpose(1, 2)?,
-        Tensor::from_storage(Storage::Cuda(lse), &[s.batch, s.heads, s.q_len], None),
-    ))
+    drop(ops.operands);
+    Ok(((out, heads_view(s.batch, s.q_len, s.heads, d)?), lse))
 }
 
 /// (dq, dk, dv) from the inputs, the forward's output and log-sum-exp, and the output's
 /// gradient `g`, in q's dtype: `[B, heads, T, D]` views of token-major storage.
 #[allow(clippy::too_many_arguments)]
 pub fn flash_attention_backward(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    out: &Tensor,
-    lse: &Tensor,
-    g: &Tensor,
+    q: View<'_, CudaStorage>,
+    k: View<'_, CudaStorage>,
+    v: View<'_, CudaStorage>,
+    out: View<'_, CudaStorage>,
+    (lse, lse_layout): View<'_, CudaStorage>,
+    g: View<'_, CudaStorage>,
     s: &AttnShape,
-) -> Result<(Tensor, Tensor, Tensor)> {
+) -> Result<[(CudaStorage, Layout); 3]> {
     check(s)?;
-    let dtype = q.dtype();
-    let g = g.to_dtype(dtype)?;
-    let ops = operands(&[q, k, v, out, &g], s)?;
-    let lse = lse.contiguous()?;
-    let lse_ptr = match &*lse.read_storage() {
-        Storage::Cuda(c) => c.ptr(lse.layout().offset()),
-        Storage::Cpu(_) => {
-            return Err(Error::invalid(
-                "flash_attention",
-                "the saved log-sum-exp is not on the GPU",
-            ))
-        }
+    let dtype = q.0.dtype();
+    // The output's gradient in q's dtype.
+    let g_cast;
+    let g_layout;
+    let g = if g.0.dtype() == dtype {
+        g
+    } else {
+        g_cast = cast(g.0, g.1, dtype)?;
+        g_layout = Layout::contiguous(g.1.shape());
+        (&g_cast, &g_layout)
     };
+    let ops = operands(&[q, k, v, out, g], s)?;
+    let lse = Operand {
+        buf: Buf::Borrowed(lse),
+        layout: lse_layout.clone(),
+    }
+    .contiguous()?;
+    let lse_ptr = lse.ptr();
     let rows = s.batch * s.heads;
     let d = s.head_dim;
     let delta = CudaStorage::alloc(&ops.dev, DType::F32, rows * s.q_len)?;
@@ -700,16 +728,14 @@ pub fn flash_attention_backward(
         kv_blocks,
         &args,
     )?;
-    drop(ops.tensors);
+    drop(ops.operands);
+    drop(lse);
     // The kernels write token-major [B, T, heads, D], the layout of the projections the
     // gradients flow back into; the results are [B, heads, T, D] views of it.
-    let kv_shape = [s.batch, s.k_len, s.kv_heads, d];
-    let heads_view = |c: CudaStorage, shape: &[usize]| {
-        Tensor::from_storage(Storage::Cuda(c), shape, None).transpose(1, 2)
-    };
-    Ok((
-        heads_view(dq, &[s.batch, s.q_len, s.heads, d])?,
-        heads_view(dk, &kv_shape)?,
-        heads_view(dv, &kv_shape)?,
-    ))
+    let kv_layout = heads_view(s.batch, s.k_len, s.kv_heads, d)?;
+    Ok([
+        (dq, heads_view(s.batch, s.q_len, s.heads, d)?),
+        (dk, kv_layout.clone()),
+        (dv, kv_layout),
+    ])
 }

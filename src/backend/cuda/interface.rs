@@ -3,7 +3,7 @@
 
 use super::CudaStorage;
 use crate::backend::interface::{
-    AdamWSlot, AdamWStep, BackendStorage, DecodeShape, Epilogue, Gemv, QPart, View,
+    AdamWSlot, AdamWStep, AttnShape, BackendStorage, DecodeShape, Epilogue, Gemv, QPart, View,
 };
 use crate::backend::{BinaryOp, CmpOp, NormKind, ReduceOp, RotaryStyle, UnaryOp};
 use crate::{DType, Error, Layout, Result};
@@ -173,6 +173,29 @@ impl BackendStorage for CudaStorage {
         super::rotary(self, layout, cos, sin, style, inverse)
     }
 
+    fn flash_attention(
+        &self,
+        layout: &Layout,
+        k: View<'_, Self>,
+        v: View<'_, Self>,
+        shape: &AttnShape,
+    ) -> Result<((Self, Layout), Self)> {
+        super::flash_attention_forward((self, layout), k, v, shape)
+    }
+
+    fn flash_attention_backward(
+        &self,
+        layout: &Layout,
+        k: View<'_, Self>,
+        v: View<'_, Self>,
+        out: View<'_, Self>,
+        lse: View<'_, Self>,
+        g: View<'_, Self>,
+        shape: &AttnShape,
+    ) -> Result<[(Self, Layout); 3]> {
+        super::flash_attention_backward((self, layout), k, v, out, lse, g, shape)
+    }
+
     /// On a GPU an id out of range reads as NaN, as an embedding lookup does.
     fn quant_rows(
         parts: &[QPart<'_, Self>],
@@ -260,6 +283,16 @@ impl BackendStorage for CudaStorage {
 
     fn has_linear_epilogue(&self) -> bool {
         true
+    }
+
+    fn cross_entropy_reads_half(&self) -> bool {
+        true
+    }
+
+    /// On tensor cores (f16/bf16 at the head dims they are compiled for); f32 keeps the
+    /// TF32 GEMMs.
+    fn prefers_fused_attention(&self, dtype: DType, head_dim: usize) -> bool {
+        super::tensor_cores(&self.dev.arch, dtype, head_dim)
     }
 
     fn linear_epilogue(

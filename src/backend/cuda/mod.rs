@@ -1,8 +1,8 @@
 //! The CUDA backend: the driver, NVRTC and cuBLAS loaded at run time (nothing CUDA is needed
 //! to build), one stream per device, kernels compiled on first use and cached on disk.
 
-mod attention;
 pub mod compile;
+mod decode_attention;
 mod elementwise;
 mod flash;
 mod gemv;
@@ -18,7 +18,7 @@ mod reduce;
 mod storage;
 mod timing;
 
-pub use attention::{decode_attention, DecodeShape, DECODE_HEAD_DIMS};
+pub use decode_attention::{decode_attention, DecodeShape, DECODE_HEAD_DIMS};
 pub use elementwise::*;
 pub use flash::{
     flash_attention_backward, flash_attention_forward, set_tma_kernels, set_warpgroup_kernels,

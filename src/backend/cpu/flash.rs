@@ -4,60 +4,17 @@
 //! backward recomputes every probability exactly. Work is spread over rows with rayon;
 //! values are f64 throughout (this is the reference the GPU kernels are checked against).
 
+use crate::backend::interface::AttnShape;
 use rayon::prelude::*;
 
-/// Shape and mask of one attention call. Queries `[batch, heads, q_len, head_dim]`, keys and
-/// values `[batch, kv_heads, k_len, head_dim]`, all contiguous; query head h reads key/value
-/// head `h / (heads / kv_heads)`. Queries are aligned to the end of the keys: query i sits
-/// at position `k_len - q_len + i` (a prefill after cached keys, FlashAttention 2's causal
-/// convention).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AttnShape {
-    pub batch: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub q_len: usize,
-    pub k_len: usize,
-    pub head_dim: usize,
-    /// Query at position p sees no key after p.
-    pub causal: bool,
-    /// With `causal`: query at position p sees only keys after `p - window` (0: no limit).
-    pub window: usize,
-    /// Multiplies the scores (usually `1 / sqrt(head_dim)`).
-    pub scale: f64,
+/// The offset of row `t` of query head `(b, h)`.
+fn q_row(s: &AttnShape, b: usize, h: usize, t: usize) -> usize {
+    ((b * s.heads + h) * s.q_len + t) * s.head_dim
 }
 
-impl AttnShape {
-    /// The keys `lo..hi` query `i` sees (empty when a causal query comes before every key).
-    pub fn keys(&self, i: usize) -> (usize, usize) {
-        if !self.causal {
-            return (0, self.k_len);
-        }
-        // Position of query i among the keys, plus one.
-        let end = (i + self.k_len + 1)
-            .saturating_sub(self.q_len)
-            .min(self.k_len);
-        let lo = if self.window > 0 {
-            end.saturating_sub(self.window)
-        } else {
-            0
-        };
-        (lo.min(end), end)
-    }
-
-    fn group(&self) -> usize {
-        self.heads / self.kv_heads
-    }
-
-    /// Offset of row `t` of query head `(b, h)`.
-    fn q_row(&self, b: usize, h: usize, t: usize) -> usize {
-        ((b * self.heads + h) * self.q_len + t) * self.head_dim
-    }
-
-    /// Offset of row `t` of the key/value head serving query head `(b, h)`.
-    fn kv_row(&self, b: usize, h: usize, t: usize) -> usize {
-        ((b * self.kv_heads + h / self.group()) * self.k_len + t) * self.head_dim
-    }
+/// The offset of row `t` of the key/value head serving query head `(b, h)`.
+fn kv_row(s: &AttnShape, b: usize, h: usize, t: usize) -> usize {
+    ((b * s.kv_heads + h / s.group()) * s.k_len + t) * s.head_dim
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -77,12 +34,12 @@ pub fn flash_forward(q: &[f64], k: &[f64], v: &[f64], s: &AttnShape) -> (Vec<f64
         .for_each(|(row, (o, l))| {
             let (bh, i) = (row / s.q_len, row % s.q_len);
             let (b, h) = (bh / s.heads, bh % s.heads);
-            let qr = &q[s.q_row(b, h, i)..][..d];
+            let qr = &q[q_row(s, b, h, i)..][..d];
             let (lo, hi) = s.keys(i);
             // Online softmax: running max m and sum, the output rescaled when m grows.
             let (mut m, mut sum) = (f64::NEG_INFINITY, 0.0);
             for j in lo..hi {
-                let at = s.kv_row(b, h, j);
+                let at = kv_row(s, b, h, j);
                 let score = s.scale * dot(qr, &k[at..at + d]);
                 let m_new = m.max(score);
                 let (corr, p) = ((m - m_new).exp(), (score - m_new).exp());
@@ -121,13 +78,16 @@ pub fn flash_backward(
         .collect();
     let prob = |b: usize, h: usize, i: usize, j: usize| -> f64 {
         let row = (b * s.heads + h) * s.q_len + i;
-        let score = s.scale * dot(&q[s.q_row(b, h, i)..][..d], &k[s.kv_row(b, h, j)..][..d]);
+        let score = s.scale * dot(&q[q_row(s, b, h, i)..][..d], &k[kv_row(s, b, h, j)..][..d]);
         (score - lse[row]).exp()
     };
     // dS_ij for query row (b, h, i) and key j.
     let ds = |b: usize, h: usize, i: usize, j: usize, p: f64| -> f64 {
         let row = (b * s.heads + h) * s.q_len + i;
-        let dp = dot(&dout[s.q_row(b, h, i)..][..d], &v[s.kv_row(b, h, j)..][..d]);
+        let dp = dot(
+            &dout[q_row(s, b, h, i)..][..d],
+            &v[kv_row(s, b, h, j)..][..d],
+        );
         p * (dp - delta[row])
     };
     let mut dq = vec![0.0; q.len()];
@@ -137,7 +97,7 @@ pub fn flash_backward(
         let (lo, hi) = s.keys(i);
         for j in lo..hi {
             let g = s.scale * ds(b, h, i, j, prob(b, h, i, j));
-            let at = s.kv_row(b, h, j);
+            let at = kv_row(s, b, h, j);
             for (x, ke) in dqr.iter_mut().zip(&k[at..at + d]) {
                 *x += g * ke;
             }
@@ -158,7 +118,7 @@ pub fn flash_backward(
                         continue;
                     }
                     let p = prob(b, h, i, j);
-                    let at = s.q_row(b, h, i);
+                    let at = q_row(s, b, h, i);
                     for (x, ge) in dvr.iter_mut().zip(&dout[at..at + d]) {
                         *x += p * ge;
                     }
