@@ -8,8 +8,8 @@
 //! `cargo run --release --example fuzz_load -- SECONDS` (run it under `ulimit -v` to catch
 //! allocations the file cannot back).
 
-use smith::generate::{generate, Sampling};
-use smith::models::gguf_models::load_gguf_model;
+use smith::infer::generate::{generate, Sampling};
+use smith::models::from_gguf::load_gguf_model;
 use smith::{DType, Device, Rng};
 use std::time::{Duration, Instant};
 

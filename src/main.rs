@@ -1,20 +1,13 @@
 //! The `smith` command-line tool.
 
-#[path = "cli/bench.rs"]
-mod bench;
-#[path = "cli/info.rs"]
-mod info;
-#[path = "cli/interrupt.rs"]
-mod interrupt;
-#[path = "cli/plot.rs"]
-mod plot;
+mod cli;
 
 use clap::{Args, Parser, Subcommand};
+use cli::corpus::SHAKESPEARE;
+use cli::{bench, info, interrupt, plot};
 use indicatif::{ProgressBar, ProgressStyle};
-use smith::data::SHAKESPEARE;
-use smith::generate::{generate, generate_batch, Sampling};
-use smith::inference::{load_model, perplexity};
-use smith::tokenizer::StreamDecoder;
+use smith::infer::{generate, generate_batch, load_model, perplexity, Sampling};
+use smith::text::StreamDecoder;
 use smith::train::{Corpus, TrainConfig, Trainer};
 use smith::{Device, Error, Result, Rng};
 use std::io::Write;
@@ -287,7 +280,7 @@ fn main() {
         Command::Info(a) => info::describe(&a.path, a.all).map(|s| print!("{s}")),
         Command::Bench(a) => bench_cmd(a),
         Command::Tokenize(a) => {
-            smith::token_file::tokenize_file(&a.tokenizer, &a.input, &a.output, !a.no_bos)
+            smith::text::token_file::tokenize_file(&a.tokenizer, &a.input, &a.output, !a.no_bos)
                 .map(|n| println!("{n} tokens written to {}", a.output.display()))
         }
     };
@@ -369,7 +362,7 @@ fn train(a: TrainArgs) -> Result<()> {
     };
     let ids = token_path
         .as_deref()
-        .map(smith::token_file::read_token_file)
+        .map(smith::text::token_file::read_token_file)
         .transpose()?;
     let text = match ids {
         Some(_) => String::new(),
@@ -545,7 +538,7 @@ fn say(bar: &ProgressBar, line: String) {
 
 fn stream(
     model: &smith::models::Gpt,
-    tok: &smith::data::CharTokenizer,
+    tok: &smith::text::CharTokenizer,
     prompt: &str,
     n: usize,
     s: &Sampling,
@@ -566,7 +559,7 @@ fn stream(
 
 fn generate_cmd(a: GenerateArgs) -> Result<()> {
     let device = Device::parse(&a.device)?;
-    let (model, tok) = smith::inference::load_model_with(&a.model, device, None, a.dequantize)?;
+    let (model, tok) = smith::infer::load_model_with(&a.model, device, None, a.dequantize)?;
     let sampling = Sampling {
         temperature: a.temperature,
         top_k: a.top_k,
@@ -582,7 +575,7 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
         ));
     }
     let template = if a.chat {
-        Some(smith::inference::chat_template(&a.model)?.ok_or_else(|| {
+        Some(smith::infer::chat_template(&a.model)?.ok_or_else(|| {
             Error::invalid(
                 "generate",
                 format!(
@@ -601,9 +594,9 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
             Some(t) => {
                 let mut messages = Vec::new();
                 if let Some(sys) = &a.system {
-                    messages.push(smith::chat::Message::new("system", sys));
+                    messages.push(smith::text::chat::Message::new("system", sys));
                 }
-                messages.push(smith::chat::Message::new("user", p));
+                messages.push(smith::text::chat::Message::new("user", p));
                 t.render(&messages)
             }
             None => Ok(p.clone()),

@@ -1,8 +1,8 @@
 //! Chat layouts: template families recognised from real templates, rendered turn by turn,
 //! and special markers in the text turned into their tokens.
 
-use smith::chat::{ChatTemplate, Message};
-use smith::tokenizer_spm::SpmTokenizer;
+use smith::text::chat::{ChatTemplate, Message};
+use smith::text::sentencepiece::SpmTokenizer;
 
 /// SmolLM2-135M-Instruct's template, as its GGUF file carries it.
 const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";

@@ -3,8 +3,8 @@
 //! tools/make_gguf_fixtures.py), metadata of every value type, and malformed files (each an
 //! error, never a panic or a huge allocation).
 
+use smith::ggml_types::GgmlType;
 use smith::io::gguf::{GgufFile, Value};
-use smith::io::quant::GgmlType;
 use std::path::{Path, PathBuf};
 
 fn fixture() -> PathBuf {

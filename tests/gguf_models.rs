@@ -6,7 +6,7 @@
 mod common;
 
 use common::check_gguf_fixture;
-use smith::models::gguf_models::load_gguf_model;
+use smith::models::from_gguf::load_gguf_model;
 use smith::{DType, Device};
 use std::path::Path;
 
@@ -36,7 +36,7 @@ fn unsupported_architectures_and_missing_tensors_are_named() {
 
 #[test]
 fn quantized_matrices_stay_quantized_and_agree_with_dense_loading() {
-    use smith::models::gguf_models::{load_gguf_model_dense, GgufModel};
+    use smith::models::from_gguf::{load_gguf_model_dense, GgufModel};
     use smith::models::LanguageModel;
     use smith::Tensor;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf_models");

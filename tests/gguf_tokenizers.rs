@@ -5,7 +5,7 @@
 //! in CI) they run and fail.
 
 use smith::io::gguf::GgufFile;
-use smith::tokenizer::TextTokenizer;
+use smith::text::tokenizer::TextTokenizer;
 use std::path::PathBuf;
 
 mod common;
@@ -157,7 +157,7 @@ fn unsupported_tokenizer_kinds_are_named() {
 /// `smith tokenize`'s library side: every GPT-2 test text written as u16 ids and read back
 /// equals llama.cpp's ids; ids past u16 and odd-sized files are errors.
 fn token_files_hold_gpt2_ids_as_u16() {
-    use smith::token_file::{read_token_file, tokenize_file, write_token_file};
+    use smith::text::token_file::{read_token_file, tokenize_file, write_token_file};
     let dir = vocab_dir();
     let tmp = std::env::temp_dir().join(format!("smith_tokens_{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
@@ -229,7 +229,7 @@ fn bos_follows_the_file_and_llama_cpp_defaults() {
 /// Llama SentencePiece vocabulary, where smith (like llama.cpp and sentencepiece, see the
 /// vector tests above) keeps the lone `▁` piece that transformers' rebuilt tokenizer drops.
 fn bos_settings_match_transformers_gguf_tokenizer() {
-    use smith::inference::perplexity;
+    use smith::infer::perplexity;
     use smith::io::gguf::Value;
     use smith::models::{Gpt, GptConfig};
     let dir = vocab_dir();

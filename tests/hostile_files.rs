@@ -2,9 +2,9 @@
 //! its value), never a panic, an abort or an allocation the file cannot back. The GGUF
 //! cases rewrite a real fixture with one metadata value or tensor changed.
 
-use smith::inference::load_model;
+use smith::infer::load_model;
 use smith::io::gguf::{GgufFile, Value};
-use smith::models::gguf_models::load_gguf_model;
+use smith::models::from_gguf::load_gguf_model;
 use smith::Device;
 use std::path::{Path, PathBuf};
 
@@ -204,11 +204,11 @@ fn a_huge_context_claim_allocates_only_what_generation_needs() {
         );
         let (model, _) = load_gguf_model(&p, Device::Cpu, smith::DType::F32).unwrap();
         let prompt = vec![1, 2];
-        let out = smith::generate::generate(
+        let out = smith::infer::generate::generate(
             &model,
             &prompt,
             3,
-            &smith::generate::Sampling {
+            &smith::infer::generate::Sampling {
                 temperature: 0.0,
                 ..Default::default()
             },

@@ -1,12 +1,13 @@
 //! Layers, optimizers, schedules, clipping, data and sampling against hand computations.
 mod common;
 
-use smith::data::{CharTokenizer, Split, TextDataset};
-use smith::generate::{penalize_repeats, sample_next, Sampling};
+use smith::infer::generate::{penalize_repeats, sample_next, Sampling};
 use smith::nn::{
     AttentionConfig, Block, BlockConfig, CausalSelfAttention, Mlp, MlpKind, NormKind, Param,
 };
 use smith::optim::{clip_grad_norm, AdamW, AdamWConfig, Sgd, WarmupCosine};
+use smith::text::CharTokenizer;
+use smith::train::data::{Split, TextDataset};
 use smith::{DType, Device, GradStore, Rng, RotaryStyle, Tensor};
 
 const CPU: Device = Device::Cpu;

@@ -4,8 +4,8 @@
 
 mod common;
 
-use smith::generate::generate_uncached;
-use smith::inference::{load_model, perplexity};
+use smith::infer::generate::generate_uncached;
+use smith::infer::{load_model, perplexity};
 use smith::io::{load_safetensors, save_safetensors};
 use smith::models::{load_hf_gpt2, save_hf_gpt2, Gpt, GptConfig};
 use smith::{DType, Device, Rng, Tensor};
@@ -255,7 +255,7 @@ fn perplexity_of_one_window_is_the_mean_loss() {
 /// characters span several tokens, and streaming must hold them back until complete.
 #[test]
 fn streaming_decoder_never_emits_broken_utf8() {
-    use smith::tokenizer::{StreamDecoder, TextTokenizer};
+    use smith::text::tokenizer::{StreamDecoder, TextTokenizer};
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
     alphabet.sort();

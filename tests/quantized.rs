@@ -6,7 +6,7 @@
 mod common;
 
 use common::{random_quant_rows, rel_err, QUANT_TYPES};
-use smith::io::quant::{dequantize, GgmlType};
+use smith::ggml_types::{dequantize, GgmlType};
 use smith::{DType, Device, QMatrix, Rng, Tensor};
 
 /// The dense `[rows, cols]` reference of raw blocks.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use smith::inference::{load_model, load_model_as};
+use smith::infer::{load_model, load_model_as};
 use smith::{DType, Device};
 use std::path::PathBuf;
 
@@ -150,9 +150,9 @@ fn gemma3_matches_transformers_token_for_token() {
 /// with its default system prompt) and stops at the end of its turn.
 fn smollm2_answers_in_its_chat_template() {
     let path = model_path(SMOLLM2);
-    let template = smith::inference::chat_template(&path).unwrap().unwrap();
+    let template = smith::infer::chat_template(&path).unwrap().unwrap();
     let text = template
-        .render(&[smith::chat::Message::new(
+        .render(&[smith::text::chat::Message::new(
             "user",
             "What is the capital of France?",
         )])

@@ -1,8 +1,9 @@
 //! Training on a token file: batches in file order, exact resumption, starting from a
 //! Hugging Face GPT-2 folder, and clear errors for ids outside the vocabulary.
 
+use smith::infer::load_for_inference;
 use smith::models::save_hf_gpt2;
-use smith::train::{load_for_inference, BatchOrder, Corpus, TrainConfig, Trainer};
+use smith::train::{BatchOrder, Corpus, TrainConfig, Trainer};
 use smith::{Device, Rng};
 use std::path::PathBuf;
 

@@ -1,11 +1,14 @@
 //! Checkpoints: resuming gives exactly the run that never stopped, and damaged or
 //! mismatched checkpoints are errors that say what is wrong.
 
-use smith::data::SHAKESPEARE;
+use smith::infer::load_for_inference;
 use smith::io::{load_safetensors, save_safetensors};
-use smith::train::{load_for_inference, Corpus, TrainConfig, Trainer};
+use smith::train::{Corpus, TrainConfig, Trainer};
 use smith::Device;
 use std::path::PathBuf;
+
+/// The corpus the tool bundles.
+const SHAKESPEARE: &str = include_str!("../data/shakespeare.txt");
 
 fn tiny(steps: u64, decay: Option<u64>) -> TrainConfig {
     TrainConfig {

@@ -9,7 +9,7 @@
 //! asks then takes its general path, in one place.
 
 use super::{BinaryOp, CmpOp, NormKind, ReduceOp, RotaryStyle, UnaryOp};
-use crate::io::quant::GgmlType;
+use crate::ggml_types::GgmlType;
 use crate::{DType, Layout, Result};
 
 /// A buffer and the layout through which an op reads it.

@@ -6,10 +6,17 @@ pub mod cpu;
 pub mod cuda;
 pub mod interface;
 pub mod op_kinds;
+pub mod profile;
 pub mod storage;
 
 pub use interface::{BackendStorage, View};
 pub use op_kinds::{BinaryOp, CmpOp, Domain, Gradient, ReduceOp, UnaryKind, UnaryOp};
+
+/// While the guard lives, no kernel of this thread writes a weight (generation), so the
+/// backends may overlap the kernels that read them (the GPU's early launches).
+pub fn weights_frozen() -> cuda::EarlyLaunchGuard {
+    cuda::early_launches()
+}
 
 /// Which normalization a transformer uses, and a norm kernel computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -439,7 +439,7 @@ pub fn gguf_decode(path: &std::path::Path, device: Device) -> Result<Measurement
     } else {
         DType::BF16
     };
-    let (model, file) = smith::models::gguf_models::load_gguf_model(path, device, dtype)?;
+    let (model, file) = smith::models::from_gguf::load_gguf_model(path, device, dtype)?;
     let vocab = smith::models::LanguageModel::vocab_size(&model) as u32;
     let prompt: Vec<u32> = (0..16u32).map(|i| (i * 997 + 13) % vocab).collect();
     let new = 256;
@@ -487,11 +487,11 @@ fn greedy_tokens(
     new: usize,
     device: Device,
 ) -> Result<usize> {
-    let out = smith::generate::generate_batch(
+    let out = smith::infer::generate::generate_batch(
         model,
         &[prompt.to_vec()],
         new,
-        &smith::generate::Sampling::default(),
+        &smith::infer::generate::Sampling::default(),
         &[],
         &mut Rng::new(0),
         device,

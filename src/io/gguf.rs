@@ -3,7 +3,7 @@
 //! types, tensor dims, types, offsets and alignment, data inside the file); a violation is
 //! an error that names the byte offset.
 
-use super::quant::{dequantize, GgmlType};
+use crate::ggml_types::{dequantize, GgmlType};
 use crate::{Error, Result, Tensor};
 use std::path::{Path, PathBuf};
 

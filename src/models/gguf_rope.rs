@@ -3,7 +3,7 @@
 //! between interpolated and extrapolated by a ramp, cos and sin scaled up), as llama.cpp
 //! and transformers compute them.
 
-use super::gguf_models::{bad, hyper_f};
+use super::from_gguf::{bad, hyper_f};
 use crate::io::gguf::GgufFile;
 use crate::nn::RopeAdjust;
 use crate::Result;

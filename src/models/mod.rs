@@ -1,12 +1,14 @@
 //! Model builders.
 
+pub mod checkpoint;
 pub mod checks;
-pub mod gguf_models;
+pub mod from_gguf;
 pub mod gguf_rope;
 pub mod gpt;
 pub mod hf_gpt2;
 pub mod llama;
 
+pub use checkpoint::checkpoint_gpt;
 pub use gpt::{Gpt, GptConfig};
 pub use hf_gpt2::{is_hf_gpt2, load_hf_gpt2, save_hf_gpt2};
 pub use llama::{Llama, LlamaConfig};

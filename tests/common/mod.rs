@@ -2,6 +2,8 @@
 //! central-difference gradient checker in f64.
 #![allow(dead_code)]
 
+pub mod devices;
+
 use smith::{DType, Device, Result, Rng, Tensor};
 
 /// A random f64 tensor with values in [-1, 1).
@@ -147,8 +149,8 @@ pub const GGUF_MODEL_FIXTURES: [&str; 12] = [
 /// Checks the GGUF model fixture `name` (tests/fixtures/gguf_models) on `device` against
 /// transformers: asserts the 32 greedy tokens, returns (logits error, perplexity error).
 pub fn check_gguf_fixture(name: &str, device: Device) -> (f64, f64) {
-    use smith::inference::perplexity;
-    use smith::models::gguf_models::load_gguf_model;
+    use smith::infer::perplexity;
+    use smith::models::from_gguf::load_gguf_model;
     use smith::models::LanguageModel;
     use std::path::{Path, PathBuf};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf_models");
@@ -198,11 +200,11 @@ pub fn greedy(
     stop: &[u32],
     device: Device,
 ) -> smith::Result<Vec<Vec<u32>>> {
-    smith::generate::generate_batch(
+    smith::infer::generate::generate_batch(
         model,
         prompts,
         n,
-        &smith::generate::Sampling::default(),
+        &smith::infer::generate::Sampling::default(),
         stop,
         &mut Rng::new(0),
         device,
@@ -211,20 +213,20 @@ pub fn greedy(
 }
 
 /// Every quantized ggml type [`smith::QMatrix`] holds.
-pub const QUANT_TYPES: [smith::io::quant::GgmlType; 10] = {
-    use smith::io::quant::GgmlType::*;
+pub const QUANT_TYPES: [smith::ggml_types::GgmlType; 10] = {
+    use smith::ggml_types::GgmlType::*;
     [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K]
 };
 
 /// `rows` random rows of `cols` values of type `ty` as raw blocks: random quant bytes with
 /// every f16 scale (and min) drawn from ±0.05, so that every value is finite.
 pub fn random_quant_rows(
-    ty: smith::io::quant::GgmlType,
+    ty: smith::ggml_types::GgmlType,
     rows: usize,
     cols: usize,
     rng: &mut Rng,
 ) -> Vec<u8> {
-    use smith::io::quant::GgmlType::*;
+    use smith::ggml_types::GgmlType::*;
     let (per, bytes) = ty.block();
     let halves: &[usize] = match ty {
         Q4_0 | Q5_0 | Q8_0 => &[0],

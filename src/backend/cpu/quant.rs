@@ -1,7 +1,7 @@
 //! Quantized ggml matrices on the CPU, read in place: each row of the weight is
 //! dequantized once into a scratch row and multiplied with every activation row.
 
-use crate::io::quant::{dequantize_into, GgmlType};
+use crate::ggml_types::{dequantize_into, GgmlType};
 use rayon::prelude::*;
 
 /// Weight rows per parallel task.

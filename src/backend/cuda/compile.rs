@@ -225,7 +225,7 @@ pub fn compile(name: &str, arch: &str) -> Result<String> {
     if let Some(dir) = path.parent() {
         // A cache that cannot be written only costs a recompile next time.
         if std::fs::create_dir_all(dir).is_ok() {
-            let _ = crate::io::write_atomic(&path, entry.as_bytes());
+            let _ = crate::atomic_file::write_atomic(&path, entry.as_bytes());
         }
     }
     Ok(ptx)

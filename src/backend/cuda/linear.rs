@@ -191,7 +191,7 @@ pub fn linear_epilogue(
         Some(r) => (1f32, r),
         None => (0f32, yp),
     };
-    let timing = if crate::profile::enabled() {
+    let timing = if crate::backend::profile::enabled() {
         Some(dev.timing_start()?)
     } else {
         None

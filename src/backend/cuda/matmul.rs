@@ -170,7 +170,7 @@ pub fn matmul(a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout) -> Res
         )
     };
     let op = |t: bool| if t { Op::CUBLAS_OP_T } else { Op::CUBLAS_OP_N };
-    let timing = if crate::profile::enabled() {
+    let timing = if crate::backend::profile::enabled() {
         Some(a.dev.timing_start()?)
     } else {
         None

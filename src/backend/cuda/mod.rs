@@ -254,7 +254,7 @@ macro_rules! launch {
     // and issue their weight loads, while the kernel before it is still running. Elsewhere
     // a plain launch.
     (@dependent $dev:expr, $module:expr, $name:expr, $cfg:expr, $($arg:expr),* $(,)?) => {{
-        if $dev.early_launch_allowed() && !$crate::profile::enabled() {
+        if $dev.early_launch_allowed() && !$crate::backend::profile::enabled() {
             let name: &str = &$name;
             let f = $dev.function($module, name)?;
             let mut args: Vec<*mut std::ffi::c_void> =
@@ -272,7 +272,7 @@ macro_rules! launch {
         let f = $dev.function($module, name)?;
         let mut builder = $dev.stream.launch_builder(&f);
         $( builder.arg($arg); )*
-        let timing = if $crate::profile::enabled() { Some($dev.timing_start()?) } else { None };
+        let timing = if $crate::backend::profile::enabled() { Some($dev.timing_start()?) } else { None };
         // SAFETY: argument types and order match the kernel's signature in kernels/, and
         // every pointer covers the elements its layout reaches.
         unsafe { builder.launch($cfg) }.map_err(|e| $crate::backend::cuda::cuda_err("kernel launch", e))?;

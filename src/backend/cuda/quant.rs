@@ -3,7 +3,7 @@
 
 use super::storage::suffix;
 use super::{cast, launch, CudaStorage};
-use crate::io::quant::GgmlType;
+use crate::ggml_types::GgmlType;
 use crate::{DType, Error, Layout, Result};
 use cudarc::driver::LaunchConfig;
 

@@ -2,7 +2,7 @@
 //! `tokenizer.json` (byte-level BPE, SentencePiece, WordPiece, ...) through the
 //! `tokenizers` crate; plus a streaming decoder that never emits broken UTF-8.
 
-use crate::data::CharTokenizer;
+use crate::text::CharTokenizer;
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -13,7 +13,7 @@ pub enum TextTokenizer {
     /// A `tokenizer.json`.
     Hf(Box<tokenizers::Tokenizer>),
     /// Llama-style SentencePiece with scores (from a GGUF file).
-    Spm(Box<crate::tokenizer_spm::SpmTokenizer>),
+    Spm(Box<crate::text::sentencepiece::SpmTokenizer>),
 }
 
 fn tok_err(what: &str, e: impl std::fmt::Display) -> Error {

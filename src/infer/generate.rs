@@ -183,7 +183,7 @@ pub fn generate_batch(
     }
     let _guard = crate::no_grad();
     // No kernel writes a weight while generating: the decoding kernels may overlap.
-    let _early = crate::backend::cuda::early_launches();
+    let _early = crate::backend::weights_frozen();
     // The cache holds what this call can reach, not the context a file claims.
     let reach = len.saturating_add(max_tokens).max(1);
     let (batch, block) = (prompts.len(), model.context().min(reach));

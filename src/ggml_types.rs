@@ -27,6 +27,12 @@ pub enum GgmlType {
 const QK_K: usize = 256;
 
 impl GgmlType {
+    /// Whether this is a block-quantized type (the ones a [`crate::QMatrix`] keeps as they
+    /// are), rather than a plain float type.
+    pub fn is_block_quantized(self) -> bool {
+        !matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+    }
+
     /// The type with GGUF id `id`; an error names types smith does not read.
     pub fn from_id(id: u32) -> Result<Self> {
         Ok(match id {

@@ -3,7 +3,7 @@
 //! names in `tokenizer.ggml.pre`.
 
 use crate::io::gguf::{GgufFile, Value};
-use crate::tokenizer::TextTokenizer;
+use crate::text::tokenizer::TextTokenizer;
 use crate::{Error, Result};
 use serde_json::json;
 
@@ -211,7 +211,7 @@ fn spm(f: &GgufFile) -> Result<TextTokenizer> {
         .get("tokenizer.ggml.bos_token_id")
         .and_then(|v| v.as_u64())
         .map(|v| v as u32);
-    let t = crate::tokenizer_spm::SpmTokenizer::new(
+    let t = crate::text::sentencepiece::SpmTokenizer::new(
         pieces,
         scores,
         types,

@@ -3,7 +3,7 @@
 //! 65536 tokens).
 
 use crate::io::gguf::GgufFile;
-use crate::tokenizer::TextTokenizer;
+use crate::text::tokenizer::TextTokenizer;
 use crate::{Error, Result};
 use std::path::Path;
 

@@ -1,11 +1,11 @@
-//! Loading a model to run (a smith checkpoint or a Hugging Face GPT-2 folder) and scoring
-//! text with it.
+//! Loading a model to run: a smith checkpoint, a Hugging Face GPT-2 folder or a GGUF
+//! file, with its tokenizer.
 
-use crate::models::gguf_models::load_gguf_model;
-use crate::models::{is_hf_gpt2, load_hf_gpt2, LanguageModel};
-use crate::tokenizer::TextTokenizer;
-use crate::train::load_for_inference;
-use crate::{DType, Device, Error, Result, Tensor};
+use crate::io::checkpoint::current_checkpoint;
+use crate::models::from_gguf::load_gguf_model;
+use crate::models::{checkpoint_gpt, is_hf_gpt2, load_hf_gpt2, Gpt, GptConfig, LanguageModel};
+use crate::text::{CharTokenizer, TextTokenizer};
+use crate::{DType, Device, Error, Result};
 use std::path::Path;
 
 /// A model and its tokenizer, from `path`: a folder written by `smith train`, a Hugging
@@ -54,7 +54,7 @@ pub fn load_model_with(
             DType::BF16
         });
         let (model, file) = if dense {
-            crate::models::gguf_models::load_gguf_model_dense(path, device, dtype)?
+            crate::models::from_gguf::load_gguf_model_dense(path, device, dtype)?
         } else {
             load_gguf_model(path, device, dtype)?
         };
@@ -78,66 +78,51 @@ pub fn load_model_with(
 
 /// The chat layout of the model at `path`: from a GGUF file's `tokenizer.chat_template`,
 /// or its architecture when it has none; `None` for other formats or unknown templates.
-pub fn chat_template(path: &Path) -> Result<Option<crate::chat::ChatTemplate>> {
+pub fn chat_template(path: &Path) -> Result<Option<crate::text::chat::ChatTemplate>> {
     if !path.is_file() {
         return Ok(None);
     }
     let f = crate::io::gguf::GgufFile::open(path)?;
     let template = f.get("tokenizer.chat_template").and_then(|v| v.as_str());
-    Ok(crate::chat::ChatTemplate::detect(
+    Ok(crate::text::chat::ChatTemplate::detect(
         template,
         f.architecture(),
     ))
 }
 
-/// Perplexity of `ids` under `model`, evaluated in windows of up to `ctx` tokens that
-/// advance by `stride` (each token is scored once, with up to `ctx - 1` tokens of context;
-/// the first token is never scored). Returns (perplexity, tokens scored).
-pub fn perplexity(
-    model: &dyn LanguageModel,
-    ids: &[u32],
-    ctx: usize,
-    stride: usize,
-    device: Device,
-) -> Result<(f64, usize)> {
-    let ctx = ctx.min(model.context());
-    if ctx < 2 || stride == 0 || stride > ctx {
-        return Err(Error::invalid(
-            "perplexity",
-            format!("need 2 <= ctx ({ctx}) and 1 <= stride <= ctx (stride {stride})"),
-        ));
+/// What inference reads of a checkpoint's `config.json`: the model, the characters of
+/// its tokenizer and whether the run trained on token ids instead.
+#[derive(serde::Deserialize)]
+struct SavedRun {
+    model: GptConfig,
+    vocab: String,
+    train: SavedTraining,
+}
+
+#[derive(serde::Deserialize)]
+struct SavedTraining {
+    #[serde(default)]
+    vocab_size: Option<usize>,
+}
+
+/// Loads a checkpoint's model and tokenizer for generation.
+pub fn load_for_inference(dir: &Path, device: Device) -> Result<(Gpt, CharTokenizer)> {
+    let dir = &current_checkpoint(dir)?;
+    let path = dir.join("config.json");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let config: SavedRun = crate::io::parse_json(&bytes).map_err(|msg| Error::Checkpoint {
+        path: path.clone(),
+        msg,
+    })?;
+    if config.train.vocab_size.is_some() {
+        return Err(Error::Checkpoint {
+            path: dir.to_path_buf(),
+            msg: "this run trained on token ids and has no character tokenizer; `smith train --resume DIR --steps N --export-hf OUT --tokenizer tokenizer.json` writes a GPT-2 folder to generate from".into(),
+        });
     }
-    if ids.len() < 2 {
-        return Err(Error::invalid(
-            "perplexity",
-            "the text needs at least two tokens",
-        ));
-    }
-    let _guard = crate::no_grad();
-    let (mut nll, mut count) = (0f64, 0usize);
-    let mut scored_to = 1; // tokens before this index are scored (or never are)
-    let mut begin = 0;
-    loop {
-        let end = (begin + ctx).min(ids.len());
-        let input: Vec<i64> = ids[begin..end - 1].iter().map(|&t| t as i64).collect();
-        // Target j predicts ids[begin + j + 1]; only tokens not scored yet count.
-        let targets: Vec<i64> = (begin + 1..end)
-            .map(|i| if i >= scored_to { ids[i] as i64 } else { -1 })
-            .collect();
-        let n_new = targets.iter().filter(|&&t| t >= 0).count();
-        if n_new > 0 {
-            let t = input.len();
-            let x = Tensor::from_vec(input, &[1, t], device)?;
-            let y = Tensor::from_vec(targets, &[1, t], device)?;
-            let mean = model.forward(&x)?.cross_entropy(&y, -1)?.to_scalar()?;
-            nll += mean * n_new as f64;
-            count += n_new;
-        }
-        scored_to = end;
-        if end == ids.len() {
-            break;
-        }
-        begin += stride;
-    }
-    Ok(((nll / count as f64).exp(), count))
+    let model = checkpoint_gpt(dir, &config.model, device)?;
+    Ok((
+        model,
+        CharTokenizer::from_chars(config.vocab.chars().collect()),
+    ))
 }

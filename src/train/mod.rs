@@ -2,12 +2,16 @@
 //! AdamW with warmup + cosine, clipping, held-out evaluation, and checkpoints that resume
 //! exactly.
 
-use crate::data::{CharTokenizer, Split, TextDataset};
+pub mod data;
+
 use crate::io::checkpoint::current_checkpoint;
 use crate::io::{load_safetensors, save_safetensors, write_atomic};
+use crate::models::checkpoint_gpt;
 use crate::models::{load_hf_gpt2, Gpt, GptConfig};
 use crate::optim::{clip_grad_norm_scaled, AdamW, AdamWConfig, LossScaler, WarmupCosine};
+use crate::text::CharTokenizer;
 use crate::{DType, Device, Error, Result, Rng, Tensor};
+use data::{Split, TextDataset};
 use std::path::{Path, PathBuf};
 
 /// Everything that defines a training run.
@@ -458,7 +462,7 @@ impl Trainer {
             None => Some(CharTokenizer::from_chars(config.vocab.chars().collect())),
             Some(_) => None,
         };
-        let model = checkpoint_model(dir, &config, device)?;
+        let model = checkpoint_gpt(dir, &config.model, device)?;
         let mut t = Self::assemble(cfg, model, tokenizer, corpus, device, state.rng.clone())?;
         let moments = load_safetensors(&dir.join("optimizer.safetensors"))?;
         t.optimizer
@@ -679,45 +683,4 @@ fn check_memory(needed: u64) -> Result<()> {
         )),
         _ => Ok(()),
     }
-}
-
-/// Loads a checkpoint's model and tokenizer for generation.
-pub fn load_for_inference(dir: &Path, device: Device) -> Result<(Gpt, CharTokenizer)> {
-    let dir = &current_checkpoint(dir)?;
-    let config = read_checkpoint_config(dir)?;
-    if config.train.vocab_size.is_some() {
-        return Err(Error::Checkpoint {
-            path: dir.to_path_buf(),
-            msg: "this run trained on token ids and has no character tokenizer; `smith train --resume DIR --steps N --export-hf OUT --tokenizer tokenizer.json` writes a GPT-2 folder to generate from".into(),
-        });
-    }
-    let model = checkpoint_model(dir, &config, device)?;
-    Ok((
-        model,
-        CharTokenizer::from_chars(config.vocab.chars().collect()),
-    ))
-}
-
-/// The model of the checkpoint in `dir`: its config checked against the tensors of
-/// `model.safetensors` before anything of the config's size is allocated.
-fn checkpoint_model(dir: &Path, config: &CheckpointConfig, device: Device) -> Result<Gpt> {
-    let weights = load_safetensors(&dir.join("model.safetensors"))?;
-    crate::models::checks::check_gpt_shape(
-        &dir.join("config.json"),
-        &config.model,
-        |k| match k {
-            "n_positions" => "model.block_size".to_string(),
-            other => format!("model.{other}"),
-        },
-        |n| weights.get(n).map(|t| t.shape().to_vec()),
-        weights.keys().map(String::as_str),
-    )?;
-    let model = Gpt::new(config.model, &mut Rng::new(0), device)?;
-    model
-        .load_weights(&weights)
-        .map_err(|e| Error::Checkpoint {
-            path: dir.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-    Ok(model)
 }

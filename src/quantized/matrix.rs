@@ -5,9 +5,8 @@
 //! A matrix may be a vertical stack of parts of different types (a fused Q/K/V projection
 //! whose V rows were quantized more finely, as llama.cpp's mixed formats do).
 
-use crate::backend::cuda;
 use crate::backend::interface::QPart as BackendPart;
-use crate::io::quant::{first_non_finite_scale, GgmlType};
+use crate::ggml_types::{first_non_finite_scale, GgmlType};
 use crate::storage::Storage;
 use crate::{DType, Device, Error, Result, Tensor};
 
@@ -33,7 +32,7 @@ fn err(msg: impl Into<String>) -> Error {
 
 /// True for the types a [`QMatrix`] holds (every quantized type smith reads).
 pub fn is_quantized(ty: GgmlType) -> bool {
-    cuda::quant_kernel_name(ty).is_some()
+    ty.is_block_quantized()
 }
 
 impl QMatrix {

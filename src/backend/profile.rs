@@ -142,6 +142,6 @@ impl Report {
             })
             .collect();
         let doc = serde_json::json!({ "traceEvents": events, "displayTimeUnit": "ms" });
-        crate::io::write_atomic(path, &serde_json::to_vec(&doc)?)
+        crate::atomic_file::write_atomic(path, &serde_json::to_vec(&doc)?)
     }
 }

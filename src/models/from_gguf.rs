@@ -9,7 +9,7 @@ use super::llama::SlidingWindow;
 use super::{Gpt, GptConfig, LanguageModel, Llama, LlamaConfig};
 use crate::io::gguf::GgufFile;
 use crate::nn::{Embedding, KvCache, Linear, Param};
-use crate::qmatrix::is_quantized;
+use crate::quantized::is_quantized;
 use crate::{DType, Device, Error, QMatrix, Result, Rng, RotaryStyle, Tensor};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
