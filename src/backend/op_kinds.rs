@@ -34,14 +34,17 @@ macro_rules! op_kinds {
                 self as i32
             }
 
-            /// `#define PREFIX_NAME code` for every kind, for the CUDA source.
+            /// `#define PREFIX_NAME code` for every kind, and `PREFIX_COUNT` (codes run from
+            /// 0 to it), for the CUDA source.
             pub fn cuda_defines() -> String {
-                Self::ALL
+                let mut defines: String = Self::ALL
                     .iter()
                     .map(|k| {
                         format!("#define {}_{} {}\n", $prefix, k.name().to_uppercase(), k.code())
                     })
-                    .collect()
+                    .collect();
+                defines += &format!("#define {}_COUNT {}\n", $prefix, Self::ALL.len());
+                defines
             }
         }
     };
@@ -368,7 +371,9 @@ mod tests {
         assert!(d.contains("#define UNARY_GELU_TANH 8\n"), "{d}");
         assert!(d.contains("#define BINARY_MINIMUM 6\n"), "{d}");
         assert!(d.contains("#define CMP_GE 5\n"), "{d}");
+        assert!(d.contains(&format!("#define UNARY_COUNT {}\n", UnaryKind::ALL.len())), "{d}");
         let n = UnaryKind::ALL.len() + BinaryOp::ALL.len() + CmpOp::ALL.len() + ReduceOp::ALL.len();
-        assert_eq!(d.lines().count(), n);
+        // Each kind's codes, and one count per family.
+        assert_eq!(d.lines().count(), n + 4);
     }
 }
