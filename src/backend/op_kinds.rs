@@ -371,7 +371,10 @@ mod tests {
         assert!(d.contains("#define UNARY_GELU_TANH 8\n"), "{d}");
         assert!(d.contains("#define BINARY_MINIMUM 6\n"), "{d}");
         assert!(d.contains("#define CMP_GE 5\n"), "{d}");
-        assert!(d.contains(&format!("#define UNARY_COUNT {}\n", UnaryKind::ALL.len())), "{d}");
+        assert!(
+            d.contains(&format!("#define UNARY_COUNT {}\n", UnaryKind::ALL.len())),
+            "{d}"
+        );
         let n = UnaryKind::ALL.len() + BinaryOp::ALL.len() + CmpOp::ALL.len() + ReduceOp::ALL.len();
         // Each kind's codes, and one count per family.
         assert_eq!(d.lines().count(), n + 4);
