@@ -1,0 +1,414 @@
+//! Convolutions: `conv2d` against naive f64 loops on random shapes (stride, padding
+//! numbers and `same`, dilation, groups and depthwise, bias), through strided and
+//! channels-last inputs; its three gradients against finite differences; every float dtype
+//! on every device (`check`: the CPU against f64, a GPU against the CPU), gradients
+//! included; batches split into column-matrix chunks; bad shapes as clear errors.
+
+mod common;
+
+use common::devices::*;
+use common::{assert_close, gradcheck, leaf};
+use smith::{Conv2dSpec, DType, Device, Padding2d, Rng, Tensor};
+
+fn main() {
+    common::run_suite(vec![
+        (
+            "conv2d_matches_naive_loops",
+            conv2d_matches_naive_loops,
+            None,
+        ),
+        (
+            "conv2d_gradients_pass_finite_differences",
+            conv2d_gradients_pass_finite_differences,
+            None,
+        ),
+        (
+            "conv2d_in_every_dtype_on_every_device",
+            conv2d_in_every_dtype_on_every_device,
+            None,
+        ),
+        (
+            "large_batches_run_in_chunks_with_the_same_result",
+            large_batches_run_in_chunks_with_the_same_result,
+            None,
+        ),
+        (
+            "padding_same_and_bad_shapes",
+            padding_same_and_bad_shapes,
+            None,
+        ),
+    ]);
+}
+
+/// A convolution case: input `[n, c, h, w]`, `o` output channels, kernel `k`, and the
+/// geometry.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    x: [usize; 4],
+    o: usize,
+    k: (usize, usize),
+    spec: Conv2dSpec,
+    bias: bool,
+}
+
+fn spec(
+    stride: (usize, usize),
+    pad: (usize, usize),
+    dilation: (usize, usize),
+    groups: usize,
+) -> Conv2dSpec {
+    Conv2dSpec {
+        stride,
+        padding: Padding2d::Explicit(pad.0, pad.1),
+        dilation,
+        groups,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let case = |x, o, k, spec, bias| Case {
+        x,
+        o,
+        k,
+        spec,
+        bias,
+    };
+    vec![
+        case(
+            [2, 3, 7, 6],
+            4,
+            (3, 3),
+            spec((1, 1), (0, 0), (1, 1), 1),
+            true,
+        ),
+        case(
+            [1, 4, 9, 8],
+            6,
+            (3, 2),
+            spec((2, 1), (1, 2), (1, 1), 2),
+            true,
+        ),
+        case(
+            [2, 2, 10, 11],
+            3,
+            (3, 3),
+            spec((2, 3), (2, 1), (2, 1), 1),
+            false,
+        ),
+        // Depthwise, with a channel multiplier of 2.
+        case(
+            [1, 3, 8, 7],
+            6,
+            (3, 3),
+            spec((1, 1), (1, 1), (1, 1), 3),
+            true,
+        ),
+        // 1x1, strided.
+        case(
+            [3, 5, 6, 6],
+            2,
+            (1, 1),
+            spec((2, 2), (0, 0), (1, 1), 1),
+            true,
+        ),
+        // `same` with an even kernel (the extra row and column go after).
+        case(
+            [1, 2, 5, 6],
+            3,
+            (2, 4),
+            Conv2dSpec {
+                padding: Padding2d::Same,
+                dilation: (2, 1),
+                ..Conv2dSpec::default()
+            },
+            true,
+        ),
+        // A kernel exactly as large as the padded input.
+        case(
+            [2, 2, 3, 4],
+            2,
+            (5, 4),
+            spec((1, 1), (1, 0), (1, 1), 1),
+            false,
+        ),
+    ]
+}
+
+/// (top, bottom, left, right) padding of `case`, worked out independently of the library.
+fn pads(c: &Case) -> (usize, usize, usize, usize) {
+    match c.spec.padding {
+        Padding2d::Explicit(ph, pw) => (ph, ph, pw, pw),
+        Padding2d::Same => {
+            let th = c.spec.dilation.0 * (c.k.0 - 1);
+            let tw = c.spec.dilation.1 * (c.k.1 - 1);
+            (th / 2, th - th / 2, tw / 2, tw - tw / 2)
+        }
+    }
+}
+
+/// The convolution by its definition, in f64: `[n, o, oh, ow]` and the values.
+fn naive(c: &Case, x: &[f64], w: &[f64], b: Option<&[f64]>) -> (Vec<usize>, Vec<f64>) {
+    let [n, ch, h, wd] = c.x;
+    let (kh, kw) = c.k;
+    let (sh, sw) = c.spec.stride;
+    let (dh, dw) = c.spec.dilation;
+    let (pt, pb, pl, pr) = pads(c);
+    let g = c.spec.groups;
+    let (cg, og) = (ch / g, c.o / g);
+    let oh = (h + pt + pb - dh * (kh - 1) - 1) / sh + 1;
+    let ow = (wd + pl + pr - dw * (kw - 1) - 1) / sw + 1;
+    let mut out = vec![0.0; n * c.o * oh * ow];
+    for b_ in 0..n {
+        for o in 0..c.o {
+            let grp = o / og;
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let mut acc = b.map(|b| b[o]).unwrap_or(0.0);
+                    for ci in 0..cg {
+                        let cin = grp * cg + ci;
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let r = (y * sh + i * dh) as isize - pt as isize;
+                                let q = (xo * sw + j * dw) as isize - pl as isize;
+                                if r < 0 || q < 0 || r >= h as isize || q >= wd as isize {
+                                    continue;
+                                }
+                                let xv = x[((b_ * ch + cin) * h + r as usize) * wd + q as usize];
+                                let wv = w[((o * cg + ci) * kh + i) * kw + j];
+                                acc += xv * wv;
+                            }
+                        }
+                    }
+                    out[((b_ * c.o + o) * oh + y) * ow + xo] = acc;
+                }
+            }
+        }
+    }
+    (vec![n, c.o, oh, ow], out)
+}
+
+fn weight_shape(c: &Case) -> [usize; 4] {
+    [c.o, c.x[1] / c.spec.groups, c.k.0, c.k.1]
+}
+
+fn rand_f64(shape: &[usize], rng: &mut Rng) -> Tensor {
+    Tensor::rand(shape, -1.0, 1.0, DType::F64, Device::Cpu, rng).unwrap()
+}
+
+/// `[n, c, h, w]` values held three ways: contiguous, as the transpose of a `[n, c, w, h]`
+/// buffer (strided), and channels-last (`[n, h, w, c]` storage).
+fn layouts(x: &Tensor) -> Vec<(&'static str, Tensor)> {
+    vec![
+        ("contiguous", x.clone()),
+        (
+            "strided",
+            x.transpose(2, 3)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .transpose(2, 3)
+                .unwrap(),
+        ),
+        (
+            "channels-last",
+            x.permute(&[0, 2, 3, 1])
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .permute(&[0, 3, 1, 2])
+                .unwrap(),
+        ),
+    ]
+}
+
+fn conv2d_matches_naive_loops() {
+    let mut rng = Rng::new(21);
+    for c in cases() {
+        let x = rand_f64(&c.x, &mut rng);
+        let w = rand_f64(&weight_shape(&c), &mut rng);
+        let b = rand_f64(&[c.o], &mut rng);
+        let bias = c.bias.then_some(&b);
+        let (shape, want) = naive(
+            &c,
+            &x.to_vec_f64().unwrap(),
+            &w.to_vec_f64().unwrap(),
+            bias.map(|b| b.to_vec_f64().unwrap()).as_deref(),
+        );
+        for (name, xv) in layouts(&x) {
+            assert_eq!(xv.shape(), x.shape());
+            let y = xv.conv2d(&w, bias, c.spec).unwrap();
+            assert_eq!(y.shape(), shape, "{c:?} {name}");
+            assert_close(
+                &y.to_vec_f64().unwrap(),
+                &want,
+                1e-12,
+                &format!("{c:?} {name}"),
+            );
+        }
+    }
+}
+
+fn conv2d_gradients_pass_finite_differences() {
+    let mut rng = Rng::new(22);
+    let small = [
+        Case {
+            x: [2, 2, 5, 4],
+            o: 2,
+            k: (3, 2),
+            spec: spec((2, 1), (1, 1), (1, 2), 1),
+            bias: true,
+        },
+        Case {
+            x: [1, 4, 5, 5],
+            o: 4,
+            k: (3, 3),
+            spec: spec((1, 1), (1, 1), (1, 1), 4),
+            bias: true,
+        },
+        Case {
+            x: [1, 4, 4, 5],
+            o: 2,
+            k: (2, 2),
+            spec: Conv2dSpec {
+                padding: Padding2d::Same,
+                groups: 2,
+                ..Conv2dSpec::default()
+            },
+            bias: false,
+        },
+    ];
+    for c in small {
+        let inputs = [
+            leaf(&[c.x[0], c.x[1], c.x[3], c.x[2]], &mut rng),
+            leaf(&weight_shape(&c), &mut rng),
+            leaf(&[c.o], &mut rng),
+        ];
+        eprintln!("gradcheck {c:?}");
+        gradcheck(&inputs, |t| {
+            // The input arrives transposed: the gradient flows through a strided view.
+            let x = t[0].transpose(2, 3)?;
+            x.conv2d(&t[1], c.bias.then_some(&t[2]), c.spec)
+        });
+    }
+}
+
+fn conv2d_in_every_dtype_on_every_device() {
+    let mut rng = Rng::new(23);
+    for c in cases() {
+        let x = randn(&c.x, &mut rng);
+        let w = randn(&weight_shape(&c), &mut rng);
+        let b = randn(&[c.o], &mut rng);
+        let name = format!("conv2d {:?} k{:?} {:?}", c.x, c.k, c.spec);
+        for dtype in FLOATS {
+            let bias = c.bias;
+            check(
+                &name,
+                &[x.clone(), w.clone(), b.clone()],
+                dtype,
+                tol(dtype),
+                |t| t[0].conv2d(&t[1], bias.then_some(&t[2]), c.spec),
+            );
+        }
+        // The three gradients, through a channels-last input.
+        let grads = |t: &[Tensor]| -> smith::Result<Tensor> {
+            let x = t[0]
+                .permute(&[0, 2, 3, 1])?
+                .contiguous()?
+                .permute(&[0, 3, 1, 2])?
+                .requires_grad()?;
+            let w = t[1].requires_grad()?;
+            let b = t[2].requires_grad()?;
+            let y = x.conv2d(&w, Some(&b), c.spec)?;
+            let probe = y.mul(&y)?.sum_all()?;
+            let g = probe.backward()?;
+            let flat = |v: &Tensor| -> smith::Result<Tensor> {
+                g.get(v)
+                    .ok_or_else(|| smith::Error::invalid("test", "no gradient"))?
+                    .flatten_all()
+            };
+            Tensor::cat(&[flat(&x)?, flat(&w)?, flat(&b)?], 0)
+        };
+        check(
+            &format!("{name} grads"),
+            &[x, w, b],
+            DType::F32,
+            1e-5,
+            grads,
+        );
+    }
+}
+
+fn large_batches_run_in_chunks_with_the_same_result() {
+    let mut rng = Rng::new(24);
+    // 32 x 9 taps x 64 x 64 positions x 4 bytes = 4.7 MB of columns per image: 60 images
+    // take two chunks.
+    let (n, c) = (60, 32);
+    let per_image = c * 9 * 64 * 64 * 4;
+    assert!(n * per_image > smith::CONV_COLUMN_CAP_BYTES);
+    let x = randn(&[n, c, 64, 64], &mut rng);
+    let w = randn(&[4, c, 3, 3], &mut rng);
+    let s = Conv2dSpec {
+        padding: Padding2d::Same,
+        ..Conv2dSpec::default()
+    };
+    let whole = x.conv2d(&w, None, s).unwrap();
+    assert_eq!(whole.shape(), [n, 4, 64, 64]);
+    for i in [0, 30, 59] {
+        let one = x.narrow(0, i, 1).unwrap().conv2d(&w, None, s).unwrap();
+        let part = whole.narrow(0, i, 1).unwrap();
+        assert_eq!(
+            one.to_vec_f64().unwrap(),
+            part.to_vec_f64().unwrap(),
+            "image {i}"
+        );
+    }
+}
+
+fn padding_same_and_bad_shapes() {
+    let mut rng = Rng::new(25);
+    let x = randn(&[1, 4, 6, 5], &mut rng);
+    let same = Conv2dSpec {
+        padding: Padding2d::Same,
+        ..Conv2dSpec::default()
+    };
+    for k in [(1, 1), (2, 3), (3, 3), (4, 2)] {
+        let w = randn(&[2, 4, k.0, k.1], &mut rng);
+        assert_eq!(x.conv2d(&w, None, same).unwrap().shape(), [1, 2, 6, 5]);
+    }
+    let err = |r: smith::Result<Tensor>| r.err().map(|e| e.to_string()).unwrap_or_default();
+    let w = randn(&[2, 3, 3, 3], &mut rng);
+    let e = err(x.conv2d(&w, None, Conv2dSpec::default()));
+    assert!(e.contains("conv2d") && e.contains("4 channels"), "{e}");
+    let w = randn(&[2, 4, 3, 3], &mut rng);
+    let strided_same = Conv2dSpec {
+        stride: (2, 1),
+        ..same
+    };
+    assert!(err(x.conv2d(&w, None, strided_same)).contains("stride 1"));
+    let big = randn(&[2, 4, 7, 3], &mut rng);
+    assert!(
+        err(x.conv2d(&big, None, Conv2dSpec::default())).contains("larger than the padded input")
+    );
+    let b = randn(&[3], &mut rng);
+    assert!(err(x.conv2d(&w, Some(&b), Conv2dSpec::default())).contains("bias"));
+    let grouped = Conv2dSpec {
+        groups: 3,
+        ..Conv2dSpec::default()
+    };
+    assert!(err(x.conv2d(&w, None, grouped)).contains("groups"));
+    let zero_stride = spec((0, 1), (0, 0), (1, 1), 1);
+    assert!(err(x.conv2d(&w, None, zero_stride)).contains("positive"));
+    let flat = randn(&[4, 6, 5], &mut rng);
+    assert!(err(flat.conv2d(&w, None, Conv2dSpec::default())).contains("[N, C, H, W]"));
+    let ints = Tensor::zeros(&[1, 4, 6, 5], DType::I64, Device::Cpu).unwrap();
+    assert!(ints.conv2d(&w, None, Conv2dSpec::default()).is_err());
+    // An empty batch gives an empty output of the right shape.
+    let empty = Tensor::zeros(&[0, 4, 6, 5], DType::F32, Device::Cpu).unwrap();
+    assert_eq!(
+        empty
+            .conv2d(&w, None, Conv2dSpec::default())
+            .unwrap()
+            .shape(),
+        [0, 2, 4, 3]
+    );
+}
