@@ -167,28 +167,35 @@ fn conv_shape(x: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Result<ConvShape> {
     })
 }
 
-/// `x` with `before` and `after` zeros along `dim` (differentiable).
-fn pad_dim(x: &Tensor, dim: usize, before: usize, after: usize) -> Result<Tensor> {
+/// `x` with `before` and `after` entries of `value` along `dim` (differentiable).
+pub(super) fn pad_dim(
+    x: &Tensor,
+    dim: usize,
+    before: usize,
+    after: usize,
+    value: f64,
+) -> Result<Tensor> {
     if before == 0 && after == 0 {
         return Ok(x.clone());
     }
-    let zeros = |n: usize| {
+    let fill = |n: usize| {
         let mut shape = x.shape().to_vec();
         shape[dim] = n;
-        Tensor::zeros(&shape, x.dtype(), x.device())
+        Tensor::full(value, &shape, x.dtype(), x.device())
     };
     let mut parts = Vec::with_capacity(3);
     if before > 0 {
-        parts.push(zeros(before)?);
+        parts.push(fill(before)?);
     }
     parts.push(x.clone());
     if after > 0 {
-        parts.push(zeros(after)?);
+        parts.push(fill(after)?);
     }
     Tensor::cat(&parts, dim)
 }
 
-fn index(ids: Vec<i64>, device: Device) -> Result<Tensor> {
+/// A 1-D i64 index tensor.
+pub(super) fn index(ids: Vec<i64>, device: Device) -> Result<Tensor> {
     let n = ids.len();
     Tensor::from_vec(ids, &[n], device)
 }
@@ -199,8 +206,8 @@ fn conv_chunk(x: &Tensor, w: &Tensor, s: &ConvShape) -> Result<Tensor> {
     let (g, cg, og) = (s.groups, s.channels / s.groups, s.out_channels / s.groups);
     let (kh, kw) = (s.rows.taps, s.cols.taps);
     let (oh, ow) = (s.out_rows, s.out_cols);
-    let x = pad_dim(x, 2, s.rows.before, s.rows.after)?;
-    let x = pad_dim(&x, 3, s.cols.before, s.cols.after)?;
+    let x = pad_dim(x, 2, s.rows.before, s.rows.after, 0.0)?;
+    let x = pad_dim(&x, 3, s.cols.before, s.cols.after, 0.0)?;
     // [n, C, OH*KH, OW*KW]: every tap of every output position.
     let taps = x
         .index_select(2, &index(s.rows.taps_index(oh), x.device())?)?

@@ -7,6 +7,7 @@ mod elementwise;
 mod index;
 mod matmul;
 mod nn;
+mod pool;
 mod reduce;
 mod shape;
 
@@ -16,6 +17,7 @@ pub use conv::{Conv2dSpec, Padding2d, CONV_COLUMN_CAP_BYTES};
 pub use matmul::FoldedNorm;
 pub(crate) use nn::view;
 pub use nn::{causal_mask, rotary_tables, rotary_tables_for, rotary_tables_scaled, RotarySpec};
+pub use pool::Pool2dSpec;
 
 use crate::{Error, Result, Tensor};
 
