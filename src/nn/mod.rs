@@ -2,12 +2,14 @@
 //! whether weight decay applies to them.
 
 mod attention;
+mod batch_norm;
 mod block;
 mod kv_cache;
 mod layers;
 mod mlp;
 
 pub use attention::{AttentionConfig, CausalSelfAttention, RopeAdjust};
+pub use batch_norm::BatchNorm2d;
 pub use block::{Block, BlockConfig};
 pub use kv_cache::KvCache;
 pub use layers::{Embedding, LayerNorm, Linear, Norm, NormKind, RmsNorm};
