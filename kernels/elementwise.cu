@@ -33,6 +33,14 @@ __device__ __forceinline__ C apply_unary(int op, C v, C p0, C p1) {
             return C(0.5) * (C(1) + erf(v * C(0.7071067811865476)))
                  + v * C(0.3989422804014327) * exp(C(-0.5) * v * v);
         case UNARY_SILU_DERIV: { C s = sigmoid_of(v); return s * (C(1) + v * (C(1) - s)); }           // SiLU'
+        case UNARY_RELU6: return v < C(0) ? C(0) : (v > C(6) ? C(6) : v);
+        case UNARY_RELU6_DERIV: return (v > C(0) && v < C(6)) ? C(1) : C(0);
+        case UNARY_HARDSWISH: {
+            C r = v + C(3);
+            r = r < C(0) ? C(0) : (r > C(6) ? C(6) : r);
+            return v * r / C(6);
+        }
+        case UNARY_HARDSWISH_DERIV: return v < C(-3) ? C(0) : (v <= C(3) ? v / C(3) + C(0.5) : C(1));
         default: return v;  // not reached: REQUIRE_OP trapped at entry
     }
 }

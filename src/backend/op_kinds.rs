@@ -70,6 +70,10 @@ op_kinds! {
         GeluTanhDeriv => "gelu_tanh_deriv",
         GeluErfDeriv => "gelu_erf_deriv",
         SiluDeriv => "silu_deriv",
+        Relu6 => "relu6",
+        Relu6Deriv => "relu6_deriv",
+        Hardswish => "hardswish",
+        HardswishDeriv => "hardswish_deriv",
     }
 }
 
@@ -148,6 +152,14 @@ pub enum UnaryOp {
     GeluTanhDeriv,
     GeluErfDeriv,
     SiluDeriv,
+    /// `min(max(x, 0), 6)` (MobileNet's ReLU).
+    Relu6,
+    /// 1 where 0 < x < 6, else 0 (the derivative of ReLU6).
+    Relu6Deriv,
+    /// `x · relu6(x + 3) / 6`.
+    Hardswish,
+    /// The derivative of Hardswish: 0 below −3, `x / 3 + 1/2` up to 3, then 1.
+    HardswishDeriv,
 }
 
 const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
@@ -178,6 +190,10 @@ impl UnaryOp {
             UnaryOp::GeluTanhDeriv => UnaryKind::GeluTanhDeriv,
             UnaryOp::GeluErfDeriv => UnaryKind::GeluErfDeriv,
             UnaryOp::SiluDeriv => UnaryKind::SiluDeriv,
+            UnaryOp::Relu6 => UnaryKind::Relu6,
+            UnaryOp::Relu6Deriv => UnaryKind::Relu6Deriv,
+            UnaryOp::Hardswish => UnaryKind::Hardswish,
+            UnaryOp::HardswishDeriv => UnaryKind::HardswishDeriv,
         }
     }
 
@@ -222,6 +238,18 @@ impl UnaryOp {
                 let s = sigmoid(x);
                 s * (1.0 + x * (1.0 - s))
             }
+            UnaryOp::Relu6 => x.clamp(0.0, 6.0),
+            UnaryOp::Relu6Deriv => f64::from(u8::from(x > 0.0 && x < 6.0)),
+            UnaryOp::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+            UnaryOp::HardswishDeriv => {
+                if x < -3.0 {
+                    0.0
+                } else if x <= 3.0 {
+                    x / 3.0 + 0.5
+                } else {
+                    1.0
+                }
+            }
         }
     }
 
@@ -235,6 +263,8 @@ impl UnaryOp {
             UnaryOp::GeluTanh => Gradient::Op(UnaryOp::GeluTanhDeriv),
             UnaryOp::GeluErf => Gradient::Op(UnaryOp::GeluErfDeriv),
             UnaryOp::Silu => Gradient::Op(UnaryOp::SiluDeriv),
+            UnaryOp::Relu6 => Gradient::Op(UnaryOp::Relu6Deriv),
+            UnaryOp::Hardswish => Gradient::Op(UnaryOp::HardswishDeriv),
             UnaryOp::Neg
             | UnaryOp::Log
             | UnaryOp::Sqrt
@@ -243,9 +273,12 @@ impl UnaryOp {
             | UnaryOp::Abs
             | UnaryOp::Affine { .. }
             | UnaryOp::Powf(_) => Gradient::Formula,
-            UnaryOp::Step | UnaryOp::GeluTanhDeriv | UnaryOp::GeluErfDeriv | UnaryOp::SiluDeriv => {
-                Gradient::None
-            }
+            UnaryOp::Step
+            | UnaryOp::GeluTanhDeriv
+            | UnaryOp::GeluErfDeriv
+            | UnaryOp::SiluDeriv
+            | UnaryOp::Relu6Deriv
+            | UnaryOp::HardswishDeriv => Gradient::None,
         }
     }
 
@@ -259,7 +292,11 @@ impl UnaryOp {
     pub fn domain(self) -> Domain {
         match self.kind() {
             UnaryKind::Log | UnaryKind::Sqrt | UnaryKind::Powf => Domain::Positive,
-            UnaryKind::Relu | UnaryKind::Abs | UnaryKind::Step => Domain::AwayFromZero,
+            UnaryKind::Relu
+            | UnaryKind::Abs
+            | UnaryKind::Step
+            | UnaryKind::Relu6
+            | UnaryKind::Relu6Deriv => Domain::AwayFromZero,
             _ => Domain::Any,
         }
     }
@@ -308,6 +345,10 @@ impl UnaryKind {
             UnaryKind::GeluTanhDeriv => UnaryOp::GeluTanhDeriv,
             UnaryKind::GeluErfDeriv => UnaryOp::GeluErfDeriv,
             UnaryKind::SiluDeriv => UnaryOp::SiluDeriv,
+            UnaryKind::Relu6 => UnaryOp::Relu6,
+            UnaryKind::Relu6Deriv => UnaryOp::Relu6Deriv,
+            UnaryKind::Hardswish => UnaryOp::Hardswish,
+            UnaryKind::HardswishDeriv => UnaryOp::HardswishDeriv,
         }
     }
 }

@@ -60,6 +60,14 @@ impl Tensor {
     pub fn gelu_erf(&self) -> Result<Tensor> {
         self.unary(UnaryOp::GeluErf)
     }
+    /// `min(max(x, 0), 6)`.
+    pub fn relu6(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Relu6)
+    }
+    /// `x * relu6(x + 3) / 6` (MobileNetV3's activation).
+    pub fn hardswish(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Hardswish)
+    }
     /// `x * sigmoid(x)` (SiLU, or swish).
     pub fn silu(&self) -> Result<Tensor> {
         self.unary(UnaryOp::Silu)

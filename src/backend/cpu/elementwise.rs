@@ -85,6 +85,17 @@ const GELU_C: f64 = 0.044_715;
 const INV_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
 const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
+/// `min(max(x, 0), six)`.
+fn relu6<T: Real>(x: T, six: T) -> T {
+    if x < T::ZERO {
+        T::ZERO
+    } else if x > six {
+        six
+    } else {
+        x
+    }
+}
+
 fn unary_typed<T: Real>(src: &[T], layout: &Layout, op: UnaryOp) -> Vec<T> {
     let c = |v: f64| T::from_f64(v);
     let one = T::ONE;
@@ -123,6 +134,36 @@ fn unary_typed<T: Real>(src: &[T], layout: &Layout, op: UnaryOp) -> Vec<T> {
             })
         }
         UnaryOp::Silu => map1(src, layout, move |x| x * sigmoid(x)),
+        UnaryOp::Relu6 => {
+            let six = c(6.0);
+            map1(src, layout, move |x| relu6(x, six))
+        }
+        UnaryOp::Relu6Deriv => {
+            let six = c(6.0);
+            map1(src, layout, move |x| {
+                if x > T::ZERO && x < six {
+                    one
+                } else {
+                    T::ZERO
+                }
+            })
+        }
+        UnaryOp::Hardswish => {
+            let (three, six) = (c(3.0), c(6.0));
+            map1(src, layout, move |x| x * relu6(x + three, six) / six)
+        }
+        UnaryOp::HardswishDeriv => {
+            let (three, half) = (c(3.0), c(0.5));
+            map1(src, layout, move |x| {
+                if x < -three {
+                    T::ZERO
+                } else if x <= three {
+                    x / three + half
+                } else {
+                    one
+                }
+            })
+        }
         UnaryOp::SiluDeriv => map1(src, layout, move |x| {
             let s = sigmoid(x);
             s * (one + x * (one - s))
