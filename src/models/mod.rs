@@ -7,11 +7,13 @@ pub mod gguf_rope;
 pub mod gpt;
 pub mod hf_gpt2;
 pub mod llama;
+pub mod resnet;
 
 pub use checkpoint::checkpoint_gpt;
 pub use gpt::{Gpt, GptConfig};
 pub use hf_gpt2::{is_hf_gpt2, load_hf_gpt2, save_hf_gpt2};
 pub use llama::{Llama, LlamaConfig};
+pub use resnet::{BlockKind, ResNet, ResNetConfig};
 
 use crate::nn::KvCache;
 use crate::{Result, Tensor};
