@@ -36,7 +36,7 @@ pub use error::{Error, Result};
 pub use layout::Layout;
 pub use ops::{
     causal_mask, rotary_tables, rotary_tables_for, rotary_tables_scaled, AttnMask, Conv2dSpec,
-    FoldedNorm, Padding2d, Pool2dSpec, RotarySpec, CONV_COLUMN_CAP_BYTES,
+    ConvTranspose2dSpec, FoldedNorm, Padding2d, Pool2dSpec, RotarySpec, CONV_COLUMN_CAP_BYTES,
 };
 pub use quantized::QMatrix;
 pub use rng::Rng;

@@ -8,7 +8,7 @@ mod common;
 
 use common::devices::*;
 use common::{assert_close, gradcheck, leaf};
-use smith::{Conv2dSpec, DType, Device, Padding2d, Rng, Tensor};
+use smith::{Conv2dSpec, ConvTranspose2dSpec, DType, Device, Padding2d, Rng, Tensor};
 
 fn main() {
     common::run_suite(vec![
@@ -35,6 +35,11 @@ fn main() {
         (
             "padding_same_and_bad_shapes",
             padding_same_and_bad_shapes,
+            None,
+        ),
+        (
+            "conv_transpose2d_matches_its_definition_and_is_the_input_gradient",
+            conv_transpose2d_matches_its_definition_and_is_the_input_gradient,
             None,
         ),
     ]);
@@ -411,4 +416,160 @@ fn padding_same_and_bad_shapes() {
             .shape(),
         [0, 2, 4, 3]
     );
+}
+
+/// Transposed convolution by its definition, in f64: each input element adds its
+/// weighted kernel into the output at `h * stride - padding + tap * dilation`.
+fn naive_transpose(
+    x: &[f64],
+    xs: [usize; 4],
+    w: &[f64],
+    ws: [usize; 4],
+    s: &ConvTranspose2dSpec,
+) -> (Vec<usize>, Vec<f64>) {
+    let [n, c, h, wd] = xs;
+    let [_, og, kh, kw] = ws;
+    let g = s.groups;
+    let (cg, o) = (c / g, og * g);
+    let oh =
+        (h - 1) * s.stride.0 + s.dilation.0 * (kh - 1) + s.output_padding.0 + 1 - 2 * s.padding.0;
+    let ow =
+        (wd - 1) * s.stride.1 + s.dilation.1 * (kw - 1) + s.output_padding.1 + 1 - 2 * s.padding.1;
+    let mut out = vec![0.0; n * o * oh * ow];
+    for b in 0..n {
+        for ci in 0..c {
+            let grp = ci / cg;
+            for y in 0..h {
+                for xx in 0..wd {
+                    let v = x[((b * c + ci) * h + y) * wd + xx];
+                    for oc in 0..og {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let r = (y * s.stride.0 + i * s.dilation.0) as isize
+                                    - s.padding.0 as isize;
+                                let q = (xx * s.stride.1 + j * s.dilation.1) as isize
+                                    - s.padding.1 as isize;
+                                if r < 0 || q < 0 || r >= oh as isize || q >= ow as isize {
+                                    continue;
+                                }
+                                let out_c = grp * og + oc;
+                                out[((b * o + out_c) * oh + r as usize) * ow + q as usize] +=
+                                    v * w[((ci * og + oc) * kh + i) * kw + j];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (vec![n, o, oh, ow], out)
+}
+
+fn conv_transpose2d_matches_its_definition_and_is_the_input_gradient() {
+    let mut rng = Rng::new(26);
+    let t = |stride, padding, output_padding, dilation, groups| ConvTranspose2dSpec {
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        groups,
+    };
+    let cases = [
+        (
+            [2, 3, 4, 5],
+            2,
+            (3, 3),
+            t((1, 1), (0, 0), (0, 0), (1, 1), 1),
+        ),
+        (
+            [1, 4, 5, 4],
+            3,
+            (3, 2),
+            t((2, 1), (1, 0), (1, 0), (1, 1), 2),
+        ),
+        (
+            [2, 2, 3, 3],
+            2,
+            (3, 3),
+            t((3, 2), (2, 1), (2, 1), (1, 2), 1),
+        ),
+        (
+            [1, 3, 4, 4],
+            1,
+            (2, 2),
+            t((2, 2), (1, 1), (0, 1), (2, 2), 3),
+        ),
+    ];
+    for (xs, og, (kh, kw), s) in cases {
+        let ws = [xs[1], og, kh, kw];
+        let x = rand_f64(&xs, &mut rng);
+        let w = rand_f64(&ws, &mut rng);
+        let b = rand_f64(&[og * s.groups], &mut rng);
+        let (shape, want) = naive_transpose(
+            &x.to_vec_f64().unwrap(),
+            xs,
+            &w.to_vec_f64().unwrap(),
+            ws,
+            &s,
+        );
+        let got = x.conv_transpose2d(&w, None, s).unwrap();
+        assert_eq!(got.shape(), shape, "{s:?}");
+        assert_close(&got.to_vec_f64().unwrap(), &want, 1e-12, &format!("{s:?}"));
+        let with_bias = x.conv_transpose2d(&w, Some(&b), s).unwrap();
+        let biased: Vec<f64> = want
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + b.to_vec_f64().unwrap()[(i / (shape[2] * shape[3])) % shape[1]])
+            .collect();
+        assert_close(&with_bias.to_vec_f64().unwrap(), &biased, 1e-12, "bias");
+        // It is conv2d's input gradient: conv2d maps the transposed output's shape back to x's.
+        let conv = Conv2dSpec {
+            stride: s.stride,
+            padding: Padding2d::Explicit(s.padding.0, s.padding.1),
+            dilation: s.dilation,
+            groups: s.groups,
+        };
+        let z = rand_f64(&shape, &mut rng).requires_grad().unwrap();
+        let y = z.conv2d(&w, None, conv).unwrap();
+        assert_eq!(y.shape(), xs, "{s:?}");
+        let grads = y.mul(&x).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_close(
+            &grads.get(&z).unwrap().to_vec_f64().unwrap(),
+            &want,
+            1e-12,
+            "input gradient",
+        );
+        let inputs = [
+            common::leaf(&xs, &mut rng),
+            common::leaf(&ws, &mut rng),
+            common::leaf(&[og * s.groups], &mut rng),
+        ];
+        gradcheck(&inputs, |v| v[0].conv_transpose2d(&v[1], Some(&v[2]), s));
+        let (xf, wf, bf) = (
+            randn(&xs, &mut rng),
+            randn(&ws, &mut rng),
+            randn(&[og * s.groups], &mut rng),
+        );
+        for dtype in FLOATS {
+            check(
+                &format!("conv_transpose2d {s:?}"),
+                &[xf.clone(), wf.clone(), bf.clone()],
+                dtype,
+                tol(dtype),
+                |v| v[0].conv_transpose2d(&v[1], Some(&v[2]), s),
+            );
+        }
+    }
+    let x = randn(&[1, 2, 3, 3], &mut rng);
+    let w = randn(&[2, 1, 3, 3], &mut rng);
+    let e = x
+        .conv_transpose2d(&w, None, t((1, 1), (0, 0), (1, 0), (1, 1), 1))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("output padding"), "{e}");
+    let w3 = randn(&[3, 1, 3, 3], &mut rng);
+    assert!(x
+        .conv_transpose2d(&w3, None, ConvTranspose2dSpec::default())
+        .is_err());
 }

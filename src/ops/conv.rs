@@ -280,3 +280,143 @@ impl Tensor {
         }
     }
 }
+
+/// The geometry of [`Tensor::conv_transpose2d`] (PyTorch's `conv_transpose2d`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTranspose2dSpec {
+    pub stride: (usize, usize),
+    /// Rows and columns taken off each side of the full output.
+    pub padding: (usize, usize),
+    /// Rows and columns added at the bottom and right (less than the stride or the
+    /// dilation), to reach sizes a strided convolution maps to the same input size.
+    pub output_padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub groups: usize,
+}
+
+impl Default for ConvTranspose2dSpec {
+    fn default() -> Self {
+        ConvTranspose2dSpec {
+            stride: (1, 1),
+            padding: (0, 0),
+            output_padding: (0, 0),
+            dilation: (1, 1),
+            groups: 1,
+        }
+    }
+}
+
+/// `x` with `s - 1` zeros between its entries along `dim` (differentiable).
+fn spread(x: &Tensor, dim: usize, s: usize) -> Result<Tensor> {
+    let len = x.shape()[dim];
+    if s == 1 || len <= 1 {
+        return Ok(x.clone());
+    }
+    // Row `len` of the extended input is the zero row every gap reads.
+    let extended = pad_dim(x, dim, 0, 1, 0.0)?;
+    let ids = (0..(len - 1) * s + 1)
+        .map(|r| {
+            if r % s == 0 {
+                (r / s) as i64
+            } else {
+                len as i64
+            }
+        })
+        .collect();
+    extended.index_select(dim, &index(ids, x.device())?)
+}
+
+/// `x` padded (or, for a negative amount, cropped) along `dim`.
+fn pad_or_crop(x: &Tensor, dim: usize, before: isize, after: isize) -> Result<Tensor> {
+    let x = pad_dim(x, dim, before.max(0) as usize, after.max(0) as usize, 0.0)?;
+    let (cut_before, cut_after) = ((-before).max(0) as usize, (-after).max(0) as usize);
+    let len = x.shape()[dim];
+    if cut_before + cut_after > len {
+        return Err(conv_error(format!(
+            "conv_transpose2d: padding crops {} of {len} rows",
+            cut_before + cut_after
+        )));
+    }
+    x.narrow(dim, cut_before, len - cut_before - cut_after)
+}
+
+impl Tensor {
+    /// Transposed 2-D convolution (the input gradient of [`Tensor::conv2d`]) of `self`
+    /// (`[N, C, H, W]`) with `weight` (`[C, O/groups, KH, KW]`) and an optional `bias`
+    /// (`[O]`), as `torch.nn.functional.conv_transpose2d`: `[N, O, OH, OW]` with
+    /// `OH = (H - 1)·stride - 2·padding + dilation·(KH - 1) + output_padding + 1`.
+    /// Differentiable in all three inputs.
+    pub fn conv_transpose2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        spec: ConvTranspose2dSpec,
+    ) -> Result<Tensor> {
+        check_same("conv_transpose2d", self, weight)?;
+        super::check_float("conv_transpose2d", self)?;
+        let bad = |m: String| Err(Error::invalid("conv_transpose2d", m));
+        if self.rank() != 4 || weight.rank() != 4 {
+            return bad(format!(
+                "expected input [N, C, H, W] and weight [C, O/groups, KH, KW], got {:?} and {:?}",
+                self.shape(),
+                weight.shape()
+            ));
+        }
+        let (xs, ws) = (self.shape(), weight.shape());
+        let g = spec.groups;
+        if g == 0 || ws[0] != xs[1] || xs[1] % g != 0 {
+            return bad(format!(
+                "input has {} channels and weight {ws:?} with {g} groups: weight.shape[0] must be the input's channels, a multiple of groups",
+                xs[1]
+            ));
+        }
+        let (s, d, op) = (spec.stride, spec.dilation, spec.output_padding);
+        if [s.0, s.1, d.0, d.1, ws[2], ws[3]].contains(&0) {
+            return bad(format!(
+                "stride {s:?}, dilation {d:?} and kernel {:?} must be positive",
+                &ws[2..]
+            ));
+        }
+        if op.0 >= s.0.max(d.0) || op.1 >= s.1.max(d.1) {
+            return bad(format!(
+                "output padding {op:?} must be smaller than the stride {s:?} or the dilation {d:?}"
+            ));
+        }
+        let (cig, cog) = (xs[1] / g, ws[1]);
+        let (kh, kw) = (ws[2], ws[3]);
+        // The equivalent convolution's weight: [O, C/groups, KH, KW], flipped in space.
+        let flip = |n: usize| (0..n).rev().map(|i| i as i64).collect::<Vec<_>>();
+        let w = weight
+            .reshape(&[g, cig, cog, kh, kw])?
+            .permute(&[0, 2, 1, 3, 4])?
+            .contiguous()?
+            .reshape(&[g * cog, cig, kh, kw])?
+            .index_select(2, &index(flip(kh), weight.device())?)?
+            .index_select(3, &index(flip(kw), weight.device())?)?;
+        let reach = |d: usize, k: usize| (d * (k - 1)) as isize;
+        let (ph, pw) = (spec.padding.0 as isize, spec.padding.1 as isize);
+        let x = spread(self, 2, s.0)?;
+        let x = spread(&x, 3, s.1)?;
+        let x = pad_or_crop(
+            &x,
+            2,
+            reach(d.0, kh) - ph,
+            reach(d.0, kh) - ph + op.0 as isize,
+        )?;
+        let x = pad_or_crop(
+            &x,
+            3,
+            reach(d.1, kw) - pw,
+            reach(d.1, kw) - pw + op.1 as isize,
+        )?;
+        x.conv2d(
+            &w,
+            bias,
+            Conv2dSpec {
+                dilation: d,
+                groups: g,
+                ..Conv2dSpec::default()
+            },
+        )
+    }
+}

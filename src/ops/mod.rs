@@ -13,7 +13,7 @@ mod shape;
 
 pub(crate) use attention::flash_attention_grads;
 pub use attention::AttnMask;
-pub use conv::{Conv2dSpec, Padding2d, CONV_COLUMN_CAP_BYTES};
+pub use conv::{Conv2dSpec, ConvTranspose2dSpec, Padding2d, CONV_COLUMN_CAP_BYTES};
 pub use matmul::FoldedNorm;
 pub(crate) use nn::view;
 pub use nn::{causal_mask, rotary_tables, rotary_tables_for, rotary_tables_scaled, RotarySpec};
