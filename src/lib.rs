@@ -19,6 +19,7 @@ mod ops;
 pub mod io;
 pub mod quantized;
 pub mod text;
+pub mod vision;
 
 // Layers, optimizers, models; running and training them.
 pub mod infer;
