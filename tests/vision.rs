@@ -7,8 +7,8 @@ mod common;
 
 use image::ImageEncoder;
 use smith::vision::{
-    center_crop, decode_image, read_image, resize_bilinear, ClassificationPreset, RgbImage,
-    IMAGENET_MEAN, IMAGENET_STD,
+    center_crop, decode_image, read_image, resize_bilinear, ClassificationPreset, ImageFolder,
+    RgbImage, IMAGENET_MEAN, IMAGENET_STD,
 };
 use smith::{Device, Rng};
 
@@ -31,6 +31,11 @@ fn main() {
             None,
         ),
         ("classification_preset", classification_preset, None),
+        (
+            "image_folders_like_torchvision",
+            image_folders_like_torchvision,
+            None,
+        ),
     ]);
 }
 
@@ -214,4 +219,56 @@ fn classification_preset() {
         ..preset
     };
     assert!(zero.apply(&wide).is_err());
+}
+
+fn image_folders_like_torchvision() {
+    let root = std::env::temp_dir().join(format!("smith-folder-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let mut rng = Rng::new(56);
+    let img = random_image(4, 4, &mut rng);
+    let bytes = png(&img.data, 4, 4, image::ExtendedColorType::Rgb8);
+    // Classes sort by name; images sort by path, found recursively; other files skipped.
+    for file in [
+        "cat/b.png",
+        "cat/a.PNG",
+        "cat/more/c.jpg",
+        "ant/z.png",
+        "cat/notes.txt",
+    ] {
+        let path = root.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    let f = ImageFolder::open(&root).unwrap();
+    assert_eq!(f.classes, ["ant", "cat"]);
+    let names: Vec<(String, usize)> = f
+        .samples
+        .iter()
+        .map(|(p, l)| (p.strip_prefix(&root).unwrap().display().to_string(), *l))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("ant/z.png".to_string(), 0),
+            ("cat/a.PNG".to_string(), 1),
+            ("cat/b.png".to_string(), 1),
+            ("cat/more/c.jpg".to_string(), 1),
+        ]
+    );
+    assert_eq!(f.class_counts(), [1, 3]);
+    assert_eq!(read_image(&f.samples[0].0).unwrap(), img);
+    // A class without images, and a root without classes, are errors naming the folder.
+    std::fs::create_dir_all(root.join("dog")).unwrap();
+    let e = ImageFolder::open(&root)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("dog") && e.contains("no PNG or JPEG"), "{e}");
+    let e = ImageFolder::open(&root.join("ant"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("no class folders"), "{e}");
+    assert!(ImageFolder::open(&root.join("missing")).is_err());
+    std::fs::remove_dir_all(&root).unwrap();
 }
