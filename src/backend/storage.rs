@@ -358,47 +358,23 @@ impl Storage {
         (g, lg): View<'_, Storage>,
         shape: &AttnShape,
     ) -> Result<[(Storage, Layout); 3]> {
-        match (self, k, v, o, lse, g) {
-            (
-                Storage::Cpu(q),
-                Storage::Cpu(k),
-                Storage::Cpu(v),
-                Storage::Cpu(o),
-                Storage::Cpu(lse),
-                Storage::Cpu(g),
-            ) => {
-                let grads = q.flash_attention_backward(
-                    l,
-                    (k, lk),
-                    (v, lv),
-                    (o, lo),
-                    (lse, ll),
-                    (g, lg),
-                    shape,
-                )?;
-                Ok(grads.map(|(s, layout)| (Storage::Cpu(s), layout)))
-            }
-            (
-                Storage::Cuda(q),
-                Storage::Cuda(k),
-                Storage::Cuda(v),
-                Storage::Cuda(o),
-                Storage::Cuda(lse),
-                Storage::Cuda(g),
-            ) => {
-                let grads = q.flash_attention_backward(
-                    l,
-                    (k, lk),
-                    (v, lv),
-                    (o, lo),
-                    (lse, ll),
-                    (g, lg),
-                    shape,
-                )?;
-                Ok(grads.map(|(s, layout)| (Storage::Cuda(s), layout)))
-            }
-            _ => Err(mixed_devices("flash_attention (backward)")),
+        /// The backward on backend `S`, or `None` when an input is elsewhere.
+        fn on<'a, S: BackendStorage>(
+            pick: fn(&'a Storage) -> Option<&'a S>,
+            wrap: fn(S) -> Storage,
+            q: View<'a, Storage>,
+            [k, v, o, lse, g]: [View<'a, Storage>; 5],
+            shape: &AttnShape,
+        ) -> Option<Result<[(Storage, Layout); 3]>> {
+            let n = |view| narrow(view, pick);
+            let (q, ql) = n(q)?;
+            let grads = q.flash_attention_backward(ql, n(k)?, n(v)?, n(o)?, n(lse)?, n(g)?, shape);
+            Some(grads.map(|gs| gs.map(|(s, layout)| (wrap(s), layout))))
         }
+        let inputs = [(k, lk), (v, lv), (o, lo), (lse, ll), (g, lg)];
+        on(pick_cpu, Storage::Cpu, (self, l), inputs, shape)
+            .or_else(|| on(pick_cuda, Storage::Cuda, (self, l), inputs, shape))
+            .unwrap_or_else(|| Err(mixed_devices("flash_attention (backward)")))
     }
 
     /// See [`BackendStorage::cross_entropy`].

@@ -75,13 +75,12 @@ impl BatchNorm2d {
         Ok(())
     }
 
-    /// `(x - mean) / sqrt(var + eps) * weight + bias` with per-channel `mean` and `var`
-    /// (`[1, C, 1, 1]`), in x's dtype.
-    fn normalise(&self, x: &Tensor, mean: &Tensor, var: &Tensor) -> Result<Tensor> {
+    /// `centred / sqrt(var + eps) * weight + bias` for `centred = x - mean` with a
+    /// per-channel `var` (`[1, C, 1, 1]`), in centred's dtype.
+    fn scale_shift(&self, centred: &Tensor, var: &Tensor) -> Result<Tensor> {
         let c = self.channels();
-        let per_channel = |t: &Tensor| t.to_dtype(x.dtype())?.reshape(&[1, c, 1, 1]);
-        let (mean, var) = (per_channel(mean)?, per_channel(var)?);
-        let mut y = x.sub(&mean)?.div(&var.add_scalar(self.eps)?.sqrt()?)?;
+        let per_channel = |t: &Tensor| t.to_dtype(centred.dtype())?.reshape(&[1, c, 1, 1]);
+        let mut y = centred.div(&per_channel(var)?.add_scalar(self.eps)?.sqrt()?)?;
         if let Some(w) = &self.weight {
             y = y.mul(&per_channel(w)?)?;
         }
@@ -106,7 +105,7 @@ impl BatchNorm2d {
         let mean = xf.mean_keepdim(&[0, 2, 3])?;
         let centred = xf.sub(&mean)?;
         let var = centred.mul(&centred)?.mean_keepdim(&[0, 2, 3])?;
-        let y = self.normalise(&xf, &mean, &var)?.to_dtype(x.dtype())?;
+        let y = self.scale_shift(&centred, &var)?.to_dtype(x.dtype())?;
         {
             let _no_grad = crate::no_grad();
             let m = self.momentum;
@@ -131,9 +130,12 @@ impl BatchNorm2d {
         self.check(x)?;
         let c = self.channels();
         let xf = x.to_dtype(compute_dtype(x))?;
-        let mean = self.running_mean.reshape(&[1, c, 1, 1])?;
+        let mean = self
+            .running_mean
+            .to_dtype(xf.dtype())?
+            .reshape(&[1, c, 1, 1])?;
         let var = self.running_var.reshape(&[1, c, 1, 1])?;
-        self.normalise(&xf, &mean, &var)?.to_dtype(x.dtype())
+        self.scale_shift(&xf.sub(&mean)?, &var)?.to_dtype(x.dtype())
     }
 
     /// [`BatchNorm2d::forward_train`] or [`BatchNorm2d::forward_eval`].

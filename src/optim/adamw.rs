@@ -148,7 +148,8 @@ impl AdamW {
 /// backend without a fused one (the CPU).
 fn host_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, k: AdamWStep) -> Result<()> {
     let g = g.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?;
-    m.with_f32_mut(|m| {
+    // Three storages written at once: each closure returns the one inside it.
+    let updated = m.with_f32_mut(|m| {
         v.with_f32_mut(|v| {
             p.with_f32_mut(|w| {
                 for i in 0..w.len() {
@@ -160,7 +161,8 @@ fn host_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, k: AdamWStep) -> Re
                 }
             })
         })
-    })???;
+    });
+    updated???;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! the channel means and deviations, in f32.
 
 use super::{resize_bilinear, RgbImage};
-use crate::{DType, Device, Error, Result, Tensor};
+use crate::{Device, Error, Result, Tensor};
 
 /// ImageNet's channel means (RGB), as torchvision normalises.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -127,8 +127,6 @@ impl ClassificationPreset {
         for img in images {
             data.extend(self.apply(img)?);
         }
-        Tensor::from_vec(data, &[images.len(), 3, c, c], Device::Cpu)?
-            .to_dtype(DType::F32)?
-            .to_device(device)
+        Tensor::from_vec(data, &[images.len(), 3, c, c], Device::Cpu)?.to_device(device)
     }
 }
