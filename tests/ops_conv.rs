@@ -298,6 +298,7 @@ fn conv2d_gradients_pass_finite_differences() {
 }
 
 fn conv2d_in_every_dtype_on_every_device() {
+    let _exact = exact_f32(); // f32 parity at f32 precision: TF32 off on the GPU
     let mut rng = Rng::new(23);
     for c in cases() {
         let x = randn(&c.x, &mut rng);
@@ -344,6 +345,7 @@ fn conv2d_in_every_dtype_on_every_device() {
 }
 
 fn large_batches_run_in_chunks_with_the_same_result() {
+    let _exact = exact_f32(); // f32 parity at f32 precision: TF32 off on the GPU
     let mut rng = Rng::new(24);
     // 32 x 9 taps x 64 x 64 positions x 4 bytes = 4.7 MB of columns per image: 60 images
     // take two chunks.
@@ -466,6 +468,7 @@ fn naive_transpose(
 }
 
 fn conv_transpose2d_matches_its_definition_and_is_the_input_gradient() {
+    let _exact = exact_f32(); // f32 parity at f32 precision: TF32 off on the GPU
     let mut rng = Rng::new(26);
     let t = |stride, padding, output_padding, dilation, groups| ConvTranspose2dSpec {
         stride,

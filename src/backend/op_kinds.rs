@@ -34,8 +34,9 @@ macro_rules! op_kinds {
                 self as i32
             }
 
-            /// `#define PREFIX_NAME code` for every kind, and `PREFIX_COUNT` (codes run from
-            /// 0 to it), for the CUDA source.
+            /// `#define PREFIX_NAME code` for every kind, `PREFIX_COUNT` (codes run from 0
+            /// to it) and the X-macro `PREFIX_FOR_EACH(X)` (`X(NAME)` for every kind, so a
+            /// kernel can instantiate one loop per op), for the CUDA source.
             pub fn cuda_defines() -> String {
                 let mut defines: String = Self::ALL
                     .iter()
@@ -44,6 +45,11 @@ macro_rules! op_kinds {
                     })
                     .collect();
                 defines += &format!("#define {}_COUNT {}\n", $prefix, Self::ALL.len());
+                defines += &format!("#define {}_FOR_EACH(X)", $prefix);
+                for k in Self::ALL {
+                    defines += &format!(" X({})", k.name().to_uppercase());
+                }
+                defines += "\n";
                 defines
             }
         }
@@ -417,7 +423,11 @@ mod tests {
             "{d}"
         );
         let n = UnaryKind::ALL.len() + BinaryOp::ALL.len() + CmpOp::ALL.len() + ReduceOp::ALL.len();
-        // Each kind's codes, and one count per family.
-        assert_eq!(d.lines().count(), n + 4);
+        // Each kind's codes, and one count and one X-macro per family.
+        assert_eq!(d.lines().count(), n + 8);
+        assert!(
+            d.contains("#define CMP_FOR_EACH(X) X(EQ) X(NE) X(LT) X(LE) X(GT) X(GE)\n"),
+            "{d}"
+        );
     }
 }

@@ -15,6 +15,25 @@ pub fn tf32_lock() -> std::sync::MutexGuard<'static, ()> {
     TF32_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Exact f32 products on the GPU while it lives (TF32 off, back on when dropped), held
+/// under the lock of every test that switches TF32.
+pub struct ExactF32(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+/// Turns TF32 off until the returned guard drops: parity tests compare f32 GPU results
+/// with the CPU's at f32 precision, which TF32's 10-bit mantissa cannot meet.
+#[allow(dead_code)]
+pub fn exact_f32() -> ExactF32 {
+    let lock = tf32_lock();
+    smith::backend::cuda::set_tf32(false);
+    ExactF32(lock)
+}
+
+impl Drop for ExactF32 {
+    fn drop(&mut self) {
+        smith::backend::cuda::set_tf32(true);
+    }
+}
+
 /// Why a GPU test cannot run here (`None`: a GPU is usable). With `SMITH_REQUIRE_CUDA`
 /// set, a missing GPU is a failure instead.
 pub fn needs_gpu() -> Option<String> {
