@@ -45,7 +45,8 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()>
 }
 
 /// Reads every tensor of a safetensors file onto the CPU; a malformed file or an
-/// unsupported dtype is an error naming the file and tensor.
+/// unsupported dtype is an error naming the file and tensor. Signed integers narrower than
+/// 64 bits are widened to I64 and booleans read as U8.
 ///
 /// The file is memory-mapped, so only the tensors' bytes are copied (once, into their
 /// storages), never the whole file into a buffer first.
@@ -68,7 +69,10 @@ pub fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
             StDtype::BF16 => CpuStorage::from_le_bytes(DType::BF16, data),
             StDtype::I64 => CpuStorage::from_le_bytes(DType::I64, data),
             StDtype::U32 => CpuStorage::from_le_bytes(DType::U32, data),
-            StDtype::U8 => CpuStorage::from_le_bytes(DType::U8, data),
+            StDtype::U8 | StDtype::BOOL => CpuStorage::from_le_bytes(DType::U8, data),
+            StDtype::I32 => super::widen_ints(data, 4),
+            StDtype::I16 => super::widen_ints(data, 2),
+            StDtype::I8 => super::widen_ints(data, 1),
             other => {
                 return Err(Error::Checkpoint {
                     path: path.to_path_buf(),
