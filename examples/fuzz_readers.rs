@@ -1,4 +1,4 @@
-//! Mutation fuzzing of the GGUF and safetensors readers: random byte changes, insertions
+//! Mutation fuzzing of the GGUF, safetensors and `.pth` readers: random byte changes, insertions
 //! and truncations of the test fixtures, for as long as asked. Any panic is a bug; errors
 //! are the expected outcome.
 //!
@@ -6,6 +6,7 @@
 
 use smith::io::gguf::GgufFile;
 use smith::io::load_safetensors;
+use smith::io::pth::read_pth;
 use smith::Rng;
 use std::time::{Duration, Instant};
 
@@ -16,10 +17,11 @@ fn main() {
         .unwrap_or(10);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let seeds = [
-        (root.join("gguf/quant_types.gguf"), true),
-        (root.join("hf_gpt2/model.safetensors"), false),
+        (root.join("gguf/quant_types.gguf"), "gguf"),
+        (root.join("hf_gpt2/model.safetensors"), "safetensors"),
+        (root.join("vision/pth_zoo.pth"), "pth"),
     ];
-    let inputs: Vec<(Vec<u8>, bool)> = seeds
+    let inputs: Vec<(Vec<u8>, &str)> = seeds
         .iter()
         .map(|(p, g)| (std::fs::read(p).expect("fixture"), *g))
         .collect();
@@ -28,7 +30,7 @@ fn main() {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let (mut runs, mut accepted) = (0u64, 0u64);
     while Instant::now() < deadline {
-        let (seed, is_gguf) = &inputs[rng.below(inputs.len() as u64) as usize];
+        let (seed, kind) = &inputs[rng.below(inputs.len() as u64) as usize];
         let mut bytes = seed.clone();
         let span = if rng.below(3) == 0 {
             bytes.len()
@@ -48,14 +50,14 @@ fn main() {
             bytes.truncate(rng.below(bytes.len() as u64 + 1) as usize);
         }
         std::fs::write(&scratch, &bytes).expect("scratch file");
-        let ok = if *is_gguf {
-            GgufFile::open(&scratch).map(|f| {
+        let ok = match *kind {
+            "gguf" => GgufFile::open(&scratch).map(|f| {
                 for t in &f.tensors {
                     let _ = f.dequantize(&t.name);
                 }
-            })
-        } else {
-            load_safetensors(&scratch).map(|_| ())
+            }),
+            "pth" => read_pth(&bytes, &scratch).map(|_| ()),
+            _ => load_safetensors(&scratch).map(|_| ()),
         };
         runs += 1;
         accepted += ok.is_ok() as u64;

@@ -14,20 +14,24 @@ algorithm choice. Writes into OUT_DIR (tests/fixtures/vision):
   ResNet whose parameters follow the deterministic scheme below, after three training-mode
   forward passes on seeded noise (so the running statistics are not trivial), and `logits`
   [4, 1000] of the eval-mode network on the normalised crops. resnet18's file also holds
-  `train_losses` [20]: 20 SGD steps (lr 0.01, momentum 0.9, weight decay 1e-4 on convolution
-  and classifier weights only) in training mode on the centre 64x64 of the normalised crops
-  with labels `train_labels`.
+  `train_losses` [20]: 20 SGD steps (lr 1e-4, momentum 0.9, weight decay 1e-4 on convolution
+  and classifier weights only) in training mode on the centre 96x96 of the normalised crops
+  with labels `train_labels` (a gentle rate: at 1e-3 the four-image batch is memorised
+  so fast that float rounding alone, PyTorch's own f32 against f64, grows 30-fold per step).
 - resnet_small.pth and resnet_small.safetensors: a small ResNet in torchvision's naming
   (3x3 stem, no max pool, one BasicBlock per stage, widths 8/16/32/64, 10 classes) with
   PyTorch's own seeded initialisation, saved whole by `torch.save(state_dict)` and by
-  safetensors; `resnet_small_logits.safetensors` its eval-mode logits on `input` [2, 3, 32, 32].
+  safetensors; `resnet_small_logits.safetensors` its eval-mode logits on `input` [2, 3, 32, 32],
+  and `train_losses` of 20 SGD steps from those weights (lr 0.05, momentum 0.9, weight decay
+  5e-4 on convolution and classifier weights), a batch of 16 per step: inputs
+  u * sqrt(3) from `train_input.<step>`, labels floor((u + 1) * 5) from `train_labels.<step>`.
 - pth_zoo.pth: a checkpoint-like dict with tensors of every storage dtype, a transposed view,
   two slices sharing one storage, a 0-d and an empty tensor, and plain Python values nested;
   pth_zoo_expected.safetensors: each tensor contiguous, for comparison.
 - pth_evil.pth: a pickle whose unpickling would call `os.system`; pth_module.pth: a whole
   `nn.Linear` module pickled (classes by reference); pth_legacy.pth: the pre-1.6 format.
 
-Deterministic parameters (reproduced by tests/common/resnet_weights.rs): for a tensor named
+Deterministic parameters (reproduced by tests/resnet_reference.rs): for a tensor named
 `name` with n elements, u[i] = ((h(i) >> 8) / 2^23) - 1 in [-1, 1), where h is the murmur3
 finaliser of (i * 0x9E3779B1 + fnv1a32(name)) mod 2^32. Convolutions: u * sqrt(3) * sqrt(2 /
 fan_out); batch-norm weight 1 + 0.25 u, bias 0.1 u; classifier weight and bias u / sqrt(fan_in).
@@ -128,12 +132,12 @@ def imagenet_resnet(name, x, out, train):
           "max", tensors["logits"].abs().max().item())
     if train:
         labels = torch.tensor([0, 281, 504, 900])
-        batch = x[:, :, 80:144, 80:144].contiguous()
+        batch = x[:, :, 64:160, 64:160].contiguous()
         decay = [p for n, p in model.named_parameters() if p.dim() > 1]
         no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
         opt = torch.optim.SGD([{"params": decay, "weight_decay": 1e-4},
                                {"params": no_decay, "weight_decay": 0.0}],
-                              lr=0.01, momentum=0.9)
+                              lr=1e-4, momentum=0.9)
         model.train()
         losses = []
         for _ in range(20):
@@ -190,8 +194,31 @@ def small_resnet(out):
     x = torch.randn(2, 3, 32, 32, generator=g)
     with torch.no_grad():
         logits = model(x)
-    save_file({"input": x, "logits": logits.contiguous()},
-              os.path.join(out, "resnet_small_logits.safetensors"))
+    tensors = {"input": x, "logits": logits.contiguous()}
+    # 20 SGD steps in training mode from these weights, a new batch of 16 each step.
+    # The batches follow the deterministic scheme (names `train_input.<step>` and
+    # `train_labels.<step>`), so the fixture need not hold them.
+    def batch(step):
+        u = uniform(f"train_input.{step}", 16 * 3 * 32 * 32).reshape(16, 3, 32, 32)
+        v = uniform(f"train_labels.{step}", 16)
+        y = np.floor((v + np.float32(1.0)) * np.float32(5.0)).astype(np.int64)
+        return torch.from_numpy(u * np.float32(math.sqrt(3.0))), torch.from_numpy(y)
+    decay = [p for n, p in model.named_parameters() if p.dim() > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4},
+                           {"params": no_decay, "weight_decay": 0.0}], lr=0.05, momentum=0.9)
+    model.train()
+    losses = []
+    for step in range(20):
+        opt.zero_grad()
+        bx, by = batch(step)
+        loss = nn.functional.cross_entropy(model(bx), by)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    print("small resnet losses", [round(v, 5) for v in losses])
+    tensors["train_losses"] = torch.tensor(losses, dtype=torch.float32)
+    save_file(tensors, os.path.join(out, "resnet_small_logits.safetensors"))
 
 
 class Evil:

@@ -13,7 +13,7 @@ pub use checkpoint::checkpoint_gpt;
 pub use gpt::{Gpt, GptConfig};
 pub use hf_gpt2::{is_hf_gpt2, load_hf_gpt2, save_hf_gpt2};
 pub use llama::{Llama, LlamaConfig};
-pub use resnet::{BlockKind, ResNet, ResNetConfig};
+pub use resnet::{BlockKind, ResNet, ResNetConfig, Stem};
 
 use crate::nn::KvCache;
 use crate::{Result, Tensor};

@@ -25,6 +25,17 @@ impl BlockKind {
     }
 }
 
+/// The first layers of a ResNet, before its four stages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Stem {
+    /// torchvision's: a 7×7 stride-2 convolution and a 3×3 stride-2 max pool (ImageNet-sized
+    /// inputs; a quarter of the resolution remains).
+    #[default]
+    ImageNet,
+    /// A 3×3 stride-1 convolution and no pool, for small images (CIFAR-style, digits).
+    Small,
+}
+
 /// The shape of a ResNet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResNetConfig {
@@ -35,6 +46,17 @@ pub struct ResNetConfig {
     /// Zero the last batch norm's scale in each block, so every block starts as the
     /// identity (torchvision's `zero_init_residual`).
     pub zero_init_residual: bool,
+    /// The stem (torchvision's for every named ResNet).
+    #[serde(default)]
+    pub stem: Stem,
+    /// Each stage's block width (bottlenecks output four times as many channels); the stem
+    /// outputs the first. torchvision: 64, 128, 256, 512.
+    #[serde(default = "imagenet_widths")]
+    pub widths: [usize; 4],
+}
+
+fn imagenet_widths() -> [usize; 4] {
+    [64, 128, 256, 512]
 }
 
 impl ResNetConfig {
@@ -44,6 +66,18 @@ impl ResNetConfig {
             layers,
             num_classes: 1000,
             zero_init_residual: false,
+            stem: Stem::ImageNet,
+            widths: imagenet_widths(),
+        }
+    }
+    /// A small ResNet for small images (`resnet-small`): the 3×3 stem, one basic block per
+    /// stage, widths 16, 32, 64, 128 (0.3M parameters with 10 classes).
+    pub fn small(num_classes: usize) -> Self {
+        ResNetConfig {
+            num_classes,
+            stem: Stem::Small,
+            widths: [16, 32, 64, 128],
+            ..Self::of(BlockKind::Basic, [1, 1, 1, 1])
         }
     }
     /// ResNet-18.
@@ -74,10 +108,11 @@ impl ResNetConfig {
             "resnet50" => Ok(Self::resnet50()),
             "resnet101" => Ok(Self::resnet101()),
             "resnet152" => Ok(Self::resnet152()),
+            "resnet-small" => Ok(Self::small(1000)),
             other => Err(Error::invalid(
                 "resnet",
                 format!(
-                    "unknown model `{other}` (resnet18, resnet34, resnet50, resnet101, resnet152)"
+                    "unknown model `{other}` (resnet18, resnet34, resnet50, resnet101, resnet152, resnet-small)"
                 ),
             )),
         }
@@ -216,18 +251,24 @@ impl ResNet {
     /// convolutions, batch norms at scale 1 and shift 0, the classifier uniform in
     /// ±1/sqrt(fan-in)).
     pub fn new(cfg: ResNetConfig, rng: &mut Rng, device: Device) -> Result<Self> {
-        if cfg.num_classes == 0 || cfg.layers.contains(&0) {
+        if cfg.num_classes == 0 || cfg.layers.contains(&0) || cfg.widths.contains(&0) {
             return Err(Error::invalid(
                 "resnet",
-                format!("every stage needs a block and the head a class: {cfg:?}"),
+                format!("every stage needs a block and a width, the head a class: {cfg:?}"),
             ));
         }
-        let mut stem = ConvBn::new(3, 64, 7, 2, rng, device)?;
-        stem.spec.padding = Padding2d::Explicit(3, 3);
-        let mut inp = 64;
+        let stem = match cfg.stem {
+            Stem::ImageNet => {
+                let mut stem = ConvBn::new(3, cfg.widths[0], 7, 2, rng, device)?;
+                stem.spec.padding = Padding2d::Explicit(3, 3);
+                stem
+            }
+            Stem::Small => ConvBn::new(3, cfg.widths[0], 3, 1, rng, device)?,
+        };
+        let mut inp = cfg.widths[0];
         let mut stages = Vec::with_capacity(4);
         for (i, &blocks) in cfg.layers.iter().enumerate() {
-            let planes = 64 << i;
+            let planes = cfg.widths[i];
             let stride = if i == 0 { 1 } else { 2 };
             let mut stage = Vec::with_capacity(blocks);
             for b in 0..blocks {
@@ -292,11 +333,10 @@ impl ResNet {
             padding: (1, 1),
             ..Pool2dSpec::new((3, 3))
         };
-        let mut x = self
-            .stem
-            .forward(images, training)?
-            .relu()?
-            .max_pool2d(pool)?;
+        let mut x = self.stem.forward(images, training)?.relu()?;
+        if self.cfg.stem == Stem::ImageNet {
+            x = x.max_pool2d(pool)?;
+        }
         for block in self.stages.iter_mut().flatten() {
             x = block.forward(&x, training)?;
         }
