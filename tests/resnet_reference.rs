@@ -28,7 +28,12 @@ fn main() {
         ("resnet18_sgd_steps_track_pytorch", resnet18_sgd_steps, None),
         ("twenty_sgd_steps_match_pytorch", twenty_sgd_steps, None),
         ("small_resnet_from_pth_and_safetensors", small_resnet, None),
-        ("preprocessing_matches_torchvision", preprocessing, photos),
+        (
+            "preprocessing_matches_torchvision",
+            preprocessing,
+            photos.clone(),
+        ),
+        ("smith_classify_prints_top_classes", smith_classify, photos),
     ]);
 }
 
@@ -363,4 +368,74 @@ fn preprocessing() {
             "{name}: max {max}, mean {mean}"
         );
     }
+}
+
+/// The `smith` binary under test (`SMITH_BIN` when the tests run apart from their build).
+fn smith_bin() -> PathBuf {
+    std::env::var_os("SMITH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_smith").into())
+}
+
+fn smith_classify() {
+    let model = fixture("resnet_small.pth");
+    let images = [
+        photo_dir().join("chelsea.png"),
+        photo_dir().join("rocket.jpg"),
+    ];
+    let labels = std::env::temp_dir().join(format!("smith_labels_{}.txt", std::process::id()));
+    let names: Vec<String> = (0..10).map(|i| format!("digit-{i}")).collect();
+    std::fs::write(&labels, names.join("\n")).unwrap();
+    let out = std::process::Command::new(smith_bin())
+        .args(["classify", "--device", "cpu", "--top-k", "3", "--model"])
+        .arg(&model)
+        .arg("--labels")
+        .arg(&labels)
+        .arg("--image")
+        .args(&images)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The library on the same images: the CLI prints its top classes, in order.
+    let mut classifier = smith::infer::Classifier::load(&model, Device::Cpu).unwrap();
+    let decoded: Vec<_> = images.iter().map(|p| read_image(p).unwrap()).collect();
+    let want = classifier.classify(&decoded, 3).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 8, "{stdout}");
+    for (i, preds) in want.iter().enumerate() {
+        assert!(lines[i * 4].ends_with(images[i].file_name().unwrap().to_str().unwrap()));
+        for (r, p) in preds.iter().enumerate() {
+            let line = lines[i * 4 + 1 + r];
+            assert!(line.contains(&format!("digit-{}", p.class)), "{line}");
+            assert!(
+                line.contains(&format!("{:.2}%", 100.0 * p.probability)),
+                "{line}"
+            );
+        }
+        assert!(preds
+            .windows(2)
+            .all(|w| w[0].probability >= w[1].probability));
+    }
+    // A labels file of the wrong length is an error naming it.
+    std::fs::write(&labels, "a\nb\n").unwrap();
+    let out = std::process::Command::new(smith_bin())
+        .args(["classify", "--device", "cpu", "--model"])
+        .arg(&model)
+        .arg("--labels")
+        .arg(&labels)
+        .arg("--image")
+        .arg(&images[0])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("2 labels") && stderr.contains("10 classes"),
+        "{stderr}"
+    );
+    std::fs::remove_file(&labels).ok();
 }

@@ -20,6 +20,9 @@ pub fn describe(path: &Path, all: bool) -> Result<String> {
     if is_gguf {
         return describe_gguf(&GgufFile::open(path)?, all);
     }
+    if path.is_file() && path.extension().is_some_and(|e| e == "pth" || e == "pt") {
+        return describe_pth(path, all);
+    }
     // A run folder of `smith train` keeps its current checkpoint in a subfolder.
     let resolved = if path.is_dir() {
         smith::io::checkpoint::current_checkpoint(path)?
@@ -73,6 +76,43 @@ pub fn describe(path: &Path, all: bool) -> Result<String> {
         "tokenizer: {}",
         if tok { "tokenizer.json" } else { "none" }
     );
+    Ok(out)
+}
+
+/// A `.pth` file: its tensors by dtype, the plain values saved beside them, and the
+/// architecture where the state dict is a ResNet's.
+fn describe_pth(path: &Path, all: bool) -> Result<String> {
+    let pth = smith::io::load_pth(path)?;
+    let mut out = String::new();
+    let _ = writeln!(out, "file: {} (PyTorch, torch.save)", path.display());
+    let state = pth.state_dict();
+    if let Ok(cfg) = smith::models::ResNetConfig::infer(&state) {
+        let name = cfg.torchvision_name().unwrap_or("ResNet");
+        let _ = writeln!(
+            out,
+            "architecture: {name} ({:?} blocks {:?}, widths {:?}, {:?} stem, {} classes)",
+            cfg.block, cfg.layers, cfg.widths, cfg.stem, cfg.num_classes
+        );
+    }
+    let params: usize = pth.tensors.iter().map(|(_, t)| t.numel()).sum();
+    let _ = writeln!(out, "parameters: {params} ({:.1}M)", params as f64 / 1e6);
+    let mut types: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, t) in &pth.tensors {
+        *types.entry(t.dtype().to_string()).or_default() += 1;
+    }
+    let _ = writeln!(out, "tensors: {} ({})", pth.tensors.len(), counts(&types));
+    let shown = if all { pth.values.len() } else { 20 };
+    for (k, v) in pth.values.iter().take(shown) {
+        let _ = writeln!(out, "{k}: {v}");
+    }
+    if pth.values.len() > shown {
+        let _ = writeln!(out, "... {} more values (--all)", pth.values.len() - shown);
+    }
+    if all {
+        for (k, t) in &pth.tensors {
+            let _ = writeln!(out, "{k}: {} {:?}", t.dtype(), t.shape());
+        }
+    }
     Ok(out)
 }
 

@@ -1,10 +1,12 @@
 //! Running a trained or downloaded model: loading it (smith checkpoints, Hugging Face
 //! folders, GGUF files), scoring text (perplexity) and generating from it.
 
+pub mod classify;
 pub mod generate;
 mod load;
 mod perplexity;
 
+pub use classify::{imagenet_classes, Classifier, Prediction};
 pub use generate::{generate, generate_batch, Sampling};
 pub use load::{chat_template, load_for_inference, load_model, load_model_as, load_model_with};
 pub use perplexity::perplexity;

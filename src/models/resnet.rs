@@ -100,6 +100,71 @@ impl ResNetConfig {
     pub fn resnet152() -> Self {
         Self::of(BlockKind::Bottleneck, [3, 8, 36, 3])
     }
+    /// The configuration of the ResNet whose torchvision-named state dict is `weights`:
+    /// block kind, blocks per stage, widths, stem and classes read from the tensors' names
+    /// and shapes; a state dict that is not a ResNet's is an error saying what is missing.
+    pub fn infer(weights: &HashMap<String, Tensor>) -> Result<Self> {
+        let shape = |k: &str| {
+            weights.get(k).map(|t| t.shape().to_vec()).ok_or_else(|| {
+                Error::invalid(
+                    "resnet",
+                    format!("not a torchvision ResNet state dict: no `{k}`"),
+                )
+            })
+        };
+        let stem_k = shape("conv1.weight")?;
+        let fc = shape("fc.weight")?;
+        if stem_k.len() != 4 || fc.len() != 2 {
+            return Err(Error::invalid(
+                "resnet",
+                "`conv1.weight` or `fc.weight` has the wrong rank",
+            ));
+        }
+        let block = if weights.contains_key("layer1.0.conv3.weight") {
+            BlockKind::Bottleneck
+        } else {
+            BlockKind::Basic
+        };
+        let mut layers = [0usize; 4];
+        let mut widths = [0usize; 4];
+        for (i, (l, w)) in layers.iter_mut().zip(widths.iter_mut()).enumerate() {
+            while weights.contains_key(&format!("layer{}.{}.conv1.weight", i + 1, *l)) {
+                *l += 1;
+            }
+            *w = shape(&format!("layer{}.0.conv1.weight", i + 1))?[0];
+        }
+        let stem = match stem_k[2] {
+            7 => Stem::ImageNet,
+            3 => Stem::Small,
+            k => {
+                return Err(Error::invalid(
+                    "resnet",
+                    format!("a {k}x{k} stem convolution (torchvision's is 7x7, the small one 3x3)"),
+                ))
+            }
+        };
+        Ok(ResNetConfig {
+            block,
+            layers,
+            num_classes: fc[0],
+            zero_init_residual: false,
+            stem,
+            widths,
+        })
+    }
+
+    /// torchvision's name for this shape (`resnet50`), or `None` for another one.
+    pub fn torchvision_name(&self) -> Option<&'static str> {
+        ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+            .into_iter()
+            .find(|n| {
+                Self::named(n).is_ok_and(|c| {
+                    (c.block, c.layers, c.widths, c.stem)
+                        == (self.block, self.layers, self.widths, self.stem)
+                })
+            })
+    }
+
     /// The configuration torchvision names `name` (`resnet18` .. `resnet152`).
     pub fn named(name: &str) -> Result<Self> {
         match name {
@@ -317,6 +382,11 @@ impl ResNet {
             stages,
             fc,
         })
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> Device {
+        self.fc.weight.device()
     }
 
     /// Logits of `images` (`[N, 3, H, W]`, a float dtype); `training` uses and updates the
