@@ -61,6 +61,20 @@ fn resolve(path: &Path) -> Result<PathBuf> {
     }
 }
 
+/// What classification needs from a `smith train --images` run's `run.json`.
+#[derive(serde::Deserialize)]
+struct RunPreprocessing {
+    classes: Vec<String>,
+    mean: [f32; 3],
+    std: [f32; 3],
+    config: RunImageSize,
+}
+
+#[derive(serde::Deserialize)]
+struct RunImageSize {
+    image_size: usize,
+}
+
 /// A ResNet classifier with its preprocessing and class names.
 pub struct Classifier {
     pub model: ResNet,
@@ -80,11 +94,44 @@ pub struct Prediction {
 impl Classifier {
     /// Loads the ResNet in `path` (its shape read from the tensors) onto `device`, with
     /// ImageNet's class names for a 1000-class head and `class N` otherwise.
+    ///
+    /// A run folder of `smith train --images` brings its own preprocessing (image size,
+    /// the training images' mean and deviation) and class names, from its `run.json`.
     pub fn load(path: &Path, device: Device) -> Result<Self> {
         let weights = read_state_dict(path)?;
         let cfg = ResNetConfig::infer(&weights)?;
         let mut model = ResNet::new(cfg, &mut Rng::new(0), device)?;
         model.load_state_dict(&weights)?;
+        let run = path.join("run.json");
+        if path.is_dir() && run.exists() {
+            let text = std::fs::read(&run).map_err(|e| Error::io(&run, e))?;
+            let r: RunPreprocessing =
+                crate::io::parse_json(&text).map_err(|msg| Error::Checkpoint {
+                    path: run.clone(),
+                    msg,
+                })?;
+            if r.classes.len() != cfg.num_classes {
+                return Err(Error::Checkpoint {
+                    path: run,
+                    msg: format!(
+                        "{} classes named for a {}-class model",
+                        r.classes.len(),
+                        cfg.num_classes
+                    ),
+                });
+            }
+            let s = r.config.image_size;
+            return Ok(Classifier {
+                model,
+                preset: ClassificationPreset {
+                    resize_size: s,
+                    crop_size: s,
+                    mean: r.mean,
+                    std: r.std,
+                },
+                labels: r.classes,
+            });
+        }
         let labels = if cfg.num_classes == 1000 {
             imagenet_classes().into_iter().map(String::from).collect()
         } else {

@@ -24,6 +24,41 @@ impl Sgd {
         }
     }
 
+    /// The momentum buffers by parameter name (those not yet made are left out), for a
+    /// checkpoint.
+    pub fn velocities(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .zip(&self.velocity)
+            .filter_map(|(p, v)| v.as_ref().map(|v| (p.name.clone(), v.clone())))
+            .collect()
+    }
+
+    /// Restores the momentum buffers [`Sgd::velocities`] saved; a buffer whose shape
+    /// differs from its parameter's is an error naming it.
+    pub fn load_velocities(
+        &mut self,
+        saved: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<()> {
+        for (p, v) in self.params.iter().zip(self.velocity.iter_mut()) {
+            if let Some(t) = saved.get(&p.name) {
+                if t.shape() != p.tensor.shape() {
+                    return Err(Error::invalid(
+                        "SGD",
+                        format!(
+                            "momentum of `{}` has shape {:?}, the parameter {:?}",
+                            p.name,
+                            t.shape(),
+                            p.tensor.shape()
+                        ),
+                    ));
+                }
+                *v = Some(t.to_dtype(DType::F32)?.to_device(p.tensor.device())?);
+            }
+        }
+        Ok(())
+    }
+
     /// `v = momentum * v + g (+ wd * w)` (`v = g` on the first step), `w -= lr * v`.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         let _guard = crate::no_grad();

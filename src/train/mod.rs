@@ -3,6 +3,7 @@
 //! exactly.
 
 pub mod data;
+pub mod images;
 
 use crate::io::checkpoint::current_checkpoint;
 use crate::io::{load_safetensors, save_safetensors, write_atomic};
