@@ -66,7 +66,7 @@ fn write_stripes(root: &Path) {
                         1 => (x / 2 + phase).is_multiple_of(2),
                         _ => (x / 2 + y / 2 + phase).is_multiple_of(2),
                     };
-                    let v = if on { 200 } else { 40 } as i32 + rng.below(40) as i32 - 20;
+                    let v: i32 = if on { 200 } else { 40 } + rng.below(40) as i32 - 20;
                     *p = image::Rgb([v as u8; 3]);
                 }
                 img.save(dir.join(format!("{i:03}.png"))).unwrap();
