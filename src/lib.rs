@@ -36,8 +36,10 @@ pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};
 pub use layout::Layout;
 pub use ops::{
-    causal_mask, rotary_tables, rotary_tables_for, rotary_tables_scaled, AttnMask, Conv2dSpec,
-    ConvTranspose2dSpec, FoldedNorm, Padding2d, Pool2dSpec, RotarySpec, CONV_COLUMN_CAP_BYTES,
+    causal_mask, conv_algorithm, force_conv_algorithm, rotary_tables, rotary_tables_for,
+    rotary_tables_scaled, set_conv_algorithm, AttnMask, Conv2dSpec, ConvAlgorithm,
+    ConvAlgorithmGuard, ConvTranspose2dSpec, FoldedNorm, Padding2d, Pool2dSpec, RotarySpec,
+    CONV_COLUMN_CAP_BYTES,
 };
 pub use quantized::QMatrix;
 pub use rng::Rng;

@@ -2,13 +2,17 @@
 //! numbers and `same`, dilation, groups and depthwise, bias), through strided and
 //! channels-last inputs; its three gradients against finite differences; every float dtype
 //! on every device (`check`: the CPU against f64, a GPU against the CPU), gradients
-//! included; batches split into column-matrix chunks; bad shapes as clear errors.
+//! included; batches split into column-matrix chunks; each algorithm (direct, im2col,
+//! Winograd) forced in turn through the same checks; bad shapes as clear errors.
 
 mod common;
 
 use common::devices::*;
 use common::{assert_close, gradcheck, leaf};
-use smith::{Conv2dSpec, ConvTranspose2dSpec, DType, Device, Padding2d, Rng, Tensor};
+use smith::{
+    force_conv_algorithm, Conv2dSpec, ConvAlgorithm, ConvTranspose2dSpec, DType, Device, Padding2d,
+    Rng, Tensor,
+};
 
 fn main() {
     common::run_suite(vec![
@@ -35,6 +39,11 @@ fn main() {
         (
             "padding_same_and_bad_shapes",
             padding_same_and_bad_shapes,
+            None,
+        ),
+        (
+            "every_algorithm_forced_matches_the_loops_gradients_and_devices",
+            every_algorithm_forced_matches_the_loops_gradients_and_devices,
             None,
         ),
         (
@@ -575,4 +584,130 @@ fn conv_transpose2d_matches_its_definition_and_is_the_input_gradient() {
     assert!(x
         .conv_transpose2d(&w3, None, ConvTranspose2dSpec::default())
         .is_err());
+}
+
+/// Cases Winograd F(2×2, 3×3) applies to: 3×3, stride 1, one group; odd and even outputs,
+/// padding 0, 1 and 2, few and many channels.
+fn winograd_cases() -> Vec<Case> {
+    let case = |x, o, pad: (usize, usize), bias| Case {
+        x,
+        o,
+        k: (3, 3),
+        spec: spec((1, 1), pad, (1, 1), 1),
+        bias,
+    };
+    vec![
+        case([2, 3, 7, 6], 4, (0, 0), true),
+        case([1, 16, 9, 7], 17, (1, 1), false),
+        case([2, 5, 4, 5], 3, (2, 1), true),
+        case([1, 2, 3, 3], 2, (0, 0), false),
+    ]
+}
+
+fn every_algorithm_forced_matches_the_loops_gradients_and_devices() {
+    let _exact = exact_f32(); // f32 parity at f32 precision: TF32 off on the GPU
+    let mut rng = Rng::new(26);
+    let all: Vec<Case> = cases().into_iter().chain(winograd_cases()).collect();
+    for algorithm in [
+        ConvAlgorithm::Direct,
+        ConvAlgorithm::Im2col,
+        ConvAlgorithm::Winograd,
+    ] {
+        let _forced = force_conv_algorithm(algorithm);
+        let applies = |c: &Case| {
+            algorithm != ConvAlgorithm::Winograd
+                || (c.k == (3, 3)
+                    && c.spec.stride == (1, 1)
+                    && c.spec.dilation == (1, 1)
+                    && c.spec.groups == 1)
+        };
+        for c in all.iter().filter(|c| applies(c)) {
+            let name = format!("{algorithm:?} {:?} k{:?} {:?}", c.x, c.k, c.spec);
+            let x = rand_f64(&c.x, &mut rng);
+            let w = rand_f64(&weight_shape(c), &mut rng);
+            let b = rand_f64(&[c.o], &mut rng);
+            let bias = c.bias.then_some(&b);
+            let (shape, want) = naive(
+                c,
+                &x.to_vec_f64().unwrap(),
+                &w.to_vec_f64().unwrap(),
+                bias.map(|b| b.to_vec_f64().unwrap()).as_deref(),
+            );
+            for (layout, xv) in layouts(&x) {
+                let y = xv.conv2d(&w, bias, c.spec).unwrap();
+                assert_eq!(y.shape(), shape, "{name} {layout}");
+                assert_close(
+                    &y.to_vec_f64().unwrap(),
+                    &want,
+                    1e-12,
+                    &format!("{name} {layout}"),
+                );
+            }
+            // Every float dtype against f64 and the GPU against the CPU, and the three
+            // gradients in f32.
+            let (x, w, b) = (
+                randn(&c.x, &mut rng),
+                randn(&weight_shape(c), &mut rng),
+                randn(&[c.o], &mut rng),
+            );
+            for dtype in FLOATS {
+                check(
+                    &name,
+                    &[x.clone(), w.clone(), b.clone()],
+                    dtype,
+                    tol(dtype),
+                    |t| t[0].conv2d(&t[1], c.bias.then_some(&t[2]), c.spec),
+                );
+            }
+            let grads = |t: &[Tensor]| -> smith::Result<Tensor> {
+                let x = t[0].requires_grad()?;
+                let w = t[1].requires_grad()?;
+                let b = t[2].requires_grad()?;
+                let y = x.conv2d(&w, Some(&b), c.spec)?;
+                let g = y.mul(&y)?.sum_all()?.backward()?;
+                let flat = |v: &Tensor| -> smith::Result<Tensor> {
+                    g.get(v)
+                        .ok_or_else(|| smith::Error::invalid("test", "no gradient"))?
+                        .flatten_all()
+                };
+                Tensor::cat(&[flat(&x)?, flat(&w)?, flat(&b)?], 0)
+            };
+            check(
+                &format!("{name} grads"),
+                &[x, w, b],
+                DType::F32,
+                1e-5,
+                grads,
+            );
+        }
+        // Finite differences through each algorithm on a small case it applies to.
+        let small = Case {
+            x: [1, 2, 4, 5],
+            o: 2,
+            k: (3, 3),
+            spec: spec((1, 1), (1, 1), (1, 1), 1),
+            bias: true,
+        };
+        let inputs = [
+            leaf(&small.x, &mut rng),
+            leaf(&weight_shape(&small), &mut rng),
+            leaf(&[small.o], &mut rng),
+        ];
+        gradcheck(&inputs, |t| t[0].conv2d(&t[1], Some(&t[2]), small.spec));
+    }
+    // Forcing Winograd where it does not apply is an error that says why.
+    let _forced = force_conv_algorithm(ConvAlgorithm::Winograd);
+    let x = randn(&[1, 4, 8, 8], &mut rng);
+    let w = randn(&[2, 4, 3, 3], &mut rng);
+    let e = x
+        .conv2d(&w, None, spec((2, 2), (1, 1), (1, 1), 1))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("Winograd") && e.contains("stride 1"), "{e}");
+    assert!(ConvAlgorithm::parse("fft").is_err());
+    assert_eq!(
+        ConvAlgorithm::parse(" Winograd ").unwrap(),
+        ConvAlgorithm::Winograd
+    );
 }

@@ -2,7 +2,8 @@
 //! inputs, O×(C/groups)×KH×KW weights, stride, padding (numbers or `same`), dilation,
 //! groups, optional bias.
 //!
-//! The algorithm here is im2col + GEMM built from differentiable ops, so it runs on every
+//! The general algorithm here is im2col + GEMM built from differentiable ops (direct and
+//! Winograd, and the rules that pick among them, are in `conv_algorithms.rs`), so it runs on every
 //! backend and its backward (input, weight and bias gradients) comes from theirs: the
 //! padded input's rows and columns are gathered once per kernel tap (`index_select`), laid
 //! out as one `[groups, N·OH·OW, C/groups·KH·KW]` column matrix, and multiplied by the
@@ -10,6 +11,9 @@
 //! chunks of at most [`CONV_COLUMN_CAP_BYTES`].
 
 use super::check_same;
+use super::conv_algorithms::{
+    conv_algorithm, direct, pick, winograd, winograd_applies, ConvAlgorithm,
+};
 use crate::{Device, Error, Result, Tensor};
 
 /// The most bytes one chunk's column matrix may take; larger batches run in chunks.
@@ -52,13 +56,13 @@ impl Default for Conv2dSpec {
 
 /// One axis of a convolution: input length, kernel taps, padding before and after.
 #[derive(Clone, Copy, Debug)]
-struct Axis {
-    len: usize,
-    taps: usize,
-    before: usize,
-    after: usize,
-    stride: usize,
-    dilation: usize,
+pub(super) struct Axis {
+    pub(super) len: usize,
+    pub(super) taps: usize,
+    pub(super) before: usize,
+    pub(super) after: usize,
+    pub(super) stride: usize,
+    pub(super) dilation: usize,
 }
 
 impl Axis {
@@ -83,15 +87,15 @@ impl Axis {
 
 /// The checked shape of one convolution.
 #[derive(Clone, Copy, Debug)]
-struct ConvShape {
-    batch: usize,
-    channels: usize,
-    out_channels: usize,
-    groups: usize,
-    rows: Axis,
-    cols: Axis,
-    out_rows: usize,
-    out_cols: usize,
+pub(super) struct ConvShape {
+    pub(super) batch: usize,
+    pub(super) channels: usize,
+    pub(super) out_channels: usize,
+    pub(super) groups: usize,
+    pub(super) rows: Axis,
+    pub(super) cols: Axis,
+    pub(super) out_rows: usize,
+    pub(super) out_cols: usize,
 }
 
 fn conv_error(msg: String) -> Error {
@@ -200,7 +204,7 @@ pub(super) fn index(ids: Vec<i64>, device: Device) -> Result<Tensor> {
     Tensor::from_vec(ids, &[n], device)
 }
 
-/// The convolution of one chunk of the batch: `[n, O, OH, OW]`, contiguous.
+/// The im2col convolution of one chunk of the batch: `[n, O, OH, OW]`, contiguous.
 fn conv_chunk(x: &Tensor, w: &Tensor, s: &ConvShape) -> Result<Tensor> {
     let n = x.shape()[0];
     let (g, cg, og) = (s.groups, s.channels / s.groups, s.out_channels / s.groups);
@@ -256,12 +260,26 @@ impl Tensor {
             .saturating_mul(s.out_rows * s.out_cols)
             .saturating_mul(self.dtype().size_in_bytes().max(1));
         let chunk = (CONV_COLUMN_CAP_BYTES / per_image.max(1)).clamp(1, s.batch.max(1));
+        let algorithm = match conv_algorithm()? {
+            ConvAlgorithm::Auto => pick(&s),
+            ConvAlgorithm::Winograd if !winograd_applies(&s) => {
+                return Err(conv_error(format!(
+                    "Winograd F(2x2, 3x3) needs a 3x3 kernel, stride 1, dilation 1 and one group; got kernel {:?} with {spec:?}",
+                    &weight.shape()[2..]
+                )))
+            }
+            forced => forced,
+        };
         let out = if s.batch == 0 || s.out_channels == 0 {
             Tensor::zeros(
                 &[s.batch, s.out_channels, s.out_rows, s.out_cols],
                 self.dtype(),
                 self.device(),
             )?
+        } else if algorithm == ConvAlgorithm::Direct {
+            direct(self, weight, &s)?
+        } else if algorithm == ConvAlgorithm::Winograd {
+            winograd(self, weight, &s)?
         } else if chunk >= s.batch {
             conv_chunk(self, weight, &s)?
         } else {

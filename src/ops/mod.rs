@@ -3,6 +3,7 @@
 
 mod attention;
 mod conv;
+mod conv_algorithms;
 mod elementwise;
 mod index;
 mod matmul;
@@ -14,6 +15,9 @@ mod shape;
 pub(crate) use attention::flash_attention_grads;
 pub use attention::AttnMask;
 pub use conv::{Conv2dSpec, ConvTranspose2dSpec, Padding2d, CONV_COLUMN_CAP_BYTES};
+pub use conv_algorithms::{
+    conv_algorithm, force_conv_algorithm, set_conv_algorithm, ConvAlgorithm, ConvAlgorithmGuard,
+};
 pub use matmul::FoldedNorm;
 pub(crate) use nn::view;
 pub use nn::{causal_mask, rotary_tables, rotary_tables_for, rotary_tables_scaled, RotarySpec};
