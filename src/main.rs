@@ -108,7 +108,8 @@ struct BenchArgs {
     /// several times); prints tokens/s, weight bytes per token and the bandwidth.
     #[arg(long)]
     gguf: Vec<PathBuf>,
-    /// Only the model workloads (--gpt2, --generate, --attention, --gguf), not the kernels.
+    /// Only the model workloads (--gpt2, --generate, --attention, --vision, --gguf), not the
+    /// kernels.
     #[arg(long)]
     gpt2_only: bool,
     /// Also time greedy GPT-2 124M generation (256 tokens, batch 1) in f32 and bf16.
@@ -118,6 +119,10 @@ struct BenchArgs {
     /// scaled_dot_product_attention.
     #[arg(long)]
     attention: bool,
+    /// Also time the vision workloads (ResNet-50's 3x3 convolutions, ResNet-50 inference
+    /// and training at batch 256, bf16, channels-last) against PyTorch with cuDNN.
+    #[arg(long)]
+    vision: bool,
 }
 
 #[derive(Args)]
@@ -867,7 +872,8 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         "smith bench on {device}{}",
         if quick { " (quick sizes)" } else { "" }
     );
-    let models_only = a.gpt2_only && (a.gpt2 || a.generate || a.attention || !a.gguf.is_empty());
+    let models_only =
+        a.gpt2_only && (a.gpt2 || a.generate || a.attention || a.vision || !a.gguf.is_empty());
     // PyTorch first: its process has exited, and freed the GPU, before smith allocates.
     let theirs = if a.no_baseline || !Path::new(&a.baseline).exists() {
         println!("(no PyTorch baseline: {} not run)", a.baseline);
@@ -879,6 +885,7 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
             (quick, "--quick"),
             (a.gpt2, "--gpt2"),
             (a.attention, "--attention"),
+            (a.vision, "--vision"),
         ];
         let flags: Vec<&str> = flags.iter().filter(|f| f.0).map(|f| f.1).collect();
         bench::torch_baseline(&a.baseline, &flags)?
@@ -910,6 +917,13 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         ours.extend(measured);
         if let Some(tables) = tables {
             println!("Profile of fused attention:\n{tables}");
+        }
+    }
+    if a.vision {
+        let (measured, tables) = bench::vision(device, a.profile)?;
+        ours.extend(measured);
+        if let Some(tables) = tables {
+            println!("Profile of the vision workloads:\n{tables}");
         }
     }
     println!("| workload | unit | smith | PyTorch | speed ratio | note |");

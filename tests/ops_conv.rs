@@ -3,7 +3,8 @@
 //! channels-last inputs; its three gradients against finite differences; every float dtype
 //! on every device (`check`: the CPU against f64, a GPU against the CPU), gradients
 //! included; batches split into column-matrix chunks; each algorithm (direct, im2col,
-//! Winograd) forced in turn through the same checks; bad shapes as clear errors.
+//! Winograd) forced in turn through the same checks; implicit GEMM on tensor cores (f16 and
+//! bf16 on a GPU) against the CPU, gradients included; bad shapes as clear errors.
 
 mod common;
 
@@ -44,6 +45,16 @@ fn main() {
         (
             "every_algorithm_forced_matches_the_loops_gradients_and_devices",
             every_algorithm_forced_matches_the_loops_gradients_and_devices,
+            None,
+        ),
+        (
+            "implicit_gemm_on_tensor_cores_matches_the_cpu",
+            implicit_gemm_on_tensor_cores_matches_the_cpu,
+            None,
+        ),
+        (
+            "implicit_gemm_refuses_what_it_cannot_run",
+            implicit_gemm_refuses_what_it_cannot_run,
             None,
         ),
         (
@@ -709,5 +720,192 @@ fn every_algorithm_forced_matches_the_loops_gradients_and_devices() {
     assert_eq!(
         ConvAlgorithm::parse(" Winograd ").unwrap(),
         ConvAlgorithm::Winograd
+    );
+}
+
+/// Shapes for implicit GEMM: ResNet's (3×3 stride 1 and 2, 1×1 downsamples, the 7×7
+/// stem on 3 channels), dilation, `same` with an even kernel, channel counts off the
+/// kernels' granule of 8 (padded), and sizes spanning several 128-wide tiles and 32-deep
+/// stages in pixels, outputs and the reduction.
+fn implicit_gemm_cases() -> Vec<Case> {
+    let case = |x, o, k, spec| Case {
+        x,
+        o,
+        k,
+        spec,
+        bias: false,
+    };
+    let mut all: Vec<Case> = cases().into_iter().filter(|c| c.spec.groups == 1).collect();
+    all.extend([
+        case([2, 16, 10, 9], 16, (3, 3), spec((1, 1), (1, 1), (1, 1), 1)),
+        case([2, 8, 11, 12], 24, (3, 3), spec((2, 2), (1, 1), (1, 1), 1)),
+        case([2, 32, 9, 9], 16, (1, 1), spec((2, 2), (0, 0), (1, 1), 1)),
+        case([2, 3, 19, 17], 8, (7, 7), spec((2, 2), (3, 3), (1, 1), 1)),
+        case([1, 8, 12, 12], 8, (3, 3), spec((1, 1), (2, 2), (2, 2), 1)),
+        case([1, 5, 9, 10], 6, (3, 3), spec((1, 2), (1, 0), (1, 1), 1)),
+        case(
+            [3, 64, 12, 12],
+            136,
+            (3, 3),
+            spec((1, 1), (1, 1), (1, 1), 1),
+        ),
+        case([2, 40, 8, 8], 8, (3, 3), spec((2, 2), (1, 1), (1, 1), 1)),
+        case(
+            [1, 8, 7, 9],
+            8,
+            (2, 4),
+            Conv2dSpec {
+                padding: Padding2d::Same,
+                ..Conv2dSpec::default()
+            },
+        ),
+    ]);
+    all
+}
+
+/// On a GPU, implicit GEMM (forced, and picked by the rules for f16/bf16) against the CPU
+/// in the same dtype, through contiguous, strided, channels-last and channel-sliced
+/// inputs; the input and weight gradients in f16 and bf16 against the CPU's in f32 on the
+/// same rounded values. On a CPU the same checks run the CPU's own path against f64.
+fn implicit_gemm_on_tensor_cores_matches_the_cpu() {
+    let mut rng = Rng::new(27);
+    let forced = |t: &Tensor| {
+        matches!(t.device(), Device::Cuda(_))
+            .then(|| force_conv_algorithm(ConvAlgorithm::ImplicitGemm))
+    };
+    for c in implicit_gemm_cases() {
+        let name = format!("implicit GEMM {:?} o{} k{:?} {:?}", c.x, c.o, c.k, c.spec);
+        let x = randn(&c.x, &mut rng);
+        let w = randn(&weight_shape(&c), &mut rng);
+        for dtype in [DType::F16, DType::BF16] {
+            for (layout, _) in layouts(&x) {
+                let view = move |t: &Tensor| -> smith::Result<Tensor> {
+                    Ok(layouts(t)
+                        .into_iter()
+                        .find(|(n, _)| *n == layout)
+                        .map(|(_, v)| v)
+                        .unwrap_or_else(|| t.clone()))
+                };
+                check(
+                    &format!("{name} {layout}"),
+                    &[x.clone(), w.clone()],
+                    dtype,
+                    tol(dtype),
+                    |t| {
+                        let _g = forced(&t[0]);
+                        view(&t[0])?.conv2d(&t[1], None, c.spec)
+                    },
+                );
+            }
+            // A slice of the channels of a wider buffer (an offset and a channel stride).
+            let wide = randn(&[c.x[0], c.x[1] + 3, c.x[2], c.x[3]], &mut rng);
+            check(
+                &format!("{name} channel slice"),
+                &[wide, w.clone()],
+                dtype,
+                tol(dtype),
+                |t| {
+                    let _g = forced(&t[0]);
+                    let x = t[0]
+                        .permute(&[0, 2, 3, 1])?
+                        .contiguous()?
+                        .permute(&[0, 3, 1, 2])?;
+                    x.narrow(1, 2, c.x[1])?.conv2d(&t[1], None, c.spec)
+                },
+            );
+        }
+        let Some((dev, _gpu)) = gpu() else { continue };
+        // Gradients: a random cotangent r, so that dX and dW depend on x, w and r alone.
+        let y_shape = x.conv2d(&w, None, c.spec).unwrap().shape().to_vec();
+        let r = randn(&y_shape, &mut rng);
+        let grads = |x: &Tensor, w: &Tensor, r: &Tensor| -> smith::Result<Vec<f64>> {
+            let _g = forced(x);
+            let x = x.requires_grad()?;
+            let w = w.requires_grad()?;
+            let y = x.conv2d(&w, None, c.spec)?;
+            let g = y.mul(r)?.to_dtype(DType::F32)?.sum_all()?.backward()?;
+            let flat = |v: &Tensor| -> smith::Result<Vec<f64>> {
+                g.get(v)
+                    .ok_or_else(|| smith::Error::invalid("test", "no gradient"))?
+                    .to_vec_f64()
+            };
+            Ok([flat(&x)?, flat(&w)?].concat())
+        };
+        for dtype in [DType::F16, DType::BF16] {
+            let round = |t: &Tensor| t.to_dtype(dtype).unwrap();
+            let want = grads(
+                &round(&x).to_dtype(DType::F32).unwrap(),
+                &round(&w).to_dtype(DType::F32).unwrap(),
+                &round(&r).to_dtype(DType::F32).unwrap(),
+            )
+            .unwrap();
+            let on = |t: &Tensor| round(t).to_device(dev).unwrap();
+            let got = grads(&on(&x), &on(&w), &on(&r))
+                .unwrap_or_else(|e| panic!("{name} {dtype} grads on cuda: {e}"));
+            let err = rel_err(&got, &want);
+            eprintln!("{name} {dtype} grads cuda vs cpu f32: relative error {err:.1e}");
+            assert!(
+                err <= tol(dtype),
+                "{name} {dtype} grads: relative error {err:e}"
+            );
+        }
+    }
+    // The rules pick implicit GEMM for bf16 on the GPU, and its kernel is what runs.
+    let Some((dev, _gpu)) = gpu() else { return };
+    let x = randn(&[2, 16, 8, 8], &mut rng)
+        .to_dtype(DType::BF16)
+        .unwrap()
+        .to_device(dev)
+        .unwrap();
+    let w = randn(&[16, 16, 3, 3], &mut rng)
+        .to_dtype(DType::BF16)
+        .unwrap()
+        .to_device(dev)
+        .unwrap();
+    let mut y = None;
+    let names = kernels_run(|| y = Some(x.conv2d(&w, None, spec((1, 1), (1, 1), (1, 1), 1))));
+    y.unwrap().unwrap();
+    assert!(
+        names.iter().any(|n| n.contains("conv_gather_bf16")),
+        "kernels run: {names:?}"
+    );
+}
+
+/// Forcing implicit GEMM where it cannot run (the CPU, f32, groups) is an error naming it.
+fn implicit_gemm_refuses_what_it_cannot_run() {
+    let mut rng = Rng::new(28);
+    let _forced = force_conv_algorithm(ConvAlgorithm::ImplicitGemm);
+    let x = randn(&[1, 8, 6, 6], &mut rng);
+    let w = randn(&[8, 8, 3, 3], &mut rng);
+    let e = x
+        .conv2d(&w, None, Conv2dSpec::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("implicit GEMM") && e.contains("CUDA"), "{e}");
+    if let Some((dev, _gpu)) = gpu() {
+        let xg = x.to_device(dev).unwrap();
+        let wg = w.to_device(dev).unwrap();
+        let e = xg
+            .conv2d(&wg, None, Conv2dSpec::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("f16 and bf16"), "{e}");
+        let (xh, wh) = (
+            xg.to_dtype(DType::BF16).unwrap(),
+            randn(&[8, 4, 3, 3], &mut rng)
+                .to_dtype(DType::BF16)
+                .unwrap()
+                .to_device(dev)
+                .unwrap(),
+        );
+        let e = xh
+            .conv2d(&wh, None, spec((1, 1), (1, 1), (1, 1), 2))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("groups"), "{e}");
+    }
+    assert_eq!(
+        ConvAlgorithm::parse("implicit-gemm").unwrap(),
+        ConvAlgorithm::ImplicitGemm
     );
 }

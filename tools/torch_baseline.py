@@ -4,7 +4,8 @@
 Prints one JSON object {workload: value} as its last line, in the units smith uses:
 TFLOP/s for GEMM, GB/s (bytes read + written) for memory-bound ops, milliseconds for
 cross-entropy and AdamW, microseconds for launch overhead.
-Usage: python3 tools/torch_baseline.py [--quick]
+Usage: python3 tools/torch_baseline.py [--quick] [--models-only] [--gpt2] [--generate]
+       [--attention] [--vision]
 """
 import json
 import sys
@@ -168,6 +169,54 @@ def kernel_workloads(out, quick, dev):
     out["adamw_124m"] = timed(opt.step, 10) * 1e3
 
 
+def channels_last(t):
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def vision(out, dev):
+    """The vision workloads with cuDNN (cudnn.benchmark on, channels-last, bf16): ResNet-50's
+    3x3 convolutions alone (forward, and forward + both gradients) in TFLOP/s, and
+    ResNet-50 inference and a training step (SGD) at batch 256 in images/s."""
+    import torchvision
+
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = True
+    for c, hw in ((64, 56), (128, 28), (256, 14), (512, 7)):
+        flops = 2 * 256 * c * c * 9 * hw * hw
+        for dt, tag in ((torch.bfloat16, "bfloat16"), (torch.float32, "float32")):
+            conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False).to(dev, dtype=dt)
+            conv = conv.to(memory_format=torch.channels_last)
+            x = channels_last(torch.randn(256, c, hw, hw, device=dev, dtype=dt))
+            name = f"conv3x3_c{c}_{hw}px_B256_{tag}"
+            with torch.no_grad():
+                out[f"{name}_tflops"] = flops / timed(lambda: conv(x), 20) / 1e12
+            if dt == torch.bfloat16:
+                xg = x.clone().requires_grad_()
+                g = channels_last(torch.randn(256, c, hw, hw, device=dev, dtype=dt))
+                out[f"{name}_fwd_bwd_tflops"] = 3 * flops / timed(lambda: conv(xg).backward(g), 10) / 1e12
+            del conv, x
+    b = 256
+    model = torchvision.models.resnet50().to(dev).to(memory_format=torch.channels_last)
+    x = channels_last(torch.randn(b, 3, 224, 224, device=dev))
+    y = torch.randint(0, 1000, (b,), device=dev)
+    model.eval()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        out["resnet50_infer_bf16_B256_nhwc_img_per_s"] = b / timed(lambda: model(x), 10)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    out["resnet50_train_bf16_B256_nhwc_img_per_s"] = b / timed(step, 5)
+    del model, opt
+    torch.cuda.empty_cache()
+
+
 def main():
     quick = "--quick" in sys.argv
     dev = "cuda"
@@ -184,6 +233,8 @@ def main():
         out["gpt2_124m_train_step_bf16"] = gpt2_step(torch.bfloat16)
     if "--attention" in sys.argv:
         attention(out, dev)
+    if "--vision" in sys.argv:
+        vision(out, dev)
     tiny = torch.zeros(1, device=dev)
     torch.cuda.synchronize()
     start = time.perf_counter()

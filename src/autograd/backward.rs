@@ -147,6 +147,12 @@ pub(super) fn input_grads(op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> 
                 crate::ops::flash_attention_grads(q, k, v, out, lse, g, *mask, *scale)?;
             vec![(q.clone(), dq), (k.clone(), dk), (v.clone(), dv)]
         }
+        Op::ConvImplicit { x, w, rows, cols } => {
+            let (dx, dw) = crate::ops::conv_implicit_grads(x, w, g, *rows, *cols)?;
+            let mut grads = vec![(w.clone(), dw)];
+            grads.extend(dx.map(|dx| (x.clone(), dx)));
+            grads
+        }
     })
 }
 

@@ -1,5 +1,6 @@
 //! What an op result remembers for the backward pass.
 
+use crate::backend::interface::GatherAxis;
 use crate::backend::NormKind;
 use crate::backend::{BinaryOp, RotaryStyle, UnaryOp};
 use crate::Tensor;
@@ -82,6 +83,13 @@ pub enum Op {
         mask: crate::AttnMask,
         scale: f64,
     },
+    /// Implicit-GEMM convolution of an NHWC image by KRSC weights (output `[N, P, Q, O]`).
+    ConvImplicit {
+        x: Tensor,
+        w: Tensor,
+        rows: GatherAxis,
+        cols: GatherAxis,
+    },
 }
 
 impl Op {
@@ -112,6 +120,7 @@ impl Op {
             }
             Op::LinearBias(x, w, b) => vec![x, w, b],
             Op::FlashAttention { q, k, v, .. } => vec![q, k, v],
+            Op::ConvImplicit { x, w, .. } => vec![x, w],
             Op::CrossEntropy { logits, .. } => vec![logits],
             Op::IndexSelect { src, .. } | Op::Gather { src, .. } => vec![src],
             Op::ScatterAdd { dst, src, .. } => vec![dst, src],

@@ -124,6 +124,38 @@ impl AttnShape {
     }
 }
 
+/// One axis of an implicit-GEMM convolution pass (`GatherAxis` in `kernels/conv.cu`):
+/// output position `o` at tap `t` reads source index `(o * step + offset + t * tap_step) /
+/// divisor` when the division is exact and the index lies in `0..len`, and zero elsewhere.
+/// The forward reads `o * stride - pad + t * dilation`; the input gradient reads the output
+/// gradient at `(o + pad - t * dilation) / stride`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatherAxis {
+    pub len: i32,
+    pub out: i32,
+    pub taps: i32,
+    pub step: i32,
+    pub offset: i32,
+    pub tap_step: i32,
+    pub divisor: i32,
+}
+
+/// One product of an implicit-GEMM convolution on tensor cores; images are NHWC views
+/// (`[N, H, W, C]`, channels contiguous).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPass {
+    /// `out[n, p, q, j] = sum over (r, s, c) of src[n, row(p, r), col(q, s), c] * w[j, r, s,
+    /// c]` for the image `self` and the weights `[J, R, S, C]` (contiguous): the forward
+    /// (weights as KRSC) or, along transposed axes, the input gradient (the output gradient
+    /// read against the weights as CRSK). Returns `[N, P, Q, J]`, contiguous.
+    Gather { rows: GatherAxis, cols: GatherAxis },
+    /// The weight gradient of the forward along these axes: `self` is the output gradient
+    /// `[N, P, Q, O]` (contiguous) and the operand the input image; returns f32 partial sums
+    /// `[splits, O, R * S * C]` whose sum over the first axis is the gradient as ORSC.
+    WeightGrad { rows: GatherAxis, cols: GatherAxis },
+}
+
 /// The operands of the fused decode product `gelu?(norm?(x) @ weight^T + bias) + residual`
 /// (a few rows of `x`: one token per sequence).
 pub struct Gemv<'a, S> {
@@ -317,6 +349,18 @@ pub trait BackendStorage: Sized {
     /// and moments in place; `false` (nothing done) when the backend has no such path.
     fn adamw_multi(_slots: &[AdamWSlot<'_, Self>], _step: AdamWStep) -> Result<bool> {
         Ok(false)
+    }
+
+    /// One implicit-GEMM convolution pass ([`ConvPass`]) on tensor cores: the result and
+    /// its layout, or `None` where this backend has no kernel for these dtypes, shapes and
+    /// layouts (the convolution then takes its general path).
+    fn conv_pass(
+        &self,
+        _layout: &Layout,
+        _other: View<'_, Self>,
+        _pass: ConvPass,
+    ) -> Result<Option<(Self, Layout)>> {
+        Ok(None)
     }
 
     /// Adds the sum of squares of the elements under `layout` into the f64 scalar `acc`

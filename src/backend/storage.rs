@@ -3,8 +3,8 @@
 use super::cpu::CpuStorage;
 use super::cuda::CudaStorage;
 use super::interface::{
-    AdamWSlot, AdamWStep, AttnShape, BackendStorage, DecodeShape, Epilogue, Gemv, GemvNorm, QPart,
-    View,
+    AdamWSlot, AdamWStep, AttnShape, BackendStorage, ConvPass, DecodeShape, Epilogue, Gemv,
+    GemvNorm, QPart, View,
 };
 use super::{BinaryOp, CmpOp, NormKind, ReduceOp, RotaryStyle, UnaryOp};
 use crate::{DType, Device, Error, Layout, Result};
@@ -633,6 +633,25 @@ impl Storage {
             (Storage::Cuda(s), Storage::Cuda(a)) => s.sum_squares_into(l, a),
             _ => Ok(false),
         }
+    }
+
+    /// See [`BackendStorage::conv_pass`]; `None` when the operands live on different
+    /// devices.
+    pub fn conv_pass(
+        &self,
+        l: &Layout,
+        (other, lo): View<'_, Storage>,
+        pass: ConvPass,
+    ) -> Result<Option<(Storage, Layout)>> {
+        Ok(match (self, other) {
+            (Storage::Cpu(s), Storage::Cpu(o)) => s
+                .conv_pass(l, (o, lo), pass)?
+                .map(|(r, l)| (Storage::Cpu(r), l)),
+            (Storage::Cuda(s), Storage::Cuda(o)) => s
+                .conv_pass(l, (o, lo), pass)?
+                .map(|(r, l)| (Storage::Cuda(r), l)),
+            _ => None,
+        })
     }
 
     /// See [`BackendStorage::cross_entropy_reads_half`].

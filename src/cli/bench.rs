@@ -21,6 +21,8 @@ pub enum Unit {
     MTokens,
     /// Tokens per second (higher is better).
     Tokens,
+    /// Images per second (higher is better).
+    Images,
 }
 
 impl Unit {
@@ -33,13 +35,16 @@ impl Unit {
             Unit::Us => "us",
             Unit::MTokens => "Mtok/s",
             Unit::Tokens => "tok/s",
+            Unit::Images => "img/s",
         }
     }
 
     /// `ours / theirs` as a speed ratio (above 1 means smith is faster).
     pub fn speedup(self, ours: f64, theirs: f64) -> f64 {
         match self {
-            Unit::Tflops | Unit::Gbps | Unit::MTokens | Unit::Tokens => ours / theirs,
+            Unit::Tflops | Unit::Gbps | Unit::MTokens | Unit::Tokens | Unit::Images => {
+                ours / theirs
+            }
             Unit::Ms | Unit::Us => theirs / ours,
         }
     }
@@ -426,6 +431,155 @@ pub fn attention(device: Device, profile: bool) -> Result<(Vec<Measurement>, Opt
             note: format!("{:.2} ms; {:.1} GFLOP", both * 1e3, 3.5 * flops / 1e9),
         });
     }
+    Ok((out, (!tables.is_empty()).then_some(tables)))
+}
+
+/// The tensor-core rate a dense bf16 product reaches on an H200 (cuBLAS's figure): the
+/// floor of a convolution's time is its FLOPs at this rate.
+const BF16_DENSE_TFLOPS: f64 = 800.0;
+
+/// `[N, C, H, W]` values held channels-last (`[N, H, W, C]` memory), as the ResNet runs.
+fn channels_last(t: Tensor) -> Result<Tensor> {
+    t.permute(&[0, 2, 3, 1])?
+        .contiguous()?
+        .permute(&[0, 3, 1, 2])
+}
+
+/// The vision workloads on `device`: ResNet-50's 3×3 convolutions (batch 256, 2 on a CPU,
+/// channels-last; bf16 forward and forward + both gradients, f32 forward) in TFLOP/s with
+/// the tensor-core floor, then ResNet-50 inference and an SGD training step at batch 256
+/// (bf16 activations, f32 weights) in images/s. A workload that fails (out of memory, say)
+/// is reported with its error instead of ending the run.
+pub fn vision(device: Device, profile: bool) -> Result<(Vec<Measurement>, Option<String>)> {
+    let mut out = Vec::new();
+    let mut tables = String::new();
+    let mut rng = Rng::new(11);
+    let failed = |name: String, e: Error| Measurement {
+        name,
+        unit: Unit::Images,
+        value: f64::NAN,
+        note: format!("failed: {e}"),
+    };
+    // A CPU runs the same shapes at a batch of 2 so that the run takes seconds.
+    let nb = if device == Device::Cpu { 2 } else { 256 };
+    for (c, hw) in [(64, 56), (128, 28), (256, 14), (512, 7)] {
+        let flops = 2.0 * (nb * c * c * 9 * hw * hw) as f64;
+        let spec = smith::Conv2dSpec {
+            padding: smith::Padding2d::Explicit(1, 1),
+            ..smith::Conv2dSpec::default()
+        };
+        for dtype in [DType::BF16, DType::F32] {
+            let tag = if dtype == DType::BF16 {
+                "bfloat16"
+            } else {
+                "float32"
+            };
+            let name = format!("conv3x3_c{c}_{hw}px_B{nb}_{tag}");
+            let x = channels_last(randn(&[nb, c, hw, hw], dtype, device, &mut rng)?)?;
+            let w = randn(&[c, c, 3, 3], dtype, device, &mut rng)?.mul_scalar(0.05)?;
+            let iters = if dtype == DType::BF16 && nb > 2 {
+                20
+            } else {
+                2
+            };
+            let fwd = best_time(device, iters, 2, || {
+                let _g = smith::no_grad();
+                x.conv2d(&w, None, spec).map(|_| ())
+            })?;
+            let floor = flops / (BF16_DENSE_TFLOPS * 1e12);
+            out.push(Measurement {
+                name: format!("{name}_tflops"),
+                unit: Unit::Tflops,
+                value: flops / fwd / 1e12,
+                note: format!(
+                    "{:.3} ms; {:.1} GFLOP; H200 bf16 floor {:.3} ms",
+                    fwd * 1e3,
+                    flops / 1e9,
+                    floor * 1e3
+                ),
+            });
+            if dtype != DType::BF16 {
+                continue;
+            }
+            let xg = x.requires_grad()?;
+            let wg = w.requires_grad()?;
+            let probe = channels_last(randn(&[nb, c, hw, hw], dtype, device, &mut rng)?)?;
+            let pass = || -> Result<()> {
+                xg.conv2d(&wg, None, spec)?
+                    .backward_with(&probe)
+                    .map(|_| ())
+            };
+            let both = best_time(device, 10, 2, pass)?;
+            if profile && device != Device::Cpu {
+                let table = profiled(|| {
+                    for _ in 0..3 {
+                        pass()?;
+                    }
+                    Ok(())
+                })?
+                .table(8);
+                tables.push_str(&format!("{name}, 3 forward+backward passes:\n{table}\n"));
+            }
+            out.push(Measurement {
+                name: format!("{name}_fwd_bwd_tflops"),
+                unit: Unit::Tflops,
+                value: 3.0 * flops / both / 1e12,
+                note: format!(
+                    "{:.3} ms; {:.1} GFLOP; H200 bf16 floor {:.3} ms",
+                    both * 1e3,
+                    3.0 * flops / 1e9,
+                    3.0 * floor * 1e3
+                ),
+            });
+        }
+    }
+    let b = nb;
+    let cfg = smith::models::ResNetConfig::resnet50();
+    let mut model = smith::models::ResNet::new(cfg, &mut rng, device)?;
+    let images = channels_last(randn(&[b, 3, 224, 224], DType::BF16, device, &mut rng)?)?;
+    let infer_name = format!("resnet50_infer_bf16_B{b}_nhwc_img_per_s");
+    let infer = best_time(device, 5, 2, || {
+        let _g = smith::no_grad();
+        model.forward(&images, false).map(|_| ())
+    });
+    out.push(match infer {
+        Ok(s) => Measurement {
+            name: infer_name,
+            unit: Unit::Images,
+            value: b as f64 / s,
+            note: format!("{:.1} ms per batch; 4.1 GFLOP per image", s * 1e3),
+        },
+        Err(e) => failed(infer_name, e),
+    });
+    let labels: Vec<i64> = (0..b as i64).map(|i| (i * 37) % 1000).collect();
+    let labels = Tensor::from_vec(labels, &[b], device)?;
+    let mut opt = smith::optim::Sgd::new(model.params()?, 0.9, 1e-4);
+    let train_name = format!("resnet50_train_bf16_B{b}_nhwc_img_per_s");
+    let mut step = || -> Result<()> {
+        let loss = model.forward(&images, true)?.cross_entropy(&labels, -100)?;
+        let grads = loss.backward()?;
+        opt.step(&grads, 0.01)
+    };
+    let train = time(device, 3, &mut step);
+    if profile && device != Device::Cpu && train.is_ok() {
+        let table = profiled(|| {
+            for _ in 0..2 {
+                step()?;
+            }
+            Ok(())
+        })?
+        .table(15);
+        tables.push_str(&format!("ResNet-50 training, 2 steps:\n{table}\n"));
+    }
+    out.push(match train {
+        Ok(s) => Measurement {
+            name: train_name,
+            unit: Unit::Images,
+            value: b as f64 / s,
+            note: format!("{:.1} ms per step; 12.3 GFLOP per image", s * 1e3),
+        },
+        Err(e) => failed(train_name, e),
+    });
     Ok((out, (!tables.is_empty()).then_some(tables)))
 }
 

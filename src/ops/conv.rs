@@ -14,6 +14,7 @@ use super::check_same;
 use super::conv_algorithms::{
     conv_algorithm, direct, pick, winograd, winograd_applies, ConvAlgorithm,
 };
+use super::conv_implicit::{implicit_gemm, implicit_gemm_refusal};
 use crate::{Device, Error, Result, Tensor};
 
 /// The most bytes one chunk's column matrix may take; larger batches run in chunks.
@@ -260,8 +261,16 @@ impl Tensor {
             .saturating_mul(s.out_rows * s.out_cols)
             .saturating_mul(self.dtype().size_in_bytes().max(1));
         let chunk = (CONV_COLUMN_CAP_BYTES / per_image.max(1)).clamp(1, s.batch.max(1));
-        let algorithm = match conv_algorithm()? {
-            ConvAlgorithm::Auto => pick(&s),
+        let requested = conv_algorithm()?;
+        let forced_implicit = requested == ConvAlgorithm::ImplicitGemm;
+        let algorithm = match requested {
+            ConvAlgorithm::Auto => pick(self, &s),
+            ConvAlgorithm::ImplicitGemm => {
+                if let Some(why) = implicit_gemm_refusal(self, &s) {
+                    return Err(conv_error(why));
+                }
+                ConvAlgorithm::ImplicitGemm
+            }
             ConvAlgorithm::Winograd if !winograd_applies(&s) => {
                 return Err(conv_error(format!(
                     "Winograd F(2x2, 3x3) needs a 3x3 kernel, stride 1, dilation 1 and one group; got kernel {:?} with {spec:?}",
@@ -276,6 +285,15 @@ impl Tensor {
                 self.dtype(),
                 self.device(),
             )?
+        } else if let Some(out) = match algorithm {
+            ConvAlgorithm::ImplicitGemm => implicit_gemm(self, weight, &s)?,
+            _ => None,
+        } {
+            out
+        } else if algorithm == ConvAlgorithm::ImplicitGemm && forced_implicit {
+            return Err(conv_error(
+                "implicit GEMM was forced but this GPU has no tensor-core kernels for it (sm_80 or newer)".into(),
+            ));
         } else if algorithm == ConvAlgorithm::Direct {
             direct(self, weight, &s)?
         } else if algorithm == ConvAlgorithm::Winograd {

@@ -2,8 +2,11 @@
 //! im2col: direct (one product per kernel tap, no column matrix) and Winograd F(2×2, 3×3).
 //! Each is built from differentiable ops, so each has its backward on every backend.
 //!
-//! Picked by fixed rules ([`ConvAlgorithm::Auto`]), set by measurement (forward +
-//! backward, f32, 2 CPU cores, best of four): im2col + GEMM for every shape today.
+//! Picked by fixed rules ([`ConvAlgorithm::Auto`]):
+//! - on CUDA, f16 and bf16 convolutions with one group run implicit GEMM on tensor cores
+//!   (`conv_implicit.rs`), the layout cuDNN runs ResNets in, with channels-last output;
+//! - everything else runs im2col + GEMM, set by measurement (forward + backward, f32,
+//!   2 CPU cores, best of four):
 //! - Winograd, from the same composable ops, measured within ±15% of im2col on ResNet's
 //!   3×3 layers at 56² and 28² and 1.5-2.3x slower at 14² and 7²: its transforms are
 //!   memory-bound passes that eat the 2.25x it saves in the products.
@@ -12,8 +15,9 @@
 //!
 //! Either becomes a rule when a fused kernel makes it the faster one.
 //!
-//! [`set_conv_algorithm`] or `SMITH_CONV_ALGO=auto|direct|im2col|winograd` forces one
-//! (Winograd only where its shape applies: elsewhere forcing it is an error).
+//! [`set_conv_algorithm`] or `SMITH_CONV_ALGO=auto|direct|im2col|winograd|implicit-gemm`
+//! forces one (Winograd and implicit GEMM only where they apply: elsewhere forcing one
+//! is an error that says why).
 
 use super::conv::{index, pad_dim, ConvShape};
 use crate::{Device, Error, Result, Tensor};
@@ -31,21 +35,26 @@ pub enum ConvAlgorithm {
     Im2col,
     /// Winograd F(2×2, 3×3): 4×4 input tiles, 2×2 output tiles, 16 batched products.
     Winograd,
+    /// Implicit GEMM on CUDA tensor cores (f16/bf16, one group): NHWC tiles gathered
+    /// straight from the image, KRSC weights, no column matrix; channels-last output.
+    ImplicitGemm,
 }
 
 impl ConvAlgorithm {
-    /// The algorithm named `name` (`auto`, `direct`, `im2col`, `winograd`).
+    /// The algorithm named `name` (`auto`, `direct`, `im2col`, `winograd`,
+    /// `implicit-gemm`).
     pub fn parse(name: &str) -> Result<Self> {
         Ok(match name.trim().to_ascii_lowercase().as_str() {
             "auto" | "" => ConvAlgorithm::Auto,
             "direct" => ConvAlgorithm::Direct,
             "im2col" => ConvAlgorithm::Im2col,
             "winograd" => ConvAlgorithm::Winograd,
+            "implicit-gemm" | "implicit_gemm" | "igemm" => ConvAlgorithm::ImplicitGemm,
             other => {
                 return Err(Error::invalid(
                     "conv2d",
                     format!(
-                        "unknown convolution algorithm `{other}` (auto, direct, im2col, winograd)"
+                        "unknown convolution algorithm `{other}` (auto, direct, im2col, winograd, implicit-gemm)"
                     ),
                 ))
             }
@@ -59,6 +68,7 @@ impl ConvAlgorithm {
             2 => ConvAlgorithm::Direct,
             3 => ConvAlgorithm::Im2col,
             4 => ConvAlgorithm::Winograd,
+            5 => ConvAlgorithm::ImplicitGemm,
             _ => ConvAlgorithm::Auto,
         }
     }
@@ -130,8 +140,12 @@ pub(super) fn winograd_applies(s: &ConvShape) -> bool {
 }
 
 /// The algorithm the rules pick for this shape (see the module docs).
-pub(super) fn pick(_shape: &ConvShape) -> ConvAlgorithm {
-    ConvAlgorithm::Im2col
+pub(super) fn pick(x: &Tensor, shape: &ConvShape) -> ConvAlgorithm {
+    if super::conv_implicit::implicit_gemm_applies(x, shape) {
+        ConvAlgorithm::ImplicitGemm
+    } else {
+        ConvAlgorithm::Im2col
+    }
 }
 
 /// Direct convolution: for each kernel tap, the input positions it reads (a strided

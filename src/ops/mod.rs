@@ -4,6 +4,7 @@
 mod attention;
 mod conv;
 mod conv_algorithms;
+mod conv_implicit;
 mod elementwise;
 mod index;
 mod matmul;
@@ -18,6 +19,7 @@ pub use conv::{Conv2dSpec, ConvTranspose2dSpec, Padding2d, CONV_COLUMN_CAP_BYTES
 pub use conv_algorithms::{
     conv_algorithm, force_conv_algorithm, set_conv_algorithm, ConvAlgorithm, ConvAlgorithmGuard,
 };
+pub(crate) use conv_implicit::conv_implicit_grads;
 pub use matmul::FoldedNorm;
 pub(crate) use nn::view;
 pub use nn::{causal_mask, rotary_tables, rotary_tables_for, rotary_tables_scaled, RotarySpec};

@@ -23,8 +23,16 @@ pub const SOURCES: &[(&str, &str)] = &[
     (
         "flash",
         concat!(
+            include_str!("../../../kernels/mma.cuh"),
             include_str!("../../../kernels/flash.cu"),
             include_str!("../../../kernels/flash_wgmma.cu")
+        ),
+    ),
+    (
+        "conv",
+        concat!(
+            include_str!("../../../kernels/mma.cuh"),
+            include_str!("../../../kernels/conv.cu")
         ),
     ),
 ];

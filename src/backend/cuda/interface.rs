@@ -3,7 +3,8 @@
 
 use super::CudaStorage;
 use crate::backend::interface::{
-    AdamWSlot, AdamWStep, AttnShape, BackendStorage, DecodeShape, Epilogue, Gemv, QPart, View,
+    AdamWSlot, AdamWStep, AttnShape, BackendStorage, ConvPass, DecodeShape, Epilogue, Gemv, QPart,
+    View,
 };
 use crate::backend::{BinaryOp, CmpOp, NormKind, ReduceOp, RotaryStyle, UnaryOp};
 use crate::{DType, Error, Layout, Result};
@@ -254,6 +255,15 @@ impl BackendStorage for CudaStorage {
     fn gemv(&self, layout: &Layout, a: Gemv<'_, Self>) -> Result<Option<Self>> {
         let (w, lw) = a.weight;
         super::gemv(self, layout, w, lw, a.bias, a.residual, a.gelu, a.norm)
+    }
+
+    fn conv_pass(
+        &self,
+        layout: &Layout,
+        (other, lo): View<'_, Self>,
+        pass: ConvPass,
+    ) -> Result<Option<(Self, Layout)>> {
+        super::conv_pass(self, layout, other, lo, pass)
     }
 
     fn decode_attention(

@@ -2,6 +2,7 @@
 //! to build), one stream per device, kernels compiled on first use and cached on disk.
 
 pub mod compile;
+mod conv;
 mod decode_attention;
 mod elementwise;
 mod flash;
@@ -18,6 +19,7 @@ mod reduce;
 mod storage;
 mod timing;
 
+pub use conv::conv_pass;
 pub use decode_attention::{decode_attention, DecodeShape, DECODE_HEAD_DIMS};
 pub use elementwise::*;
 pub use flash::{
