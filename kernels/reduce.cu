@@ -53,6 +53,22 @@ __device__ void arg_impl(int is_max, const T* x, Strided v, long long* y, long l
     }
 }
 
+// The arg-reduction with a thread per output, for short rows (pooling windows), where a
+// warp per output would leave most lanes idle.
+template <typename T, typename C>
+__device__ void arg_short_impl(int is_max, const T* x, Strided v, long long* y, long long outs,
+                               long long r) {
+    GRID_STRIDE_LOOP(o, outs) {
+        C best = to_compute(x[strided_index(v, o * r)]);
+        long long bi = 0;
+        for (long long j = 1; j < r; ++j) {
+            C val = to_compute(x[strided_index(v, o * r + j)]);
+            if (better<C>(is_max, val, j, best, bi)) { best = val; bi = j; }
+        }
+        y[o] = bi;
+    }
+}
+
 // The same two reductions with a whole block per output, for a few long rows (an argmax
 // over a vocabulary): threads stride over r, then warps, then the block's warps combine.
 // Each thread requests BLOCK_REDUCE_BATCH elements before combining them, in index order,
@@ -145,6 +161,10 @@ extern "C" __global__ void reduce_##SUFFIX(int op, const T* x, Strided v, T* y, 
 extern "C" __global__ void argreduce_##SUFFIX(int is_max, const T* x, Strided v, long long* y, \
                                               long long outs, long long r) {                  \
     arg_impl<T, C>(is_max, x, v, y, outs, r);                                                 \
+}                                                                                             \
+extern "C" __global__ void argreduce_short_##SUFFIX(int is_max, const T* x, Strided v,        \
+                                                    long long* y, long long outs, long long r) { \
+    arg_short_impl<T, C>(is_max, x, v, y, outs, r);                                           \
 }
 
 REDUCE_KERNELS(f32, float, float)

@@ -120,6 +120,39 @@ impl Layout {
         true
     }
 
+    /// True when the elements fill `offset .. offset + numel` exactly, in some order of the
+    /// dimensions (a permutation of a contiguous layout, such as channels-last): an
+    /// elementwise op can then run over the flat span and keep these strides.
+    pub fn is_dense(&self) -> bool {
+        let mut dims: Vec<(usize, usize)> = self
+            .shape
+            .iter()
+            .zip(&self.strides)
+            .filter(|(&n, _)| n != 1)
+            .map(|(&n, &s)| (s, n))
+            .collect();
+        dims.sort_unstable();
+        let mut expected = 1usize;
+        for (stride, n) in dims {
+            if stride != expected {
+                return false;
+            }
+            expected *= n;
+        }
+        true
+    }
+
+    /// The flat `[numel]` layout over the span of a dense layout ([`Layout::is_dense`]).
+    pub fn dense_span(&self) -> Layout {
+        Layout::new(vec![self.numel()], vec![1], self.offset)
+    }
+
+    /// These strides from offset 0: where an elementwise op over [`Layout::dense_span`]
+    /// puts its result.
+    pub fn dense_result(&self) -> Layout {
+        Layout::new(self.shape.clone(), self.strides.clone(), 0)
+    }
+
     /// One past the largest storage index this layout can touch (0 when empty).
     pub fn storage_span(&self) -> usize {
         if self.numel() == 0 {

@@ -1,7 +1,9 @@
 //! BatchNorm2d: training mode against the definition in f64 (batch mean, biased variance,
 //! running statistics with the unbiased variance and momentum 0.1 over several steps),
 //! evaluation mode, gradients in training mode against finite differences, every float
-//! dtype on every device (`check`), folding into the convolution before it, bad shapes.
+//! dtype on every device (`check`), the fused passes over channels-last inputs against the
+//! composed path (outputs, running statistics, gradients, evaluation mode; GPU against
+//! CPU), folding into the convolution before it, bad shapes.
 
 mod common;
 
@@ -25,6 +27,11 @@ fn main() {
         (
             "batch_norm_in_every_dtype_on_every_device",
             batch_norm_in_every_dtype_on_every_device,
+            None,
+        ),
+        (
+            "fused_channels_last_passes_match_the_composed_ones",
+            fused_channels_last_passes_match_the_composed_ones,
             None,
         ),
         (
@@ -268,4 +275,127 @@ fn bad_batch_norm_inputs_are_errors() {
         bn.num_batches_tracked, 0,
         "a refused batch leaves the statistics alone"
     );
+}
+
+/// `[n, c, h, w]` values held channels-last.
+fn channels_last(x: &Tensor) -> smith::Result<Tensor> {
+    x.permute(&[0, 2, 3, 1])?
+        .contiguous()?
+        .permute(&[0, 3, 1, 2])
+}
+
+/// A layer with weights `w` and biases `b` (f32, or f64 for an f64 input) on `x`'s device.
+fn layer(w: &Tensor, b: &Tensor, x: &Tensor) -> smith::Result<BatchNorm2d> {
+    let dt = if x.dtype() == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let mut bn = BatchNorm2d::new(w.numel(), x.device())?;
+    bn.weight = Some(w.to_dtype(dt)?.to_device(x.device())?.requires_grad()?);
+    bn.bias = Some(b.to_dtype(dt)?.to_device(x.device())?.requires_grad()?);
+    bn.running_mean = bn.running_mean.to_dtype(dt)?;
+    bn.running_var = bn.running_var.to_dtype(dt)?;
+    Ok(bn)
+}
+
+/// Training-mode output, running statistics after two steps, the three gradients for the
+/// cotangent `r`, and the evaluation-mode output, flattened into one f64 vector.
+fn run_layer(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    r: &Tensor,
+    held: impl Fn(&Tensor) -> smith::Result<Tensor>,
+) -> smith::Result<Vec<f64>> {
+    let mut bn = layer(w, b, x)?;
+    let xv = held(x)?.requires_grad()?;
+    bn.forward_train(&held(&x.affine(0.5, 0.25)?)?)?;
+    let y = bn.forward_train(&xv)?;
+    let grads = y.mul(r)?.to_dtype(DType::F32)?.sum_all()?.backward()?;
+    let eval = {
+        let _g = smith::no_grad();
+        bn.forward_eval(&held(x)?)?
+    };
+    let get = |t: &Tensor| -> smith::Result<Vec<f64>> {
+        grads
+            .get(t)
+            .ok_or_else(|| smith::Error::invalid("test", "no gradient"))?
+            .to_vec_f64()
+    };
+    Ok([
+        y.to_vec_f64()?,
+        bn.running_mean.to_vec_f64()?,
+        bn.running_var.to_vec_f64()?,
+        get(&xv)?,
+        get(bn.weight.as_ref().unwrap())?,
+        get(bn.bias.as_ref().unwrap())?,
+        eval.to_vec_f64()?,
+    ]
+    .concat())
+}
+
+/// The fused passes (channels-last inputs) against the composed path (contiguous NCHW
+/// inputs) on the same values, on every device and in every float dtype, with channel
+/// means far from zero (the shifted sums) and enough rows for many splits on a GPU;
+/// finite differences through the fused path in f64; the fused kernels are what runs.
+fn fused_channels_last_passes_match_the_composed_ones() {
+    let mut rng = Rng::new(46);
+    for shape in [[4, 6, 5, 7], [8, 40, 20, 20]] {
+        let c = shape[1];
+        let x = randn(&shape, &mut rng).affine(3.0, 20.0).unwrap();
+        let w = randn(&[c], &mut rng);
+        let b = randn(&[c], &mut rng);
+        let r = randn(&shape, &mut rng);
+        let mut devices = vec![Device::Cpu];
+        let gpu = gpu();
+        devices.extend(gpu.as_ref().map(|g| g.0));
+        for device in devices {
+            for dtype in [DType::F64, DType::F32, DType::F16, DType::BF16] {
+                if dtype == DType::F64 && device != Device::Cpu {
+                    continue;
+                }
+                let on = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(device).unwrap();
+                let (xd, rd) = (on(&x), on(&r));
+                let plain = run_layer(&xd, &w, &b, &rd, |t| t.contiguous()).unwrap();
+                let fused = run_layer(&xd, &w, &b, &rd, channels_last).unwrap();
+                let err = rel_err(&fused, &plain);
+                eprintln!("fused batch norm {shape:?} {dtype} on {device}: relative error {err:.1e} against the composed path");
+                let bound = match dtype {
+                    DType::F64 => 1e-12,
+                    DType::F32 => 1e-5,
+                    _ => 1e-2,
+                };
+                assert!(err <= bound, "{shape:?} {dtype} on {device}: {err:e}");
+            }
+        }
+        if let Some((dev, _g)) = &gpu {
+            let xg =
+                channels_last(&x.to_dtype(DType::BF16).unwrap().to_device(*dev).unwrap()).unwrap();
+            let mut bn = BatchNorm2d::new(c, *dev).unwrap();
+            let names = kernels_run(|| {
+                bn.forward_train(&xg).unwrap();
+            });
+            assert!(
+                names.iter().any(|n| n.starts_with("channel_sums_bf16"))
+                    && names
+                        .iter()
+                        .any(|n| n.starts_with("channel_affine") && n.ends_with("_bf16")),
+                "{names:?}"
+            );
+        }
+    }
+    let inputs = [
+        leaf(&[2, 3, 3, 4], &mut rng),
+        leaf(&[3], &mut rng),
+        leaf(&[3], &mut rng),
+    ];
+    gradcheck(&inputs, |t| {
+        let mut bn = BatchNorm2d::new(3, Device::Cpu)?;
+        bn.weight = Some(t[1].clone());
+        bn.bias = Some(t[2].clone());
+        bn.running_mean = bn.running_mean.to_dtype(DType::F64)?;
+        bn.running_var = bn.running_var.to_dtype(DType::F64)?;
+        bn.forward_train(&channels_last(&t[0])?)
+    });
 }

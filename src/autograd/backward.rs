@@ -147,6 +147,24 @@ pub(super) fn input_grads(op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> 
                 crate::ops::flash_attention_grads(q, k, v, out, lse, g, *mask, *scale)?;
             vec![(q.clone(), dq), (k.clone(), dk), (v.clone(), dv)]
         }
+        Op::BatchNormRows {
+            x,
+            weight,
+            bias,
+            mean,
+            invstd,
+        } => {
+            let (dx, dw, db) =
+                crate::ops::batch_norm_rows_grads(x, weight.as_ref(), mean, invstd, g)?;
+            let mut grads = vec![(x.clone(), dx)];
+            if let (Some(w), Some(dw)) = (weight, dw) {
+                grads.push((w.clone(), dw));
+            }
+            if let (Some(b), Some(db)) = (bias, db) {
+                grads.push((b.clone(), db.to_dtype(b.dtype())?));
+            }
+            grads
+        }
         Op::ConvImplicit { x, w, rows, cols } => {
             let (dx, dw) = crate::ops::conv_implicit_grads(x, w, g, *rows, *cols)?;
             let mut grads = vec![(w.clone(), dw)];

@@ -83,6 +83,15 @@ pub enum Op {
         mask: crate::AttnMask,
         scale: f64,
     },
+    /// Batch normalisation of `[M, C]` rows by their batch statistics (fused passes);
+    /// saves each channel's mean and 1/std (detached, in the statistics dtype).
+    BatchNormRows {
+        x: Tensor,
+        weight: Option<Tensor>,
+        bias: Option<Tensor>,
+        mean: Tensor,
+        invstd: Tensor,
+    },
     /// Implicit-GEMM convolution of an NHWC image by KRSC weights (output `[N, P, Q, O]`).
     ConvImplicit {
         x: Tensor,
@@ -121,6 +130,14 @@ impl Op {
             Op::LinearBias(x, w, b) => vec![x, w, b],
             Op::FlashAttention { q, k, v, .. } => vec![q, k, v],
             Op::ConvImplicit { x, w, .. } => vec![x, w],
+            Op::BatchNormRows {
+                x, weight, bias, ..
+            } => {
+                let mut v = vec![x];
+                v.extend(weight.iter());
+                v.extend(bias.iter());
+                v
+            }
             Op::CrossEntropy { logits, .. } => vec![logits],
             Op::IndexSelect { src, .. } | Op::Gather { src, .. } => vec![src],
             Op::ScatterAdd { dst, src, .. } => vec![dst, src],

@@ -363,6 +363,36 @@ pub trait BackendStorage: Sized {
         Ok(None)
     }
 
+    /// Batch normalisation's per-channel sums over `self` (`[M, C]`, contiguous: images
+    /// held channels-last), as `[2, splits, C]` partial sums in the compute dtype (f32,
+    /// or f64 for f64 inputs) whose sum over the middle axis is: without `grad`,
+    /// `sum (x - center)` and `sum (x - center)^2`; with `grad` (dy, `[M, C]`), `sum dy`
+    /// and `sum dy * (x - center)`. `center` is `[C]` in the compute dtype. `None` where
+    /// this backend has no fused kernel for these layouts.
+    fn channel_sums(
+        &self,
+        _layout: &Layout,
+        _grad: Option<View<'_, Self>>,
+        _center: View<'_, Self>,
+    ) -> Result<Option<(Self, Layout)>> {
+        Ok(None)
+    }
+
+    /// `(grad ? grad * alpha : 0) + (x - mean) * beta + gamma` per channel over `self`
+    /// (`[M, C]`, contiguous), in `self`'s dtype: batch normalisation's output, and its
+    /// input gradient with `grad = (dy, alpha)`. Channel vectors are `[C]` in the compute
+    /// dtype. `None` where this backend has no fused kernel for these layouts.
+    fn channel_affine(
+        &self,
+        _layout: &Layout,
+        _grad: Option<(View<'_, Self>, View<'_, Self>)>,
+        _mean: View<'_, Self>,
+        _beta: View<'_, Self>,
+        _gamma: View<'_, Self>,
+    ) -> Result<Option<Self>> {
+        Ok(None)
+    }
+
     /// Adds the sum of squares of the elements under `layout` into the f64 scalar `acc`
     /// (on this backend, for gradient clipping without a host round trip); `false` when
     /// the backend has no such path.

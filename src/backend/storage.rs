@@ -18,6 +18,22 @@ pub enum Storage {
     Cuda(CudaStorage),
 }
 
+/// The host storage under a view, if it is one.
+fn as_cpu<'a>((t, l): View<'a, Storage>) -> Option<View<'a, CpuStorage>> {
+    match t {
+        Storage::Cpu(t) => Some((t, l)),
+        _ => None,
+    }
+}
+
+/// The GPU storage under a view, if it is one.
+fn as_cuda<'a>((t, l): View<'a, Storage>) -> Option<View<'a, CudaStorage>> {
+    match t {
+        Storage::Cuda(t) => Some((t, l)),
+        _ => None,
+    }
+}
+
 impl Storage {
     /// Element type of the buffer.
     pub fn dtype(&self) -> DType {
@@ -651,6 +667,72 @@ impl Storage {
                 .conv_pass(l, (o, lo), pass)?
                 .map(|(r, l)| (Storage::Cuda(r), l)),
             _ => None,
+        })
+    }
+
+    /// See [`BackendStorage::channel_sums`]; `None` when the operands live on different
+    /// devices.
+    pub fn channel_sums(
+        &self,
+        l: &Layout,
+        grad: Option<View<'_, Storage>>,
+        (center, lc): View<'_, Storage>,
+    ) -> Result<Option<(Storage, Layout)>> {
+        Ok(match (self, center) {
+            (Storage::Cpu(s), Storage::Cpu(c)) => {
+                let grad = match grad {
+                    Some((Storage::Cpu(g), lg)) => Some((g, lg)),
+                    Some(_) => return Ok(None),
+                    None => None,
+                };
+                s.channel_sums(l, grad, (c, lc))?
+                    .map(|(r, l)| (Storage::Cpu(r), l))
+            }
+            (Storage::Cuda(s), Storage::Cuda(c)) => {
+                let grad = match grad {
+                    Some((Storage::Cuda(g), lg)) => Some((g, lg)),
+                    Some(_) => return Ok(None),
+                    None => None,
+                };
+                s.channel_sums(l, grad, (c, lc))?
+                    .map(|(r, l)| (Storage::Cuda(r), l))
+            }
+            _ => None,
+        })
+    }
+
+    /// See [`BackendStorage::channel_affine`]; `None` when the operands live on different
+    /// devices.
+    pub fn channel_affine(
+        &self,
+        l: &Layout,
+        grad: Option<(View<'_, Storage>, View<'_, Storage>)>,
+        mean: View<'_, Storage>,
+        beta: View<'_, Storage>,
+        gamma: View<'_, Storage>,
+    ) -> Result<Option<Storage>> {
+        macro_rules! on {
+            ($variant:ident, $view:ident) => {{
+                let Storage::$variant(s) = self else {
+                    return Ok(None);
+                };
+                let view = $view;
+                let grad = match grad {
+                    Some((g, a)) => match (view(g), view(a)) {
+                        (Some(g), Some(a)) => Some((g, a)),
+                        _ => return Ok(None),
+                    },
+                    None => None,
+                };
+                let (Some(m), Some(b), Some(c)) = (view(mean), view(beta), view(gamma)) else {
+                    return Ok(None);
+                };
+                s.channel_affine(l, grad, m, b, c)?.map(Storage::$variant)
+            }};
+        }
+        Ok(match self {
+            Storage::Cpu(_) => on!(Cpu, as_cpu),
+            Storage::Cuda(_) => on!(Cuda, as_cuda),
         })
     }
 

@@ -34,6 +34,23 @@ fn compute_dtype(x: &Tensor) -> DType {
     }
 }
 
+/// The `[N·H·W, C]` rows of `x` when it is held channels-last (the layout the fused
+/// passes read), else `None`.
+fn channels_last_rows(x: &Tensor) -> Result<Option<Tensor>> {
+    let nhwc = x.permute(&[0, 2, 3, 1])?;
+    if !nhwc.is_contiguous() {
+        return Ok(None);
+    }
+    let s = x.shape();
+    Ok(Some(nhwc.reshape(&[s[0] * s[2] * s[3], s[1]])?))
+}
+
+/// `[N·H·W, C]` rows back to an `[N, C, H, W]` tensor held channels-last.
+fn from_rows(rows: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    rows.reshape(&[shape[0], shape[2], shape[3], shape[1]])?
+        .permute(&[0, 3, 1, 2])
+}
+
 fn bn_error(msg: String) -> Error {
     Error::invalid("batch_norm2d", msg)
 }
@@ -101,11 +118,26 @@ impl BatchNorm2d {
                 x.shape()
             )));
         }
-        let xf = x.to_dtype(compute_dtype(x))?;
-        let mean = xf.mean_keepdim(&[0, 2, 3])?;
-        let centred = xf.sub(&mean)?;
-        let var = centred.mul(&centred)?.mean_keepdim(&[0, 2, 3])?;
-        let y = self.scale_shift(&centred, &var)?.to_dtype(x.dtype())?;
+        let fused = match channels_last_rows(x)? {
+            Some(rows) => crate::ops::batch_norm_rows_train(
+                &rows,
+                self.weight.as_ref(),
+                self.bias.as_ref(),
+                self.eps,
+            )?,
+            None => None,
+        };
+        let (y, mean, var) = match fused {
+            Some(t) => (from_rows(&t.y, x.shape())?, t.mean, t.var),
+            None => {
+                let xf = x.to_dtype(compute_dtype(x))?;
+                let mean = xf.mean_keepdim(&[0, 2, 3])?;
+                let centred = xf.sub(&mean)?;
+                let var = centred.mul(&centred)?.mean_keepdim(&[0, 2, 3])?;
+                let y = self.scale_shift(&centred, &var)?.to_dtype(x.dtype())?;
+                (y, mean, var)
+            }
+        };
         {
             let _no_grad = crate::no_grad();
             let m = self.momentum;
@@ -129,6 +161,26 @@ impl BatchNorm2d {
     pub fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
         self.check(x)?;
         let c = self.channels();
+        let wants_grad = crate::autograd::is_grad_enabled()
+            && [Some(x), self.weight.as_ref(), self.bias.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|t| t.tracks_grad());
+        if !wants_grad {
+            if let Some(rows) = channels_last_rows(x)? {
+                let y = crate::ops::batch_norm_rows_eval(
+                    &rows,
+                    self.weight.as_ref(),
+                    self.bias.as_ref(),
+                    &self.running_mean,
+                    &self.running_var,
+                    self.eps,
+                )?;
+                if let Some(y) = y {
+                    return from_rows(&y, x.shape());
+                }
+            }
+        }
         let xf = x.to_dtype(compute_dtype(x))?;
         let mean = self
             .running_mean

@@ -11,13 +11,23 @@ impl Tensor {
     /// shorthands). Recorded for autograd when the op is differentiable.
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
         check_float("unary", self)?;
-        let out = self.read_storage().unary(self.layout(), op)?;
+        let l = self.layout();
+        let keep = !l.is_contiguous() && l.is_dense();
+        let out = if keep {
+            self.read_storage().unary(&l.dense_span(), op)?
+        } else {
+            self.read_storage().unary(l, op)?
+        };
         let rec = if op.differentiable() {
             record(&[self], || Op::Unary(self.clone(), op))
         } else {
             None
         };
-        Ok(Tensor::from_storage(out, self.shape(), rec))
+        Ok(if keep {
+            Tensor::from_storage_in(out, l.dense_result(), rec)
+        } else {
+            Tensor::from_storage(out, self.shape(), rec)
+        })
     }
 
     /// `-x`.
@@ -110,11 +120,22 @@ impl Tensor {
         check_same(op.name(), self, rhs)?;
         check_float(op.name(), self)?;
         let (a, b) = Tensor::broadcast_pair(op.name(), self, rhs)?;
-        let out = a
-            .read_storage()
-            .binary(a.layout(), (&b.read_storage(), b.layout()), op)?;
+        // Two dense operands in the same order of dimensions (channels-last, say): the
+        // op runs over the flat spans and the result keeps that order.
+        let (la, lb) = (a.layout(), b.layout());
+        let keep = !la.is_contiguous() && la.strides() == lb.strides() && la.is_dense();
+        let out = if keep {
+            a.read_storage()
+                .binary(&la.dense_span(), (&b.read_storage(), &lb.dense_span()), op)?
+        } else {
+            a.read_storage().binary(la, (&b.read_storage(), lb), op)?
+        };
         let rec = record(&[&a, &b], || Op::Binary(a.clone(), b.clone(), op));
-        Ok(Tensor::from_storage(out, a.shape(), rec))
+        Ok(if keep {
+            Tensor::from_storage_in(out, la.dense_result(), rec)
+        } else {
+            Tensor::from_storage(out, a.shape(), rec)
+        })
     }
 
     /// Elementwise sum with broadcasting.

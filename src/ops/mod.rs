@@ -2,6 +2,7 @@
 //! recording. Each submodule holds one family of ops.
 
 mod attention;
+mod batch_norm_rows;
 mod conv;
 mod conv_algorithms;
 mod conv_implicit;
@@ -15,6 +16,9 @@ mod shape;
 
 pub(crate) use attention::flash_attention_grads;
 pub use attention::AttnMask;
+pub(crate) use batch_norm_rows::{
+    batch_norm_rows_eval, batch_norm_rows_grads, batch_norm_rows_train,
+};
 pub use conv::{Conv2dSpec, ConvTranspose2dSpec, Padding2d, CONV_COLUMN_CAP_BYTES};
 pub use conv_algorithms::{
     conv_algorithm, force_conv_algorithm, set_conv_algorithm, ConvAlgorithm, ConvAlgorithmGuard,

@@ -133,13 +133,23 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let out = self.read_storage().cast(self.layout(), dtype)?;
+        let l = self.layout();
+        let keep = !l.is_contiguous() && l.is_dense();
+        let out = if keep {
+            self.read_storage().cast(&l.dense_span(), dtype)?
+        } else {
+            self.read_storage().cast(l, dtype)?
+        };
         let rec = if dtype.is_float() && self.dtype().is_float() {
             record(&[self], || Op::Cast(self.clone()))
         } else {
             None
         };
-        Ok(Tensor::from_storage(out, self.shape(), rec))
+        Ok(if keep {
+            Tensor::from_storage_in(out, l.dense_result(), rec)
+        } else {
+            Tensor::from_storage(out, self.shape(), rec)
+        })
     }
 
     /// Concatenates tensors along `dim`; all other dims must match.

@@ -191,6 +191,26 @@ impl BackendStorage for CpuStorage {
         super::rotary(self, layout, cos, sin, style, inverse)
     }
 
+    fn channel_sums(
+        &self,
+        layout: &Layout,
+        grad: Option<View<'_, Self>>,
+        (center, lc): View<'_, Self>,
+    ) -> Result<Option<(Self, Layout)>> {
+        super::channel_sums(self, layout, grad, (center, lc))
+    }
+
+    fn channel_affine(
+        &self,
+        layout: &Layout,
+        grad: Option<(View<'_, Self>, View<'_, Self>)>,
+        mean: View<'_, Self>,
+        beta: View<'_, Self>,
+        gamma: View<'_, Self>,
+    ) -> Result<Option<Self>> {
+        super::channel_affine(self, layout, grad, mean, beta, gamma)
+    }
+
     fn flash_attention(
         &self,
         layout: &Layout,

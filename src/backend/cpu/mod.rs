@@ -4,6 +4,7 @@
 //! widened to f32 for the arithmetic and rounded back, so every sum accumulates in f32 or
 //! better.
 
+mod batch_norm;
 mod elementwise;
 mod flash;
 mod index;
@@ -14,6 +15,7 @@ mod quant;
 pub mod real;
 mod reduce;
 
+pub use batch_norm::{channel_affine, channel_sums};
 pub use elementwise::*;
 pub use flash::{flash_backward, flash_forward};
 pub use index::*;

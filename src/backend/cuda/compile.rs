@@ -20,6 +20,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("quant", include_str!("../../../kernels/quant.cu")),
     ("attention", include_str!("../../../kernels/attention.cu")),
     ("gemv", include_str!("../../../kernels/gemv.cu")),
+    ("batch_norm", include_str!("../../../kernels/batch_norm.cu")),
     (
         "flash",
         concat!(

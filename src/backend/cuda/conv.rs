@@ -23,8 +23,14 @@ const THREADS: u32 = 256;
 /// Blocks the weight-gradient kernel aims for: four per SM of a 132-SM GPU.
 const WGRAD_TARGET_BLOCKS: usize = 528;
 
-/// Dynamic shared memory of the gather kernel: A and B tiles of 128 x (32 + 8) halves.
-const GATHER_SHARED: usize = STAGES * 2 * TILE * (DEPTH + 8) * 2;
+/// Dynamic shared memory of the gather kernel: three stages of A and B tiles of 128 x
+/// (64 + 8) halves.
+const GATHER_SHARED: usize = 3 * 2 * TILE * (64 + 8) * 2;
+/// The wide gather kernel's tile: 256 pixels by 64 output channels, for layers with at
+/// most 64 outputs (a 128-wide tile would leave half its products unused).
+const WIDE_PIXELS: usize = 256;
+const WIDE_OUTPUTS: usize = 64;
+const WIDE_SHARED: usize = STAGES * (WIDE_PIXELS + WIDE_OUTPUTS) * (DEPTH + 8) * 2;
 /// Dynamic shared memory of the weight-gradient kernel: tiles of 32 x (128 + 8) halves.
 const WGRAD_SHARED: usize = STAGES * 2 * DEPTH * (TILE + 8) * 2;
 
@@ -132,12 +138,17 @@ fn gather(
     if pixels == 0 || j == 0 {
         return Ok(Some((out, out_layout)));
     }
-    let name = format!("conv_gather_{}", suffix(src.dtype));
-    allow_shared(&src.dev, &name, GATHER_SHARED)?;
+    let (kind, tile_m, tile_n, shared) = if j <= WIDE_OUTPUTS {
+        ("conv_gather_wide", WIDE_PIXELS, WIDE_OUTPUTS, WIDE_SHARED)
+    } else {
+        ("conv_gather", TILE, TILE, GATHER_SHARED)
+    };
+    let name = format!("{kind}_{}", suffix(src.dtype));
+    allow_shared(&src.dev, &name, shared)?;
     let cfg = LaunchConfig {
-        grid_dim: (pixels.div_ceil(TILE) as u32, j.div_ceil(TILE) as u32, 1),
+        grid_dim: (pixels.div_ceil(tile_m) as u32, j.div_ceil(tile_n) as u32, 1),
         block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: GATHER_SHARED as u32,
+        shared_mem_bytes: shared as u32,
     };
     let (sp, wp, op) = (src.ptr(ls.offset()), w.ptr(lw.offset()), out.ptr(0));
     let (c32, n32, j32) = (c as i32, n as i32, j as i32);

@@ -266,6 +266,26 @@ impl BackendStorage for CudaStorage {
         super::conv_pass(self, layout, other, lo, pass)
     }
 
+    fn channel_sums(
+        &self,
+        layout: &Layout,
+        grad: Option<View<'_, Self>>,
+        center: View<'_, Self>,
+    ) -> Result<Option<(Self, Layout)>> {
+        super::channel_sums(self, layout, grad, center)
+    }
+
+    fn channel_affine(
+        &self,
+        layout: &Layout,
+        grad: Option<(View<'_, Self>, View<'_, Self>)>,
+        mean: View<'_, Self>,
+        beta: View<'_, Self>,
+        gamma: View<'_, Self>,
+    ) -> Result<Option<Self>> {
+        super::channel_affine(self, layout, grad, mean, beta, gamma)
+    }
+
     fn decode_attention(
         &self,
         layout: &Layout,

@@ -1,6 +1,7 @@
 //! The CUDA backend: the driver, NVRTC and cuBLAS loaded at run time (nothing CUDA is needed
 //! to build), one stream per device, kernels compiled on first use and cached on disk.
 
+mod batch_norm;
 pub mod compile;
 mod conv;
 mod decode_attention;
@@ -19,6 +20,7 @@ mod reduce;
 mod storage;
 mod timing;
 
+pub use batch_norm::{channel_affine, channel_sums};
 pub use conv::conv_pass;
 pub use decode_attention::{decode_attention, DecodeShape, DECODE_HEAD_DIMS};
 pub use elementwise::*;

@@ -108,6 +108,9 @@ pub fn arg_reduce(s: &CudaStorage, layout: &Layout, dim: usize, max: bool) -> Re
     )
 }
 
+/// Rows at most this long are arg-reduced by one thread each.
+const SHORT_ROW: usize = 16;
+
 /// Launches `{prefix}_{dtype}(code, x, view, y, outs, r)`: one warp per output.
 #[allow(clippy::too_many_arguments)]
 fn launch_over_view(
@@ -138,6 +141,12 @@ fn launch_over_view(
             };
             let name = format!("{prefix}_block_{}", suffix(s.dtype));
             launch!(@cfg s.dev, "reduce", name, cfg, &code, &x, &v, &y, &o64, &r64);
+            return Ok(out);
+        }
+        // Short rows of an arg-reduction (pooling windows): a thread per output.
+        if prefix == "argreduce" && r <= SHORT_ROW {
+            let name = format!("{prefix}_short_{}", suffix(s.dtype));
+            launch!(s.dev, "reduce", name, outs, &code, &x, &v, &y, &o64, &r64);
             return Ok(out);
         }
         launch!(
