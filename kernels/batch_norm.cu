@@ -69,9 +69,7 @@ __device__ __forceinline__ void channel_affine(const T* __restrict__ x, const T*
 }
 
 // channel_affine 16 bytes at a time, for channel counts that are multiples of the vector
-// width and 16-byte aligned operands: the elements of one vector share a row. The grid's
-// stride is a whole number of rows' vectors, so each thread keeps to one group of V
-// channels and holds its coefficients in registers.
+// width and 16-byte aligned operands: the elements of one vector share a row.
 template <typename T>
 __device__ __forceinline__ void channel_affine_vec(const T* __restrict__ x,
                                                    const T* __restrict__ a, long long m_total,
@@ -81,22 +79,9 @@ __device__ __forceinline__ void channel_affine_vec(const T* __restrict__ x,
                                                    const float* __restrict__ gamma,
                                                    T* __restrict__ out) {
     constexpr int V = 16 / sizeof(T);
-    const long long groups = channels / V;
-    const long long stride = ((long long)gridDim.x * blockDim.x / groups) * groups;
-    const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (first >= stride) return;
-    const int c = (int)(first % groups) * V;
-    float mk[V], ak[V], bk[V], gk[V];
-#pragma unroll
-    for (int e = 0; e < V; ++e) {
-        mk[e] = mean[c + e];
-        bk[e] = beta[c + e];
-        gk[e] = gamma[c + e];
-        ak[e] = a ? alpha[c + e] : 0.0f;
-    }
-    const long long n = m_total * groups;
-    for (long long t = first; t < n; t += stride) {
+    GRID_STRIDE_LOOP(t, m_total * channels / V) {
         const long long i = t * V;
+        const int c = (int)(i % channels);
         const uint4 xu = *reinterpret_cast<const uint4*>(x + i);
         uint4 au = make_uint4(0, 0, 0, 0), ou;
         if (a) au = *reinterpret_cast<const uint4*>(a + i);
@@ -105,8 +90,8 @@ __device__ __forceinline__ void channel_affine_vec(const T* __restrict__ x,
         T* ov = reinterpret_cast<T*>(&ou);
 #pragma unroll
         for (int e = 0; e < V; ++e) {
-            float v = (to_compute(xv[e]) - mk[e]) * bk[e] + gk[e];
-            if (a) v += to_compute(av[e]) * ak[e];
+            float v = (to_compute(xv[e]) - mean[c + e]) * beta[c + e] + gamma[c + e];
+            if (a) v += to_compute(av[e]) * alpha[c + e];
             ov[e] = from_compute<T>(v);
         }
         *reinterpret_cast<uint4*>(out + i) = ou;

@@ -29,13 +29,14 @@ __device__ __forceinline__ int gather_index(const GatherAxis& a, int v) {
     return v < a.len ? v : -1;
 }
 
-// The weight-gradient kernel's tiles: 128 outputs x 128 (tap, channel) per block, 32 pixels
-// per stage, 4 stages.
 #define CONV_BM 128
 #define CONV_BN 128
 #define CONV_BK 32
 #define CONV_STAGES 4
 #define CONV_THREADS 256
+// Rows of the gather kernel's k-contiguous tiles: BK + 8 halves, 80 bytes, so the eight
+// rows one ldmatrix reads fall in distinct banks.
+#define CONV_PITCH (CONV_BK + 8)
 // Rows of the weight-gradient kernel's m- and n-contiguous tiles: 136 halves, 272 bytes.
 #define WGRAD_PITCH (CONV_BM + 8)
 
@@ -45,12 +46,12 @@ struct WarpTile {
     float acc[4][4][4];
 };
 
-// acc += A B for one stage of KSTEPS x 16 of the reduction. The A fragments come from `a_frag(mt, kk, regs)` and the
+// acc += A B for one BK-deep stage. The A fragments come from `a_frag(mt, kk, regs)` and the
 // B fragments (two n8 tiles per call) from `b_frag(np, kk, regs)`.
-template <typename T, int KSTEPS, typename AFrag, typename BFrag>
+template <typename T, typename AFrag, typename BFrag>
 __device__ __forceinline__ void mma_stage(WarpTile& w, AFrag a_frag, BFrag b_frag) {
 #pragma unroll
-    for (int kk = 0; kk < KSTEPS; ++kk) {
+    for (int kk = 0; kk < CONV_BK / 16; ++kk) {
         unsigned a[4][4], b[2][4];
 #pragma unroll
         for (int mt = 0; mt < 4; ++mt) a_frag(mt, kk, a[mt]);
@@ -64,31 +65,29 @@ __device__ __forceinline__ void mma_stage(WarpTile& w, AFrag a_frag, BFrag b_fra
     }
 }
 
-// Runs `tiles` stages through a STAGES-deep cp.async ring: stage(t, buf) issues the
+// Runs `tiles` stages through a CONV_STAGES-deep cp.async ring: stage(t, buf) issues the
 // copies of tile t into buffer buf; body(buf) consumes a landed buffer.
-template <int STAGES, typename Stage, typename Body>
+template <typename Stage, typename Body>
 __device__ __forceinline__ void conv_pipeline(int tiles, Stage stage, Body body) {
 #pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
+    for (int s = 0; s < CONV_STAGES - 1; ++s) {
         if (s < tiles) stage(s, s);
         cp_async_commit();
     }
     for (int t = 0; t < tiles; ++t) {
-        cp_async_wait_group<STAGES - 2>();
+        cp_async_wait_group<CONV_STAGES - 2>();
         __syncthreads();  // tile t landed for every thread; buffer (t - 1) % STAGES is free
-        const int next = t + STAGES - 1;
-        if (next < tiles) stage(next, next % STAGES);
+        const int next = t + CONV_STAGES - 1;
+        if (next < tiles) stage(next, next % CONV_STAGES);
         cp_async_commit();
-        body(t % STAGES);
+        body(t % CONV_STAGES);
     }
     cp_async_wait_group<0>();
 }
 
 // BM x BN block tiles (128 x 128, or 256 x 64 for few output channels) of 8 warps, each
-// owning a 64 x 32 piece; BK of the reduction per stage, STAGES buffers in the ring. The
-// shared rows are BK + 8 halves long, so the eight rows one ldmatrix reads fall in
-// distinct banks.
-template <typename T, int BM, int BN, int BK, int STAGES>
+// owning a 64 x 32 piece.
+template <typename T, int BM, int BN>
 __device__ __forceinline__ void conv_gather(const T* __restrict__ src, long long sn,
                                             long long sh, long long sw, int channels,
                                             GatherAxis rows, GatherAxis cols, int batch,
@@ -96,8 +95,7 @@ __device__ __forceinline__ void conv_gather(const T* __restrict__ src, long long
                                             T* __restrict__ out) {
     extern __shared__ __align__(16) unsigned char conv_smem[];
     T* sa = reinterpret_cast<T*>(conv_smem);
-    constexpr int PITCH = BK + 8;
-    T* sb = sa + STAGES * BM * PITCH;
+    T* sb = sa + CONV_STAGES * BM * CONV_PITCH;
     constexpr int WARPS_N = BN / 32;
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     const int wm = warp / WARPS_N, wn = warp % WARPS_N;
@@ -105,11 +103,10 @@ __device__ __forceinline__ void conv_gather(const T* __restrict__ src, long long
     const long long m0 = (long long)blockIdx.x * BM;
     const int n0 = blockIdx.y * BN;
     const int kdim = rows.taps * cols.taps * channels;
-    const int tiles = (kdim + BK - 1) / BK;
-    // Each thread copies one 8-channel chunk of AR A rows and BR B rows per stage, the
-    // rows RS apart.
-    constexpr int RS = CONV_THREADS / (BK / 8), AR = BM / RS, BR = BN / RS;
-    const int kc = (tid % (BK / 8)) * 8, r0 = tid / (BK / 8);
+    const int tiles = (kdim + CONV_BK - 1) / CONV_BK;
+    // Each thread copies one 8-channel chunk of BM / 64 A rows and BN / 64 B rows per stage.
+    constexpr int AR = BM / 64, BR = BN / 64;
+    const int kc = (tid % 4) * 8;
     const T* a_base[AR];
     int a_row[AR], a_col[AR];
     bool a_ok[AR];
@@ -117,7 +114,7 @@ __device__ __forceinline__ void conv_gather(const T* __restrict__ src, long long
     bool b_ok[BR];
 #pragma unroll
     for (int i = 0; i < AR; ++i) {
-        const long long m = m0 + r0 + i * RS;
+        const long long m = m0 + tid / 4 + i * 64;
         a_ok[i] = m < m_total;
         const long long mm = a_ok[i] ? m : 0;
         const int q = (int)(mm % cols.out);
@@ -130,12 +127,12 @@ __device__ __forceinline__ void conv_gather(const T* __restrict__ src, long long
     }
 #pragma unroll
     for (int i = 0; i < BR; ++i) {
-        const int j = n0 + r0 + i * RS;
+        const int j = n0 + tid / 4 + i * 64;
         b_ok[i] = j < out_ch;
         b_base[i] = w + (long long)(b_ok[i] ? j : 0) * kdim;
     }
     auto stage = [&](int t, int buf) {
-        const int k = t * BK + kc;
+        const int k = t * CONV_BK + kc;
         const int tap = k / channels, c = k - tap * channels;
         const int r = tap / cols.taps, s = tap - r * cols.taps;
         const bool k_ok = k < kdim;
@@ -145,12 +142,12 @@ __device__ __forceinline__ void conv_gather(const T* __restrict__ src, long long
             const int x = gather_index(cols, a_col[i] + s * cols.tap_step);
             const bool ok = a_ok[i] && k_ok && h >= 0 && x >= 0;
             const T* from = ok ? a_base[i] + h * sh + x * sw + c : src;
-            cp_async16(sa + (buf * BM + r0 + i * RS) * PITCH + kc, from, ok);
+            cp_async16(sa + (buf * BM + tid / 4 + i * 64) * CONV_PITCH + kc, from, ok);
         }
 #pragma unroll
         for (int i = 0; i < BR; ++i) {
             const bool wok = b_ok[i] && k_ok;
-            cp_async16(sb + (buf * BN + r0 + i * RS) * PITCH + kc,
+            cp_async16(sb + (buf * BN + tid / 4 + i * 64) * CONV_PITCH + kc,
                        wok ? b_base[i] + k : w, wok);
         }
     };
@@ -159,16 +156,16 @@ __device__ __forceinline__ void conv_gather(const T* __restrict__ src, long long
     for (int a = 0; a < 4; ++a)
 #pragma unroll
         for (int b = 0; b < 4; ++b) acc.acc[a][b][0] = acc.acc[a][b][1] = acc.acc[a][b][2] = acc.acc[a][b][3] = 0.0f;
-    conv_pipeline<STAGES>(tiles, stage, [&](int buf) {
-        const T* ta = sa + buf * BM * PITCH;
-        const T* tb = sb + buf * BN * PITCH;
-        mma_stage<T, BK / 16>(
+    conv_pipeline(tiles, stage, [&](int buf) {
+        const T* ta = sa + buf * BM * CONV_PITCH;
+        const T* tb = sb + buf * BN * CONV_PITCH;
+        mma_stage<T>(
             acc,
             [&](int mt, int kk, unsigned* r) {
-                ldsm_x4(ta + (wm * 64 + mt * 16 + (lane & 15)) * PITCH + kk * 16 + (lane >> 4) * 8, r);
+                ldsm_x4(ta + (wm * 64 + mt * 16 + (lane & 15)) * CONV_PITCH + kk * 16 + (lane >> 4) * 8, r);
             },
             [&](int np, int kk, unsigned* r) {
-                ldsm_x4(tb + (wn * 32 + np * 16 + (lane & 7) + ((lane >> 4) << 3)) * PITCH +
+                ldsm_x4(tb + (wn * 32 + np * 16 + (lane & 7) + ((lane >> 4) << 3)) * CONV_PITCH +
                             kk * 16 + ((lane >> 3) & 1) * 8,
                         r);
             });
@@ -243,10 +240,10 @@ __device__ __forceinline__ void conv_wgrad(const T* __restrict__ dy, int out_ch,
     for (int a = 0; a < 4; ++a)
 #pragma unroll
         for (int b = 0; b < 4; ++b) acc.acc[a][b][0] = acc.acc[a][b][1] = acc.acc[a][b][2] = acc.acc[a][b][3] = 0.0f;
-    conv_pipeline<CONV_STAGES>(tiles, stage, [&](int buf) {
+    conv_pipeline(tiles, stage, [&](int buf) {
         const T* ta = sa + buf * CONV_BK * WGRAD_PITCH;
         const T* tb = sb + buf * CONV_BK * WGRAD_PITCH;
-        mma_stage<T, CONV_BK / 16>(
+        mma_stage<T>(
             acc,
             [&](int mt, int kk, unsigned* reg) {
                 ldsm_x4_trans(ta + (kk * 16 + ((lane >> 4) << 3) + (lane & 7)) * WGRAD_PITCH +
@@ -281,12 +278,12 @@ __device__ __forceinline__ void conv_wgrad(const T* __restrict__ dy, int out_ch,
 extern "C" __global__ void __launch_bounds__(CONV_THREADS, 2) conv_gather_##SUFFIX(            \
     const T* src, long long sn, long long sh, long long sw, int channels, GatherAxis rows,     \
     GatherAxis cols, int batch, const T* w, int out_ch, T* out) {                              \
-    conv_gather<T, 128, 128, 64, 3>(src, sn, sh, sw, channels, rows, cols, batch, w, out_ch, out);   \
+    conv_gather<T, 128, 128>(src, sn, sh, sw, channels, rows, cols, batch, w, out_ch, out);   \
 }                                                                                              \
 extern "C" __global__ void __launch_bounds__(CONV_THREADS, 2) conv_gather_wide_##SUFFIX(       \
     const T* src, long long sn, long long sh, long long sw, int channels, GatherAxis rows,     \
     GatherAxis cols, int batch, const T* w, int out_ch, T* out) {                              \
-    conv_gather<T, 256, 64, 32, 4>(src, sn, sh, sw, channels, rows, cols, batch, w, out_ch, out);    \
+    conv_gather<T, 256, 64>(src, sn, sh, sw, channels, rows, cols, batch, w, out_ch, out);    \
 }                                                                                              \
 extern "C" __global__ void __launch_bounds__(CONV_THREADS, 2) conv_wgrad_##SUFFIX(             \
     const T* dy, int out_ch, const T* src, long long sn, long long sh, long long sw,           \

@@ -102,23 +102,15 @@ pub fn channel_affine(
     // 16 bytes per access where every row is a whole number of aligned vectors.
     let width = 16 / x.dtype.size_in_bytes();
     let vector = c.is_multiple_of(width) && [xp, gp, op].iter().all(|p| p % 16 == 0);
-    let (name, cfg) = if vector {
-        // Every thread of the grid's stride keeps to one channel group, so the grid
-        // holds at least one row of groups.
-        let groups = c / width;
-        let mut cfg = launch_config(m * groups);
-        let threads = cfg.grid_dim.0 as usize * cfg.block_dim.0 as usize;
-        if threads < groups {
-            cfg.grid_dim.0 = groups.div_ceil(cfg.block_dim.0 as usize) as u32;
-        }
-        (format!("channel_affine_vec_{}", suffix(x.dtype)), cfg)
-    } else {
+    let (name, threads) = if vector {
         (
-            format!("channel_affine_{}", suffix(x.dtype)),
-            launch_config(m * c),
+            format!("channel_affine_vec_{}", suffix(x.dtype)),
+            m * c / width,
         )
+    } else {
+        (format!("channel_affine_{}", suffix(x.dtype)), m * c)
     };
-    launch!(@cfg x.dev, "batch_norm", name, cfg,
+    launch!(@cfg x.dev, "batch_norm", name, launch_config(threads),
         &xp, &gp, &m64, &c32, &mp, &ap, &bp, &cp, &op);
     Ok(Some(out))
 }

@@ -23,9 +23,8 @@ const THREADS: u32 = 256;
 /// Blocks the weight-gradient kernel aims for: four per SM of a 132-SM GPU.
 const WGRAD_TARGET_BLOCKS: usize = 528;
 
-/// Dynamic shared memory of the gather kernel: three stages of A and B tiles of 128 x
-/// (64 + 8) halves.
-const GATHER_SHARED: usize = 3 * 2 * TILE * (64 + 8) * 2;
+/// Dynamic shared memory of the gather kernel: A and B tiles of 128 x (32 + 8) halves.
+const GATHER_SHARED: usize = STAGES * 2 * TILE * (DEPTH + 8) * 2;
 /// The wide gather kernel's tile: 256 pixels by 64 output channels, for layers with at
 /// most 64 outputs (a 128-wide tile would leave half its products unused).
 const WIDE_PIXELS: usize = 256;
