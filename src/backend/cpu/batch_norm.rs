@@ -3,6 +3,7 @@
 //! channels-last, in f64, stored in the compute dtype (f32, or f64 for f64 inputs).
 
 use super::CpuStorage;
+use crate::backend::View;
 use crate::{DType, Layout, Result};
 
 /// The dtype the sums and channel vectors of `dtype` are kept in.
@@ -68,7 +69,7 @@ pub fn channel_sums(
 pub fn channel_affine(
     x: &CpuStorage,
     lx: &Layout,
-    grad: Option<((&CpuStorage, &Layout), (&CpuStorage, &Layout))>,
+    grad: Option<(View<'_, CpuStorage>, View<'_, CpuStorage>)>,
     mean: (&CpuStorage, &Layout),
     beta: (&CpuStorage, &Layout),
     gamma: (&CpuStorage, &Layout),

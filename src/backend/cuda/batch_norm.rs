@@ -4,6 +4,7 @@
 
 use super::storage::suffix;
 use super::{launch, launch_config, CudaStorage};
+use crate::backend::View;
 use crate::{DType, Layout, Result};
 use cudarc::driver::LaunchConfig;
 
@@ -71,7 +72,7 @@ pub fn channel_sums(
 pub fn channel_affine(
     x: &CudaStorage,
     lx: &Layout,
-    grad: Option<((&CudaStorage, &Layout), (&CudaStorage, &Layout))>,
+    grad: Option<(View<'_, CudaStorage>, View<'_, CudaStorage>)>,
     mean: (&CudaStorage, &Layout),
     beta: (&CudaStorage, &Layout),
     gamma: (&CudaStorage, &Layout),

@@ -41,7 +41,8 @@ fn image_view(s: &CudaStorage, l: &Layout) -> Option<([usize; 4], [i64; 3])> {
     if shape.len() != 4 || (shape[3] > 1 && st[3] != 1) || !shape[3].is_multiple_of(8) {
         return None;
     }
-    let aligned = s.ptr(l.offset()) % 16 == 0 && st[..3].iter().all(|x| x.is_multiple_of(8));
+    let aligned =
+        s.ptr(l.offset()).is_multiple_of(16) && st[..3].iter().all(|x| x.is_multiple_of(8));
     aligned.then(|| {
         (
             [shape[0], shape[1], shape[2], shape[3]],
@@ -117,7 +118,7 @@ fn gather(
         && ws[2] == cols.taps as usize
         && ws[3] == c
         && ws[0].is_multiple_of(2)
-        && w.ptr(lw.offset()) % 16 == 0;
+        && w.ptr(lw.offset()).is_multiple_of(16);
     if !weights_ok || rows.len as usize != h || cols.len as usize != wd {
         return Ok(None);
     }
@@ -174,7 +175,7 @@ fn weight_grad(
         && ds[1] == rows.out as usize
         && ds[2] == cols.out as usize
         && ds[3].is_multiple_of(8)
-        && dy.ptr(ld.offset()) % 16 == 0;
+        && dy.ptr(ld.offset()).is_multiple_of(16);
     if !grad_ok || rows.len as usize != h || cols.len as usize != wd {
         return Ok(None);
     }
