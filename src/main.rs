@@ -38,6 +38,9 @@ enum Command {
     Info(InfoArgs),
     /// Classify images with a ResNet (a torchvision .pth or safetensors state dict).
     Classify(ClassifyArgs),
+    /// CLIP embeddings of images and texts, and zero-shot classification of the images
+    /// by the texts (a Hugging Face CLIP folder).
+    Embed(EmbedArgs),
     /// Time the key workloads and print them beside PyTorch's on the same device.
     Bench(BenchArgs),
     /// Turn a text file into a token file (little-endian u16 ids) for training.
@@ -62,6 +65,33 @@ struct ClassifyArgs {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     device: String,
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    /// A CLIP folder: config.json, model.safetensors, tokenizer.json (for text) and
+    /// optionally preprocessor_config.json.
+    #[arg(long)]
+    model: PathBuf,
+    /// Images (PNG or JPEG) to embed; they run as one batch.
+    #[arg(long, num_args = 1..)]
+    image: Vec<PathBuf>,
+    /// Texts to embed; they run as one padded batch.
+    #[arg(long, num_args = 1..)]
+    text: Vec<String>,
+    /// Zero-shot labels, comma-separated ("a photo of a cat,a photo of a dog"): texts
+    /// too, and each image gets its probabilities over them.
+    #[arg(long)]
+    labels: Option<String>,
+    /// Write the embeddings to FILE (.safetensors or .json) instead of printing them.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// f32, f16 or bf16 (default: f32 on the CPU, bf16 on a GPU).
+    #[arg(long)]
+    dtype: Option<String>,
 }
 
 #[derive(Args)]
@@ -324,6 +354,7 @@ fn main() {
         Command::Info(a) => info::describe(&a.path, a.all).map(|s| print!("{s}")),
         Command::Bench(a) => bench_cmd(a),
         Command::Classify(a) => classify_cmd(a),
+        Command::Embed(a) => embed_cmd(a),
         Command::Tokenize(a) => {
             smith::text::token_file::tokenize_file(&a.tokenizer, &a.input, &a.output, !a.no_bos)
                 .map(|n| println!("{n} tokens written to {}", a.output.display()))
@@ -335,17 +366,111 @@ fn main() {
     }
 }
 
+fn embed_cmd(a: EmbedArgs) -> Result<()> {
+    use smith::Tensor;
+    let device = Device::parse(&a.device)?;
+    let dtype = match a.dtype.as_deref() {
+        Some(d) => d.parse::<smith::DType>()?,
+        None if device == Device::Cpu => smith::DType::F32,
+        None => smith::DType::BF16,
+    };
+    let mut texts = a.text.clone();
+    if let Some(l) = &a.labels {
+        texts.extend(
+            l.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+        );
+    }
+    if a.image.is_empty() && texts.is_empty() {
+        return Err(smith::Error::invalid(
+            "embed",
+            "nothing to embed: give --image, --text or --labels",
+        ));
+    }
+    let embedder = smith::infer::ClipEmbedder::load(&a.model, device, dtype)?;
+    let images = smith::vision::read_images(&a.image)?;
+    let start = std::time::Instant::now();
+    let image_embeds = if images.is_empty() {
+        None
+    } else {
+        Some(embedder.embed_images(&images)?)
+    };
+    let text_embeds = if texts.is_empty() {
+        None
+    } else {
+        let t = embedder.embed_texts(&texts)?;
+        if !t.truncated.is_empty() {
+            eprintln!(
+                "note: {} text(s) longer than the model's {} tokens were truncated (the end-of-text token kept)",
+                t.truncated.len(),
+                embedder.model.cfg.text_config.max_position_embeddings
+            );
+        }
+        Some(t.embeds)
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    let rows = |t: &Tensor| -> Result<Vec<Vec<f32>>> {
+        let d = t.shape()[1];
+        Ok(t.to_vec_f32()?.chunks(d).map(<[f32]>::to_vec).collect())
+    };
+    if let Some(out) = &a.output {
+        smith::infer::embed::write_embeddings(
+            out,
+            &a.image,
+            image_embeds.as_ref(),
+            &texts,
+            text_embeds.as_ref(),
+        )?;
+        println!("embeddings written to {}", out.display());
+    } else {
+        let show = |name: &str, v: &[f32]| {
+            let head: Vec<String> = v.iter().take(6).map(|x| format!("{x:+.4}")).collect();
+            println!("{name}\n  [{}, ...] ({} dims)", head.join(", "), v.len());
+        };
+        if let Some(e) = &image_embeds {
+            for (p, v) in a.image.iter().zip(rows(e)?) {
+                show(&p.display().to_string(), &v);
+            }
+        }
+        if let Some(e) = &text_embeds {
+            for (t, v) in texts.iter().zip(rows(e)?) {
+                show(&format!("{t:?}"), &v);
+            }
+        }
+    }
+    if let (Some(i), Some(t)) = (&image_embeds, &text_embeds) {
+        let sims = rows(&i.matmul(&t.t()?)?)?;
+        let probs = rows(&embedder.probabilities(i, t)?)?;
+        println!(
+            "\nsimilarity (cosine) and probability over the {} texts:",
+            texts.len()
+        );
+        for ((p, s), pr) in a.image.iter().zip(&sims).zip(&probs) {
+            println!("{}", p.display());
+            let mut order: Vec<usize> = (0..texts.len()).collect();
+            order.sort_by(|&x, &y| pr[y].total_cmp(&pr[x]));
+            for j in order {
+                println!("  {:>6.2}%  cos {:+.4}  {}", 100.0 * pr[j], s[j], texts[j]);
+            }
+        }
+    }
+    eprintln!(
+        "{} image(s) and {} text(s) on {device:?} ({dtype:?}) in {elapsed:.2} s",
+        images.len(),
+        texts.len()
+    );
+    Ok(())
+}
+
 fn classify_cmd(a: ClassifyArgs) -> Result<()> {
     let device = Device::parse(&a.device)?;
     let mut classifier = smith::infer::Classifier::load(&a.model, device)?;
     if let Some(l) = &a.labels {
         classifier = classifier.with_labels_file(l)?;
     }
-    let images = a
-        .image
-        .iter()
-        .map(|p| smith::vision::read_image(p))
-        .collect::<Result<Vec<_>>>()?;
+    let images = smith::vision::read_images(&a.image)?;
     let start = std::time::Instant::now();
     let results = classifier.classify(&images, a.top_k)?;
     for (path, preds) in a.image.iter().zip(&results) {

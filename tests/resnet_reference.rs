@@ -10,6 +10,7 @@
 mod common;
 
 use common::devices::*;
+use common::{photo_dir, photos_missing};
 use smith::io::{load_pth, load_safetensors};
 use smith::models::{ResNet, ResNetConfig, Stem};
 use smith::optim::Sgd;
@@ -41,28 +42,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/vision")
         .join(name)
-}
-
-fn photo_dir() -> PathBuf {
-    std::env::var_os("SMITH_PHOTOS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/photos"))
-}
-
-/// Why the photo test cannot run (`SMITH_REQUIRE_PHOTOS` makes it a failure instead).
-fn photos_missing() -> Option<String> {
-    if photo_dir().join("rocket.jpg").exists() {
-        return None;
-    }
-    assert!(
-        std::env::var_os("SMITH_REQUIRE_PHOTOS").is_none(),
-        "SMITH_REQUIRE_PHOTOS is set but {} has no photos (bash tools/fetch_photos.sh)",
-        photo_dir().display()
-    );
-    Some(format!(
-        "no photos in {} (bash tools/fetch_photos.sh)",
-        photo_dir().display()
-    ))
 }
 
 fn fnv1a32(name: &str) -> u32 {

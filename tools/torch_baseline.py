@@ -215,6 +215,27 @@ def vision(out, dev):
     out["resnet50_train_bf16_B256_nhwc_img_per_s"] = b / timed(step, 5)
     del model, opt
     torch.cuda.empty_cache()
+    clip(out, dev)
+
+
+def clip(out, dev):
+    """transformers' CLIP ViT-B/32 (default configuration, random weights, bf16, SDPA
+    attention) embedding 1024 images and 1024 full-context texts."""
+    try:
+        from transformers import CLIPConfig, CLIPModel
+    except ImportError:
+        return
+    b = 1024
+    model = CLIPModel(CLIPConfig(), attn_implementation="sdpa").to(dev, dtype=torch.bfloat16).eval()
+    px = torch.randn(b, 3, 224, 224, device=dev, dtype=torch.bfloat16)
+    ids = torch.randint(1, 49000, (b, 77), device=dev)
+    ids[:, 0] = 49406
+    ids[:, -1] = 49407
+    with torch.no_grad():
+        out[f"clip_b32_image_embed_B{b}_img_per_s"] = b / timed(lambda: model.get_image_features(pixel_values=px), 5)
+        out[f"clip_b32_text_embed_B{b}x77_seq_per_s"] = b / timed(lambda: model.get_text_features(input_ids=ids), 5)
+    del model
+    torch.cuda.empty_cache()
 
 
 def main():

@@ -23,6 +23,8 @@ pub enum Unit {
     Tokens,
     /// Images per second (higher is better).
     Images,
+    /// Texts (token sequences) per second (higher is better).
+    Texts,
 }
 
 impl Unit {
@@ -36,15 +38,19 @@ impl Unit {
             Unit::MTokens => "Mtok/s",
             Unit::Tokens => "tok/s",
             Unit::Images => "img/s",
+            Unit::Texts => "seq/s",
         }
     }
 
     /// `ours / theirs` as a speed ratio (above 1 means smith is faster).
     pub fn speedup(self, ours: f64, theirs: f64) -> f64 {
         match self {
-            Unit::Tflops | Unit::Gbps | Unit::MTokens | Unit::Tokens | Unit::Images => {
-                ours / theirs
-            }
+            Unit::Tflops
+            | Unit::Gbps
+            | Unit::MTokens
+            | Unit::Tokens
+            | Unit::Images
+            | Unit::Texts => ours / theirs,
             Unit::Ms | Unit::Us => theirs / ours,
         }
     }
@@ -580,7 +586,46 @@ pub fn vision(device: Device, profile: bool) -> Result<(Vec<Measurement>, Option
         },
         Err(e) => failed(train_name, e),
     });
+    out.extend(clip_embeddings(device, &mut rng)?);
     Ok((out, (!tables.is_empty()).then_some(tables)))
+}
+
+/// CLIP ViT-B/32 (random weights, bf16 on a GPU) embedding a batch of images and a batch
+/// of full-context texts: images/s and texts/s.
+fn clip_embeddings(device: Device, rng: &mut Rng) -> Result<Vec<Measurement>> {
+    let dtype = if device == Device::Cpu {
+        DType::F32
+    } else {
+        DType::BF16
+    };
+    let b = if device == Device::Cpu { 4 } else { 1024 };
+    let cfg = smith::models::ClipConfig::vit_b32();
+    let model = smith::models::Clip::random(cfg, device, dtype, rng)?;
+    let pixels = randn(&[b, 3, 224, 224], dtype, device, rng)?;
+    let images = best_time(device, 5, 2, || model.image_features(&pixels).map(|_| ()))?;
+    let ids: Vec<Vec<u32>> = (0..b as u32)
+        .map(|r| {
+            let mut row: Vec<u32> = (0..77).map(|i| (r * 131 + i * 7919) % 49000 + 1).collect();
+            row[0] = 49406;
+            row[76] = 49407;
+            row
+        })
+        .collect();
+    let texts = best_time(device, 5, 2, || model.text_features(&ids).map(|_| ()))?;
+    Ok(vec![
+        Measurement {
+            name: format!("clip_b32_image_embed_B{b}_img_per_s"),
+            unit: Unit::Images,
+            value: b as f64 / images,
+            note: format!("{:.1} ms per batch; 8.8 GFLOP per image", images * 1e3),
+        },
+        Measurement {
+            name: format!("clip_b32_text_embed_B{b}x77_seq_per_s"),
+            unit: Unit::Texts,
+            value: b as f64 / texts,
+            note: format!("{:.1} ms per batch; 5.8 GFLOP per text", texts * 1e3),
+        },
+    ])
 }
 
 /// Greedy decoding of a GGUF model with its weights kept quantized (a 16-token prompt, then

@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod checks;
+pub mod clip;
 pub mod from_gguf;
 pub mod gguf_rope;
 pub mod gpt;
@@ -10,6 +11,7 @@ pub mod llama;
 pub mod resnet;
 
 pub use checkpoint::checkpoint_gpt;
+pub use clip::{is_clip, Clip, ClipConfig};
 pub use gpt::{Gpt, GptConfig};
 pub use hf_gpt2::{is_hf_gpt2, load_hf_gpt2, save_hf_gpt2};
 pub use llama::{Llama, LlamaConfig};

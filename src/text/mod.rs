@@ -3,6 +3,7 @@
 
 pub mod char_level;
 pub mod chat;
+pub mod clip_text;
 pub mod gguf_vocab;
 pub mod sentencepiece;
 pub mod token_file;
@@ -10,4 +11,5 @@ pub mod tokenizer;
 
 pub use char_level::CharTokenizer;
 pub use chat::ChatTemplate;
+pub use clip_text::{ClipTokenizer, TextBatch};
 pub use tokenizer::{StreamDecoder, TextTokenizer};

@@ -80,3 +80,8 @@ pub fn read_image(path: &Path) -> Result<RgbImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     decode_image(&bytes, &path.display().to_string())
 }
+
+/// Reads and decodes every file of `paths`, in order; the first that fails is the error.
+pub fn read_images(paths: &[std::path::PathBuf]) -> Result<Vec<RgbImage>> {
+    paths.iter().map(|p| read_image(p)).collect()
+}

@@ -110,23 +110,43 @@ impl ClassificationPreset {
         let (w, h) = self.resized_size(img);
         let resized = resize_bilinear(img, w, h)?;
         let c = self.crop_size;
-        let crop = center_crop(&resized, c, c)?;
-        let mut out = vec![0f32; 3 * c * c];
-        for (i, px) in crop.data.chunks_exact(3).enumerate() {
-            for ch in 0..3 {
-                out[ch * c * c + i] = (f32::from(px[ch]) / 255.0 - self.mean[ch]) / self.std[ch];
-            }
-        }
-        Ok(out)
+        Ok(normalized_planes(
+            &center_crop(&resized, c, c)?,
+            self.mean,
+            self.std,
+        ))
     }
 
     /// A batch of images preprocessed into one `[N, 3, crop, crop]` f32 tensor.
     pub fn batch(&self, images: &[RgbImage], device: Device) -> Result<Tensor> {
-        let c = self.crop_size;
-        let mut data = Vec::with_capacity(images.len() * 3 * c * c);
-        for img in images {
-            data.extend(self.apply(img)?);
-        }
-        Tensor::from_vec(data, &[images.len(), 3, c, c], Device::Cpu)?.to_device(device)
+        batch_of(images, self.crop_size, device, |img| self.apply(img))
     }
+}
+
+/// A square 8-bit image as `[3, side, side]` f32 planes: values scaled to [0, 1], less the
+/// channel means, over the channel deviations.
+pub(crate) fn normalized_planes(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
+    let n = img.width * img.height;
+    let mut out = vec![0f32; 3 * n];
+    for (i, px) in img.data.chunks_exact(3).enumerate() {
+        for ch in 0..3 {
+            out[ch * n + i] = (f32::from(px[ch]) / 255.0 - mean[ch]) / std[ch];
+        }
+    }
+    out
+}
+
+/// `images` each preprocessed by `one` into `[3, side, side]`, as one `[N, 3, side, side]`
+/// tensor on `device`.
+pub(crate) fn batch_of(
+    images: &[RgbImage],
+    side: usize,
+    device: Device,
+    one: impl Fn(&RgbImage) -> Result<Vec<f32>>,
+) -> Result<Tensor> {
+    let mut data = Vec::with_capacity(images.len() * 3 * side * side);
+    for img in images {
+        data.extend(one(img)?);
+    }
+    Tensor::from_vec(data, &[images.len(), 3, side, side], Device::Cpu)?.to_device(device)
 }

@@ -5,6 +5,31 @@
 pub mod devices;
 
 use smith::{DType, Device, Result, Rng, Tensor};
+use std::path::{Path, PathBuf};
+
+/// Where scikit-image's four photos are (`SMITH_PHOTOS`, else target/photos, filled by
+/// tools/fetch_photos.sh).
+pub fn photo_dir() -> PathBuf {
+    std::env::var_os("SMITH_PHOTOS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/photos"))
+}
+
+/// Why a test of the photos cannot run (`SMITH_REQUIRE_PHOTOS` makes it a failure instead).
+pub fn photos_missing() -> Option<String> {
+    if photo_dir().join("rocket.jpg").exists() {
+        return None;
+    }
+    assert!(
+        std::env::var_os("SMITH_REQUIRE_PHOTOS").is_none(),
+        "SMITH_REQUIRE_PHOTOS is set but {} has no photos (bash tools/fetch_photos.sh)",
+        photo_dir().display()
+    );
+    Some(format!(
+        "no photos in {} (bash tools/fetch_photos.sh)",
+        photo_dir().display()
+    ))
+}
 
 /// A random f64 tensor with values in [-1, 1).
 pub fn rand64(shape: &[usize], rng: &mut Rng) -> Tensor {
