@@ -412,16 +412,22 @@ impl Encoder {
     fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for l in &self.layers {
-            let h = self.attend(l, &l.norm1.forward(&x)?, causal)?;
-            x = x.add(&h)?;
+            // The residual adds ride in the output GEMMs' epilogues where the backend can.
+            x = self.attend(l, &l.norm1.forward(&x)?, causal, &x)?;
             let h = l.fc1.forward(&l.norm2.forward(&x)?)?;
-            x = x.add(&l.fc2.forward(&self.act.apply(&h)?)?)?;
+            x = l.fc2.forward_fused(&self.act.apply(&h)?, false, Some(&x))?;
         }
         Ok(x)
     }
 
-    /// Multi-head self-attention of layer `l` over `x` `[B, T, D]`.
-    fn attend(&self, l: &EncoderLayer, x: &Tensor, causal: bool) -> Result<Tensor> {
+    /// `residual` + multi-head self-attention of layer `l` over `x` `[B, T, D]`.
+    fn attend(
+        &self,
+        l: &EncoderLayer,
+        x: &Tensor,
+        causal: bool,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
         let (b, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let (h, hd) = (self.heads, d / self.heads);
         let parts = l.qkv.forward(x)?.split(&[d, d, d], 2)?;
@@ -443,7 +449,11 @@ impl Encoder {
             };
             probs.matmul(&v)?
         };
-        l.out.forward(&y.transpose(1, 2)?.reshape(&[b, t, h * hd])?)
+        l.out.forward_fused(
+            &y.transpose(1, 2)?.reshape(&[b, t, h * hd])?,
+            false,
+            Some(residual),
+        )
     }
 }
 
