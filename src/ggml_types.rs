@@ -3,6 +3,7 @@
 //! the reference dequantizers bit for bit (same products in the same order, in f32).
 
 use crate::{Error, Result};
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 /// A ggml tensor type, by its GGUF id.
@@ -190,14 +191,41 @@ pub fn dequantize(ty: GgmlType, data: &[u8]) -> Result<Vec<f32>> {
 
 /// Dequantizes `data` (whole blocks of `ty`, checked by the caller) into `out`, replacing
 /// its contents: the allocation-free form for row-at-a-time kernels.
+#[inline(always)]
 pub fn dequantize_into(ty: GgmlType, data: &[u8], out: &mut Vec<f32>) {
     out.clear();
-    for b in data.chunks_exact(ty.block().1) {
-        dequantize_block(ty, b, out);
+    match ty {
+        // One value per "block": converted in bulk, not dispatched per value.
+        GgmlType::F32 => out.extend(
+            data.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        GgmlType::F16 => {
+            let mut halves = [f16::ZERO; 64];
+            let mut wide = [0f32; 64];
+            for chunk in data.chunks(128) {
+                let n = chunk.len() / 2;
+                for (h, b) in halves.iter_mut().zip(chunk.chunks_exact(2)) {
+                    *h = f16::from_le_bytes([b[0], b[1]]);
+                }
+                halves[..n].convert_to_f32_slice(&mut wide[..n]);
+                out.extend_from_slice(&wide[..n]);
+            }
+        }
+        GgmlType::BF16 => out.extend(
+            data.chunks_exact(2)
+                .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16)),
+        ),
+        _ => {
+            for b in data.chunks_exact(ty.block().1) {
+                dequantize_block(ty, b, out);
+            }
+        }
     }
 }
 
 /// Appends the `block().0` values of one block.
+#[inline(always)]
 fn dequantize_block(ty: GgmlType, b: &[u8], out: &mut Vec<f32>) {
     match ty {
         GgmlType::F32 => out.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),

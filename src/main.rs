@@ -138,7 +138,7 @@ struct BenchArgs {
     /// several times); prints tokens/s, weight bytes per token and the bandwidth.
     #[arg(long)]
     gguf: Vec<PathBuf>,
-    /// Only the model workloads (--gpt2, --generate, --attention, --vision, --gguf), not the
+    /// Only the model workloads (--gpt2, --generate, --attention, --vision, --clip, --gguf), not the
     /// kernels.
     #[arg(long)]
     gpt2_only: bool,
@@ -150,9 +150,14 @@ struct BenchArgs {
     #[arg(long)]
     attention: bool,
     /// Also time the vision workloads (ResNet-50's 3x3 convolutions, ResNet-50 inference
-    /// and training at batch 256, bf16, channels-last) against PyTorch with cuDNN.
+    /// and training at batch 256, bf16, channels-last) against PyTorch with cuDNN, and CLIP
+    /// (as --clip).
     #[arg(long)]
     vision: bool,
+    /// Also time CLIP ViT-B/32 image and text embeddings (batch 1024, bf16) against
+    /// transformers with SDPA attention.
+    #[arg(long)]
+    clip: bool,
 }
 
 #[derive(Args)]
@@ -997,8 +1002,8 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         "smith bench on {device}{}",
         if quick { " (quick sizes)" } else { "" }
     );
-    let models_only =
-        a.gpt2_only && (a.gpt2 || a.generate || a.attention || a.vision || !a.gguf.is_empty());
+    let models_only = a.gpt2_only
+        && (a.gpt2 || a.generate || a.attention || a.vision || a.clip || !a.gguf.is_empty());
     // PyTorch first: its process has exited, and freed the GPU, before smith allocates.
     let theirs = if a.no_baseline || !Path::new(&a.baseline).exists() {
         println!("(no PyTorch baseline: {} not run)", a.baseline);
@@ -1011,6 +1016,7 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
             (a.gpt2, "--gpt2"),
             (a.attention, "--attention"),
             (a.vision, "--vision"),
+            (a.clip && !a.vision, "--clip"),
         ];
         let flags: Vec<&str> = flags.iter().filter(|f| f.0).map(|f| f.1).collect();
         bench::torch_baseline(&a.baseline, &flags)?
@@ -1050,6 +1056,8 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         if let Some(tables) = tables {
             println!("Profile of the vision workloads:\n{tables}");
         }
+    } else if a.clip {
+        ours.extend(bench::clip_embeddings(device, a.profile)?);
     }
     println!("| workload | unit | smith | PyTorch | speed ratio | note |");
     println!("|---|---|---|---|---|---|");

@@ -18,6 +18,11 @@ fn main() {
             None,
         ),
         (
+            "few_row_products_match_the_blocked_gemm",
+            few_row_products_match_the_blocked_gemm,
+            None,
+        ),
+        (
             "linear_with_bias_epilogue",
             linear_with_bias_epilogue,
             needs_gpu(),
@@ -105,6 +110,32 @@ fn matmul_plain_transposed_batched() {
         v[0].matmul(&v[1])
     });
 }
+/// Products of one to four rows with a transposed weight (decoding's shape: the CPU runs
+/// them as column dot products) equal the same rows computed inside a taller product (the
+/// blocked GEMM), on every float dtype of the CPU.
+fn few_row_products_match_the_blocked_gemm() {
+    let mut rng = Rng::new(8);
+    let w = randn(&[67, 259], &mut rng);
+    let x = randn(&[12, 259], &mut rng);
+    for dtype in [DType::F64, DType::F32] {
+        let (w, x) = (w.to_dtype(dtype).unwrap(), x.to_dtype(dtype).unwrap());
+        let tall = x.matmul(&w.t().unwrap()).unwrap();
+        for rows in 1..=4 {
+            for start in [0, 5] {
+                let few = x.narrow(0, start, rows).unwrap();
+                let got = few.matmul(&w.t().unwrap()).unwrap();
+                let want = tall.narrow(0, start, rows).unwrap();
+                let err = rel_err(&got.to_vec_f64().unwrap(), &want.to_vec_f64().unwrap());
+                let tol = if dtype == DType::F64 { 1e-14 } else { 1e-6 };
+                assert!(
+                    err < tol,
+                    "{rows} rows at {start}, {dtype:?}: rel err {err:e}"
+                );
+            }
+        }
+    }
+}
+
 /// A linear layer with bias (one cuBLASLt call with a bias epilogue on the GPU) and its
 /// three gradients, in every float dtype, against the CPU's GEMM-then-add; also through an
 /// input at an odd offset, which takes the unfused path.

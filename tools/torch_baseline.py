@@ -5,7 +5,7 @@ Prints one JSON object {workload: value} as its last line, in the units smith us
 TFLOP/s for GEMM, GB/s (bytes read + written) for memory-bound ops, milliseconds for
 cross-entropy and AdamW, microseconds for launch overhead.
 Usage: python3 tools/torch_baseline.py [--quick] [--models-only] [--gpt2] [--generate]
-       [--attention] [--vision]
+       [--attention] [--vision] [--clip]
 """
 import json
 import sys
@@ -226,7 +226,7 @@ def clip(out, dev):
     except ImportError:
         return
     b = 1024
-    model = CLIPModel(CLIPConfig(), attn_implementation="sdpa").to(dev, dtype=torch.bfloat16).eval()
+    model = CLIPModel._from_config(CLIPConfig(), attn_implementation="sdpa").to(dev, dtype=torch.bfloat16).eval()
     px = torch.randn(b, 3, 224, 224, device=dev, dtype=torch.bfloat16)
     ids = torch.randint(1, 49000, (b, 77), device=dev)
     ids[:, 0] = 49406
@@ -256,6 +256,8 @@ def main():
         attention(out, dev)
     if "--vision" in sys.argv:
         vision(out, dev)
+    elif "--clip" in sys.argv:
+        clip(out, dev)
     tiny = torch.zeros(1, device=dev)
     torch.cuda.synchronize()
     start = time.perf_counter()

@@ -586,13 +586,15 @@ pub fn vision(device: Device, profile: bool) -> Result<(Vec<Measurement>, Option
         },
         Err(e) => failed(train_name, e),
     });
-    out.extend(clip_embeddings(device, &mut rng)?);
+    out.extend(clip_embeddings(device, profile)?);
     Ok((out, (!tables.is_empty()).then_some(tables)))
 }
 
 /// CLIP ViT-B/32 (random weights, bf16 on a GPU) embedding a batch of images and a batch
-/// of full-context texts: images/s and texts/s.
-fn clip_embeddings(device: Device, rng: &mut Rng) -> Result<Vec<Measurement>> {
+/// of full-context texts: images/s and texts/s; with `profile`, the kernel table of one
+/// image batch printed.
+pub fn clip_embeddings(device: Device, profile: bool) -> Result<Vec<Measurement>> {
+    let rng = &mut Rng::new(12);
     let dtype = if device == Device::Cpu {
         DType::F32
     } else {
@@ -603,6 +605,10 @@ fn clip_embeddings(device: Device, rng: &mut Rng) -> Result<Vec<Measurement>> {
     let model = smith::models::Clip::random(cfg, device, dtype, rng)?;
     let pixels = randn(&[b, 3, 224, 224], dtype, device, rng)?;
     let images = best_time(device, 5, 2, || model.image_features(&pixels).map(|_| ()))?;
+    if profile && device != Device::Cpu {
+        let table = profiled(|| model.image_features(&pixels).map(|_| ()))?.table(12);
+        println!("CLIP ViT-B/32, one batch of {b} images:\n{table}");
+    }
     let ids: Vec<Vec<u32>> = (0..b as u32)
         .map(|r| {
             let mut row: Vec<u32> = (0..77).map(|i| (r * 131 + i * 7919) % 49000 + 1).collect();

@@ -63,6 +63,24 @@ fn matmul_typed<T: Real>(m: Matrices<'_, T>) -> Vec<T> {
         }
     };
     let threads = rayon::current_num_threads();
+    if rows <= GEMV_MAX_ROWS && csa == 1 && rsb == 1 && batches < threads {
+        // A few rows against a matrix whose columns are contiguous (a linear layer's `W^T`
+        // while decoding): dot products split over the columns on every thread, with no
+        // packing of the matrix.
+        for (bi, c) in out.chunks_mut(rows * cols).enumerate() {
+            let (oa, ob) = batch_offsets(bi);
+            gemv_columns(
+                &m.a[oa..],
+                rsa as usize,
+                &m.b[ob..],
+                csb as usize,
+                rows,
+                k,
+                c,
+            );
+        }
+        return out;
+    }
     if batches >= threads || rows <= ROWS_PER_TASK {
         out.par_chunks_mut(rows * cols)
             .enumerate()
@@ -84,6 +102,63 @@ fn matmul_typed<T: Real>(m: Matrices<'_, T>) -> Vec<T> {
             });
     }
     out
+}
+
+/// Rows of `a` up to which a product runs as dot products ([`gemv_columns`]).
+const GEMV_MAX_ROWS: usize = 4;
+/// Output columns per parallel task of [`gemv_columns`].
+const GEMV_COLS_PER_TASK: usize = 64;
+
+/// `c [rows, cols] = a [rows, k] @ b [k, cols]` where row `i` of `a` starts at `i * rsa` and
+/// column `j` of `b` at `j * csb`, both contiguous over `k`.
+fn gemv_columns<T: Real>(
+    a: &[T],
+    rsa: usize,
+    b: &[T],
+    csb: usize,
+    rows: usize,
+    k: usize,
+    c: &mut [T],
+) {
+    let cols = c.len() / rows.max(1);
+    let mut by_col = vec![T::ZERO; rows * cols];
+    by_col
+        .par_chunks_mut(GEMV_COLS_PER_TASK * rows)
+        .enumerate()
+        .for_each(|(task, out)| {
+            for (jj, o) in out.chunks_mut(rows).enumerate() {
+                let j = task * GEMV_COLS_PER_TASK + jj;
+                let col = &b[j * csb..j * csb + k];
+                for (i, oi) in o.iter_mut().enumerate() {
+                    *oi = dot(&a[i * rsa..i * rsa + k], col);
+                }
+            }
+        });
+    for (j, o) in by_col.chunks(rows).enumerate() {
+        for (i, &v) in o.iter().enumerate() {
+            c[i * cols + j] = v;
+        }
+    }
+}
+
+/// A dot product in 16 running sums (vectorizable).
+fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::ZERO; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut total = T::ZERO;
+    for (x, y) in ra.iter().zip(rb) {
+        total += *x * *y;
+    }
+    for v in acc {
+        total += v;
+    }
+    total
 }
 
 /// `a @ b` for layouts `[batch.., m, k]` and `[batch.., k, n]` with identical batch dims
